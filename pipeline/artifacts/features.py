@@ -1,0 +1,178 @@
+"""Feature stores: a Zarr v3 store ``features.zarr`` with one group per video.
+
+Layout::
+
+    features.zarr/                      root attrs: {"acar": {"kind": "features", "version": 1}}
+      <video_id>/                       group attrs: {"acar": {**FeatureSpec, "complete": bool,
+                                                               "frame_size": [W, H], "fps": float}}
+        timestamps                      int32 (K,)            keyframe seconds
+        <view>                          float16 (K, C, H, W)  one chunk per keyframe
+                                        attrs: {"acar": ViewSpec}
+
+A *view* is one test-time variant of the input (``s256``, ``s256_flip``, ``s288``…).
+``complete`` is set last, so an interrupted run leaves an incomplete group that the
+next run rebuilds.  Each video group is written by exactly one process, which is what
+makes ``--shard i/N`` safe for concurrent writers.  Banks (``pipeline.artifacts.banks``)
+reuse this module's store helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import ArtifactError
+
+KIND = "features"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How one view's input was made from the original frame.
+
+    The frame (W0 x H0) is optionally flipped, resized so that its short side is
+    ``scale`` and placed at ``valid[:2]`` inside a zero canvas of ``input_size``.
+    Feature map pixel (i, j) covers input pixels ``[j*stride, (j+1)*stride)``.
+    """
+
+    name: str
+    scale: int
+    flip: bool
+    input_size: tuple[int, int]            # (W, H) of the padded network input
+    valid: tuple[int, int, int, int]       # (x0, y0, x1, y1) of the image inside the input
+    feature_stride: float                  # input pixels per feature-map pixel
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ViewSpec:
+        return cls(d["name"], int(d["scale"]), bool(d["flip"]), tuple(d["input_size"]),
+                   tuple(d["valid"]), float(d["feature_stride"]))
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What produced a store: needed to reproduce it or to match it at demo time."""
+
+    backbone: str
+    weights: str                  # weights name, file path, or "random-init(seed=N)"
+    random_init: bool
+    clip_frames: int
+    clip_stride: int
+    short_side: int
+    channels: int
+    views: tuple[str, ...] = field(default=())
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["views"] = list(self.views)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        keys = cls.__dataclass_fields__
+        d = {k: v for k, v in d.items() if k in keys}
+        d["views"] = tuple(d.get("views", ()))
+        return cls(**d)
+
+
+def boxes_to_input(boxes: np.ndarray, view: ViewSpec) -> np.ndarray:
+    """Map normalised original-frame boxes (N, 4) to network-input pixels of ``view``.
+
+    A flipped view mirrors x first (x1' = 1 - x2, x2' = 1 - x1).  Use
+    ``spatial_scale = 1 / view.feature_stride`` with roi_align on the result.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    if view.flip:
+        boxes[:, [0, 2]] = 1.0 - boxes[:, [2, 0]]
+    x0, y0, x1, y1 = view.valid
+    boxes[:, [0, 2]] = x0 + boxes[:, [0, 2]] * (x1 - x0)
+    boxes[:, [1, 3]] = y0 + boxes[:, [1, 3]] * (y1 - y0)
+    return boxes
+
+
+def open_store(url: str, mode: str = "r", kind: str = KIND) -> zarr.Group:
+    """Open (or with mode 'a'/'w' create) a store at a local path or fsspec URL."""
+    try:
+        root = zarr.open_group(str(url), mode=mode, zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise ArtifactError(url, f"no Zarr store here ({err.__class__.__name__})") from None
+    meta = root.attrs.get("acar")
+    if meta is None and mode != "r":
+        root.attrs["acar"] = {"kind": kind, "version": VERSION}
+    elif meta is None or meta.get("kind") != kind:
+        raise ArtifactError(url, f"not an acar {kind} store (root attrs: {meta})")
+    return root
+
+
+class FeatureStore:
+    """Read/write access to a feature (or bank) store; one object per open store."""
+
+    def __init__(self, url: str, mode: str = "r", kind: str = KIND):
+        self.url, self.kind = str(url), kind
+        self.root = open_store(url, mode, kind)
+
+    # ---- reading ------------------------------------------------------------------
+    def videos(self, complete_only: bool = True) -> list[str]:
+        names = sorted(name for name, _ in self.root.groups())
+        return [v for v in names if not complete_only or self.is_complete(v)]
+
+    def is_complete(self, video: str) -> bool:
+        try:
+            return bool(self.root[video].attrs.get("acar", {}).get("complete", False))
+        except KeyError:
+            return False
+
+    def attrs(self, video: str) -> dict[str, Any]:
+        return dict(self.group(video).attrs["acar"])
+
+    def spec(self, video: str) -> FeatureSpec:
+        return FeatureSpec.from_dict(self.attrs(video))
+
+    def group(self, video: str) -> zarr.Group:
+        try:
+            return self.root[video]
+        except KeyError:
+            raise ArtifactError(self.url, f"video '{video}' is not in the store") from None
+
+    def timestamps(self, video: str) -> np.ndarray:
+        return np.asarray(self.group(video)["timestamps"][:], dtype=np.int32)
+
+    def view(self, video: str, view: str) -> ViewSpec:
+        return ViewSpec.from_dict(self.group(video)[view].attrs["acar"])
+
+    def read(self, video: str, view: str, index: int | slice | None = None) -> np.ndarray:
+        arr = self.group(video)[view]
+        return np.asarray(arr[:] if index is None else arr[index])
+
+    # ---- writing ------------------------------------------------------------------
+    def begin_video(self, video: str, timestamps: np.ndarray, attrs: dict[str, Any]
+                    ) -> zarr.Group:
+        """(Re)create the group of ``video``, marked incomplete."""
+        if video in self.root:
+            del self.root[video]
+        grp = self.root.create_group(video)
+        grp.attrs["acar"] = {**attrs, "complete": False}
+        ts = np.asarray(timestamps, dtype=np.int32)
+        grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),))
+        grp["timestamps"][:] = ts
+        return grp
+
+    def create_view(self, video: str, view: ViewSpec, shape: tuple[int, ...],
+                    dtype: str = "float16") -> zarr.Array:
+        """An array of ``shape`` (K, ...) chunked one keyframe per chunk."""
+        grp = self.group(video)
+        chunks = (1, *shape[1:])
+        arr = grp.create_array(view.name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+        arr.attrs["acar"] = view.to_dict()
+        return arr
+
+    def finish_video(self, video: str, **extra: Any) -> None:
+        grp = self.group(video)
+        grp.attrs["acar"] = {**dict(grp.attrs["acar"]), **extra, "complete": True}

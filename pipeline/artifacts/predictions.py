@@ -1,0 +1,24 @@
+"""Predictions: a CSV in the AVA result format, no header, one row per (box, class)::
+
+    video_id, timestamp, x1, y1, x2, y2, action_id, score
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from .csvio import read_csv, write_csv
+
+COLUMNS = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"]
+SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "x2": "float",
+          "y2": "float", "action_id": "int", "score": "float"}
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    return read_csv(path, SCHEMA)
+
+
+def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    write_csv(df, path, COLUMNS, float_format="%.6g", int_widths={"timestamp": 4})

@@ -1,0 +1,46 @@
+"""Actor features: RoIAlign on the context map, then spatial max-pooling.
+
+Conventions shared by every head:
+
+* ``context``: (B, C, H, W), the time-averaged backbone map of B keyframes.
+* ``rois``: (N, 5) float, rows ``[b, x1, y1, x2, y2]`` with ``b`` the keyframe index in
+  the batch and the box in *feature-map pixels* (already divided by the feature stride).
+  Actors of one keyframe are the rows with the same ``b``; relation heads attend across
+  them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+
+def actor_maps(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
+    """(B, C, H, W), (N, 5) -> (N, C, size, size) RoIAligned actor maps."""
+    return roi_align(context, rois.to(context.dtype), output_size=size, spatial_scale=1.0,
+                     sampling_ratio=0, aligned=True)
+
+
+def actor_vectors(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
+    """(B, C, H, W), (N, 5) -> (N, C): RoIAlign then spatial max-pool (A_i in the papers)."""
+    return actor_maps(context, rois, size).amax(dim=(2, 3))
+
+
+def group_actors(rois: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Pack actors per keyframe for attention.
+
+    Returns ``index`` (B, M) long, positions into the N actors (padding points at 0),
+    and ``mask`` (B, M) bool, True for real actors; M = max actors in one keyframe.
+    """
+    b = rois[:, 0].long()
+    counts = torch.bincount(b, minlength=batch_size)
+    m = int(counts.max().item()) if len(b) else 1
+    order = torch.argsort(b, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(b), device=rois.device) - starts[b[order]]
+    index = torch.zeros(batch_size, max(m, 1), dtype=torch.long, device=rois.device)
+    mask = torch.zeros(batch_size, max(m, 1), dtype=torch.bool, device=rois.device)
+    index[b[order], slot] = order
+    mask[b[order], slot] = True
+    return index, mask
