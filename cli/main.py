@@ -1,1 +1,67 @@
-def main():\n    pass
+"""The ``acar`` command: a click group whose subcommands only parse and call stages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.artifacts import ArtifactError
+
+from .bank import bank
+from .detect import detect
+from .evaluate import eval_cmd
+from .extract import extract
+from .synth import synth
+from .train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--params", type=click.Path(dir_okay=False), default=None, envvar="ACAR_PARAMS",
+              help="Parameter file with one section per stage  [default: ./stages.yaml if "
+                   "present, else built-in defaults]")
+@click.pass_context
+def cli(ctx: click.Context, params: str | None) -> None:
+    """acar: cache-first spatio-temporal action localization (AVA-style).
+
+    Stages run in order, each reading the artifacts of the previous ones:
+
+    \b
+      synth    make the default synthetic dataset (videos + AVA labels)
+      detect   persons on keyframes            -> detections.parquet
+      extract  backbone features per keyframe  -> features.zarr
+      bank     long-term feature banks         -> bank.zarr
+      train    a head on cached features       -> model.pt
+      eval     predictions + frame-mAP         -> metrics.json
+
+    Every option defaults from its stage's section in stages.yaml; flags override it.
+    `dvc repro` runs the whole DAG (dvc.yaml).
+    """
+    ctx.obj = {"params": params}
+
+
+for command in (synth, detect, extract, bank, train, eval_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except ArtifactError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

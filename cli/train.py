@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import click
+
+
+from .common import config
+
+
+@click.command()
+@click.option("--head", default=None, help="Head name: linear, ...  [stages.yaml train.head]")
+@click.option("--features", required=True, help="Feature store (path or fsspec URL).")
+@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training labels (AVA CSV).")
+@click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.option("--bank", default=None, help="Bank store, for bank heads.")
+@click.option("--val-annotations", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Also report the val mAP after every epoch.")
+@click.option("--log", default=None, type=click.Path(dir_okay=False),
+              help="Per-epoch CSV log (loss, val mAP)  [OUT.log.csv]")
+@click.option("--epochs", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.")
+@click.pass_context
+def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
+          log, epochs, lr, seed, resume) -> None:
+    """Train a head on cached features (no video decoding).
+
+    Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
+    (per-head settings), then the flags.
+    """
+    from pipeline import train as stage
+
+    name = head or config(ctx, stage.TrainConfig, "train").head
+    cfg = config(ctx, stage.TrainConfig, ["train", f"heads.{name}"], head=name, epochs=epochs,
+                 lr=lr, seed=seed)
+    stage.run(cfg, features, detections, annotations, labelmap, out,
+              val_annotations=val_annotations, log=log, resume=resume, bank=bank)

@@ -1,0 +1,133 @@
+"""Stage ``eval``: run a trained head on cached features, write AVA predictions, score them.
+
+Inference uses the detections with score >= ``det_threshold`` on every keyframe of the
+videos in the annotation CSV.  When the store has several views (scales, flips), the
+logits of a box are averaged over the views before the activation (test-time
+augmentation); flipped views map boxes through their :class:`ViewSpec`.
+Scoring is :mod:`pipeline.ava_eval` (the official AVA frame-mAP).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .artifacts import ArtifactError
+from .artifacts.annotations import read_annotations, read_excluded
+from .artifacts.checkpoint import load_checkpoint
+from .artifacts.detections import read_detections
+from .artifacts.features import FeatureStore
+from .artifacts.labelmap import LabelMap, read_labelmap
+from .artifacts.metrics import write_metrics
+from .artifacts.predictions import COLUMNS as PRED_COLUMNS
+from .artifacts.predictions import write_predictions
+from .ava_eval import evaluate_files, frame_map
+from .keyframes import FeatureCache, Keyframe, batch
+from .losses import activate
+from .models import build_head
+
+
+@dataclass
+class EvalConfig:
+    det_threshold: float = 0.85      # detections used at test time
+    views: list[str] | None = None   # None: every view in the store (TTA)
+    batch_size: int = 16             # keyframes per forward pass
+    in_memory: bool = True
+
+
+def load_head(ckpt: dict) -> torch.nn.Module:
+    head = build_head(ckpt["head"], ckpt["in_channels"], ckpt["num_classes"], **ckpt["hparams"])
+    head.load_state_dict(ckpt["state_dict"])
+    return head.eval()
+
+
+def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -> list[Keyframe]:
+    """Every keyframe of ``videos`` in the store that has at least one detection."""
+    groups = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
+    out = []
+    for video in videos:
+        for k, ts in enumerate(store.timestamps(video)):
+            g = groups.get((video, int(ts)))
+            if g is not None:
+                out.append(Keyframe(video, int(ts), k,
+                                    g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)))
+    return out
+
+
+@torch.inference_mode()
+def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets: pd.DataFrame,
+            videos: list[str], cfg: EvalConfig, default_views: list[str]) -> pd.DataFrame:
+    """AVA result rows (one per box and class) for the keyframes of ``videos``."""
+    head.eval()
+    dets = dets[dets["score"] >= cfg.det_threshold]
+    kfs = test_keyframes(store, dets, videos)
+    views = cfg.views or default_views
+    caches = [FeatureCache(store, v, cfg.in_memory) for v in views]
+    ids = np.asarray(labelmap.ids)
+    parts = []
+    for s in tqdm(range(0, len(kfs), cfg.batch_size), desc="predict", unit="batch", leave=False):
+        chunk = kfs[s:s + cfg.batch_size]
+        logits = torch.stack([head(*batch(chunk, c)) for c in caches]).mean(0)   # (N, K)
+        probs = activate(logits, labelmap.pose_indices).numpy()
+        boxes = np.concatenate([k.boxes for k in chunk])
+        vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])
+        ts = np.concatenate([[k.timestamp] * len(k.boxes) for k in chunk])
+        n, kc = probs.shape
+        parts.append(pd.DataFrame({
+            "video_id": np.repeat(vid, kc), "timestamp": np.repeat(ts, kc),
+            "x1": np.repeat(boxes[:, 0], kc), "y1": np.repeat(boxes[:, 1], kc),
+            "x2": np.repeat(boxes[:, 2], kc), "y2": np.repeat(boxes[:, 3], kc),
+            "action_id": np.tile(ids, n), "score": probs.reshape(-1)}))
+    if not parts:
+        return pd.DataFrame({c: [] for c in PRED_COLUMNS})
+    return pd.concat(parts, ignore_index=True)
+
+
+def predict_and_score(ckpt: dict, head: torch.nn.Module, store: FeatureStore, dets: pd.DataFrame,
+                      annotations: str | os.PathLike, labelmap: LabelMap, cfg: EvalConfig,
+                      excluded: str | os.PathLike | None = None) -> dict:
+    gt = read_annotations(annotations)
+    videos = sorted(set(gt["video_id"]) & set(store.videos()))
+    views = [ckpt["feature_spec"].get("train_view") or ckpt["feature_spec"]["views"][0]]
+    pred = predict(head, labelmap, store, dets, videos, cfg, views)
+    return frame_map(gt, pred, labelmap, read_excluded(excluded)).metrics
+
+
+def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: str | os.PathLike,
+        annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
+        predictions_out: str | os.PathLike | None = None,
+        excluded: str | os.PathLike | None = None,
+        plots_dir: str | os.PathLike | None = None) -> dict:
+    """Predict on the videos of ``annotations``, write predictions and ``metrics.json``."""
+    ckpt = load_checkpoint(model)
+    lm = read_labelmap(labelmap)
+    if list(lm.ids) != list(ckpt["labelmap"]["ids"]):
+        raise ArtifactError(labelmap, f"label map differs from the one {model} was trained on")
+    head = load_head(ckpt)
+    store = FeatureStore(features)
+    dets, _ = read_detections(detections)
+    gt = read_annotations(annotations)
+    videos = sorted(set(gt["video_id"]) & set(store.videos()))
+    if not videos:
+        raise ArtifactError(annotations, f"none of its videos are in the feature store {features}")
+    views = store.spec(videos[0]).views
+    pred = predict(head, lm, store, dets, videos, cfg, list(views))
+    pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
+                                                "predictions.csv")
+    write_predictions(pred, pred_path)
+    return score(pred_path, annotations, labelmap, excluded, out, plots_dir)
+
+
+def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
+          labelmap: str | os.PathLike, excluded: str | os.PathLike | None,
+          out: str | os.PathLike, plots_dir: str | os.PathLike | None = None) -> dict:
+    """Score any AVA result file (ours, SlowFast's, mmaction2's) -> ``metrics.json``."""
+    return evaluate_files(predictions, annotations, labelmap, excluded, out, plots_dir)
+
+
+__all__ = ["EvalConfig", "predict", "predict_and_score", "run", "score", "write_metrics"]
