@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from .acar import ACARHead
+from .acrn import ACRNHead
+from .actor_actor import ActorActorHead
 from .linear import LinearHead
 
 HEADS: dict[str, type[nn.Module]] = {
     "linear": LinearHead,
+    "actor_actor": ActorActorHead,
+    "acrn": ACRNHead,
+    "acar": ACARHead,
 }
 
 

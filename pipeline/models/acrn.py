@@ -1,0 +1,69 @@
+"""``acrn``: Actor-Centric Relation Network (Sun et al., ECCV 2018), actor-context relations.
+
+At every location p of the context map V, a relation feature pairs actor i with the
+context cell V(p); 3x3 convs then accumulate neighbouring relations::
+
+    A       = actor_vectors(context, rois)                      (N, C)   RoIAlign 7x7 + max
+    box_i   = [x1/W, y1/H, x2/W, y2/H]                          (N, 4)   tiled over the map
+    xy(p)   = [(u+0.5)/W, (v+0.5)/H] at cell (u, v)             (2, H, W)
+    R_i     = ReLU(Conv1x1([V; tile(A_i); tile(box_i); xy]))    (N, d, H, W)
+    R_i     = ReLU(Conv3x3(R_i)), ``num_convs`` times (pad 1)  (N, d, H, W)
+    logits  = Linear(Dropout([A_i; AvgPool(R_i)]))              (N, K)
+
+The 1x1 conv over the concatenation is linear, so it is computed as
+``Conv1x1(V)[b_i] + Linear([A_i; box_i]) + Conv1x1(xy)``, broadcast over the map: the same
+result without materialising the (N, 2C+6, H, W) tile.
+
+Defaults: ``hidden_dim`` d = 512, ``num_convs`` = 2, ``dropout`` = 0.0, ``roi_size`` = 7.
+ACRN relates each actor to the scene only; actors do not see each other.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .actor import actor_vectors
+
+
+def box_embedding(rois: Tensor, height: int, width: int) -> Tensor:
+    """(N, 5) rois in feature-map pixels -> (N, 4) box corners normalised to [0, 1]."""
+    scale = rois.new_tensor([width, height, width, height])
+    return rois[:, 1:] / scale
+
+
+def location_embedding(height: int, width: int, like: Tensor) -> Tensor:
+    """-> (2, H, W): x and y of every cell centre, normalised to [0, 1]."""
+    ys = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) / height
+    xs = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) / width
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x, y])
+
+
+class ACRNHead(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
+                 num_convs: int = 2, dropout: float = 0.0, roi_size: int = 7):
+        super().__init__()
+        self.roi_size = roi_size
+        # the 1x1 relation conv over [V; A_i; box_i; xy], split by input group
+        self.rel_context = nn.Conv2d(in_channels, hidden_dim, 1)
+        self.rel_actor = nn.Linear(in_channels + 4, hidden_dim, bias=False)
+        self.rel_xy = nn.Conv2d(2, hidden_dim, 1, bias=False)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1) for _ in range(num_convs))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
+
+    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+        B, C, H, W = context.shape
+        b = rois[:, 0].long()                                           # (N,)
+        a = actor_vectors(context, rois, self.roi_size)                 # (N, C)
+        actor = torch.cat([a, box_embedding(rois, H, W).to(a.dtype)], 1)  # (N, C+4)
+        r = (self.rel_context(context)[b]                               # (N, d, H, W)
+             + self.rel_actor(actor)[:, :, None, None]                  # (N, d, 1, 1)
+             + self.rel_xy(location_embedding(H, W, context)[None]))    # (1, d, H, W)
+        r = r.relu()
+        for conv in self.convs:
+            r = conv(r).relu()                                          # (N, d, H, W)
+        r = r.mean(dim=(2, 3))                                          # (N, d)
+        return self.fc(self.dropout(torch.cat([a, r], dim=1)))          # (N, K)

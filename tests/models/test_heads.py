@@ -1,0 +1,227 @@
+"""Contract tests for every head in HEADS (tiny sizes, CPU, 1 thread)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.models import HEADS, build_head
+from pipeline.models.actor import group_actors
+from pipeline.models.hr2o import MESSAGES
+
+torch.set_num_threads(1)
+
+C, H, W, K = 16, 8, 8, 5
+ACAR = dict(reduce_dim=16, hidden_dim=8)
+
+# id -> (head name, hparams, actors see other actors of their keyframe)
+CONFIGS = {
+    "linear": ("linear", {}, False),
+    "actor_actor": ("actor_actor", dict(hidden_dim=8, num_heads=2), True),
+    "acrn": ("acrn", dict(hidden_dim=8), False),
+    **{f"acar-{k}": ("acar", dict(ACAR, hr2o=k), True) for k in MESSAGES},
+    "acar-nl-none-d1": ("acar", dict(ACAR, hr2o="nl", downsample="none", depth=1), True),
+    "acar-gattn-max4x4-d3": ("acar", dict(ACAR, hr2o="gattn", downsample="max4x4", depth=3),
+                             True),
+    "acar-rn-global-k1": ("acar", dict(ACAR, hr2o="rn", downsample="global", kernel_size=1),
+                          True),
+}
+IDS = list(CONFIGS)
+
+
+def make_head(cid: str, seed: int = 0) -> torch.nn.Module:
+    name, hparams, _ = CONFIGS[cid]
+    torch.manual_seed(seed)
+    return build_head(name, C, K, **hparams).eval()
+
+
+def make_batch(counts=(1, 2, 4), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context (B, C, H, W) and shuffled rois (N, 5); row 0 belongs to the largest keyframe,
+    so the padded slots of the smaller keyframes (which copy row 0) hold a foreign actor."""
+    g = torch.Generator().manual_seed(seed)
+    context = torch.randn(len(counts), C, H, W, generator=g)
+    rows = []
+    for b, n in enumerate(counts):
+        xy1 = torch.rand(n, 2, generator=g) * (W / 2)
+        wh = 1 + torch.rand(n, 2, generator=g) * (W / 2 - 1)
+        rows.append(torch.cat([torch.full((n, 1), float(b)), xy1, xy1 + wh], dim=1))
+    rois = torch.cat(rows)[torch.randperm(sum(counts), generator=g)]
+    first = int((rois[:, 0] == max(range(len(counts)), key=counts.__getitem__)).nonzero()[0])
+    rois[[0, first]] = rois[[first, 0]]
+    return context, rois
+
+
+def alone(context: torch.Tensor, rois: torch.Tensor, b: int):
+    """The keyframe b as a batch of its own: (1, C, H, W), its rois with b = 0, and its rows."""
+    rows = (rois[:, 0] == b).nonzero()[:, 0]
+    sub = rois[rows].clone()
+    sub[:, 0] = 0
+    return context[b:b + 1], sub, rows
+
+
+def test_every_head_is_tested():
+    assert {name for name, _, _ in CONFIGS.values()} == set(HEADS)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_output_shape(cid):
+    context, rois = make_batch((1, 2, 4))
+    with torch.no_grad():
+        out = make_head(cid)(context, rois)
+    assert out.shape == (7, K)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_permutation_equivariance(cid):
+    head = make_head(cid)
+    context, rois = make_batch((1, 2, 4))
+    perm = torch.randperm(len(rois), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = head(context, rois)
+        # permute the rows (within and across keyframes)
+        torch.testing.assert_close(head(context, rois[perm]), out[perm], atol=1e-5, rtol=0)
+        # relabel the keyframes too: keyframe b becomes keyframe kperm_inv[b]
+        kperm = torch.tensor([2, 0, 1])
+        relabelled = rois.clone()
+        relabelled[:, 0] = torch.argsort(kperm)[rois[:, 0].long()].float()
+        torch.testing.assert_close(head(context[kperm], relabelled), out, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_single_actor_keyframe(cid):
+    head = make_head(cid)
+    context, rois = make_batch((1,))
+    with torch.no_grad():
+        out = head(context, rois)
+    assert out.shape == (1, K)
+    assert torch.isfinite(out).all()
+    context, rois = make_batch((1, 1, 1))
+    with torch.no_grad():
+        assert torch.isfinite(head(context, rois)).all()
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_keyframes_without_actors(cid):
+    """A keyframe with no actors (all-masked row) changes nothing and leaves grads finite;
+    no actors at all gives (0, K)."""
+    head = make_head(cid)
+    context, rois = make_batch((2, 0, 3))
+    with torch.no_grad():
+        out = head(context, rois)
+        ctx_0, rois_0, rows = alone(context, rois, 0)
+        torch.testing.assert_close(head(ctx_0, rois_0), out[rows], atol=1e-5, rtol=0)
+        assert head(context, rois[:0]).shape == (0, K)
+    head.train()(context, rois).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_keyframes_are_independent(cid):
+    """Each keyframe's outputs equal those of running it alone (no padding at all then)."""
+    head = make_head(cid)
+    context, rois = make_batch((1, 2, 4))
+    with torch.no_grad():
+        out = head(context, rois)
+        for b in range(3):
+            ctx_b, rois_b, rows = alone(context, rois, b)
+            torch.testing.assert_close(head(ctx_b, rois_b), out[rows], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cid", IDS)
+@pytest.mark.parametrize("small", [1, 2])
+def test_padded_slots_are_invisible(cid, small):
+    """A small keyframe batched with a large one (so padded, its padding copying an actor of
+    the large keyframe with huge features) gives the same outputs as alone."""
+    head = make_head(cid)
+    context, rois = make_batch((small, 5), seed=3)
+    context[1] *= 100.0
+    with torch.no_grad():
+        out = head(context, rois)
+        ctx_0, rois_0, rows = alone(context, rois, 0)
+        torch.testing.assert_close(head(ctx_0, rois_0), out[rows], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_other_actors_matter_only_in_relation_heads(cid):
+    """Moving one actor changes the other actors of its keyframe iff the head is relational
+    (guards against relation heads that silently ignore their neighbours)."""
+    head = make_head(cid)
+    relational = CONFIGS[cid][2]
+    context, rois = make_batch((4,))
+    moved = rois.clone()
+    moved[0, 1:] = torch.tensor([0.0, 0.0, 7.5, 7.5])
+    with torch.no_grad():
+        before, after = head(context, rois)[1:], head(context, moved)[1:]
+    changed = not torch.allclose(before, after, atol=1e-4, rtol=0)
+    assert changed == relational
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_gradients_reach_all_parameters(cid):
+    head = make_head(cid).train()
+    context, rois = make_batch((1, 2, 4))
+    context.requires_grad_(True)
+    head(context, rois).square().sum().backward()
+    assert context.grad is not None and torch.isfinite(context.grad).all()
+    for name, p in head.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        if p.ndim >= 2:  # main weights: really trained, not just connected
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_unknown_head_names_the_choices():
+    with pytest.raises(ValueError) as err:
+        build_head("acar_v2", C, K)
+    for name in HEADS:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [dict(hr2o="transformer"), dict(downsample="avg2x2"),
+                                 dict(depth=0), dict(depth=4)])
+def test_acar_rejects_bad_hparams(bad):
+    with pytest.raises(ValueError):
+        build_head("acar", C, K, **dict(ACAR, **bad))
+
+
+# --- HR2O messages against a plain per-keyframe loop (no packing, no masks) ---
+
+def reference_message(kind: str, msg: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x (n, d, h, w): the actors of ONE keyframe -> messages (n, d, h, w), pair by pair."""
+    n, d = x.shape[:2]
+    out = []
+    for i in range(n):
+        if kind == "nl":
+            q, k, v = msg.q(x[i:i + 1]), msg.k(x), msg.v(x)             # (1|n, d, h, w)
+            w = torch.softmax((q * k).sum(1) / d**0.5, dim=0)           # (n, h, w)
+            out.append((w[:, None] * v).sum(0))
+        elif kind == "avg":
+            out.append(x.mean(0))
+        elif kind == "rn":
+            pairs = [msg.g_i(x[i:i + 1]) + msg.g_j(x[j:j + 1]) for j in range(n)]
+            out.append(torch.cat(pairs).relu().mean(0))
+        elif kind == "gattn":
+            z = msg.w(x)
+            e = torch.nn.functional.leaky_relu(msg.a_i(z[i:i + 1]) + msg.a_j(z), 0.2)
+            w = torch.softmax(e[:, 0], dim=0)                           # (n, h, w)
+            out.append((w[:, None] * z).sum(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("kind", list(MESSAGES))
+def test_hr2o_message_matches_reference(kind):
+    torch.manual_seed(0)
+    msg = MESSAGES[kind](8, 3).eval()
+    counts = (3, 1, 2)
+    b = torch.tensor([0, 2, 0, 1, 2, 0])
+    assert sorted(torch.bincount(b).tolist()) == sorted(counts)
+    x = torch.randn(len(b), 8, 4, 4)
+    rois = torch.cat([b[:, None].float(), torch.zeros(len(b), 4)], dim=1)
+    index, mask = group_actors(rois, 3)
+    with torch.no_grad():
+        got = msg(x, index, mask)
+        for k in range(3):
+            rows = (b == k).nonzero()[:, 0]
+            torch.testing.assert_close(got[rows], reference_message(kind, msg, x[rows]),
+                                       atol=1e-5, rtol=1e-5)
