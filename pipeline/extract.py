@@ -98,7 +98,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     spec = FeatureSpec(cfg.backbone, identity, cfg.random_init, frames_n, stride_n,
                        cfg.short_side, bb.channels, tuple(view_name(s, f) for s, f in views))
     store = FeatureStore(out, mode="a")
-    todo = [v for v in wanted if not store.is_complete(v)]
+    todo = [v for v in wanted if not (store.is_complete(v) and _same_spec(store, v, spec))]
     failures: list[str] = []
     for video in tqdm(todo, desc="extract", unit="video"):
         ts = np.sort(dets.loc[dets["video_id"] == video, "timestamp"].unique()).astype(np.int32)
@@ -108,6 +108,11 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
             failures.append(str(err))
             tqdm.write(f"error: {err}")
     return failures
+
+
+def _same_spec(store: FeatureStore, video: str, spec: FeatureSpec) -> bool:
+    """A complete video is reused only if it was made with the same spec."""
+    return store.spec(video) == spec
 
 
 @torch.inference_mode()

@@ -51,7 +51,8 @@ class TrainConfig:
     weight_decay: float = 1e-7
     warmup_epochs: float = 1.0       # linear warm-up from lr * warmup_factor
     warmup_factor: float = 0.1
-    lr_steps: list[float] = field(default_factory=lambda: [0.7])  # decay points, fractions of training
+    # step-decay points, as fractions of the whole training
+    lr_steps: list[float] = field(default_factory=lambda: [0.7])
     lr_gamma: float = 0.1
     det_threshold: float = 0.9       # detected boxes used as extra samples
     match_iou: float = 0.9           # ...when they overlap a GT box this much

@@ -53,7 +53,7 @@ def read_csv(path: str | os.PathLike, schema: dict[str, str], min_columns: int |
             _diagnose(path, schema, len(names))
             raise ArtifactError(path, f"cannot parse CSV: {err}") from err  # pragma: no cover
         df = table.to_pandas()
-        for name, kind in schema.items():
+        for name in schema:
             if df[name].isna().any():
                 line = int(np.flatnonzero(df[name].isna().to_numpy())[0]) + 1
                 raise ArtifactError(path, f"empty value in column '{name}'", line)
@@ -76,7 +76,8 @@ def _frame(rows: list[list], schema: dict[str, str]) -> pd.DataFrame:
         if kind == "str":
             out[name] = pd.Series(values, dtype=object)
         elif kind == "int":
-            out[name] = pd.Series(values, dtype=np.int64)
+            has_nan = any(isinstance(v, float) for v in values)   # optional column left out
+            out[name] = pd.Series(values, dtype=np.float64 if has_nan else np.int64)
         else:
             out[name] = pd.Series(values, dtype=np.float64)
     return pd.DataFrame(out)
@@ -95,8 +96,8 @@ def _diagnose(path: Path, schema: dict[str, str], min_columns: int) -> list[list
                     raise ArtifactError(
                         path, f"expected {len(names)} columns, got {len(fields)}", lineno)
                 row: list = []
-                for name, kind, field in zip(names, kinds, fields + [""] * len(names),
-                                             strict=False):
+                padded = fields + [""] * (len(names) - len(fields))
+                for name, kind, field in zip(names, kinds, padded, strict=True):
                     row.append(_convert(path, lineno, name, kind, field,
                                         required=len(row) < min_columns))
                 rows.append(row)

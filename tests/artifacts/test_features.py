@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from pipeline.artifacts import ArtifactError
+from pipeline.artifacts.features import FeatureSpec, FeatureStore, ViewSpec, boxes_to_input
+
+
+def test_round_trip(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    spec = FeatureSpec("r3d_18", "random-init(seed=0)", True, 8, 2, 64, 4, ("s64",))
+    store = FeatureStore(url, mode="a")
+    store.begin_video("v", np.array([1, 2, 3]), {**spec.to_dict(), "fps": 8.0})
+    view = ViewSpec("s64", 64, False, (96, 96), (0, 0, 85, 64), 16.0)
+    data = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float16)
+    arr = store.create_view("v", view, data.shape)
+    assert arr.chunks == (1, 4, 6, 6)
+    arr[:] = data
+    assert not FeatureStore(url).is_complete("v")
+    assert FeatureStore(url).videos() == []
+    store.finish_video("v")
+    back = FeatureStore(url)
+    assert back.videos() == ["v"]
+    assert back.spec("v") == spec
+    assert back.view("v", "s64") == view
+    np.testing.assert_array_equal(back.timestamps("v"), [1, 2, 3])
+    np.testing.assert_array_equal(back.read("v", "s64"), data)
+    np.testing.assert_array_equal(back.read("v", "s64", 1), data[1])
+
+
+def test_works_on_fsspec_memory_url():
+    store = FeatureStore("memory://acar-test/f.zarr", mode="a")
+    store.begin_video("v", np.array([5]), {"backbone": "x"})
+    store.finish_video("v")
+    assert FeatureStore("memory://acar-test/f.zarr").videos() == ["v"]
+
+
+def test_wrong_kind_and_missing_store(tmp_path):
+    FeatureStore(str(tmp_path / "bank.zarr"), mode="a", kind="bank")
+    with pytest.raises(ArtifactError, match="not an acar features store"):
+        FeatureStore(str(tmp_path / "bank.zarr"))
+    with pytest.raises(ArtifactError, match="no Zarr store"):
+        FeatureStore(str(tmp_path / "missing.zarr"))
+
+
+def test_boxes_to_input_hand_computed():
+    # 320x240 frame scaled to short side 120 -> 160x120, placed at (0, 0) of a 160x160 input.
+    view = ViewSpec("s120", 120, False, (160, 160), (0, 0, 160, 120), 16.0)
+    box = np.array([[0.25, 0.5, 0.75, 1.0]])
+    np.testing.assert_allclose(boxes_to_input(box, view), [[40, 60, 120, 120]])
+    flipped = ViewSpec("s120_flip", 120, True, (160, 160), (0, 0, 160, 120), 16.0)
+    np.testing.assert_allclose(boxes_to_input(np.array([[0.1, 0.5, 0.3, 1.0]]), flipped),
+                               [[112, 60, 144, 120]])
+    offset = ViewSpec("c", 120, False, (160, 160), (20, 10, 140, 130), 16.0)
+    np.testing.assert_allclose(boxes_to_input(box, offset), [[50, 70, 110, 130]])

@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import evaluate, train
+from pipeline.artifacts.annotations import write_annotations
+from pipeline.artifacts.checkpoint import load_checkpoint
+from pipeline.artifacts.features import FeatureStore
+from pipeline.artifacts.metrics import read_metrics
+from pipeline.artifacts.predictions import read_predictions
+from pipeline.keyframes import FeatureCache, Keyframe, batch
+from tests.conftest import LABELMAP, boxes_gt, make_feature_store
+
+
+def test_flipped_view_rois_mirror_the_box(tmp_path):
+    store = make_feature_store(str(tmp_path / "f.zarr"), {"v": 1}, flip=True)
+    kf = Keyframe("v", 1, 0, np.array([[0.1, 0.2, 0.3, 0.9]], np.float32))
+    _, rois = batch([kf], FeatureCache(store, "s36"))
+    _, rois_f = batch([kf], FeatureCache(store, "s36_flip"))
+    # 48 px wide input, 8 px per cell: x in [4.8, 14.4] -> flipped [33.6, 43.2] -> cells / 8
+    np.testing.assert_allclose(rois[0].numpy(), [0, 0.6, 0.9, 1.8, 4.05], atol=1e-5)
+    np.testing.assert_allclose(rois_f[0].numpy(), [0, 4.2, 0.9, 5.4, 4.05], atol=1e-5)
+
+
+def test_tta_flip_view_gives_same_logits_for_flip_symmetric_head(tmp_path):
+    """The flipped store holds mirrored maps: a linear head sees the same actor."""
+    store = make_feature_store(str(tmp_path / "f.zarr"), {"v": 2}, flip=True)
+    head = evaluate.build_head("linear", 8, 4)
+    kf = Keyframe("v", 1, 0, np.array([[0.1, 0.2, 0.3, 0.9]], np.float32))
+    a = head(*batch([kf], FeatureCache(store, "s36")))
+    b = head(*batch([kf], FeatureCache(store, "s36_flip")))
+    torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+
+
+def test_eval_writes_predictions_and_metrics(tmp_path, feature_store, detections_file,
+                                              labelmap_file):
+    gt = tmp_path / "gt.csv"
+    write_annotations(boxes_gt({"vid_a": 4, "vid_b": 3}), gt)
+    cfg = train.TrainConfig(epochs=2, batch_size=4)
+    train.run(cfg, feature_store, detections_file, gt, labelmap_file, tmp_path / "m.pt")
+    metrics = evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", feature_store,
+                           detections_file, gt, labelmap_file, tmp_path / "e" / "metrics.json",
+                           tmp_path / "e" / "pred.csv")
+    pred = read_predictions(tmp_path / "e" / "pred.csv")
+    assert len(pred) == 7 * 2 * LABELMAP.num_classes     # keyframes x boxes x classes
+    assert set(pred["action_id"]) == set(LABELMAP.ids)
+    assert pred["score"].between(0, 1).all()
+    pose = pred[pred.action_id.isin([1, 2])].groupby(["video_id", "timestamp", "x1"])["score"]
+    np.testing.assert_allclose(pose.sum().to_numpy(), 1.0, atol=1e-4)
+    on_disk = read_metrics(tmp_path / "e" / "metrics.json")
+    assert on_disk["mAP"] == metrics["mAP"] and 0 <= metrics["mAP"] <= 1
+    assert set(on_disk) >= {"mAP", "per_class", "per_superclass"}
+    assert set(on_disk["per_superclass"]) == {"pose", "person", "object"}
+    assert load_checkpoint(tmp_path / "m.pt")["feature_spec"]["train_view"] == "s36"
+    assert FeatureStore(feature_store).videos() == ["vid_a", "vid_b"]
+    assert isinstance(pred, pd.DataFrame)

@@ -1,0 +1,129 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import train
+from pipeline.artifacts.annotations import write_annotations
+from pipeline.artifacts.checkpoint import load_checkpoint
+from pipeline.artifacts.features import FeatureStore
+from pipeline.keyframes import jitter_boxes
+from pipeline.losses import activate, ava_loss
+from tests.conftest import LABELMAP, boxes_gt
+
+
+def test_jitter_stays_inside_image_and_keeps_boxes_valid():
+    rng = np.random.default_rng(0)
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.9, 0.95, 1.0, 1.0], [0.2, 0.2, 0.4, 0.6]],
+                     np.float32)
+    for _ in range(200):
+        out = jitter_boxes(boxes, rng, 0.075)
+        assert (out >= 0).all() and (out <= 1).all()
+        assert (out[:, 2] > out[:, 0]).all() and (out[:, 3] > out[:, 1]).all()
+        moved = np.abs(out[2] - boxes[2]) / np.array([0.2, 0.4, 0.2, 0.4])
+        assert (moved <= 0.075 + 1e-6).all()
+    assert not np.allclose(jitter_boxes(boxes, rng, 0.075)[2], boxes[2])
+
+
+def test_pose_softmax_and_loss():
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])
+    probs = activate(logits, LABELMAP.pose_indices)
+    assert torch.isclose(probs[0, :2].sum(), torch.tensor(1.0))
+    assert torch.isclose(probs[0, 2], torch.sigmoid(torch.tensor(1.0)))
+    good = ava_loss(torch.tensor([[9.0, -9.0, 9.0, -9.0]]), torch.tensor([[1.0, 0, 1, 0]]),
+                    LABELMAP.pose_indices)
+    bad = ava_loss(torch.tensor([[-9.0, 9.0, -9.0, 9.0]]), torch.tensor([[1.0, 0, 1, 0]]),
+                   LABELMAP.pose_indices)
+    assert good < 0.01 < 5 < bad
+
+
+def test_lr_schedule_warmup_then_steps():
+    cfg = train.TrainConfig(lr=1.0, epochs=10, warmup_epochs=1, warmup_factor=0.1,
+                            lr_steps=[0.5, 0.8])
+    assert train.lr_at(0, cfg, 10) == pytest.approx(0.1)
+    assert train.lr_at(5, cfg, 10) == pytest.approx(0.55)
+    assert train.lr_at(10, cfg, 10) == 1.0
+    assert train.lr_at(50, cfg, 10) == pytest.approx(0.1)
+    assert train.lr_at(80, cfg, 10) == pytest.approx(0.01)
+
+
+def test_detections_matching_gt_become_samples(feature_store, detections_file):
+    store = FeatureStore(feature_store)
+    gt = boxes_gt({"vid_a": 4, "vid_b": 3})
+    dets = pd.DataFrame({"video_id": ["vid_a", "vid_a", "vid_a"], "timestamp": [1, 1, 1],
+                         "x1": [0.101, 0.5, 0.1], "y1": [0.2, 0.0, 0.2], "x2": [0.4, 0.7, 0.4],
+                         "y2": [0.9, 0.3, 0.9], "score": [0.95, 0.99, 0.5]})
+    kfs = train.gt_keyframes(store, "s36", gt, dets, LABELMAP, 0.9, 0.9)
+    assert len(kfs) == 7
+    first = kfs[0]
+    assert (first.video, first.timestamp, first.index) == ("vid_a", 1, 0)
+    assert len(first.boxes) == 3      # 2 GT + the matching detection (not the far or weak one)
+    np.testing.assert_array_equal(first.labels[2], first.labels[0])
+
+
+@pytest.fixture
+def train_inputs(tmp_path, feature_store, detections_file, labelmap_file):
+    gt = tmp_path / "gt.csv"
+    write_annotations(boxes_gt({"vid_a": 4, "vid_b": 3}), gt)
+    return feature_store, detections_file, gt, labelmap_file
+
+
+def test_training_is_deterministic_and_resumable(train_inputs, tmp_path):
+    fs, det, gt, lm = train_inputs
+    cfg = train.TrainConfig(epochs=4, batch_size=3, lr=0.05, warmup_epochs=1)
+    train.run(cfg, fs, det, gt, lm, tmp_path / "a.pt")
+    train.run(cfg, fs, det, gt, lm, tmp_path / "b.pt")
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+    # killed after epoch 2 of 4, then resumed: same weights as the uninterrupted run
+    calls = []
+    real_log = train._write_log
+
+    def dying_log(rows, path):
+        real_log(rows, path)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "_write_log", dying_log)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(cfg, fs, det, gt, lm, tmp_path / "c.pt")
+    assert load_checkpoint(tmp_path / "c.pt")["train"]["epoch"] == 2
+    train.run(cfg, fs, det, gt, lm, tmp_path / "c.pt", resume=True)
+    c = load_checkpoint(tmp_path / "c.pt")
+    assert c["train"]["epoch"] == 4 and len(c["train"]["log"]) == 4
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], c["state_dict"][k], rtol=0, atol=0)
+    log = (tmp_path / "c.pt.log.csv").read_text().splitlines()
+    assert log[0] == "epoch,step,lr,loss,val_mAP" and len(log) == 5
+
+
+def test_training_learns_separable_labels(tmp_path, labelmap_file):
+    """Features that encode the pose at the box must be learnt (val mAP well above chance)."""
+    from tests.conftest import make_feature_store
+
+    videos = {f"v{i}": 5 for i in range(6)}
+    gt = boxes_gt(videos, seed=1)
+    store = make_feature_store(str(tmp_path / "f.zarr"), videos, channels=8, size=6)
+    for video in videos:   # write the pose into channel 0 under each box
+        arr = store.group(video)["s36"]
+        data = arr[:].astype(np.float32) * 0.1
+        g = gt[(gt.video_id == video) & gt.action_id.isin([1, 2])]
+        for _, r in g.iterrows():
+            c0, c1 = int(r.x1 * 48 / 8), int(np.ceil(r.x2 * 48 / 8))
+            data[r.timestamp - 1, 0, 1:5, c0:c1] = 3.0 if r.action_id == 1 else -3.0
+        arr[:] = data.astype(np.float16)
+    det = tmp_path / "d.parquet"
+    from pipeline.artifacts.detections import write_detections
+    write_detections(gt[["video_id", "timestamp", "x1", "y1", "x2", "y2"]].drop_duplicates()
+                     .assign(score=1.0), det, {})
+    tr, va = tmp_path / "tr.csv", tmp_path / "va.csv"
+    write_annotations(gt[gt.video_id.isin(["v0", "v1", "v2", "v3"])], tr)
+    write_annotations(gt[gt.video_id.isin(["v4", "v5"])], va)
+    cfg = train.TrainConfig(epochs=15, batch_size=4, lr=0.2, jitter=0.0)
+    row = train.run(cfg, str(tmp_path / "f.zarr"), det, tr, labelmap_file, tmp_path / "m.pt",
+                    val_annotations=va)
+    metrics = __import__("pipeline.ava_eval", fromlist=["x"])
+    assert row["val_mAP"] > 0.5 and metrics
