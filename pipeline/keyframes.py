@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input
 
@@ -40,11 +41,18 @@ class FeatureCache:
 
     def context(self, video: str, index: int) -> np.ndarray:
         """(C, H, W) float16 map of keyframe ``index``."""
-        if not self.in_memory:
-            return self.store.read(video, self.view_name, index)
         if video not in self._arrays:
-            self._arrays[video] = self.store.read(video, self.view_name)
-        return self._arrays[video][index]
+            arr = self.store.group(video)[self.view_name]
+            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else arr
+        return np.asarray(self._arrays[video][index])
+
+    def nbytes(self, videos: list[str]) -> int:
+        """Bytes that holding ``videos`` in memory would take."""
+        total = 0
+        for v in videos:
+            arr = self.store.group(v)[self.view_name]
+            total += int(np.prod(arr.shape)) * arr.dtype.itemsize
+        return total
 
 
 def make_rois(boxes: list[np.ndarray], views: list[ViewSpec]) -> torch.Tensor:
@@ -92,3 +100,33 @@ def batch(keyframes: list[Keyframe], cache: FeatureCache, boxes: list[np.ndarray
     views = [cache.view(k.video) for k in keyframes]
     rois = make_rois(boxes if boxes is not None else [k.boxes for k in keyframes], views)
     return torch.from_numpy(ctx.astype(np.float32)), rois
+
+
+class TrainKeyframes(Dataset):
+    """Training keyframes with box jitter seeded by (seed, epoch, index).
+
+    The jitter of a sample does not depend on the worker that loads it, so training is
+    identical for any ``num_workers``.  Set ``epoch`` before each pass.
+    """
+
+    def __init__(self, samples: list[Keyframe], cache: FeatureCache, jitter: float, seed: int):
+        self.samples, self.cache, self.jitter, self.seed = samples, cache, jitter, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        k = self.samples[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return k, self.cache.context(k.video, k.index), self.cache.view(k.video), \
+            jitter_boxes(k.boxes, rng, self.jitter)
+
+
+def collate_train(items) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (keyframes, context (B, C, H, W), rois (N, 5), targets (N, K))."""
+    kfs, ctx, views, boxes = zip(*items, strict=True)
+    context = torch.from_numpy(np.stack(ctx).astype(np.float32))
+    rois = make_rois(list(boxes), list(views))
+    targets = torch.from_numpy(np.concatenate([k.labels for k in kfs]))
+    return list(kfs), context, rois, targets

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .artifacts import ArtifactError
@@ -31,7 +32,7 @@ from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .keyframes import FeatureCache, Keyframe, batch, box_iou, jitter_boxes
+from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou, collate_train
 from .losses import ava_loss
 from .models import build_head
 
@@ -58,7 +59,9 @@ class TrainConfig:
     match_iou: float = 0.9           # ...when they overlap a GT box this much
     jitter: float = 0.075            # ±fraction of box size
     seed: int = 0
-    in_memory: bool = True           # cache the store's features in RAM
+    cache: str = "auto"              # features in RAM: auto (if < cache_max_gb) | memory | disk
+    cache_max_gb: float = 8.0
+    num_workers: int = 2             # DataLoader workers when reading from disk
 
 
 def gt_keyframes(store: FeatureStore, view: str, gt: pd.DataFrame, dets: pd.DataFrame,
@@ -103,6 +106,36 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return cfg.lr * cfg.lr_gamma ** decays
 
 
+def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: int
+                 ) -> DataLoader:
+    """Batches of ``cfg.batch_size`` keyframes in the seeded order of ``epoch``."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data))
+    data.epoch = epoch
+    batches = [order[s:s + cfg.batch_size].tolist()
+               for s in range(0, len(order), cfg.batch_size)]
+    return DataLoader(data, batch_sampler=batches, collate_fn=collate_train,
+                      num_workers=workers, prefetch_factor=4 if workers else None)
+
+
+def train_epoch(head: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
+                pose: list[int], cfg: TrainConfig, epoch: int, steps_per_epoch: int
+                ) -> list[float]:
+    """One pass over ``loader``; the learning rate is set before every step."""
+    head.train()
+    losses = []
+    bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False)
+    for s, (_kfs, context, rois, targets) in enumerate(bar):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(epoch * steps_per_epoch + s, cfg, steps_per_epoch)
+        loss = ava_loss(head(context, rois), targets, pose)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses
+
+
 def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         val_annotations: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
@@ -121,7 +154,12 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
                            cfg.det_threshold, cfg.match_iou)
     if not samples:
         raise ArtifactError(annotations, "no annotated keyframe has features in " + features)
-    cache = FeatureCache(store, view, cfg.in_memory)
+    cache = FeatureCache(store, view, in_memory=False)
+    in_memory = cfg.cache == "memory" or (
+        cfg.cache == "auto"
+        and cache.nbytes(sorted({k.video for k in samples})) < cfg.cache_max_gb * 2**30)
+    cache.in_memory = in_memory
+    data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams)
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
@@ -138,27 +176,9 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
             start_epoch, rows = state["epoch"], state.get("log", [])
     pose = lm.pose_indices
     for epoch in range(start_epoch, cfg.epochs):
-        head.train()
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(samples))
-        losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"train {cfg.head} epoch {epoch + 1}",
-                   unit="step", leave=False)
-        for s in bar:
-            step = epoch * steps_per_epoch + s
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, steps_per_epoch)
-            kfs = [samples[i] for i in order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
-            boxes = [jitter_boxes(k.boxes, rng, cfg.jitter) for k in kfs]
-            context, rois = batch(kfs, cache, boxes)
-            targets = torch.from_numpy(np.concatenate([k.labels for k in kfs]))
-            loss = ava_loss(head(context, rois), targets, pose)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers)
+        losses = train_epoch(head, opt, loader, pose, cfg, epoch, steps_per_epoch)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                "lr": opt.param_groups[0]["lr"], "loss": float(np.mean(losses)), "val_mAP": ""}
         ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,

@@ -9,6 +9,7 @@ from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.features import FeatureStore
 from pipeline.keyframes import jitter_boxes
 from pipeline.losses import activate, ava_loss
+from pipeline.models import build_head
 from tests.conftest import LABELMAP, boxes_gt
 
 
@@ -127,3 +128,35 @@ def test_training_learns_separable_labels(tmp_path, labelmap_file):
                     val_annotations=va)
     metrics = __import__("pipeline.ava_eval", fromlist=["x"])
     assert row["val_mAP"] > 0.5 and metrics
+
+
+def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path):
+    fs, det, gt, lm = train_inputs
+    mem = train.TrainConfig(epochs=2, batch_size=3, cache="memory")
+    disk = train.TrainConfig(epochs=2, batch_size=3, cache="disk", num_workers=2)
+    train.run(mem, fs, det, gt, lm, tmp_path / "mem.pt")
+    train.run(disk, fs, det, gt, lm, tmp_path / "disk.pt")
+    a, b = load_checkpoint(tmp_path / "mem.pt"), load_checkpoint(tmp_path / "disk.pt")
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+
+
+TINY_HPARAMS = {"linear": {}, "actor_actor": {"hidden_dim": 8, "num_heads": 2},
+                "acrn": {"hidden_dim": 8},
+                "acar": {"reduce_dim": 8, "hidden_dim": 8, "depth": 1}}
+
+
+@pytest.mark.parametrize("head", sorted(TINY_HPARAMS))
+def test_every_head_trains_and_predicts_on_cached_features(head, train_inputs, tmp_path):
+    fs, det, gt, lm = train_inputs
+    cfg = train.TrainConfig(head=head, hparams=TINY_HPARAMS[head], epochs=3, batch_size=3,
+                            lr=0.05)
+    row = train.run(cfg, fs, det, gt, lm, tmp_path / "m.pt", val_annotations=gt)
+    assert np.isfinite(row["loss"]) and 0 <= row["val_mAP"] <= 1
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["head"] == head and ckpt["hparams"] == TINY_HPARAMS[head]
+    torch.manual_seed(cfg.seed)                     # the same initialisation as train.run
+    init = build_head(head, 8, LABELMAP.num_classes, **TINY_HPARAMS[head]).state_dict()
+    changed = [k for k, v in ckpt["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, init[k])]
+    assert changed                                  # the optimiser updated the weights

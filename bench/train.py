@@ -1,0 +1,105 @@
+"""Training throughput: keyframes/s for one epoch read from the Zarr store on disk
+(prefetching DataLoader) versus the same epoch with features already in memory.
+
+    uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2]
+
+Writes bench/results/train.json.  Target (issue #4): disk / memory >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import train  # noqa: E402
+from pipeline.artifacts.features import FeatureSpec, FeatureStore, ViewSpec  # noqa: E402
+from pipeline.keyframes import FeatureCache, Keyframe, TrainKeyframes  # noqa: E402
+from pipeline.models import build_head  # noqa: E402
+
+HPARAMS = {"linear": {}, "actor_actor": {},
+           "acrn": {"hidden_dim": 256},
+           "acar": {"reduce_dim": 512, "hidden_dim": 256}}
+
+
+def make_store(url: str, keyframes: int, channels: int, size: int, per_video: int = 32):
+    rng = np.random.default_rng(0)
+    spec = FeatureSpec("bench", "random", True, 32, 2, 256, channels, ("s256",))
+    store = FeatureStore(url, mode="a")
+    samples = []
+    for v in range(keyframes // per_video):
+        video = f"v{v:03d}"
+        store.begin_video(video, np.arange(per_video), spec.to_dict())
+        vs = ViewSpec("s256", 256, False, (size * 16, size * 16), (0, 0, 256, 192), 16.0)
+        arr = store.create_view(video, vs, (per_video, channels, size, size))
+        arr[:] = rng.standard_normal((per_video, channels, size, size)).astype(np.float16)
+        store.finish_video(video)
+        for k in range(per_video):
+            n = int(rng.integers(1, 4))
+            xy = rng.uniform(0, 0.6, (n, 2))
+            boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (n, 2))], 1)
+            labels = (rng.random((n, 60)) < 0.05).astype(np.float32)
+            samples.append(Keyframe(video, k, k, boxes.astype(np.float32), labels))
+    return FeatureStore(url), samples
+
+
+def epoch_rate(store, samples, head_name, in_memory, workers, cfg) -> float:
+    cache = FeatureCache(store, "s256", in_memory=in_memory)
+    if in_memory:                                   # "already in memory": preload first
+        for v in sorted({k.video for k in samples}):
+            cache.context(v, 0)
+    data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
+    torch.manual_seed(0)
+    head = build_head(head_name, store.spec(samples[0].video).channels, 60,
+                      **HPARAMS.get(head_name, {}))
+    opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    steps = -(-len(samples) // cfg.batch_size)
+    loader = train.epoch_loader(data, 0, cfg, workers)
+    t0 = time.perf_counter()
+    train.train_epoch(head, opt, loader, list(range(13)), cfg, 0, steps)
+    return len(samples) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keyframes", type=int, default=512)
+    ap.add_argument("--channels", type=int, default=512)
+    ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--head", action="append", help="head(s) to time [linear, acar]")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = train.TrainConfig(batch_size=args.batch_size)
+    results = {"keyframes": args.keyframes, "channels": args.channels, "map": args.size,
+               "threads": args.threads, "workers": args.workers, "heads": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels, args.size)
+        results["store_mib"] = round(sum(
+            p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20, 1)
+        for head in args.head or ["linear", "acar"]:
+            epoch_rate(store, samples[:64], head, True, 0, cfg)          # warm-up
+            disk = epoch_rate(store, samples, head, False, args.workers, cfg)
+            mem = epoch_rate(store, samples, head, True, 0, cfg)
+            results["heads"][head] = {"disk_kf_per_s": round(disk, 1),
+                                      "memory_kf_per_s": round(mem, 1),
+                                      "ratio": round(disk / mem, 3)}
+            print(head, results["heads"][head], flush=True)
+    out = ROOT / "bench" / "results" / "train.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
