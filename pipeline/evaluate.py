@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import ArtifactError
-from .artifacts.annotations import read_annotations, read_excluded
+from .artifacts.annotations import read_annotations
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
@@ -63,15 +63,22 @@ def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -
 def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets: pd.DataFrame,
             videos: list[str], cfg: EvalConfig, default_views: list[str]) -> pd.DataFrame:
     """AVA result rows (one per box and class) for the keyframes of ``videos``."""
-    head.eval()
     dets = dets[dets["score"] >= cfg.det_threshold]
     kfs = test_keyframes(store, dets, videos)
-    views = cfg.views or default_views
-    caches = [FeatureCache(store, v, cfg.in_memory) for v in views]
+    caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
+    return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size)
+
+
+@torch.inference_mode()
+def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
+                      caches: list[FeatureCache], batch_size: int) -> pd.DataFrame:
+    """Logits averaged over the views of ``caches``, then activated, as AVA result rows."""
+    was_training = head.training
+    head.eval()
     ids = np.asarray(labelmap.ids)
     parts = []
-    for s in tqdm(range(0, len(kfs), cfg.batch_size), desc="predict", unit="batch", leave=False):
-        chunk = kfs[s:s + cfg.batch_size]
+    for s in tqdm(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
+        chunk = kfs[s:s + batch_size]
         logits = torch.stack([head(*batch(chunk, c)) for c in caches]).mean(0)   # (N, K)
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
@@ -83,19 +90,28 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
             "x1": np.repeat(boxes[:, 0], kc), "y1": np.repeat(boxes[:, 1], kc),
             "x2": np.repeat(boxes[:, 2], kc), "y2": np.repeat(boxes[:, 3], kc),
             "action_id": np.tile(ids, n), "score": probs.reshape(-1)}))
+    head.train(was_training)
     if not parts:
         return pd.DataFrame({c: [] for c in PRED_COLUMNS})
     return pd.concat(parts, ignore_index=True)
 
 
-def predict_and_score(ckpt: dict, head: torch.nn.Module, store: FeatureStore, dets: pd.DataFrame,
-                      annotations: str | os.PathLike, labelmap: LabelMap, cfg: EvalConfig,
-                      excluded: str | os.PathLike | None = None) -> dict:
-    gt = read_annotations(annotations)
-    videos = sorted(set(gt["video_id"]) & set(store.videos()))
-    views = [ckpt["feature_spec"].get("train_view") or ckpt["feature_spec"]["views"][0]]
-    pred = predict(head, labelmap, store, dets, videos, cfg, views)
-    return frame_map(gt, pred, labelmap, read_excluded(excluded)).metrics
+class Validator:
+    """Scores a head on a val split during training; inputs are prepared once."""
+
+    def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
+                 labelmap: LabelMap, view: str, cfg: EvalConfig | None = None):
+        self.cfg = cfg or EvalConfig()
+        self.gt, self.labelmap = read_annotations(annotations), labelmap
+        videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
+        dets = dets[dets["score"] >= self.cfg.det_threshold]
+        self.keyframes = test_keyframes(store, dets, videos)
+        self.caches = [FeatureCache(store, view, self.cfg.in_memory)]
+
+    def __call__(self, head: torch.nn.Module) -> dict:
+        pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,
+                                 self.cfg.batch_size)
+        return frame_map(self.gt, pred, self.labelmap).metrics
 
 
 def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: str | os.PathLike,
@@ -130,4 +146,4 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     return evaluate_files(predictions, annotations, labelmap, excluded, out, plots_dir)
 
 
-__all__ = ["EvalConfig", "predict", "predict_and_score", "run", "score", "write_metrics"]
+__all__ = ["EvalConfig", "Validator", "predict", "run", "score", "write_metrics"]

@@ -175,6 +175,10 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
             opt.load_state_dict(state["optimizer"])
             start_epoch, rows = state["epoch"], state.get("log", [])
     pose = lm.pose_indices
+    validate = None
+    if val_annotations is not None:
+        from .evaluate import Validator
+        validate = Validator(store, dets, val_annotations, lm, view)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers)
@@ -185,11 +189,8 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
                 "num_classes": lm.num_classes, "labelmap": lm.to_dict(),
                 "feature_spec": {**spec.to_dict(), "train_view": view},
                 "state_dict": head.state_dict()}
-        if val_annotations is not None:
-            from .evaluate import EvalConfig, predict_and_score
-            metrics = predict_and_score(ckpt, head, store, dets, val_annotations, lm,
-                                        EvalConfig(), excluded=None)
-            row["val_mAP"] = metrics["mAP"]
+        if validate is not None:
+            row["val_mAP"] = validate(head)["mAP"]
         rows.append(row)
         tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}"
                    + (f" val mAP {row['val_mAP']:.4f}" if row["val_mAP"] != "" else ""))
