@@ -53,7 +53,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
+from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import read_predictions
@@ -91,31 +93,33 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
     if excluded is None:
         excluded = pd.DataFrame({"video_id": pd.Series([], dtype=object),
                                  "timestamp": pd.Series([], dtype=np.int64)})
-    p_frame, g_frame, x_frame, n_frames = _frame_codes(
-        [(pred["video_id"], pred["timestamp"]), (gt["video_id"], gt["timestamp"]),
+    # Predictions: label-map filter first (frames are numbered in order of first appearance
+    # among the remaining rows, as the official reader's dict is), then grouped by frame.
+    p_cls = _class_index(pred["action_id"].to_numpy(), ids)
+    rows = _subset(p_cls >= 0)
+    p_video, p_time = pred["video_id"], pred["timestamp"].to_numpy()
+    if not isinstance(rows, slice):
+        p_video, p_time = p_video.iloc[rows], p_time[rows]
+    frame, g_frame, x_frame, n_frames = _frame_codes(
+        [(p_video, p_time), (gt["video_id"], gt["timestamp"]),
          (excluded["video_id"], excluded["timestamp"])])
     is_excluded = np.zeros(n_frames, dtype=bool)
     is_excluded[x_frame] = True
-
-    # Predictions: label-map filter, rows grouped by frame (file order kept), top-50 cap.
-    p_cls = _class_index(pred["action_id"].to_numpy(), ids)
-    rows = _subset(p_cls >= 0)
-    frame = p_frame[rows]
+    rows = np.arange(len(pred))[rows]  # original row of each remaining row
     order = _group_order(frame, n_frames)
     if not isinstance(order, slice):
-        rows = (np.arange(len(p_frame)) if isinstance(rows, slice) else rows)[order]
-        frame = frame[order]
-    score = score[rows]
+        rows, frame = rows[order], frame[order]
+    score = score[rows] if len(rows) < len(pred) or not isinstance(order, slice) else score
 
     def tuple_keys(idx: np.ndarray) -> list[np.ndarray]:
-        r = np.arange(len(p_frame))[rows][idx]
+        r = rows[idx]
         return [r, *(pred[c].to_numpy(np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
                 pred["action_id"].to_numpy()[r]]
 
     keep = _cap_mask(frame, score, tuple_keys, n_frames)
     # Excluded frames (dropped whole, so after the cap is the same), then invalid boxes.
     keep = np.flatnonzero(keep & ~is_excluded[frame]) if len(x_frame) else np.flatnonzero(keep)
-    kept = np.arange(len(p_frame))[rows][keep]
+    kept = rows[keep]
     boxes = _boxes(pred, kept)
     valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
     keep, kept = keep[valid], kept[valid]
@@ -154,6 +158,10 @@ def evaluate_files(predictions: str | os.PathLike, annotations: str | os.PathLik
     gt = read_annotations(annotations)
     ex = read_excluded(excluded) if excluded is not None else None
     pred = read_predictions(predictions, categorical=True)
+    nan = np.isnan(pred["score"].to_numpy())
+    if nan.any():
+        row = int(np.argmax(nan))
+        raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
     result = frame_map(gt, pred, lm, ex)
     if out is not None:
         write_metrics(result.metrics, out)
@@ -302,7 +310,8 @@ def _cap_mask(frame: np.ndarray, score: np.ndarray, tuple_keys: Callable[[np.nda
             kth = np.partition(mat, width - capacity, axis=1)[:, width - capacity]
             s_star[sel] = kth
             n_above[sel] = np.count_nonzero(mat > kth[:, None], axis=1)
-            n_tie[sel] = np.count_nonzero(mat == kth[:, None], axis=1)
+            n_tie[sel] = np.count_nonzero(mat == kth[:, None], axis=1) - np.where(
+                kth == -np.inf, width - counts[sel], 0)  # padding is -inf too
         low, width = width, width * 2
 
     keep = score >= s_star[frame]  # small frames: s* = -inf
@@ -542,8 +551,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="metrics.json to write")
     ap.add_argument("--plots-dir", type=Path)
     args = ap.parse_args(argv)
-    from .artifacts import ArtifactError
-
     try:
         metrics = evaluate_files(args.predictions, args.annotations, args.labelmap,
                                  args.excluded, args.out, args.plots_dir)

@@ -64,6 +64,19 @@ def read_csv(path: str | os.PathLike, schema: dict[str, str], min_columns: int |
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
+def line_of_row(path: str | os.PathLike, row: int) -> int:
+    """1-based line number of data row ``row`` (0-based) of a CSV read by :func:`read_csv`,
+    which skips blank lines; used to point error messages at the right line."""
+    with open(path, "rb") as fh:
+        seen = -1
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return lineno
+    return row + 1
+
+
 def _is_blank(path: Path, chunk: int = 1 << 16) -> bool:
     """True if the file holds nothing but whitespace (reads only as far as needed)."""
     with open(path, "rb") as fh:
