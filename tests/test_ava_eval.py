@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ava_reference import reference_frame_map
 
 from pipeline import ava_eval
 from pipeline.artifacts import ArtifactError, annotations, predictions
 from pipeline.artifacts.labelmap import LabelMap, write_labelmap
 from pipeline.ava_eval import evaluate_files, frame_map
-from ava_reference import reference_frame_map
 
 DATA = Path(__file__).parent / "data" / "eval_detection"
 LABELS = (1, 3, 4, 7, 9)
@@ -337,3 +337,16 @@ def test_cli(files, capsys):
     assert ava_eval.main(["--predictions", str(files / "pred.csv"), "--annotations",
                           str(files / "gt.csv"), "--labelmap", str(files / "lm.pbtxt")]) == 2
     assert "pred.csv:1: expected 8 columns" in capsys.readouterr().err
+
+
+def test_nan_iou_is_never_a_match():
+    """An inverted GT box can make a 0/0 IoU; ``np.argmax`` then picks the NaN, so the
+    prediction is a false positive although another GT box overlaps it fully."""
+    pred = [("v", 1, 0.0, 0.0, 0.5, 0.5, 1, 0.9)]  # area 0.25
+    inverted = ("v", 1, 0.5, 0.0, 0.0, 0.5, 1, 0)  # area -0.25: union 0, IoU NaN
+    good = ("v", 1, 0.0, 0.0, 0.5, 0.5, 1, 1)
+    for gt in ([good, inverted], [inverted, good]):
+        m = _run(gt, pred)
+        assert m["per_class"]["1"]["ap"] == 0.0
+        assert reference_frame_map(gt, pred, LABELS)[1][1] == 0.0
+    assert _run([good], pred)["per_class"]["1"]["ap"] == 1.0
