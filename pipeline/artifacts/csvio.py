@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from . import ArtifactError
@@ -57,11 +58,18 @@ def read_csv(path: str | os.PathLike, schema: dict[str, str], min_columns: int |
         # The slow pass names the first bad line; if it finds none (e.g. a line of blanks,
         # which it skips), its rows are the answer.
         return _frame(_diagnose(path, schema, len(names)), schema, categorical)
-    if any(col.null_count for col in table.columns):
+    empty = [n for n, col in zip(names, table.columns, strict=True)
+             if col.null_count or (schema[n] == "str" and _has_empty_string(col))]
+    if empty:
         _diagnose(path, schema, len(names))  # raises at the line with the empty value
-        name = next(n for n, col in zip(names, table.columns, strict=True) if col.null_count)
-        raise ArtifactError(path, f"empty value in column '{name}'")  # pragma: no cover
+        raise ArtifactError(path, f"empty value in column '{empty[0]}'")  # pragma: no cover
     return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _has_empty_string(col: pa.ChunkedArray) -> bool:
+    if pa.types.is_dictionary(col.type):  # CSV dictionaries only hold values that occur
+        return any(len(c) and "" in c.dictionary.to_pylist() for c in col.chunks)
+    return bool(pc.any(pc.equal(pc.utf8_length(col), 0)).as_py())
 
 
 def line_of_row(path: str | os.PathLike, row: int) -> int:
@@ -101,8 +109,9 @@ def _frame(rows: list[list], schema: dict[str, str], categorical: bool = False
     for (name, kind), values in zip(schema.items(), cols, strict=True):
         if kind == "str":
             out[name] = pd.Series(values, dtype="category" if categorical else object)
-        elif kind == "int":
-            out[name] = pd.Series(values, dtype=np.int64)
+        elif kind == "int":  # float64 when an optional trailing column is missing (NaN)
+            missing = any(isinstance(v, float) for v in values)
+            out[name] = pd.Series(values, dtype=np.float64 if missing else np.int64)
         else:
             out[name] = pd.Series(values, dtype=np.float64)
     return pd.DataFrame(out)
