@@ -366,8 +366,8 @@ class _GroundTruth:
         size = self.n_frames * self.n_classes
         # Dense (frame, class) -> run table when it is small; sorted-key search otherwise.
         self.table = None
-        if size <= max(1 << 24, 8 * len(key)):
-            self.table = np.full(size, -1, dtype=np.int64)
+        if size <= max(1 << 23, 8 * len(key)):
+            self.table = np.full(size, -1, dtype=np.int32 if len(key) < 1 << 31 else np.int64)
             self.table[key] = np.arange(len(key))
 
     def runs(self, frame: np.ndarray, cls: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from . import ArtifactError
@@ -69,6 +68,8 @@ def read_csv(path: str | os.PathLike, schema: dict[str, str], min_columns: int |
 def _has_empty_string(col: pa.ChunkedArray) -> bool:
     if pa.types.is_dictionary(col.type):  # CSV dictionaries only hold values that occur
         return any(len(c) and "" in c.dictionary.to_pylist() for c in col.chunks)
+    import pyarrow.compute as pc  # imported lazily: it costs ~0.2 s at start-up
+
     return bool(pc.any(pc.equal(pc.utf8_length(col), 0)).as_py())
 
 
