@@ -397,12 +397,13 @@ def _official_gt_rank(frame: np.ndarray, pid: np.ndarray, action: np.ndarray,
     frames where that order can change a result, so a Python loop is fine here.
     """
     rank = np.empty(len(frame), dtype=np.int64)
-    for f in np.unique(frame):
-        idx = np.flatnonzero(frame == f)
+    order = np.argsort(frame, kind="stable")
+    bounds = np.flatnonzero(np.diff(frame[order])) + 1
+    for idx in np.split(order, bounds):
         heap: list[tuple] = []
         for i in idx.tolist():  # the trailing index only breaks exact-tuple ties, and a
             # pushed item never moves above an equal one, so the layout is the official one
-            heapq.heappush(heap, (pid[i], int(action[i]), *boxes[i].tolist(), i))
+            heapq.heappush(heap, (float(pid[i]), int(action[i]), *boxes[i].tolist(), i))
         listed = sorted(heap, key=lambda t: -t[0])
         for pos, item in enumerate(listed):
             rank[item[-1]] = pos

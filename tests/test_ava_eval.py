@@ -350,3 +350,22 @@ def test_nan_iou_is_never_a_match():
         assert m["per_class"]["1"]["ap"] == 0.0
         assert reference_frame_map(gt, pred, LABELS)[1][1] == 0.0
     assert _run([good], pred)["per_class"]["1"]["ap"] == 1.0
+
+
+@pytest.mark.parametrize("n_frames", [100, 70_000, 3_000_000])
+def test_group_order_is_a_stable_sort(n_frames):
+    rng = np.random.default_rng(n_frames)
+    frames = rng.integers(0, n_frames, 200_000)
+    order = ava_eval._group_order(frames, n_frames)
+    assert np.array_equal(order, np.argsort(frames, kind="stable"))
+    assert ava_eval._group_order(np.sort(frames), n_frames) == slice(None)
+
+
+def test_huge_timestamps():
+    big = 4 * 10**18
+    gt = [("v", big, 0.1, 0.1, 0.4, 0.4, 1, 0), ("v", -big, 0.1, 0.1, 0.4, 0.4, 1, 0)]
+    pred = [("v", big, 0.1, 0.1, 0.4, 0.4, 1, 0.5), ("v", -big, 0.5, 0.5, 0.9, 0.9, 1, 0.9),
+            ("v", 0, 0.1, 0.1, 0.4, 0.4, 1, 0.7)]
+    m = _run(gt, pred, excluded=[("v", -big)])
+    assert m["per_class"]["1"]["num_gt"] == 1
+    assert m["mAP"] == pytest.approx(reference_frame_map(gt, pred, LABELS, [("v", -big)])[0])
