@@ -1,102 +1,566 @@
-"""Frame-mAP at IoU 0.5 (first version; replaced by the exact, vectorised evaluator)."""
+"""AVA frame-mAP, computed exactly as ActivityNet's ``get_ava_performance.py`` (2019) does, fast.
+
+The official evaluator (AVA v2.1/v2.2, with excluded timestamps) works frame by frame in
+Python; this module reproduces its numbers with whole-array numpy operations.  What the
+official code does, and how it is reproduced here:
+
+* **Frames** are ``(video_id, int(timestamp))``: ``0902`` and ``902`` are one frame.
+* **Label map**: ground-truth (GT) and prediction rows whose action id is not in the label map
+  are dropped before anything else.
+* **Top-50 cap**: per frame, predictions stream through a min-heap of capacity 50 holding
+  tuples ``(score, action_id, y1, x1, y2, x2)``.  A row enters a full heap only if its score
+  is strictly greater than the heap's minimum, and it evicts the *smallest tuple*.  So all rows
+  scoring above the 50th-best score s* are kept; of the rows scoring exactly s*, the candidates
+  are those among the first 50 rows (in file order) scoring >= s*, and the ones kept are the
+  candidates with the largest ``(action_id, y1, x1, y2, x2)``.  (That closed form is derived
+  in :func:`_cap_mask`.)  Rows with invalid boxes take slots; GT has no cap.
+* **Excluded frames**: GT and predictions on them are dropped.  Predictions on a frame with no
+  GT are all false positives.
+* **Matching**, per frame and class, predictions in descending score order: each takes the GT
+  box of maximal IoU (``np.argmax``: the first maximum; a NaN IoU wins) and is a true positive
+  iff that IoU >= 0.5 and the GT box is still unmatched; no fallback to another GT box.
+  Predictions with ``x1 >= x2`` or ``y1 >= y2`` are removed after the cap.  IoU has no +1 and
+  is computed with the same float64 operations as ``np_box_ops.iou``.  All GT rows count (also
+  exact duplicates, which can never both be matched).
+* **GT order within a frame** decides ``argmax`` ties: the official reader takes a GT row's
+  8th column (``person_id``) as its "score", so GT boxes are ordered by descending person_id,
+  then by their position in a heap array.  Here: descending person_id, then file order; frames
+  where an exact IoU tie between different boxes could reach the 0.5 threshold are redone with
+  the heap order itself (:func:`_official_gt_rank`).
+* **AP**: VOC all-point interpolation as in ``object_detection/utils/metrics.py``.  A class with
+  GT but no predictions has AP 0; a class without GT has AP NaN (``null``) and is left out of the
+  mean.  ``mAP`` is the mean over classes with at least one GT row.
+
+Two orders cannot be reproduced, because the official result itself depends on them only
+through details that vary (heap array layout, numpy's unstable ``argsort``); only *equal*
+scores are affected.  The rules used here: within a frame, equal-score predictions are taken in
+file order; when ranking a class for AP, equal scores are ordered as a stable sort reversed
+would order the official concatenation (frames in order of first appearance in the prediction
+file, later ones first).  With distinct scores the result is the official one.
+"""
 
 from __future__ import annotations
 
+import argparse
+import heapq
 import os
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
+from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
+from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import read_predictions
 
+CAPACITY = 50
+IOU_THRESHOLD = 0.5
+
 
 @dataclass
 class EvalResult:
+    """``metrics`` is the ``metrics.json`` dict.  ``precision``/``recall`` map an action id
+    (with GT) to the precision and recall after each of its ranked predictions (the official,
+    non-interpolated curve; empty when the class has no prediction)."""
+
     metrics: dict
+    precision: dict[int, np.ndarray] = field(default_factory=dict)
+    recall: dict[int, np.ndarray] = field(default_factory=dict)
+    num_gt: dict[int, int] = field(default_factory=dict)
 
 
-def _iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], gts[:, :2])
-    rb = np.minimum(box[2:], gts[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    union = np.prod(box[2:] - box[:2]) + np.prod(gts[:, 2:] - gts[:, :2], axis=1) - inter
-    return inter / union
-
-
-def _ap(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
-    order = np.argsort(-scores, kind="stable")
-    tp = tp[order].astype(np.float64)
-    fp = 1 - tp
-    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-    rec = ctp / num_gt
-    prec = ctp / np.maximum(ctp + cfp, 1e-12)
-    rec = np.concatenate([[0.0], rec, [1.0]])
-    prec = np.concatenate([[0.0], prec, [0.0]])
-    prec = np.maximum.accumulate(prec[::-1])[::-1]
-    idx = np.flatnonzero(rec[1:] != rec[:-1]) + 1
-    return float(np.sum((rec[idx] - rec[idx - 1]) * prec[idx]))
+# --------------------------------------------------------------------------- public API
 
 
 def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
               excluded: pd.DataFrame | None = None) -> EvalResult:
-    ids = set(labelmap.ids)
-    gt = gt[gt["action_id"].isin(ids)]
-    pred = pred[pred["action_id"].isin(ids)]
-    if excluded is not None and len(excluded):
-        ex = set(zip(excluded["video_id"], excluded["timestamp"], strict=True))
-        gt = gt[[k not in ex for k in zip(gt["video_id"], gt["timestamp"], strict=True)]]
-        pred = pred[[k not in ex for k in zip(pred["video_id"], pred["timestamp"], strict=True)]]
-    pred = pred.assign(_o=np.arange(len(pred))).sort_values(
-        ["video_id", "timestamp", "score", "_o"], ascending=[True, True, False, True])
-    pred = pred.groupby(["video_id", "timestamp"], sort=False).head(50)
-    valid = (pred["x1"] < pred["x2"]) & (pred["y1"] < pred["y2"])
-    pred = pred[valid]
-    per_class = {}
-    for a, name in zip(labelmap.ids, labelmap.names, strict=True):
-        g = gt[gt["action_id"] == a]
-        p = pred[pred["action_id"] == a]
-        if len(g) == 0:
-            per_class[str(a)] = {"name": name, "ap": None, "num_gt": 0}
-            continue
-        gboxes = {k: v[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
-                  for k, v in g.groupby(["video_id", "timestamp"])}
-        used = {k: np.zeros(len(v), bool) for k, v in gboxes.items()}
-        scores, tps = [], []
-        for k, grp in p.groupby(["video_id", "timestamp"]):
-            grp = grp.sort_values(["score", "_o"], ascending=[False, True])
-            for row in grp[["x1", "y1", "x2", "y2", "score"]].to_numpy(np.float64):
-                tp = False
-                if k in gboxes:
-                    ious = _iou(row[:4], gboxes[k])
-                    j = int(np.argmax(ious))
-                    if ious[j] >= 0.5 and not used[k][j]:
-                        used[k][j] = tp = True
-                scores.append(row[4])
-                tps.append(tp)
-        ap = _ap(np.array(scores), np.array(tps, bool), len(g)) if scores else 0.0
-        per_class[str(a)] = {"name": name, "ap": ap, "num_gt": int(len(g))}
-    aps = [v["ap"] for v in per_class.values() if v["ap"] is not None]
-    supers = {}
-    for a, s in zip(labelmap.ids, labelmap.superclasses, strict=True):
-        if s:
-            supers.setdefault(s, []).append(per_class[str(a)]["ap"])
-    per_super = {s: (float(np.mean([x for x in v if x is not None]))
-                     if any(x is not None for x in v) else None) for s, v in supers.items()}
-    return EvalResult({"mAP": float(np.mean(aps)) if aps else float("nan"),
-                       "per_class": per_class, "per_superclass": per_super})
+    """Official AVA frame-mAP@0.5 of ``pred`` against ``gt``.
+
+    ``gt`` has the columns of ``annotations.COLUMNS`` (``person_id`` optional), ``pred``
+    those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``.
+    """
+    ids = np.asarray(labelmap.ids, dtype=np.int64)
+    score = pred["score"].to_numpy(np.float64)
+    if np.isnan(score).any():
+        raise ValueError(f"prediction score is NaN in row {int(np.argmax(np.isnan(score)))}")
+    if excluded is None:
+        excluded = pd.DataFrame({"video_id": pd.Series([], dtype=object),
+                                 "timestamp": pd.Series([], dtype=np.int64)})
+    # Predictions: label-map filter first (frames are numbered in order of first appearance
+    # among the remaining rows, as the official reader's dict is), then grouped by frame.
+    p_cls = _class_index(pred["action_id"].to_numpy(), ids)
+    rows = _subset(p_cls >= 0)
+    p_video, p_time = pred["video_id"], pred["timestamp"].to_numpy()
+    if not isinstance(rows, slice):
+        p_video, p_time = p_video.iloc[rows], p_time[rows]
+    frame, g_frame, x_frame, n_frames = _frame_codes(
+        [(p_video, p_time), (gt["video_id"], gt["timestamp"]),
+         (excluded["video_id"], excluded["timestamp"])])
+    is_excluded = np.zeros(n_frames, dtype=bool)
+    is_excluded[x_frame] = True
+    rows = np.arange(len(pred))[rows]  # original row of each remaining row
+    order = _group_order(frame, n_frames)
+    if not isinstance(order, slice):
+        rows, frame = rows[order], frame[order]
+    score = score[rows] if len(rows) < len(pred) or not isinstance(order, slice) else score
+
+    def tuple_keys(idx: np.ndarray) -> list[np.ndarray]:
+        r = rows[idx]
+        return [r, *(pred[c].to_numpy(np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
+                pred["action_id"].to_numpy()[r]]
+
+    keep = _cap_mask(frame, score, tuple_keys, n_frames)
+    # Excluded frames (dropped whole, so after the cap is the same), then invalid boxes.
+    keep = np.flatnonzero(keep & ~is_excluded[frame]) if len(x_frame) else np.flatnonzero(keep)
+    kept = rows[keep]
+    boxes = _boxes(pred, kept)
+    valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
+    keep, kept = keep[valid], kept[valid]
+    boxes = tuple(b[valid] for b in boxes)
+    frame, score, p_cls = frame[keep], score[keep], p_cls[kept]
+
+    # Ground truth: label-map filter and excluded frames; all remaining rows count.
+    g_cls = _class_index(gt["action_id"].to_numpy(), ids)
+    g_rows = np.flatnonzero((g_cls >= 0) & ~is_excluded[g_frame])
+    gtab = _GroundTruth(gt, g_rows, g_frame[g_rows], g_cls[g_rows], len(ids), n_frames)
+    tp, tie_frames = _match(frame, p_cls, score, boxes, gtab)
+    if len(tie_frames):
+        gtab.use_heap_order(tie_frames, gt["action_id"].to_numpy()[g_rows])
+        tp, _ = _match(frame, p_cls, score, boxes, gtab)
+
+    num_gt = np.bincount(gtab.cls, minlength=len(ids))
+    return _summarise(labelmap, p_cls, score, tp, num_gt)
 
 
-def evaluate_files(predictions, annotations, labelmap, excluded=None, out=None,
-                   plots_dir=None) -> dict:
-    lm = read_labelmap(labelmap)
-    res = frame_map(read_annotations(annotations), read_predictions(predictions), lm,
-                    read_excluded(excluded))
+def _subset(mask: np.ndarray) -> np.ndarray | slice:
+    """Indices where ``mask`` holds, or ``slice(None)`` when it holds everywhere."""
+    return slice(None) if mask.all() else np.flatnonzero(mask)
+
+
+def evaluate_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                   labelmap: str | os.PathLike | LabelMap,
+                   excluded: str | os.PathLike | None = None,
+                   out: str | os.PathLike | None = None,
+                   plots_dir: str | os.PathLike | None = None) -> dict:
+    """Read the files, compute :func:`frame_map`, write ``out`` (metrics.json) and plots.
+
+    Bad inputs raise :class:`pipeline.artifacts.ArtifactError` naming the file (and line).
+    Returns the metrics dict.
+    """
+    lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
+    gt = read_annotations(annotations)
+    ex = read_excluded(excluded) if excluded is not None else None
+    pred = read_predictions(predictions, categorical=True)
+    nan = np.isnan(pred["score"].to_numpy())
+    if nan.any():
+        row = int(np.argmax(nan))
+        raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
+    result = frame_map(gt, pred, lm, ex)
     if out is not None:
-        write_metrics(res.metrics, out)
+        write_metrics(result.metrics, out)
     if plots_dir is not None:
-        os.makedirs(plots_dir, exist_ok=True)
-    return res.metrics
+        from .eval_plots import write_plots
+
+        write_plots(result, lm, plots_dir)
+    return result.metrics
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _class_index(action_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each action id in the label map, -1 when it is not there."""
+    action_ids = np.asarray(action_ids, dtype=np.int64)
+    if not len(ids):
+        return np.full(len(action_ids), -1, dtype=np.int64)
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo < 1 << 20:  # small ids (AVA: 1..80): a lookup table
+        table = np.full(hi - lo + 3, -1, dtype=np.int64)
+        table[ids - lo + 1] = np.arange(len(ids))
+        return table[np.clip(action_ids - (lo - 1), 0, hi - lo + 2)]
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], action_ids), len(ids) - 1)
+    return np.where(ids[order][pos] == action_ids, order[pos], -1).astype(np.int64)
+
+
+def _video_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), np.asarray(col.cat.categories, dtype=object)
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def _frame_codes(tables: Sequence[tuple[pd.Series, pd.Series]]) -> tuple[np.ndarray, ...]:
+    """Dense frame ids shared by all ``(video_id, timestamp)`` tables, numbered in order of
+    first appearance (first table first).  Returns one code array per table, then the count."""
+    codes, uniques = zip(*(_video_codes(v) for v, _ in tables), strict=True)
+    union, _ = pd.factorize(np.concatenate(uniques))
+    bounds = np.cumsum([0] + [len(u) for u in uniques])
+    maps = [union[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(len(tables))]
+    stamps = [np.asarray(t, dtype=np.int64) for _, t in tables]
+    lo = min((int(t.min()) for t in stamps if len(t)), default=0)
+    hi = max((int(t.max()) for t in stamps if len(t)), default=0)
+    span = hi - lo + 1
+    if span * max(len(union), 1) >= 1 << 62:  # huge timestamps: densify them first
+        t_codes, t_uniq = pd.factorize(np.concatenate(stamps))
+        stamps = np.split(t_codes.astype(np.int64), np.cumsum([len(t) for t in stamps])[:-1])
+        lo, span = 0, max(len(t_uniq), 1)
+
+    out: list[np.ndarray] = []
+    index = None
+    for code, vmap, ts in zip(codes, maps, stamps, strict=True):
+        if not len(ts):
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        # Files come grouped by frame: work on runs of equal (video, timestamp) only.
+        head = np.flatnonzero(np.concatenate(
+            [[True], (code[1:] != code[:-1]) | (ts[1:] != ts[:-1])]))
+        key = vmap[code[head]] * span + (ts[head] - lo)
+        if index is None:
+            head_code, uniq = pd.factorize(key)
+            index = pd.Index(uniq)
+        else:
+            head_code = index.get_indexer(key)
+            new = head_code < 0
+            if new.any():
+                extra, extra_uniq = pd.factorize(key[new])
+                head_code[new] = extra + len(index)
+                index = index.append(pd.Index(extra_uniq))
+        out.append(np.repeat(head_code.astype(np.int64), np.diff(np.append(head, len(ts)))))
+    return (*out, 0 if index is None else len(index))
+
+
+def _group_order(frames: np.ndarray, n_frames: int) -> np.ndarray | slice:
+    """Stable order that groups rows by (ascending) frame id; a no-op for grouped files."""
+    if len(frames) < 2 or bool(np.all(frames[1:] >= frames[:-1])):
+        return slice(None)
+    if n_frames <= 1 << 16:  # numpy's stable sort is a radix sort for 16-bit keys
+        return np.argsort(frames.astype(np.uint16), kind="stable")
+    order = np.argsort((frames & 0xFFFF).astype(np.uint16), kind="stable")
+    high = frames[order] >> 16
+    if n_frames <= 1 << 32:
+        return order[np.argsort(high.astype(np.uint16), kind="stable")]
+    return order[np.argsort(high, kind="stable")]  # pragma: no cover - > 4e9 frames
+
+
+def _boxes(df: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Boxes of ``rows`` as float64 arrays ``y1, x1, y2, x2`` (the official layout)."""
+    return tuple(df[c].to_numpy(np.float64)[rows] for c in ("y1", "x1", "y2", "x2"))
+
+
+def _padded_rows(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, width: int,
+                 fill: float) -> np.ndarray:
+    """``[len(starts), width]`` matrix: row i holds ``values[starts[i]:starts[i]+counts[i]]``
+    then ``fill``.  Rows are contiguous slices, so this is a gather of whole windows."""
+    n = len(values)
+    out = np.empty((len(starts), width))
+    safe = starts + width <= n
+    if n >= width:
+        out[safe] = sliding_window_view(values, width)[starts[safe]]
+    if not safe.all():
+        base = max(0, n - 2 * width)
+        tail = np.concatenate([values[base:], np.full(width, fill)])
+        out[~safe] = sliding_window_view(tail, width)[starts[~safe] - base]
+    out[np.arange(width) >= counts[:, None]] = fill
+    return out
+
+
+# --------------------------------------------------------------------------- top-50 cap
+
+
+def _cap_mask(frame: np.ndarray, score: np.ndarray, tuple_keys: Callable[[np.ndarray], list],
+              n_frames: int, capacity: int = CAPACITY) -> np.ndarray:
+    """Rows that survive the official per-frame heap of ``capacity`` entries.
+
+    ``frame`` must be grouped ascending with file order kept inside a frame.
+    ``tuple_keys(idx)`` gives, for rows ``idx``, the lexsort keys (least significant first)
+    ``row, x2, y2, x1, y1, action_id``, ``row`` being the position in the file.
+
+    Derivation: let s* be the frame's capacity-th best score.  Rows below s* never survive,
+    rows above it always do.  Only rows scoring >= s* matter for what happens to the rows
+    scoring exactly s* (the ties): the heap's score multiset is always the top of the prefix
+    read so far, so, counting rows scoring >= s* in file order, a tie enters the heap iff fewer
+    than ``capacity`` such rows came before it, and each row scoring above s* that comes after
+    ``capacity`` such rows evicts the smallest tuple, which is then a tie.  As all entries
+    precede all evictions, the surviving ties are the ``m`` largest ``(action_id, y1, x1, y2,
+    x2)`` tuples among the ties within the first ``capacity`` rows scoring >= s*, where ``m`` is
+    ``capacity`` minus the number of rows above s*.  Of equal tuples (identical rows, which
+    the official code cannot tell apart) the later ones are kept.
+    """
+    counts = np.bincount(frame, minlength=n_frames)
+    big = np.flatnonzero(counts > capacity)
+    if not len(big):
+        return np.ones(len(frame), dtype=bool)
+    starts = np.cumsum(counts) - counts
+    s_star = np.full(n_frames, -np.inf)  # the capacity-th best score of each big frame
+    n_above = np.zeros(n_frames, dtype=np.int64)
+    n_tie = np.zeros(n_frames, dtype=np.int64)
+    low, width = capacity, 1 << int(capacity).bit_length()
+    while low < counts[big].max():  # frames bucketed by size: a padded matrix per bucket
+        sel = big[(counts[big] > low) & (counts[big] <= width)]
+        if len(sel):
+            mat = _padded_rows(score, starts[sel], counts[sel], width, -np.inf)
+            kth = np.partition(mat, width - capacity, axis=1)[:, width - capacity]
+            s_star[sel] = kth
+            n_above[sel] = np.count_nonzero(mat > kth[:, None], axis=1)
+            n_tie[sel] = np.count_nonzero(mat == kth[:, None], axis=1) - np.where(
+                kth == -np.inf, width - counts[sel], 0)  # padding is -inf too
+        low, width = width, width * 2
+
+    keep = score >= s_star[frame]  # small frames: s* = -inf
+    slots = capacity - n_above
+    ambiguous = np.flatnonzero(n_tie > slots)
+    if not len(ambiguous):
+        return keep
+
+    # Ties crossing the boundary: among the first `capacity` rows scoring >= s* (file order)
+    # of each such frame, the ties with the largest tuples survive.
+    n = counts[ambiguous]
+    idx = np.repeat(starts[ambiguous] - np.cumsum(n) + n, n) + np.arange(n.sum())
+    idx = idx[keep[idx]]
+    f = frame[idx]
+    rank = np.arange(len(idx)) - np.searchsorted(f, f)
+    tie = score[idx] == s_star[f]
+    keep[idx[tie]] = False
+    cand = idx[tie & (rank < capacity)]
+    cand = cand[np.lexsort((*tuple_keys(cand), frame[cand]))]
+    fc = frame[cand]
+    from_end = np.searchsorted(fc, fc, side="right") - 1 - np.arange(len(cand))
+    keep[cand[from_end < slots[fc]]] = True
+    return keep
+
+
+# --------------------------------------------------------------------------- matching
+
+
+class _GroundTruth:
+    """GT rows sorted by (frame, class, official order inside the frame), with a lookup from
+    (frame, class) to the run of GT rows holding them."""
+
+    def __init__(self, gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray, cls: np.ndarray,
+                 n_classes: int, n_frames: int):
+        self.n_classes, self.n_frames = max(n_classes, 1), n_frames
+        self._rows, self._frame, self._cls = rows, frame, cls
+        pid = gt["person_id"].to_numpy(np.float64)[rows] if "person_id" in gt else \
+            np.full(len(rows), -1.0)
+        self._pid = np.where(np.isnan(pid), -1.0, pid)
+        self._boxes = np.stack(_boxes(gt, rows), axis=1)
+        self._rank = np.arange(len(rows), dtype=np.int64)  # file order inside a frame
+        self._sort()
+
+    def _sort(self) -> None:
+        order = np.lexsort((self._rank, -self._pid, self._cls, self._frame))
+        self.cls, self.pid, boxes = self._cls[order], self._pid[order], self._boxes[order]
+        self.boxes = tuple(boxes[:, i] for i in range(4))  # y1, x1, y2, x2
+        self.area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        key, self.start, self.count = np.unique(
+            self._frame[order] * self.n_classes + self.cls, return_index=True, return_counts=True)
+        self.key = key
+        size = self.n_frames * self.n_classes
+        # Dense (frame, class) -> run table when it is small; sorted-key search otherwise.
+        self.table = None
+        if size <= max(1 << 23, 8 * len(key)):
+            self.table = np.full(size, -1, dtype=np.int32 if len(key) < 1 << 31 else np.int64)
+            self.table[key] = np.arange(len(key))
+
+    def runs(self, frame: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Run index of each (frame, class), -1 when there is no GT for it."""
+        key = frame * self.n_classes + cls
+        if self.table is not None:
+            return self.table[key]
+        if not len(self.key):
+            return np.full(len(key), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.key, key), len(self.key) - 1)
+        return np.where(self.key[pos] == key, pos, -1)
+
+    def use_heap_order(self, frames: np.ndarray, action: np.ndarray) -> None:
+        """Order the GT of ``frames`` exactly as the official reader does, then re-sort."""
+        sel = np.flatnonzero(np.isin(self._frame, frames))
+        self._rank[sel] = _official_gt_rank(self._frame[sel], self._pid[sel], action[sel],
+                                            self._boxes[sel])
+        self._sort()
+
+
+def _official_gt_rank(frame: np.ndarray, pid: np.ndarray, action: np.ndarray,
+                      boxes: np.ndarray) -> np.ndarray:
+    """Position of each GT row (given in file order) in the official per-frame box list.
+
+    The official reader pushes ``(person_id, action_id, y1, x1, y2, x2)`` on a heap per frame,
+    then sorts the heap *array* stably by descending first element.  Only called for the rare
+    frames where that order can change a result, so a Python loop is fine here.
+    """
+    rank = np.empty(len(frame), dtype=np.int64)
+    order = np.argsort(frame, kind="stable")
+    bounds = np.flatnonzero(np.diff(frame[order])) + 1
+    for idx in np.split(order, bounds):
+        heap: list[tuple] = []
+        for i in idx.tolist():  # the trailing index only breaks exact-tuple ties, and a
+            # pushed item never moves above an equal one, so the layout is the official one
+            heapq.heappush(heap, (float(pid[i]), int(action[i]), *boxes[i].tolist(), i))
+        listed = sorted(heap, key=lambda t: -t[0])
+        for pos, item in enumerate(listed):
+            rank[item[-1]] = pos
+    return rank
+
+
+def _iou(pb: tuple[np.ndarray, ...], gb: tuple[np.ndarray, ...],
+         garea: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of boxes ``y1, x1, y2, x2`` with ``np_box_ops.iou``'s float64 operations."""
+    h = np.maximum(0.0, np.minimum(pb[2], gb[2]) - np.maximum(pb[0], gb[0]))
+    w = np.maximum(0.0, np.minimum(pb[3], gb[3]) - np.maximum(pb[1], gb[1]))
+    inter = h * w
+    parea = (pb[2] - pb[0]) * (pb[3] - pb[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / (parea + garea - inter)
+
+
+def _match(frame: np.ndarray, cls: np.ndarray, score: np.ndarray,
+           boxes: tuple[np.ndarray, ...], gt: _GroundTruth) -> tuple[np.ndarray, np.ndarray]:
+    """True-positive flags of the predictions, and frames whose GT order could matter."""
+    tp = np.zeros(len(frame), dtype=bool)
+    run = gt.runs(frame, cls)
+    idx = np.flatnonzero(run >= 0)  # predictions with GT of their class in their frame
+    if not len(idx):
+        return tp, np.zeros(0, dtype=np.int64)
+    start, count = gt.start[run[idx]], gt.count[run[idx]]
+    pb = tuple(b[idx] for b in boxes)
+    best = np.full(len(idx), -np.inf)
+    best_g = start.copy()
+    nan_hit = np.zeros(len(idx), dtype=bool)
+    tie = np.zeros(len(idx), dtype=bool)
+    for j in range(int(count.max())):  # j-th GT box of the run, for every prediction at once
+        sub = np.flatnonzero(count > j) if j else slice(None)
+        g = start[sub] + j
+        iou = _iou(tuple(b[sub] for b in pb), tuple(b[g] for b in gt.boxes), gt.area[g])
+        nan_hit[sub] |= np.isnan(iou)  # np.argmax takes the first NaN: never a match
+        if j:  # an exact tie between different boxes of one person id: order may matter
+            cur, gb = best[sub], best_g[sub]
+            tie[sub] |= ((iou == cur) & (cur >= IOU_THRESHOLD) & (gt.pid[g] == gt.pid[gb])
+                         & ~_same_box(gt.boxes, g, gb))
+        better = iou > best[sub]
+        if isinstance(sub, slice):
+            best[better], best_g[better] = iou[better], g[better]
+        else:
+            best[sub[better]], best_g[sub[better]] = iou[better], g[better]
+    hit = np.flatnonzero(~nan_hit & (best >= IOU_THRESHOLD))
+    gidx, pred = best_g[hit], idx[hit]
+    # The first prediction (descending score, then file order) on each GT box is the TP.
+    order = np.lexsort((pred, -score[pred], gidx))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = gidx[order][1:] != gidx[order][:-1]
+    tp[pred[order][first]] = True
+    return tp, np.unique(frame[idx[tie & ~nan_hit]])
+
+
+def _same_box(boxes: tuple[np.ndarray, ...], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (boxes[0][a] == boxes[0][b]) & (boxes[1][a] == boxes[1][b]) & \
+        (boxes[2][a] == boxes[2][b]) & (boxes[3][a] == boxes[3][b])
+
+
+# --------------------------------------------------------------------------- AP
+
+
+def _average_precision(tp_ranked: np.ndarray, num_gt: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """VOC all-point AP exactly as ``metrics.compute_average_precision``."""
+    if not len(tp_ranked):
+        return 0.0, np.zeros(0), np.zeros(0)
+    cum_tp = np.cumsum(tp_ranked)
+    precision = cum_tp.astype(float) / np.arange(1, len(tp_ranked) + 1)
+    recall = cum_tp.astype(float) / num_gt
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.maximum.accumulate(np.concatenate([[0.0], precision, [0.0]])[::-1])[::-1]
+    i = np.flatnonzero(r[1:] != r[:-1]) + 1
+    return float(np.sum((r[i] - r[i - 1]) * p[i])), precision, recall
+
+
+def _ranking(score: np.ndarray) -> np.ndarray:
+    """Descending-score order; equal scores later position first (``argsort(kind="stable")``
+    reversed, see the module doc).  Sorts order-preserving int64 keys (numpy's SIMD sort),
+    then puts runs of equal scores back in position order."""
+    bits = (score + 0.0).view(np.int64)  # + 0.0 turns -0.0 into 0.0
+    key = bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))  # monotone in the float
+    order = np.argsort(key)
+    sk = key[order]
+    same = sk[1:] == sk[:-1]
+    if same.any():
+        run = np.concatenate([[0], np.cumsum(~same)])
+        t = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+        order[t] = order[t][np.argsort(run[t] * len(key) + order[t])]
+    return order[::-1]
+
+
+def _summarise(labelmap: LabelMap, cls: np.ndarray, score: np.ndarray, tp: np.ndarray,
+               num_gt: np.ndarray) -> EvalResult:
+    n = len(labelmap.ids)
+    order = np.argsort(cls.astype(np.uint16) if n <= 1 << 16 else cls, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=n))])
+    result = EvalResult(metrics={})
+    aps = np.full(n, np.nan)
+    for c in np.flatnonzero(num_gt > 0):
+        seg = order[bounds[c]:bounds[c + 1]]
+        ranked = _ranking(score[seg])
+        aps[c], prec, rec = _average_precision(tp[seg][ranked], int(num_gt[c]))
+        a = labelmap.ids[c]
+        result.precision[a], result.recall[a] = prec, rec
+    for c, a in enumerate(labelmap.ids):
+        result.num_gt[a] = int(num_gt[c])
+    per_super: dict[str, float | None] = {}
+    for sup in dict.fromkeys(s for s in labelmap.superclasses if s):
+        vals = [aps[c] for c in range(n) if labelmap.superclasses[c] == sup and num_gt[c] > 0]
+        per_super[sup] = float(np.mean(vals)) if vals else None
+    result.metrics = {
+        "mAP": _nanmean_by_id(labelmap.ids, aps),
+        "per_class": {str(a): {"name": labelmap.names[c],
+                               "ap": None if np.isnan(aps[c]) else float(aps[c]),
+                               "num_gt": int(num_gt[c])}
+                      for c, a in enumerate(labelmap.ids)},
+        "per_superclass": per_super,
+    }
+    return result
+
+
+def _nanmean_by_id(ids: Sequence[int], aps: np.ndarray) -> float:
+    """``np.nanmean`` over an array indexed by ``id - 1``, as the official code lays it out
+    (same summation order, so the same last bits)."""
+    if not np.any(~np.isnan(aps)):
+        return float("nan")
+    ids_arr = np.asarray(ids, dtype=np.int64)
+    if ids_arr.min() < 1 or ids_arr.max() > 1 << 20:
+        return float(np.nanmean(aps[np.argsort(ids_arr, kind="stable")]))
+    full = np.full(int(ids_arr.max()), np.nan)
+    full[ids_arr - 1] = aps
+    return float(np.nanmean(full))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.ava_eval",
+                                 description="Official AVA frame-mAP@0.5IoU.")
+    ap.add_argument("--predictions", required=True, type=Path)
+    ap.add_argument("--annotations", required=True, type=Path)
+    ap.add_argument("--labelmap", required=True, type=Path)
+    ap.add_argument("--excluded", type=Path)
+    ap.add_argument("--out", type=Path, help="metrics.json to write")
+    ap.add_argument("--plots-dir", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        metrics = evaluate_files(args.predictions, args.annotations, args.labelmap,
+                                 args.excluded, args.out, args.plots_dir)
+    except ArtifactError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"mAP@0.5IoU = {metrics['mAP']:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Evaluation plots: ``per_class_ap.csv`` (DVC bar chart) and ``pr_curves.png``."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .artifacts.atomic import atomic_path
+from .artifacts.labelmap import LabelMap
+
+if TYPE_CHECKING:
+    from .ava_eval import EvalResult
+
+PER_CLASS_COLUMNS = ["action_id", "name", "ap", "num_gt"]
+
+
+def write_plots(result: EvalResult, labelmap: LabelMap, plots_dir: str | os.PathLike,
+                top: int = 10) -> None:
+    plots_dir = Path(plots_dir)
+    write_per_class_ap(result, labelmap, plots_dir / "per_class_ap.csv")
+    plot_pr_curves(result, labelmap, plots_dir / "pr_curves.png", top=top)
+
+
+def write_per_class_ap(result: EvalResult, labelmap: LabelMap,
+                       path: str | os.PathLike) -> None:
+    """One row per label-map class; ``ap`` is empty for a class without GT."""
+    per_class = result.metrics["per_class"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PER_CLASS_COLUMNS)
+        for a in labelmap.ids:
+            row = per_class[str(a)]
+            ap = "" if row["ap"] is None else f"{row['ap']:.6f}"
+            writer.writerow([a, row["name"], ap, row["num_gt"]])
+
+
+def plot_pr_curves(result: EvalResult, labelmap: LabelMap, path: str | os.PathLike,
+                   top: int = 10) -> None:
+    """Precision-recall curves of the ``top`` classes with most GT (Agg backend, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    per_class = result.metrics["per_class"]
+    ids = sorted((a for a in labelmap.ids if per_class[str(a)]["num_gt"] > 0),
+                 key=lambda a: (-per_class[str(a)]["num_gt"], a))[:top]
+    fig = Figure(figsize=(7, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for a in ids:
+        info = per_class[str(a)]
+        recall, precision = result.recall.get(a), result.precision.get(a)
+        label = f"{info['name'][:28]} (AP {info['ap']:.3f}, {info['num_gt']} GT)"
+        if recall is None or not len(recall):
+            ax.plot([], [], label=label)
+            continue
+        ax.step([0.0, *recall], [precision[0], *precision], where="post", label=label)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"Precision-recall, {len(ids)} classes with most GT "
+                 f"(frame-mAP {result.metrics['mAP']:.4f})")
+    ax.grid(alpha=0.3)
+    if ids:
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
