@@ -32,6 +32,8 @@ def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / "tests" / "stages_tiny.yaml", repo / "stages.yaml")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline",      # code deps of the stages
+                    ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
