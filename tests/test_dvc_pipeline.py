@@ -34,10 +34,15 @@ def repo(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "tests" / "stages_tiny.yaml", repo / "stages.yaml")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline",      # code deps of the stages
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    git(repo, "init", "-q")
     dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")   # the shipped remote
     return repo
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                   check=True, capture_output=True)
 
 
 def test_repro_then_nothing_to_do_then_only_train_and_eval(repo):
@@ -59,3 +64,34 @@ def test_repro_then_nothing_to_do_then_only_train_and_eval(repo):
     assert ran(dvc(repo, "repro")) == {"train@linear", "eval@linear"}
 
     assert ran(dvc(repo, "repro", "--force", "--single-item", "bank_lfb")) == {"bank_lfb"}
+
+
+def test_share_features_through_the_dvc_remote(repo, tmp_path_factory):
+    """Clone A pushes; a fresh clone B pulls, has nothing to rerun, and trains on the
+    pulled features directly."""
+    if not (repo / "dvc.lock").exists():
+        dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pipeline results")
+    dvc(repo, "push")
+    remote = repo.parent / "acar-dvc-remote"          # ../../acar-dvc-remote from .dvc/
+    assert remote.is_dir() and any(remote.rglob("*"))
+
+    clone = repo.parent / "clone_b"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "data" / "features.zarr").exists()
+    dvc(clone, "pull")
+    assert (clone / "data" / "features.zarr" / "zarr.json").exists()
+    status = dvc(clone, "repro")
+    assert ran(status) == set() and "up to date" in status
+
+    params = clone / "acar_params.yaml"
+    params.write_text("train: {epochs: 1, batch_size: 4}\n"
+                      "heads: {acar: {hparams: {reduce_dim: 16, hidden_dim: 8, depth: 1}}}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--params", str(params), "train", "--head", "acar",
+         "--features", "data/features.zarr", "--detections", "data/detections.parquet",
+         "--annotations", "data/synth/train.csv", "--labelmap", "data/synth/labelmap.pbtxt",
+         "--out", "acar.pt"], cwd=clone, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (clone / "acar.pt").stat().st_size > 0

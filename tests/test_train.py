@@ -160,3 +160,19 @@ def test_every_head_trains_and_predicts_on_cached_features(head, train_inputs, t
     changed = [k for k, v in ckpt["state_dict"].items()
                if v.is_floating_point() and not torch.equal(v, init[k])]
     assert changed                                  # the optimiser updated the weights
+
+
+def test_train_and_eval_read_a_store_by_fsspec_url(tmp_path, detections_file, labelmap_file):
+    """Stores may live behind any fsspec URL (S3, GCS, ...): memory:// stands in here."""
+    from pipeline import evaluate
+    from tests.conftest import make_feature_store
+
+    url = "memory://acar-train-test/features.zarr"
+    make_feature_store(url, {"vid_a": 4, "vid_b": 3})
+    gt = tmp_path / "gt.csv"
+    write_annotations(boxes_gt({"vid_a": 4, "vid_b": 3}), gt)
+    train.run(train.TrainConfig(epochs=1, batch_size=4), url, detections_file, gt,
+              labelmap_file, tmp_path / "m.pt")
+    metrics = evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", url, detections_file, gt,
+                           labelmap_file, tmp_path / "metrics.json")
+    assert 0 <= metrics["mAP"] <= 1
