@@ -122,6 +122,16 @@ class TrainKeyframes(Dataset):
         return k, self.cache.context(k.video, k.index), self.cache.view(k.video), \
             jitter_boxes(k.boxes, rng, self.jitter)
 
+    def collate(self, items: list) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor,
+                                            torch.Tensor]:
+        """:func:`collate_train`, plus an empty batch (one blank map, no actors) for a
+        distributed rank whose share of a global batch is empty."""
+        if items:
+            return collate_train(items)
+        k = self.samples[0]
+        ctx = np.zeros((1, *self.cache.context(k.video, k.index).shape), np.float32)
+        return [], torch.from_numpy(ctx), torch.zeros(0, 5), torch.zeros(0, k.labels.shape[1])
+
 
 def collate_train(items) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (keyframes, context (B, C, H, W), rois (N, 5), targets (N, K))."""

@@ -28,7 +28,9 @@ def activate(logits: Tensor, pose: list[int]) -> Tensor:
     return log_probs(logits, pose)[0].exp()
 
 
-def ava_loss(logits: Tensor, targets: Tensor, pose: list[int]) -> Tensor:
-    """Mean per-class BCE of (N, K) logits against (N, K) multi-hot targets."""
+def ava_loss(logits: Tensor, targets: Tensor, pose: list[int], reduction: str = "mean"
+             ) -> Tensor:
+    """Per-class BCE of (N, K) logits against (N, K) multi-hot targets, mean or sum."""
     logp, log1mp = log_probs(logits, pose)
-    return -(targets * logp + (1 - targets) * log1mp).mean()
+    loss = -(targets * logp + (1 - targets) * log1mp)
+    return loss.sum() if reduction == "sum" else loss.mean()

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import distributed
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import write_text_atomic
@@ -32,7 +33,8 @@ from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou, collate_train
+from .distributed import SINGLE, Dist, all_reduce_sum
+from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
 from .models import build_head
 
@@ -106,32 +108,51 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return cfg.lr * cfg.lr_gamma ** decays
 
 
-def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: int
-                 ) -> DataLoader:
+def global_batches(data: TrainKeyframes, epoch: int, cfg: TrainConfig) -> list[list[int]]:
     """Batches of ``cfg.batch_size`` keyframes in the seeded order of ``epoch``."""
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data))
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data)).tolist()
+    return [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+
+
+def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: int,
+                 d: Dist = SINGLE) -> DataLoader:
+    """This rank's share (``batch[rank::world]``) of every global batch of ``epoch``.
+
+    A rank whose share is empty gets an empty batch and still takes part in the step.
+    """
     data.epoch = epoch
-    batches = [order[s:s + cfg.batch_size].tolist()
-               for s in range(0, len(order), cfg.batch_size)]
-    return DataLoader(data, batch_sampler=batches, collate_fn=collate_train,
+    shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg)]
+    return DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
                       num_workers=workers, prefetch_factor=4 if workers else None)
 
 
-def train_epoch(head: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
-                pose: list[int], cfg: TrainConfig, epoch: int, steps_per_epoch: int
-                ) -> list[float]:
-    """One pass over ``loader``; the learning rate is set before every step."""
-    head.train()
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
+                pose: list[int], cfg: TrainConfig, epoch: int, actors: list[int],
+                d: Dist = SINGLE) -> list[float]:
+    """One pass over ``loader``; the learning rate is set before every step.
+
+    ``actors[s]`` is the number of boxes in global batch ``s``: each rank divides its
+    summed loss by the global element count, so the gradients that DDP averages over
+    ranks equal the single-process gradient of the whole batch.
+    """
+    model.train()
     losses = []
-    bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False)
+    steps = len(actors)
+    bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
+               disable=not d.main)
     for s, (_kfs, context, rois, targets) in enumerate(bar):
         for g in opt.param_groups:
-            g["lr"] = lr_at(epoch * steps_per_epoch + s, cfg, steps_per_epoch)
-        loss = ava_loss(head(context, rois), targets, pose)
+            g["lr"] = lr_at(epoch * steps + s, cfg, steps)
+        elements = max(actors[s] * targets.shape[1], 1)
+        local = ava_loss(model(context.to(d.device), rois.to(d.device)), targets.to(d.device),
+                         pose, reduction="sum")
+        loss = local * (d.world / elements)
+        if len(rois) == 0:   # no actors on this rank: zero gradients keep DDP's collectives
+            loss = loss + 0.0 * sum(p.sum() for p in model.parameters())   # in step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(all_reduce_sum(local.item(), d) / elements)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return losses
 
@@ -141,6 +162,18 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         val_annotations: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
         resume: bool = False, bank: str | None = None) -> dict:
     """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row."""
+    d = distributed.setup()
+    try:
+        return _run(cfg, d, features, detections, annotations, labelmap, out,
+                    val_annotations, log, resume, bank)
+    finally:
+        distributed.cleanup(d)
+
+
+def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike,
+         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
+         val_annotations: str | os.PathLike | None, log: str | os.PathLike | None,
+         resume: bool, bank: str | None) -> dict:
     torch.manual_seed(cfg.seed)
     lm = read_labelmap(labelmap)
     store = FeatureStore(features)
@@ -160,7 +193,7 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         and cache.nbytes(sorted({k.video for k in samples})) < cfg.cache_max_gb * 2**30)
     cache.in_memory = in_memory
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
-    head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams)
+    head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams).to(d.device)
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -175,14 +208,23 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
             opt.load_state_dict(state["optimizer"])
             start_epoch, rows = state["epoch"], state.get("log", [])
     pose = lm.pose_indices
+    model = head
+    if d.active:   # same initial weights on every rank: seeded above, and DDP broadcasts
+        model = torch.nn.parallel.DistributedDataParallel(
+            head, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     validate = None
-    if val_annotations is not None:
+    if val_annotations is not None and d.main:
         from .evaluate import Validator
         validate = Validator(store, dets, val_annotations, lm, view)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers)
-        losses = train_epoch(head, opt, loader, pose, cfg, epoch, steps_per_epoch)
+        loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
+        actors = [sum(len(samples[i].boxes) for i in b)
+                  for b in global_batches(data, epoch, cfg)]
+        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d)
+        if not d.main:
+            distributed.barrier(d)          # rank 0 validates and writes
+            continue
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                "lr": opt.param_groups[0]["lr"], "loss": float(np.mean(losses)), "val_mAP": ""}
         ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,
@@ -198,6 +240,7 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
                          "optimizer": opt.state_dict(), "complete": epoch + 1 == cfg.epochs}
         save_checkpoint(ckpt, out)
         _write_log(rows, log)
+        distributed.barrier(d)
     return rows[-1] if rows else {}
 
 
