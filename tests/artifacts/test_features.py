@@ -13,7 +13,7 @@ def test_round_trip(tmp_path):
     view = ViewSpec("s64", 64, False, (96, 96), (0, 0, 85, 64), 16.0)
     data = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float16)
     arr = store.create_view("v", view, data.shape)
-    assert arr.chunks == (1, 4, 6, 6)
+    assert arr.chunks == (1, 4, 6, 6) and arr.shards == (3, 4, 6, 6)
     arr[:] = data
     assert not FeatureStore(url).is_complete("v")
     assert FeatureStore(url).videos() == []
@@ -52,3 +52,23 @@ def test_boxes_to_input_hand_computed():
                                [[112, 60, 144, 120]])
     offset = ViewSpec("c", 120, False, (160, 160), (20, 10, 140, 130), 16.0)
     np.testing.assert_allclose(boxes_to_input(box, offset), [[50, 70, 110, 130]])
+
+
+def test_views_are_sharded_into_few_files(tmp_path):
+    from pipeline.artifacts.features import SHARD_KEYFRAMES
+
+    store = FeatureStore(str(tmp_path / "f.zarr"), mode="a")
+    k = 2 * SHARD_KEYFRAMES + 5
+    store.begin_video("v", np.arange(k), {})
+    view = ViewSpec("s64", 64, False, (64, 64), (0, 0, 64, 48), 16.0)
+    arr = store.create_view("v", view, (k, 2, 4, 4))
+    data = np.arange(k * 32, dtype=np.float16).reshape(k, 2, 4, 4)
+    for s in range(0, k, 7):                       # unaligned partial writes still land
+        arr[s:s + 7] = data[s:s + 7]
+    store.finish_video("v")
+    shard_files = [p for p in (tmp_path / "f.zarr" / "v" / "s64").rglob("*")
+                   if p.is_file() and p.name != "zarr.json"]
+    assert len(shard_files) == 3
+    np.testing.assert_array_equal(FeatureStore(str(tmp_path / "f.zarr")).read("v", "s64"), data)
+    np.testing.assert_array_equal(FeatureStore(str(tmp_path / "f.zarr")).read("v", "s64", 40),
+                                  data[40])
