@@ -14,6 +14,7 @@ from .evaluate import eval_cmd
 from .extract import extract
 from .synth import synth
 from .train import train
+from .viz import viz
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,6 +34,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
       bank     long-term feature banks         -> bank.zarr
       train    a head on cached features       -> model.pt
       eval     predictions + frame-mAP         -> metrics.json
+      viz      draw predictions over videos    -> <video>_actions.mp4
 
     Every option defaults from its stage's section in stages.yaml; flags override it.
     `dvc repro` runs the whole DAG (dvc.yaml).
@@ -40,7 +42,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
     ctx.obj = {"params": params}
 
 
-for command in (synth, detect, extract, bank, train, eval_cmd):
+for command in (synth, detect, extract, bank, train, eval_cmd, viz):
     cli.add_command(command)
 
 
