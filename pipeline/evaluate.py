@@ -25,7 +25,7 @@ from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
-from .artifacts.predictions import write_predictions
+from .artifacts.predictions import read_predictions, write_predictions
 from .ava_eval import evaluate_files, frame_map
 from .keyframes import FeatureCache, Keyframe, batch
 from .losses import activate
@@ -118,8 +118,13 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         predictions_out: str | os.PathLike | None = None,
         excluded: str | os.PathLike | None = None,
-        plots_dir: str | os.PathLike | None = None) -> dict:
-    """Predict on the videos of ``annotations``, write predictions and ``metrics.json``."""
+        plots_dir: str | os.PathLike | None = None, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Predict on the videos of ``annotations``, write predictions and ``metrics.json``.
+
+    With ``shard=(i, N)``, N > 1, only every N-th video (from the i-th) is predicted and
+    only the predictions are written (no metrics): merge the parts with
+    :func:`merge_predictions`, then :func:`score` them.
+    """
     ckpt = load_checkpoint(model)
     lm = read_labelmap(labelmap)
     if list(lm.ids) != list(ckpt["labelmap"]["ids"]):
@@ -132,11 +137,24 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     if not videos:
         raise ArtifactError(annotations, f"none of its videos are in the feature store {features}")
     views = store.spec(videos[0]).views
-    pred = predict(head, lm, store, dets, videos, cfg, list(views))
+    i, n = shard
+    pred = predict(head, lm, store, dets, videos[i::n], cfg, list(views))
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
     write_predictions(pred, pred_path)
+    if n > 1:
+        return {}
     return score(pred_path, annotations, labelmap, excluded, out, plots_dir)
+
+
+def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Concatenate prediction CSVs (e.g. inference shards) into one, deterministically:
+    rows ordered by (video_id, timestamp), each keyframe's rows in their part's order."""
+    frames = [read_predictions(p) for p in parts]
+    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: [] for c in PRED_COLUMNS})
+    merged = merged.sort_values(["video_id", "timestamp"], kind="stable")
+    write_predictions(merged, out)
 
 
 def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
@@ -146,4 +164,5 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     return evaluate_files(predictions, annotations, labelmap, excluded, out, plots_dir)
 
 
-__all__ = ["EvalConfig", "Validator", "predict", "run", "score", "write_metrics"]
+__all__ = ["EvalConfig", "Validator", "merge_predictions", "predict", "run", "score",
+           "write_metrics"]

@@ -54,3 +54,30 @@ def test_eval_writes_predictions_and_metrics(tmp_path, feature_store, detections
     assert load_checkpoint(tmp_path / "m.pt")["feature_spec"]["train_view"] == "s36"
     assert FeatureStore(feature_store).videos() == ["vid_a", "vid_b"]
     assert isinstance(pred, pd.DataFrame)
+
+
+def test_sharded_inference_merges_to_the_unsharded_predictions(tmp_path, detections_file,
+                                                                labelmap_file):
+    videos = {f"v{i}": 3 for i in range(5)}
+    fs = str(tmp_path / "f.zarr")
+    make_feature_store(fs, videos)
+    gt = tmp_path / "gt.csv"
+    write_annotations(boxes_gt(videos), gt)
+    from pipeline.artifacts.detections import write_detections
+    det = tmp_path / "d.parquet"
+    write_detections(boxes_gt(videos)[["video_id", "timestamp", "x1", "y1", "x2", "y2"]]
+                     .drop_duplicates().assign(score=0.9), det, {})
+    train.run(train.TrainConfig(epochs=1, batch_size=4), fs, det, gt, labelmap_file,
+              tmp_path / "m.pt")
+    cfg = evaluate.EvalConfig()
+    full = evaluate.run(cfg, tmp_path / "m.pt", fs, det, gt, labelmap_file, tmp_path / "m.json",
+                        tmp_path / "all.csv")
+    for i in range(3):
+        assert evaluate.run(cfg, tmp_path / "m.pt", fs, det, gt, labelmap_file,
+                            tmp_path / "unused.json", tmp_path / f"p{i}.csv",
+                            shard=(i, 3)) == {}
+    assert not (tmp_path / "unused.json").exists()
+    evaluate.merge_predictions([tmp_path / f"p{i}.csv" for i in (2, 0, 1)], tmp_path / "mg.csv")
+    assert (tmp_path / "mg.csv").read_bytes() == (tmp_path / "all.csv").read_bytes()
+    merged = evaluate.score(tmp_path / "mg.csv", gt, labelmap_file, None, tmp_path / "m2.json")
+    assert merged["mAP"] == full["mAP"]
