@@ -214,9 +214,12 @@ class _SegmentFrames(IterableDataset):
     def _pieces(self, seg: _Segment):
         plan = self.plan(seg)
         video, clips = plan.video, plan.clips[seg.start:seg.stop]
-        before = int(plan.clips[:seg.start].max()) if seg.start > 0 else -1
-        owned = np.unique(clips)
-        owned = owned[owned > before]
+        if video.seekable:   # a frame belongs to the first segment that needs it
+            before = int(plan.clips[:seg.start].max()) if seg.start > 0 else -1
+            owned = np.unique(clips)
+            owned = owned[owned > before]
+        else:                # no reliable seeking: the first segment decodes all in one pass
+            owned = np.unique(plan.clips) if seg.start == 0 else np.zeros(0, np.int64)
         sizes = {s: view_geometry(video.width, video.height, s, self.cfg.pad_multiple)[:2]
                  for s in self.scales}
         head = {"clips": torch.from_numpy(clips), "size": (video.width, video.height),
@@ -242,13 +245,18 @@ class _SegmentFrames(IterableDataset):
 # ---- the main process -------------------------------------------------------------------
 
 class _VideoState:
-    """Frames received so far, clips known/queued/done, and the open arrays of a video."""
+    """Frames received so far, clips known/ready/done, and the open arrays of a video.
 
-    def __init__(self, video: str, timestamps: np.ndarray, num_clips: int):
-        self.video, self.timestamps = video, timestamps
+    Clips run in fixed groups of ``batch`` consecutive keyframes, whatever order the
+    frames arrive in, so the numbers never depend on workers or segments.
+    """
+
+    def __init__(self, video: str, timestamps: np.ndarray, num_clips: int, batch: int):
+        self.video, self.timestamps, self.batch = video, timestamps, batch
         self.clips: dict[int, np.ndarray] = {}     # keyframe index -> frame indices
-        self.waiting: list[int] = []               # known clips not yet queued
-        self.queue: list[int] = []                 # clips ready to run
+        self.waiting: list[int] = []               # known clips whose frames are missing
+        self.ready: set[int] = set()
+        self.groups = list(range(math.ceil(num_clips / batch)))   # groups not yet run
         self.done = 0
         self.num_clips = num_clips
         self.frames: dict[int, dict[int, torch.Tensor]] = {}
@@ -269,13 +277,27 @@ class _VideoState:
             self.frames[fid] = {s: f[j] for s, f in piece["frames"].items()}
             self.refs[fid] = ref
         still = []
-        for k in sorted(self.waiting):
-            (self.queue if all(f in self.frames for f in self.clips[k]) else still).append(k)
+        for k in self.waiting:
+            if all(f in self.frames for f in self.clips[k]):
+                self.ready.add(k)
+            else:
+                still.append(k)
         self.waiting = still
 
-    def take(self, n: int) -> tuple[list[int], dict[int, torch.Tensor]]:
-        """Pop ``n`` queued clips: their keyframe indices and (B, T, 3, h, w) per scale."""
-        ks, self.queue = self.queue[:n], self.queue[n:]
+    def _members(self, g: int) -> list[int]:
+        return list(range(g * self.batch, min((g + 1) * self.batch, self.num_clips)))
+
+    def next_group(self) -> list[int] | None:
+        """Keyframe indices of a group whose clips are all ready, if any."""
+        for g in self.groups:
+            ks = self._members(g)
+            if all(k in self.ready for k in ks):
+                self.groups.remove(g)
+                return ks
+        return None
+
+    def take(self, ks: list[int]) -> dict[int, torch.Tensor]:
+        """The clips ``ks`` as (B, T, 3, h, w) uint8 per scale; frees unneeded frames."""
         scales = list(self.frames[int(self.clips[ks[0]][0])])
         out = {s: torch.stack([torch.stack([self.frames[f][s] for f in self.clips[k]])
                                for k in ks]) for s in scales}
@@ -285,12 +307,9 @@ class _VideoState:
                 if self.refs[f] <= 0:
                     del self.frames[f], self.refs[f]
             del self.clips[k]
+            self.ready.discard(k)
         self.done += len(ks)
-        return ks, out
-
-    @property
-    def all_queued(self) -> bool:
-        return self.done + len(self.queue) == self.num_clips
+        return out
 
 
 def _device(name: str) -> torch.device:
@@ -305,6 +324,8 @@ def _workers(n: int | None) -> int:
 
 def open_output(url: str, attempts: int = 5) -> FeatureStore:
     """Open or create the store; tolerate another process creating it at the same time."""
+    if url.startswith("file://"):     # fsspec's local files would need every directory made
+        url = url.removeprefix("file://")
     for attempt in range(attempts):
         try:
             return FeatureStore(url, mode="a")
@@ -415,16 +436,16 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                 continue
             st = states.get(video)
             if st is None:
-                st = states[video] = _VideoState(video, stamps[video], int(piece["num_clips"]))
+                st = states[video] = _VideoState(video, stamps[video], int(piece["num_clips"]),
+                                                 cfg.batch_size)
                 w, h = (int(x) for x in piece["size"])
                 store.begin_video(video, stamps[video], {**spec.to_dict(), "frame_size": [w, h],
                                                          "fps": float(piece["fps"])})
                 st.size = (w, h)
             st.add(piece)
             bar.set_postfix_str(video, refresh=False)
-            while len(st.queue) >= cfg.batch_size or (st.queue and st.all_queued):
-                n = ctx.forward(st, writer)
-                bar.update(n)
+            while (ks := st.next_group()) is not None:
+                bar.update(ctx.forward(st, ks, writer))
             if st.done == st.num_clips:
                 for fut in st.writes:
                     fut.result()
@@ -447,8 +468,8 @@ class _Context:
         self.mean, self.std = bb.mean, bb.std
 
     @torch.inference_mode()
-    def forward(self, st: _VideoState, writer: ThreadPoolExecutor) -> int:
-        ks, clips = st.take(self.cfg.batch_size)
+    def forward(self, st: _VideoState, ks: list[int], writer: ThreadPoolExecutor) -> int:
+        clips = st.take(ks)
         w0, h0 = st.size
         amp = self.cfg.amp and self.device.type == "cuda"
         for scale, flip in self.views:

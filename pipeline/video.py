@@ -108,9 +108,12 @@ class Video:
         self.fps = fps
         starts = valid_times(raw, n, fps)
         self.timestamps_from_container = starts is not None
+        # without usable timestamps decord cannot seek reliably: decode sequentially
+        self.seekable = self.timestamps_from_container
+        self._cursor: int | None = None             # next frame of sequential decoding
         self.times = starts if starts is not None else np.arange(n) / fps
-        first = self._decode([0])[0]
-        self.height, self.width = first.shape[:2]
+        self._first = self._decode([0])[0]          # reused by read(): decoded once
+        self.height, self.width = self._first.shape[:2]
 
     @property
     def num_frames(self) -> int:
@@ -127,6 +130,19 @@ class Video:
     def _decode(self, indices: list[int]) -> np.ndarray:
         out = self.vr.get_batch(indices)
         return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
+
+    def _decode_sequential(self, indices: list[int]) -> np.ndarray:
+        """Sorted ``indices`` by decoding forward, restarting from frame 0 if needed."""
+        out = []
+        for target in indices:
+            if self._cursor is None or target < self._cursor:
+                self.vr.seek(0)
+                self._cursor = 0
+            while self._cursor <= target:
+                frame = self.vr.next()
+                self._cursor += 1
+            out.append(frame.asnumpy() if hasattr(frame, "asnumpy") else np.asarray(frame))
+        return np.stack(out)
 
     def read(self, indices: Iterable[int], max_batch: int = 16) -> np.ndarray:
         """Frames ``indices`` as (n, H, W, 3) uint8 RGB; each distinct index decoded once.
@@ -147,10 +163,15 @@ class Video:
         return np.concatenate(parts)[inverse]
 
     def _read_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        if uniq[0] == 0 and self._first is not None:
+            rest = self._read_sorted(uniq[1:]) if len(uniq) > 1 else \
+                np.zeros((0, *self._first.shape), np.uint8)
+            return np.concatenate([self._first[None], rest])
         while True:
             want = np.minimum(uniq, self.num_frames - 1)
             try:
-                frames = self._decode(np.unique(want).tolist())
+                frames = self._decode(np.unique(want).tolist()) if self.seekable else \
+                    self._decode_sequential(np.unique(want).tolist())
             except Exception as err:  # noqa: BLE001 - decord's DECORDError and friends
                 # decord can count one frame too many: drop an undecodable last frame
                 if want.max() == self.num_frames - 1 and self.num_frames > 1 \
