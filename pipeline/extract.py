@@ -28,7 +28,6 @@ import math
 import os
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,12 +489,6 @@ class _Context:
 
 
 def _write_rows(arr: zarr.Array, ks: list[int], data: np.ndarray) -> None:
-    """Write rows ``ks`` (sorted) of ``arr``, one contiguous run at a time."""
-    runs: dict[int, list[int]] = defaultdict(list)
-    start = 0
-    for j in range(1, len(ks) + 1):
-        if j == len(ks) or ks[j] != ks[j - 1] + 1:
-            runs[start] = list(range(start, j))
-            start = j
-    for first, rows in runs.items():
-        arr[ks[first]:ks[first] + len(rows)] = data[rows[0]:rows[-1] + 1]
+    """Write the rows of a group of consecutive keyframes ``ks``."""
+    assert ks == list(range(ks[0], ks[0] + len(ks)))
+    arr[ks[0]:ks[0] + len(ks)] = data
