@@ -25,6 +25,8 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--clip-frames", type=int, default=None, help="T  [the backbone's, e.g. 32]")
 @click.option("--clip-stride", type=int, default=None,
               help="Frames between samples at --clip-fps  [the backbone's, e.g. 2]")
+@click.option("--clip-fps", type=float, default=None,
+              help="The stride counts frames at this rate; 0: the video's own frames  [30]")
 @click.option("--short-side", type=int, default=None, help="Default view's scale S  [256]")
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
@@ -38,8 +40,8 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, backbone, weights, random_init, dilate_last,
-            clip_frames, clip_stride, short_side, scales, flip, time_offset, batch_size,
-            num_workers, device, amp, shard) -> None:
+            clip_frames, clip_stride, clip_fps, short_side, scales, flip, time_offset,
+            batch_size, num_workers, device, amp, shard) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
     One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
@@ -50,7 +52,7 @@ def extract(ctx, videos, detections, out, backbone, weights, random_init, dilate
 
     cfg = config(ctx, stage.ExtractConfig, "extract", backbone=backbone, weights=weights,
                  random_init=random_init, dilate_last=dilate_last, clip_frames=clip_frames,
-                 clip_stride=clip_stride, short_side=short_side, scales=int_list(scales),
-                 flip=flip, time_offset=time_offset, batch_size=batch_size,
-                 num_workers=num_workers, device=device, amp=amp)
+                 clip_stride=clip_stride, clip_fps=clip_fps, short_side=short_side,
+                 scales=int_list(scales), flip=flip, time_offset=time_offset,
+                 batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard)), "videos")

@@ -55,7 +55,7 @@ class ExtractConfig:
     dilate_last: bool = False         # ResNets: res5 stride 1, dilation 2 (stride 16 -> 8)
     clip_frames: int | None = None    # None: the backbone's default (32 for the ResNets)
     clip_stride: int | None = None    # None: the backbone's default (2)
-    clip_fps: float | None = 30.0     # the stride counts frames at this rate; None: native
+    clip_fps: float | None = 30.0     # the stride counts frames at this rate; 0/None: native
     time_offset: float | None = None  # video time = timestamp - offset (AVA 15-min cuts:
                                       # 900); None: the detections' own, else 0
     short_side: int = 256             # the default view's scale
