@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import click
 
-from .common import config, int_list
+from .common import config, fail_if, int_list
 
 
 @click.command()
+@click.argument("proposals", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory of videos; video_id is the file stem.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
@@ -14,17 +15,49 @@ from .common import config, int_list
               help="Where boxes come from  [stages.yaml detect.source]")
 @click.option("--annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="AVA annotation CSV(s): the boxes for --source gt.  Repeatable.")
-@click.option("--weights", default=None, help="yolo: weights name or path  [yolo11n.pt]")
-@click.option("--classes", default=None, help="yolo: person class ids, e.g. 0,1  [0]")
+@click.option("--timestamps", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="yolo: detect exactly the (video_id, timestamp) pairs of these CSVs (AVA "
+                   "annotations/proposals, or video_id,timestamp).  Repeatable.  "
+                   "[one keyframe per second]")
+@click.option("--weights", default=None,
+              help="yolo: ultralytics weights name (downloads when online) or a path to any "
+                   "ultralytics checkpoint  [yolo11n.pt]")
+@click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1  [0]")
+@click.option("--min-score", type=float, default=None,
+              help="Keep every box scoring at least this  [0.1]")
+@click.option("--keyframe-interval", type=int, default=None,
+              help="yolo: seconds between keyframes without --timestamps  [1]")
+@click.option("--time-offset", type=int, default=None,
+              help="timestamp = video time + offset (AVA 15-minute cuts: 900)  [0]")
+@click.option("--batch-size", type=int, default=None, help="yolo: frames per batch  [16]")
+@click.option("--imgsz", type=int, default=None, help="yolo: inference size  [640]")
+@click.option("--device", default=None, help="yolo: auto, cpu or cuda[:i]  [auto]")
+@click.option("--half/--no-half", default=None, help="yolo: float16 on cuda  [no]")
 @click.pass_context
-def detect(ctx, videos, out, source, annotations, weights, classes) -> None:
+def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights, classes,
+           min_score, keyframe_interval, time_offset, batch_size, imgsz, device, half) -> None:
     """Find persons on keyframes and write detections.parquet.
 
-    Boxes are normalised to [0, 1] of the original frame.  With --source gt, the
-    boxes of the annotation CSV(s) are written with score 1.0.
+    \b
+      --source yolo       Ultralytics YOLO on one keyframe per second (or --timestamps)
+      --source gt         the boxes of --annotations CSV(s), score 1.0
+      --source proposals  import AVA/SlowFast proposals: acar detect --source proposals
+                          FILE.csv --out det.parquet  (video,sec,x1,y1,x2,y2,,score)
+
+    Boxes are normalised to [0, 1] of the original frame; every box scoring at least
+    --min-score is kept.  A video that cannot be read is reported, the others are still
+    processed, and the command then exits non-zero with a summary of the failures.
     """
     from pipeline import detect as stage
 
-    cfg = config(ctx, stage.DetectConfig, "detect", source=source, weights=weights,
-                 classes=int_list(classes))
-    stage.run(cfg, videos, out, annotations=list(annotations))
+    if proposals and source not in (None, "proposals"):
+        raise click.UsageError("positional FILE arguments are proposals CSVs: use "
+                               "--source proposals")
+    cfg = config(ctx, stage.DetectConfig, "detect",
+                 source=source or ("proposals" if proposals else None), weights=weights,
+                 classes=int_list(classes), min_score=min_score,
+                 keyframe_interval=keyframe_interval, time_offset=time_offset,
+                 batch_size=batch_size, imgsz=imgsz, device=device, half=half)
+    failures = stage.run(cfg, videos, out, annotations=list(annotations),
+                         proposals=list(proposals), timestamps=list(timestamps))
+    fail_if(failures, "videos")

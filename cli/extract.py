@@ -10,26 +10,49 @@ from .common import config, fail_if, int_list, parse_shard
               help="Directory of videos; video_id is the file stem.")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
               help="detections.parquet: its keyframe timestamps are extracted.")
-@click.option("--out", required=True, help="Feature store (Zarr v3): a path or fsspec URL.")
-@click.option("--backbone", default=None, help="Backbone name  [r2plus1d_18]")
+@click.option("--out", required=True,
+              help="Feature store (Zarr v3): a path or any fsspec URL (file://, s3://...).")
+@click.option("--backbone", default=None,
+              help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s or "
+                   "swin3d_b  [r2plus1d_18]")
 @click.option("--weights", default=None,
               help="Backbone weights: a state-dict path (offline) or a torchvision weights "
-                   "name (downloads)  [torchvision Kinetics weights]")
-@click.option("--random-init", is_flag=True, default=None,
+                   "name (downloads)  [the backbone's torchvision Kinetics weights]")
+@click.option("--random-init/--no-random-init", default=None,
               help="Use a randomly initialised backbone (seeded); recorded in the store.")
+@click.option("--dilate-last/--no-dilate-last", default=None,
+              help="ResNets: last stage stride 1, dilation 2 (feature stride 16 -> 8).")
+@click.option("--clip-frames", type=int, default=None, help="T  [the backbone's, e.g. 32]")
+@click.option("--clip-stride", type=int, default=None,
+              help="Frames between samples at --clip-fps  [the backbone's, e.g. 2]")
+@click.option("--clip-fps", type=float, default=None,
+              help="The stride counts frames at this rate; 0: the video's own frames  [30]")
+@click.option("--short-side", type=int, default=None, help="Default view's scale S  [256]")
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
+@click.option("--time-offset", type=float, default=None,
+              help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "
+                   "[the detections', else 0]")
+@click.option("--batch-size", type=int, default=None, help="Clips per forward pass  [4]")
+@click.option("--num-workers", type=int, default=None, help="Decoding workers  [auto]")
+@click.option("--device", default=None, help="auto, cpu or cuda[:i]  [auto]")
+@click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda  [no]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def extract(ctx, videos, detections, out, backbone, weights, random_init, scales, flip,
-            shard) -> None:
+def extract(ctx, videos, detections, out, backbone, weights, random_init, dilate_last,
+            clip_frames, clip_stride, clip_fps, short_side, scales, flip, time_offset,
+            batch_size, num_workers, device, amp, shard) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
     One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
-    Videos already marked complete are skipped, so an interrupted run resumes.
+    Videos already complete (same parameters) are skipped, so an interrupted run
+    resumes; --shard i/N lets N processes fill one store concurrently.
     """
     from pipeline import extract as stage
 
     cfg = config(ctx, stage.ExtractConfig, "extract", backbone=backbone, weights=weights,
-                 random_init=random_init, scales=int_list(scales), flip=flip)
+                 random_init=random_init, dilate_last=dilate_last, clip_frames=clip_frames,
+                 clip_stride=clip_stride, clip_fps=clip_fps, short_side=short_side,
+                 scales=int_list(scales), flip=flip, time_offset=time_offset,
+                 batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard)), "videos")

@@ -1,28 +1,49 @@
 """Stage ``extract``: backbone features of every keyframe -> a Zarr feature store.
 
 For each video and each keyframe timestamp found in the detections, a clip of
-``clip_frames`` frames at ``clip_stride`` centred on the keyframe is decoded, scaled
-so that its short side is ``scale``, zero-padded to a square, normalised, run through
-the backbone and averaged over time: one (C, H, W) float16 map per keyframe and view.
-The layout is :mod:`pipeline.artifacts.features`.
+``clip_frames`` frames is sampled around the keyframe, ``clip_stride`` frames apart
+at ``clip_fps`` (30, AVA's rate: 32 x 2 spans 2.1 s whatever the video's own rate;
+``clip_fps: null`` counts the video's own frames).  Sample times are matched to the
+video's real frame times (:mod:`pipeline.video`); near the start or end the window is
+shifted to stay inside the video.  Each frame is scaled so that its short side is
+``scale``, normalised with the backbone's weights' statistics, zero-padded to a square
+(right and bottom) whose side is a multiple of ``pad_multiple``, and the clip goes
+through the backbone; the map is averaged over time: one (C, H, W) float16 map per
+keyframe and view.  The layout is :mod:`pipeline.artifacts.features`.
+
+Throughput: the keyframes of a video are cut into segments of ``segment_keyframes``;
+DataLoader workers decode and resize segments (each frame of a video is decoded once,
+by the segment whose clips need it first) and send them in pieces of ``piece_frames``
+frames, while the main process assembles clips, batches them through the backbone and
+writes (in a background thread).  Memory stays bounded whatever the video's length.
+
+Resume: a video group is marked complete last; a rerun skips complete groups whose
+spec matches and rebuilds the others.  ``shard=(i, N)`` takes every N-th video of the
+sorted detections, so N processes fill one store without touching each other's groups.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import zarr
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
-from .backbones import Backbone, build_backbone
-from .video import VideoInfo, list_videos, open_video, read_frames
+from .backbones import build_backbone, get_backbone
+from .video import Video, VideoInfo, list_videos, nearest_frames
 
 
 @dataclass
@@ -31,47 +52,263 @@ class ExtractConfig:
     weights: str | None = None        # None: torchvision's Kinetics weights (downloads)
     random_init: bool = False         # explicit; recorded in the store attributes
     seed: int = 0
-    clip_frames: int | None = None    # None: the backbone's default
-    clip_stride: int | None = None
+    dilate_last: bool = False         # ResNets: res5 stride 1, dilation 2 (stride 16 -> 8)
+    clip_frames: int | None = None    # None: the backbone's default (32 for the ResNets)
+    clip_stride: int | None = None    # None: the backbone's default (2)
+    clip_fps: float | None = 30.0     # the stride counts frames at this rate; 0/None: native
+    time_offset: float | None = None  # video time = timestamp - offset (AVA 15-min cuts:
+                                      # 900); None: the detections' own, else 0
     short_side: int = 256             # the default view's scale
     scales: list[int] = field(default_factory=list)  # extra test-time scales
     flip: bool = False                # also write flipped views
     pad_multiple: int = 32            # square input side is a multiple of this
     batch_size: int = 4               # clips per forward pass
+    num_workers: int | None = None    # decoding workers; None: min(8, cores - 1)
+    segment_keyframes: int = 64       # keyframes per decoding task
+    piece_frames: int = 32            # frames per message from a worker
     device: str = "auto"              # auto | cpu | cuda[:i]
+    amp: bool = False                 # cuda: float16 autocast
 
 
 def view_name(scale: int, flip: bool) -> str:
     return f"s{scale}" + ("_flip" if flip else "")
 
 
-def clip_indices(t: float, info: VideoInfo, frames: int, stride: int) -> np.ndarray:
-    """Frame indices of a clip centred on time ``t`` (s), clamped inside the video.
+# ---- clip sampling ----------------------------------------------------------------
 
-    The window keeps its length and is shifted (not truncated) to stay inside the
-    video; a video shorter than the window repeats its last frames.
+def clip_times(t: float, info: VideoInfo, frames: int, stride: int,
+               clip_fps: float | None = None) -> np.ndarray:
+    """Sample times (s) of a clip centred on ``t``, shifted to stay inside the video.
+
+    Frame ``frames // 2`` is at ``t``; samples are ``stride / clip_fps`` seconds apart
+    (``clip_fps=None``: the video's own fps).  A window crossing the start or the end
+    is shifted (not truncated), so a keyframe near the end takes the last frames; a
+    video shorter than the window starts at its first frame and repeats its last one.
     """
-    centre = int(round(t * info.fps))
-    start = centre - (frames // 2) * stride
-    span = (frames - 1) * stride
-    start = min(max(start, 0), max(info.num_frames - 1 - span, 0))
-    return np.minimum(start + stride * np.arange(frames), info.num_frames - 1)
+    step = stride / (clip_fps or info.fps)
+    s = t + (np.arange(frames) - frames // 2) * step
+    first, last = float(info.times[0]), float(info.times[-1])
+    if s[-1] - s[0] >= last - first:
+        return s - s[0] + first
+    return s + max(first - s[0], 0.0) + min(last - s[-1], 0.0)
+
+
+def clip_indices(t: float, info: VideoInfo, frames: int, stride: int,
+                 clip_fps: float | None = None) -> np.ndarray:
+    """Frame indices of the clip around ``t`` (see :func:`clip_times`)."""
+    return nearest_frames(info.times, clip_times(t, info, frames, stride, clip_fps))
+
+
+def plan_clips(info: VideoInfo, times: np.ndarray, frames: int, stride: int,
+               clip_fps: float | None) -> np.ndarray:
+    """(K, T) frame indices of the clips of keyframes at video ``times`` (s)."""
+    lo, hi = float(info.times[0]) - 1.0, info.duration + 1.0
+    bad = [float(t) for t in times if not lo <= t <= hi]
+    if bad:
+        raise ArtifactError(info.path, f"keyframe at {bad[0]:g} s is outside the video "
+                            f"(0-{info.duration:.1f} s); check the timestamps and "
+                            "time_offset (AVA 15-minute cuts: 900)")
+    if len(times) == 0:
+        return np.zeros((0, frames), np.int64)
+    return np.stack([clip_indices(float(t), info, frames, stride, clip_fps) for t in times])
+
+
+# ---- pre-processing -----------------------------------------------------------------
+
+def view_geometry(width: int, height: int, scale: int, pad_multiple: int
+                  ) -> tuple[int, int, int]:
+    """(w, h) of the frame scaled to short side ``scale``, and the square side."""
+    r = scale / min(width, height)
+    w, h = max(1, round(width * r)), max(1, round(height * r))
+    return w, h, math.ceil(max(w, h) / pad_multiple) * pad_multiple
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3, h, w) uint8, bilinear with antialiasing."""
+    if tuple(frames.shape[-2:]) == (size[1], size[0]):
+        return frames.contiguous()
+    x = frames.contiguous(memory_format=torch.channels_last)
+    x = F.interpolate(x, size=(size[1], size[0]), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return x.contiguous()
+
+
+def normalise_clips(clips: torch.Tensor, mean: tuple, std: tuple, flip: bool, side: int
+                    ) -> torch.Tensor:
+    """(B, T, 3, h, w) uint8 -> (B, 3, T, side, side) float: normalised, optionally
+    mirrored, zero-padded right and bottom (zero = the mean colour after normalising)."""
+    x = clips.float().div_(255)
+    m = torch.tensor(mean, device=x.device).view(1, 1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 1, 3, 1, 1)
+    x = (x - m) / s
+    if flip:
+        x = x.flip(-1)
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, side - w, 0, side - h))
+    return x.permute(0, 2, 1, 3, 4).contiguous()
 
 
 def preprocess(frames: np.ndarray, scale: int, flip: bool, pad_multiple: int,
                mean: tuple, std: tuple) -> tuple[torch.Tensor, tuple[int, int], tuple]:
-    """(T, H0, W0, 3) uint8 -> ((3, T, S, S) float, (W, H) input size, valid box)."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)   # (T, 3, H0, W0)
-    if flip:
-        x = x.flip(-1)
-    h0, w0 = x.shape[-2:]
-    r = scale / min(h0, w0)
-    h, w = max(1, round(h0 * r)), max(1, round(w0 * r))
-    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    side = math.ceil(max(h, w) / pad_multiple) * pad_multiple
-    x = F.pad(x, (0, side - w, 0, side - h))                              # zero-pad right/bottom
-    return x.permute(1, 0, 2, 3).contiguous(), (side, side), (0, 0, w, h)
+    """One clip (T, H0, W0, 3) uint8 -> ((3, T, S, S) float, (W, H) input size, valid box).
+
+    The same steps as the stage (:func:`resize_frames`, :func:`normalise_clips`)."""
+    h0, w0 = frames.shape[1:3]
+    w, h, side = view_geometry(w0, h0, scale, pad_multiple)
+    x = resize_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), (w, h))
+    x = normalise_clips(x[None], mean, std, flip, side)[0]
+    return x, (side, side), (0, 0, w, h)
+
+
+# ---- decoding workers -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Segment:
+    video: str
+    path: Path
+    times: np.ndarray        # video times (s) of all keyframes of the video
+    start: int               # this segment's keyframes: [start, stop)
+    stop: int
+
+
+@dataclass
+class _Plan:
+    video: Video
+    clips: np.ndarray        # (K, T) frame indices
+    refs: np.ndarray         # clips needing each frame (indexed by frame)
+
+
+class _SegmentFrames(IterableDataset):
+    """Decodes and resizes the frames that each segment owns; runs in the workers."""
+
+    def __init__(self, segments: list[_Segment], cfg: ExtractConfig, frames: int, stride: int,
+                 scales: list[int]):
+        self.segments, self.cfg, self.frames, self.stride = segments, cfg, frames, stride
+        self.scales = scales
+        self._plan: tuple[Path, _Plan] | None = None
+
+    def __iter__(self):
+        info = get_worker_info()
+        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        for seg in self.segments[w::n]:
+            try:
+                yield from self._pieces(seg)
+            except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+                msg = str(err) if isinstance(err, ArtifactError) else \
+                    f"{seg.path}: {err.__class__.__name__}: {str(err)[:200]}"
+                yield {"video": seg.video, "start": seg.start, "error": msg}
+
+    def plan(self, seg: _Segment) -> _Plan:
+        if self._plan is None or self._plan[0] != seg.path:
+            self._plan = None
+            video = Video(seg.path)
+            clips = plan_clips(video.info, seg.times, self.frames, self.stride,
+                               self.cfg.clip_fps)
+            refs = np.zeros(video.num_frames, np.int64)
+            for clip in clips:
+                refs[np.unique(clip)] += 1
+            self._plan = (seg.path, _Plan(video, clips, refs))
+        return self._plan[1]
+
+    def _pieces(self, seg: _Segment):
+        plan = self.plan(seg)
+        video, clips = plan.video, plan.clips[seg.start:seg.stop]
+        if video.seekable:   # a frame belongs to the first segment that needs it
+            before = int(plan.clips[:seg.start].max()) if seg.start > 0 else -1
+            owned = np.unique(clips)
+            owned = owned[owned > before]
+        else:                # no reliable seeking: the first segment decodes all in one pass
+            owned = np.unique(plan.clips) if seg.start == 0 else np.zeros(0, np.int64)
+        sizes = {s: view_geometry(video.width, video.height, s, self.cfg.pad_multiple)[:2]
+                 for s in self.scales}
+        head = {"clips": torch.from_numpy(clips), "size": (video.width, video.height),
+                "fps": video.fps, "num_clips": len(plan.clips)}
+        step = max(1, self.cfg.piece_frames)
+        for p in range(0, max(len(owned), 1), step):
+            ids = owned[p:p + step]
+            resized: dict[int, list[torch.Tensor]] = {s: [] for s in self.scales}
+            for q in range(0, len(ids), 8):          # bound full-resolution memory
+                raw = torch.from_numpy(video.read(ids[q:q + 8])).permute(0, 3, 1, 2)
+                for s in self.scales:
+                    resized[s].append(resize_frames(raw, sizes[s]))
+            piece = {"video": seg.video, "start": seg.start, "ids": torch.from_numpy(ids),
+                     "refs": torch.from_numpy(plan.refs[ids]),
+                     "frames": {s: torch.cat(v) if v else torch.zeros(0, 3, *sizes[s][::-1],
+                                                                         dtype=torch.uint8)
+                                for s, v in resized.items()}}
+            if p == 0:
+                piece.update(head)
+            yield piece
+
+
+# ---- the main process -------------------------------------------------------------------
+
+class _VideoState:
+    """Frames received so far, clips known/ready/done, and the open arrays of a video.
+
+    Clips run in fixed groups of ``batch`` consecutive keyframes, whatever order the
+    frames arrive in, so the numbers never depend on workers or segments.
+    """
+
+    def __init__(self, video: str, timestamps: np.ndarray, num_clips: int, batch: int):
+        self.video, self.timestamps, self.batch = video, timestamps, batch
+        self.clips: dict[int, np.ndarray] = {}     # keyframe index -> frame indices
+        self.waiting: list[int] = []               # known clips whose frames are missing
+        self.ready: set[int] = set()
+        self.groups = list(range(math.ceil(num_clips / batch)))   # groups not yet run
+        self.done = 0
+        self.num_clips = num_clips
+        self.frames: dict[int, dict[int, torch.Tensor]] = {}
+        self.refs: dict[int, int] = {}
+        self.arrays: dict[str, zarr.Array] = {}
+        self.writes: list[Future] = []
+        self.size = (0, 0)                         # (W, H) of the original frames
+
+    def add(self, piece: dict) -> None:
+        if "clips" in piece:
+            start = int(piece["start"])
+            for j, clip in enumerate(np.asarray(piece["clips"])):
+                self.clips[start + j] = clip
+                self.waiting.append(start + j)
+        ids = np.asarray(piece["ids"]).tolist()
+        for j, (fid, ref) in enumerate(zip(ids, np.asarray(piece["refs"]).tolist(),
+                                           strict=True)):
+            self.frames[fid] = {s: f[j] for s, f in piece["frames"].items()}
+            self.refs[fid] = ref
+        still = []
+        for k in self.waiting:
+            if all(f in self.frames for f in self.clips[k]):
+                self.ready.add(k)
+            else:
+                still.append(k)
+        self.waiting = still
+
+    def _members(self, g: int) -> list[int]:
+        return list(range(g * self.batch, min((g + 1) * self.batch, self.num_clips)))
+
+    def next_group(self) -> list[int] | None:
+        """Keyframe indices of a group whose clips are all ready, if any."""
+        for g in self.groups:
+            ks = self._members(g)
+            if all(k in self.ready for k in ks):
+                self.groups.remove(g)
+                return ks
+        return None
+
+    def take(self, ks: list[int]) -> dict[int, torch.Tensor]:
+        """The clips ``ks`` as (B, T, 3, h, w) uint8 per scale; frees unneeded frames."""
+        scales = list(self.frames[int(self.clips[ks[0]][0])])
+        out = {s: torch.stack([torch.stack([self.frames[f][s] for f in self.clips[k]])
+                               for k in ks]) for s in scales}
+        for k in ks:
+            for f in np.unique(self.clips[k]).tolist():
+                self.refs[f] -= 1
+                if self.refs[f] <= 0:
+                    del self.frames[f], self.refs[f]
+            del self.clips[k]
+            self.ready.discard(k)
+        self.done += len(ks)
+        return out
 
 
 def _device(name: str) -> torch.device:
@@ -80,62 +317,178 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
-        out: str, shard: tuple[int, int] = (0, 1)) -> list[str]:
-    """Extract features for every video of the detections (this shard); returns failures."""
-    dets, _ = read_detections(detections)
-    paths = list_videos(videos_dir)
-    wanted = sorted(set(dets["video_id"]) & set(paths))
+def _workers(n: int | None) -> int:
+    return max(0, min(8, (os.cpu_count() or 2) - 1)) if n is None else n
+
+
+def open_output(url: str, attempts: int = 5) -> FeatureStore:
+    """Open or create the store; tolerate another process creating it at the same time."""
+    if url.startswith("file://"):     # fsspec's local files would need every directory made
+        url = url.removeprefix("file://")
+    for attempt in range(attempts):
+        try:
+            return FeatureStore(url, mode="a")
+        except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError,
+                FileExistsError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def shard_videos(videos: list[str], shard: tuple[int, int]) -> list[str]:
+    """Every N-th video (from i) of the sorted list: deterministic, disjoint, complete."""
     i, n = shard
-    wanted = [v for k, v in enumerate(wanted) if k % n == i]
-    net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed)
-    device = _device(cfg.device)
-    net = net.to(device)
-    frames_n = cfg.clip_frames or bb.clip_frames
-    stride_n = cfg.clip_stride or bb.clip_stride
+    return [v for k, v in enumerate(sorted(videos)) if k % n == i]
+
+
+def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tuple[int, bool]]]:
+    bb = get_backbone(cfg.backbone)
     views = [(s, f) for s in dict.fromkeys([cfg.short_side, *cfg.scales])
              for f in ([False, True] if cfg.flip else [False])]
-    spec = FeatureSpec(cfg.backbone, identity, cfg.random_init, frames_n, stride_n,
-                       cfg.short_side, bb.channels, tuple(view_name(s, f) for s, f in views))
-    store = FeatureStore(out, mode="a")
-    todo = [v for v in wanted if not (store.is_complete(v) and _same_spec(store, v, spec))]
+    extra = {"clip_fps": cfg.clip_fps, "dilate_last": cfg.dilate_last,
+             "pad_multiple": cfg.pad_multiple, "time_offset": cfg.time_offset,
+             "amp": cfg.amp}
+    spec = FeatureSpec(cfg.backbone, identity, cfg.random_init,
+                       cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride,
+                       cfg.short_side, bb.channels, tuple(view_name(s, f) for s, f in views),
+                       extra)
+    return spec, views
+
+
+def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
+    bb = get_backbone(cfg.backbone)
+    stride = bb.stride // 2 if cfg.dilate_last else bb.stride
+    if cfg.pad_multiple % stride:
+        raise ArtifactError(out, f"pad_multiple {cfg.pad_multiple} must be a multiple of "
+                            f"{cfg.backbone}'s output stride {stride}")
+    if spec.clip_frames < bb.min_frames or spec.clip_stride < 1:
+        raise ArtifactError(out, f"{cfg.backbone} needs clip_frames >= {bb.min_frames} and "
+                            "clip_stride >= 1")
+    if min([cfg.short_side, *cfg.scales]) < 8 or cfg.batch_size < 1:
+        raise ArtifactError(out, "scales must be >= 8 and batch_size >= 1")
+
+
+def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
+        out: str, shard: tuple[int, int] = (0, 1)) -> list[str]:
+    """Extract features for every video of the detections (this shard); returns failures.
+
+    Videos already complete with the same spec are skipped; a failing video is reported
+    (one line naming the file) and the others are still processed.
+    """
+    dets, meta = read_detections(detections)
+    if cfg.time_offset is None:
+        cfg = ExtractConfig(**{**cfg.__dict__, "time_offset": float(meta.get("time_offset", 0))})
+    paths = list_videos(videos_dir)
+    wanted = shard_videos(sorted(set(dets["video_id"])), shard)
+    net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed,
+                                       cfg.dilate_last)
+    spec, views = make_spec(cfg, identity)
+    _check(cfg, spec, out)
+    if cfg.random_init:
+        tqdm.write(f"warning: {cfg.backbone} is randomly initialised (seed {cfg.seed}); "
+                   "the store records it", file=sys.stderr)
+    device = _device(cfg.device)
+    net = net.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    store = open_output(out)
     failures: list[str] = []
-    for video in tqdm(todo, desc="extract", unit="video"):
-        ts = np.sort(dets.loc[dets["video_id"] == video, "timestamp"].unique()).astype(np.int32)
-        try:
-            _extract_video(store, video, paths[video], ts, net, bb, spec, views, cfg, device)
-        except ArtifactError as err:
-            failures.append(str(err))
-            tqdm.write(f"error: {err}")
+    todo = []
+    for v in wanted:
+        if store.is_complete(v) and store.spec(v) == spec:
+            continue
+        if v not in paths:
+            failures.append(str(ArtifactError(Path(videos_dir) / f"{v}.*", "video file not "
+                                              "found (it has detections)")))
+            continue
+        todo.append(v)
+    for msg in failures:
+        tqdm.write(f"error: {msg}", file=sys.stderr)
+    stamps = {v: np.sort(g["timestamp"].unique()).astype(np.int32)
+              for v, g in dets[dets["video_id"].isin(todo)].groupby("video_id")}
+    segments = [_Segment(v, paths[v], stamps[v].astype(np.float64) - cfg.time_offset, a,
+                         min(a + cfg.segment_keyframes, len(stamps[v])))
+                for v in todo for a in range(0, len(stamps[v]), cfg.segment_keyframes)]
+    scales = list(dict.fromkeys(s for s, _ in views))
+    source = _SegmentFrames(segments, cfg, spec.clip_frames, spec.clip_stride, scales)
+    nw = min(_workers(cfg.num_workers), len(segments))
+    loader = DataLoader(source, batch_size=None, num_workers=nw,
+                        prefetch_factor=2 if nw else None, pin_memory=device.type == "cuda")
+    ctx = _Context(store, net, bb, spec, views, cfg, device)
+    states: dict[str, _VideoState] = {}
+    failed: set[str] = set()
+    bar = tqdm(total=sum(len(stamps[v]) for v in todo), desc="extract", unit="clip",
+               dynamic_ncols=True)
+    writer = ThreadPoolExecutor(max_workers=1)
+    try:
+        for piece in loader:
+            video = piece["video"]
+            if video in failed:
+                continue
+            if "error" in piece:
+                failed.add(video)
+                failures.append(piece["error"])
+                tqdm.write(f"error: {piece['error']}", file=sys.stderr)
+                st = states.pop(video, None)
+                bar.update(len(stamps[video]) - (st.done if st else 0))
+                continue
+            st = states.get(video)
+            if st is None:
+                st = states[video] = _VideoState(video, stamps[video], int(piece["num_clips"]),
+                                                 cfg.batch_size)
+                w, h = (int(x) for x in piece["size"])
+                store.begin_video(video, stamps[video], {**spec.to_dict(), "frame_size": [w, h],
+                                                         "fps": float(piece["fps"])})
+                st.size = (w, h)
+            st.add(piece)
+            bar.set_postfix_str(video, refresh=False)
+            while (ks := st.next_group()) is not None:
+                bar.update(ctx.forward(st, ks, writer))
+            if st.done == st.num_clips:
+                for fut in st.writes:
+                    fut.result()
+                store.finish_video(video)
+                del states[video]
+        for video in states:       # not reached unless a worker lost a piece
+            failures.append(f"{video}: incomplete (internal error: missing frames)")
+    finally:
+        writer.shutdown(wait=True)
+        bar.close()
     return failures
 
 
-def _same_spec(store: FeatureStore, video: str, spec: FeatureSpec) -> bool:
-    """A complete video is reused only if it was made with the same spec."""
-    return store.spec(video) == spec
+class _Context:
+    """Everything a forward pass needs; writes go to a background thread."""
 
+    def __init__(self, store, net, bb, spec, views, cfg, device):
+        self.store, self.net, self.bb, self.spec, self.views = store, net, bb, spec, views
+        self.cfg, self.device = cfg, device
+        self.mean, self.std = bb.mean, bb.std
 
-@torch.inference_mode()
-def _extract_video(store: FeatureStore, video: str, path, ts: np.ndarray, net, bb: Backbone,
-                   spec: FeatureSpec, views, cfg: ExtractConfig, device) -> None:
-    vr = open_video(path)
-    h, w = vr[0].shape[:2]
-    info = VideoInfo(path, len(vr), float(vr.get_avg_fps()), w, h)
-    store.begin_video(video, ts, {**spec.to_dict(), "frame_size": [w, h], "fps": info.fps})
-    arrays = {}
-    for start in range(0, len(ts), cfg.batch_size):
-        batch_ts = ts[start:start + cfg.batch_size]
-        clips = [read_frames(vr, clip_indices(float(t), info, spec.clip_frames,
-                                              spec.clip_stride)) for t in batch_ts]
-        for scale, flip in views:
-            prepared = [preprocess(c, scale, flip, cfg.pad_multiple, bb.mean, bb.std)
-                        for c in clips]
-            x = torch.stack([p[0] for p in prepared]).to(device)         # (B, 3, T, S, S)
-            fmap = net(x).mean(dim=2)                                     # (B, C, H', W')
+    @torch.inference_mode()
+    def forward(self, st: _VideoState, ks: list[int], writer: ThreadPoolExecutor) -> int:
+        clips = st.take(ks)
+        w0, h0 = st.size
+        amp = self.cfg.amp and self.device.type == "cuda"
+        for scale, flip in self.views:
+            w, h, side = view_geometry(w0, h0, scale, self.cfg.pad_multiple)
+            x = clips[scale].to(self.device, non_blocking=True)
+            x = normalise_clips(x, self.mean, self.std, flip, side)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+                fmap = self.net(x)
+            fmap = fmap.float().mean(dim=2).half().cpu().numpy()     # (B, C, H', W')
             name = view_name(scale, flip)
-            if name not in arrays:
-                size, valid = prepared[0][1], prepared[0][2]
-                vs = ViewSpec(name, scale, flip, size, valid, size[0] / fmap.shape[-1])
-                arrays[name] = store.create_view(video, vs, (len(ts), *fmap.shape[1:]))
-            arrays[name][start:start + len(batch_ts)] = fmap.half().cpu().numpy()
-    store.finish_video(video)
+            if name not in st.arrays:
+                vs = ViewSpec(name, scale, flip, (side, side), (0, 0, w, h),
+                              side / fmap.shape[-1])
+                st.arrays[name] = self.store.create_view(st.video, vs,
+                                                         (st.num_clips, *fmap.shape[1:]))
+            st.writes.append(writer.submit(_write_rows, st.arrays[name], ks, fmap))
+        return len(ks)
+
+
+def _write_rows(arr: zarr.Array, ks: list[int], data: np.ndarray) -> None:
+    """Write the rows of a group of consecutive keyframes ``ks``."""
+    assert ks == list(range(ks[0], ks[0] + len(ks)))
+    arr[ks[0]:ks[0] + len(ks)] = data

@@ -1,10 +1,18 @@
-"""Video I/O shared by the stages: decode with decord, encode with PyAV."""
+"""Video I/O shared by the stages: decode with decord, encode with PyAV.
+
+Time, not frame counts, is the ground truth: a keyframe at second ``t`` is the frame
+whose start time is nearest to ``t``.  Frame start times come from decord when they are
+plausible; decord reports garbage for some containers (h264 inside .avi gives
+``-3.7e17`` for every frame), and then ``i / fps`` is used instead.  decord's frame
+count can also be one too high; :meth:`Video.read` drops a last frame that cannot be
+decoded instead of failing.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +21,183 @@ from .artifacts import ArtifactError
 from .artifacts.atomic import atomic_path
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VideoInfo:
-    path: Path
+    """What the stages need to know about a video before decoding it."""
+
+    path: Path | None
     num_frames: int
     fps: float
     width: int
     height: int
+    times: np.ndarray = field(default=None)  # (num_frames,) start time of each frame (s)
+
+    def __post_init__(self) -> None:
+        if self.times is None:
+            object.__setattr__(self, "times", np.arange(self.num_frames) / self.fps)
 
     @property
     def duration(self) -> float:
-        return self.num_frames / self.fps
+        return float(self.times[-1]) + 1.0 / self.fps if self.num_frames else 0.0
+
+    def index_at(self, t: float | np.ndarray) -> np.ndarray:
+        """Index of the frame whose start time is nearest to ``t`` (s), for each ``t``."""
+        return nearest_frames(self.times, t)
+
+
+def nearest_frames(times: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+    """Indices into the sorted ``times`` of the entries nearest to ``t`` (ties: earlier)."""
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    hi = np.clip(np.searchsorted(times, t, side="left"), 1, max(len(times) - 1, 1))
+    lo = hi - 1
+    if len(times) == 1:
+        return np.zeros(len(t), dtype=np.int64)
+    pick_hi = np.abs(times[hi] - t) < np.abs(t - times[lo]) - 1e-9
+    return np.where(pick_hi, hi, lo).astype(np.int64)
+
+
+def valid_times(raw: np.ndarray | None, n: int, fps: float) -> np.ndarray | None:
+    """decord's (n, 2) frame [start, end] times if plausible, else ``None``.
+
+    Plausible: finite, strictly increasing starts beginning near 0 (within 10 s), and a
+    median frame interval within a factor 4 of ``1 / fps``.
+    """
+    if raw is None or len(raw) != n or n == 0:
+        return None
+    starts = np.asarray(raw, dtype=np.float64).reshape(n, -1)[:, 0]
+    if not np.isfinite(starts).all() or not -1.0 <= starts[0] <= 10.0:
+        return None
+    if n > 1:
+        steps = np.diff(starts)
+        if (steps <= 0).any():
+            return None
+        med = float(np.median(steps))
+        if not 0.25 / fps <= med <= 4.0 / fps:
+            return None
+    return starts
+
+
+class Video:
+    """An open video: a decord reader plus validated frame times.
+
+    ``reader`` may be any object with decord's ``VideoReader`` interface (tests).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1, reader=None):
+        self.path = Path(path)
+        self.vr = reader if reader is not None else _open_reader(self.path, threads)
+        n = len(self.vr)
+        if n == 0:
+            raise ArtifactError(self.path, "video has no frames")
+        try:
+            fps = float(self.vr.get_avg_fps())
+        except Exception:  # noqa: BLE001 - decord raises its own error types
+            fps = float("nan")
+        try:
+            raw = np.asarray(self.vr.get_frame_timestamp(np.arange(n).tolist()))
+        except Exception:  # noqa: BLE001
+            raw = None
+        if not np.isfinite(fps) or fps <= 0:
+            starts = valid_times(raw, n, 1.0)   # permissive: derive fps from the times
+            if starts is None or n < 2:
+                raise ArtifactError(self.path, "cannot determine the frame rate")
+            fps = 1.0 / float(np.median(np.diff(starts)))
+        self.fps = fps
+        starts = valid_times(raw, n, fps)
+        self.timestamps_from_container = starts is not None
+        # without usable timestamps decord cannot seek reliably: decode sequentially
+        self.seekable = self.timestamps_from_container
+        self._cursor: int | None = None             # next frame of sequential decoding
+        self.times = starts if starts is not None else np.arange(n) / fps
+        self._first = self._decode([0])[0]          # reused by read(): decoded once
+        self.height, self.width = self._first.shape[:2]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.times)
+
+    @property
+    def info(self) -> VideoInfo:
+        return VideoInfo(self.path, self.num_frames, self.fps, self.width, self.height,
+                         self.times)
+
+    def index_at(self, t: float | np.ndarray) -> np.ndarray:
+        return nearest_frames(self.times, t)
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        out = self.vr.get_batch(indices)
+        return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
+
+    def _decode_sequential(self, indices: list[int]) -> np.ndarray:
+        """Sorted ``indices`` by decoding forward, restarting from frame 0 if needed."""
+        out = []
+        for target in indices:
+            if self._cursor is None or target < self._cursor:
+                self.vr.seek(0)
+                self._cursor = 0
+            while self._cursor <= target:
+                frame = self.vr.next()
+                self._cursor += 1
+            out.append(frame.asnumpy() if hasattr(frame, "asnumpy") else np.asarray(frame))
+        return np.stack(out)
+
+    def read(self, indices: Iterable[int], max_batch: int = 16) -> np.ndarray:
+        """Frames ``indices`` as (n, H, W, 3) uint8 RGB; each distinct index decoded once.
+
+        Indices are decoded in increasing order, ``max_batch`` at a time (bounded memory
+        for large frames).  If the last frame(s) of the video cannot be decoded (decord
+        over-counts some files by one), they are dropped and the new last frame is used.
+        """
+        indices = np.asarray(list(indices), dtype=np.int64)
+        if len(indices) == 0:
+            return np.zeros((0, self.height, self.width, 3), np.uint8)
+        if indices.min() < 0 or indices.max() >= len(self.vr):
+            raise ArtifactError(self.path, f"frame index out of range 0..{len(self.vr) - 1}")
+        uniq, inverse = np.unique(indices, return_inverse=True)
+        parts = []
+        for s in range(0, len(uniq), max_batch):
+            parts.append(self._read_sorted(uniq[s:s + max_batch]))
+        return np.concatenate(parts)[inverse]
+
+    def _read_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        if uniq[0] == 0 and self._first is not None:
+            rest = self._read_sorted(uniq[1:]) if len(uniq) > 1 else \
+                np.zeros((0, *self._first.shape), np.uint8)
+            return np.concatenate([self._first[None], rest])
+        while True:
+            want = np.minimum(uniq, self.num_frames - 1)
+            try:
+                frames = self._decode(np.unique(want).tolist()) if self.seekable else \
+                    self._decode_sequential(np.unique(want).tolist())
+            except Exception as err:  # noqa: BLE001 - decord's DECORDError and friends
+                # decord can count one frame too many: drop an undecodable last frame
+                if want.max() == self.num_frames - 1 and self.num_frames > 1 \
+                        and len(self.vr) - self.num_frames < 2:
+                    self.times = self.times[:-1]
+                    continue
+                msg = str(err).splitlines()[0][:160] if str(err) else err.__class__.__name__
+                raise ArtifactError(self.path, f"cannot decode frames {int(uniq[0])}.."
+                                               f"{int(uniq[-1])} ({msg})") from None
+            _, pos = np.unique(want, return_inverse=True)
+            return frames[pos]
+
+
+def _open_reader(path: Path, threads: int):
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)   # failures become one-line errors
+    if not path.is_file():
+        raise ArtifactError(path, "video file not found")
+    if path.stat().st_size == 0:
+        raise ArtifactError(path, "video file is empty (0 bytes)")
+    try:
+        return decord.VideoReader(str(path), num_threads=threads)
+    except Exception as err:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
+        first = (str(err).splitlines() or [err.__class__.__name__])[0][:160]
+        raise ArtifactError(path, f"cannot decode video ({first})") from None
 
 
 def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
@@ -36,47 +208,45 @@ def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
 
 
-def open_video(path: str | os.PathLike, threads: int = 1):
-    """A decord VideoReader, or an ArtifactError naming the file."""
-    import decord
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(path, "video file not found")
-    if path.stat().st_size == 0:
-        raise ArtifactError(path, "video file is empty (0 bytes)")
-    try:
-        vr = decord.VideoReader(str(path), num_threads=threads)
-    except Exception as err:  # decord raises DECORDError / RuntimeError
-        raise ArtifactError(path, f"cannot decode video ({str(err).splitlines()[0][:120]})"
-                            ) from None
-    if len(vr) == 0:
-        raise ArtifactError(path, "video has no frames")
-    return vr
+def open_video(path: str | os.PathLike, threads: int = 1) -> Video:
+    """An open :class:`Video`, or an ArtifactError naming the file."""
+    return Video(path, threads)
 
 
 def video_info(path: str | os.PathLike) -> VideoInfo:
-    vr = open_video(path)
-    h, w = vr[0].shape[:2]
-    return VideoInfo(Path(path), len(vr), float(vr.get_avg_fps()), w, h)
+    return open_video(path).info
 
 
-def read_frames(vr, indices: np.ndarray) -> np.ndarray:
+def read_frames(video: Video, indices: np.ndarray) -> np.ndarray:
     """(T,) frame indices -> (T, H, W, 3) uint8 RGB.  Each index is decoded once."""
-    indices = np.asarray(indices, dtype=np.int64)
-    uniq, inverse = np.unique(indices, return_inverse=True)
-    frames = vr.get_batch(uniq.tolist()).asnumpy()
-    return frames[inverse]
+    return video.read(indices)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(path, "image file not found")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ArtifactError(path, "cannot read image")
+    return np.ascontiguousarray(img[:, :, ::-1])
 
 
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float,
                 crf: int = 23) -> None:
-    """Encode RGB uint8 frames (H, W, 3) to an h264 mp4, atomically, without audio."""
+    """Encode RGB uint8 frames (H, W, 3) to an h264 video, atomically, without audio.
+
+    The container follows the suffix of ``path`` (mp4 unless it is .avi/.mkv/.mov).
+    """
     import av
 
     path = Path(path)
+    fmt = {".avi": "avi", ".mkv": "matroska", ".mov": "mov"}.get(path.suffix.lower(), "mp4")
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
+        with av.open(str(tmp), mode="w", format=fmt) as out:
             stream = None
             for frame in frames:
                 if stream is None:

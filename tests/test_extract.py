@@ -1,28 +1,96 @@
+"""Stage extract: clip sampling, geometry, the store it writes, decoding once, resume,
+shards (also concurrent processes), fsspec URLs, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+import yaml
+import zarr
+from click.testing import CliRunner
+from conftest import ROOT, SHARED_VIDEOS
 
+from cli.main import cli
 from pipeline import detect, extract
-from pipeline.artifacts.features import FeatureStore
-from pipeline.video import VideoInfo
+from pipeline.artifacts.detections import write_detections
+from pipeline.artifacts.features import FeatureStore, boxes_to_input
+from pipeline.backbones import build_backbone
+from pipeline.video import Video, VideoInfo, write_video
 
 
-def _info(n, fps=10.0):
-    return VideoInfo(None, n, fps, 64, 48)
+def _info(n, fps=10.0, times=None):
+    return VideoInfo(None, n, fps, 64, 48, times)
 
 
-def test_clip_indices_centred_and_clamped():
+# ---- clip sampling --------------------------------------------------------------------
+
+def test_clip_indices_centred_and_clamped_in_native_frames():
     idx = extract.clip_indices(5.0, _info(100), frames=4, stride=2)
     assert idx.tolist() == [46, 48, 50, 52]
     assert extract.clip_indices(0.0, _info(100), 4, 2).tolist() == [0, 2, 4, 6]
+    # too close to the end: the window takes the last frames
     assert extract.clip_indices(9.9, _info(100), 4, 2).tolist() == [93, 95, 97, 99]
+    # a video shorter than the window: from the first frame, repeating the last one
     assert extract.clip_indices(1.0, _info(3), 4, 2).tolist() == [0, 2, 2, 2]
 
+
+def test_clip_stride_counts_frames_at_clip_fps_whatever_the_video_rate():
+    # 32 x 2 at 30 fps spans 62/30 s, on a 10 fps and on a 30 fps video alike
+    t10 = extract.clip_times(20.0, _info(400, 10.0), 32, 2, clip_fps=30)
+    t30 = extract.clip_times(20.0, _info(1200, 30.0), 32, 2, clip_fps=30)
+    np.testing.assert_allclose(t10, t30)
+    assert t10[16] == 20.0 and t10[-1] - t10[0] == pytest.approx(62 / 30)
+    assert extract.clip_indices(20.0, _info(1200, 30.0), 4, 2, 30).tolist() == [596, 598, 600,
+                                                                                602]
+    assert extract.clip_indices(20.0, _info(400, 10.0), 4, 2, 30).tolist() == [199, 199, 200,
+                                                                               201]
+
+
+def test_clip_sampling_follows_real_frame_times_not_counts():
+    # variable frame rate: 10 fps for 2 s, then 20 fps
+    times = np.concatenate([np.arange(20) / 10, 2 + np.arange(40) / 20])
+    info = _info(len(times), fps=15.0, times=times)
+    assert info.index_at(2.5).tolist() == [30]
+    assert extract.clip_indices(2.5, info, 3, 1, clip_fps=10).tolist() == [28, 30, 32]
+    assert extract.clip_indices(1.0, info, 3, 1, clip_fps=10).tolist() == [9, 10, 11]
+
+
+def test_keyframes_outside_the_video_are_an_error_that_mentions_the_offset():
+    with pytest.raises(Exception, match="keyframe at 902 s is outside the video.*900"):
+        extract.plan_clips(_info(100), np.array([2.0, 902.0]), 4, 2, None)
+
+
+# ---- pre-processing geometry ------------------------------------------------------------
 
 def test_preprocess_pads_to_square_and_records_valid_region():
     frames = np.zeros((2, 48, 64, 3), np.uint8)
     x, size, valid = extract.preprocess(frames, 36, False, 16, (0.5,) * 3, (0.25,) * 3)
     assert x.shape == (3, 2, 48, 48) and size == (48, 48) and valid == (0, 0, 48, 36)
     assert float(x[:, :, 36:].abs().max()) == 0.0          # zero padding below the image
+
+
+def _square_video(path: Path, box=(0.25, 0.25, 0.5, 0.75), w=96, h=64, n=12, fps=4):
+    frame = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = (int(round(v)) for v in (box[0] * w, box[1] * h, box[2] * w, box[3] * h))
+    frame[y1:y2, x1:x2] = 255
+    write_video([frame] * n, path, fps=fps)
+
+
+# ---- the stage ----------------------------------------------------------------------------
+
+CFG = extract.ExtractConfig(backbone="mc3_18", random_init=True, clip_frames=4, clip_stride=2,
+                            clip_fps=8, short_side=16, batch_size=2, num_workers=0)
+
+
+def _cfg(**kw) -> extract.ExtractConfig:
+    return extract.ExtractConfig(**{**CFG.__dict__, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -33,43 +101,293 @@ def world_and_dets(synth_world, tmp_path_factory):
     return synth_world, out
 
 
-CFG = extract.ExtractConfig(backbone="r3d_18", random_init=True, clip_frames=4, clip_stride=2,
-                            short_side=32, batch_size=4)
-
-
-def test_extract_writes_store_and_resumes(world_and_dets, tmp_path):
+@pytest.fixture(scope="module")
+def reference(world_and_dets, tmp_path_factory) -> str:
+    """The store of one uninterrupted, single-process run of CFG."""
     world, dets = world_and_dets
-    url = str(tmp_path / "f.zarr")
+    url = str(tmp_path_factory.mktemp("ref") / "ref.zarr")
     assert extract.run(CFG, world / "videos", dets, url) == []
-    store = FeatureStore(url)
+    return url
+
+
+def assert_same_store(a: str, b: str) -> None:
+    sa, sb = FeatureStore(a), FeatureStore(b)
+    assert sa.videos() == sb.videos() and sa.videos()
+    for v in sa.videos():
+        assert sa.attrs(v) == sb.attrs(v)
+        np.testing.assert_array_equal(sa.timestamps(v), sb.timestamps(v))
+        for name in sa.spec(v).views:
+            assert sa.view(v, name) == sb.view(v, name)
+            np.testing.assert_array_equal(sa.read(v, name), sb.read(v, name))
+
+
+def test_store_contents_and_spec(reference):
+    store = FeatureStore(reference)
     assert store.videos() == ["train_000", "train_001", "val_000"]
     spec = store.spec("val_000")
-    assert spec.random_init and spec.weights == "random-init(seed=0)" and spec.views == ("s32",)
-    feats = store.read("val_000", "s32")
-    assert feats.dtype == np.float16 and feats.shape == (3, 512, 4, 4)
-    view = store.view("val_000", "s32")
-    assert view.valid == (0, 0, 48, 32) and view.input_size == (64, 64)
+    assert spec.random_init and spec.weights == "random-init(seed=0)" and spec.views == ("s16",)
+    assert (spec.backbone, spec.clip_frames, spec.clip_stride, spec.channels) == ("mc3_18", 4,
+                                                                                 2, 512)
+    assert spec.extra["clip_fps"] == 8 and spec.extra["dilate_last"] is False
+    attrs = store.attrs("val_000")
+    assert attrs["frame_size"] == [96, 64] and attrs["fps"] == pytest.approx(8)
+    feats = store.read("val_000", "s16")
+    assert feats.dtype == np.float16 and feats.shape == (3, 512, 2, 2)
+    view = store.view("val_000", "s16")
+    assert view.valid == (0, 0, 24, 16) and view.input_size == (32, 32)
     assert view.feature_stride == 16.0
     np.testing.assert_array_equal(store.timestamps("val_000"), [1, 2, 3])
-    # an interrupted video (incomplete marker) is redone; complete ones are kept
-    grp = FeatureStore(url, mode="a").group("train_001")
-    grp.attrs["acar"] = {**dict(grp.attrs["acar"]), "complete": False}
-    before = store.read("train_000", "s32")
-    extract.run(CFG, world / "videos", dets, url)
-    after = FeatureStore(url)
-    assert after.is_complete("train_001")
-    np.testing.assert_array_equal(after.read("train_000", "s32"), before)
+    assert store.root["val_000"]["s16"].chunks == (1, 512, 2, 2)
 
 
-def test_extract_is_deterministic_and_spec_change_redoes(world_and_dets, tmp_path):
+def test_stored_maps_equal_the_backbone_on_the_sampled_clip(world_and_dets, reference):
+    """The reference computation, one keyframe at a time, without the stage's plumbing."""
+    world, _ = world_and_dets
+    store = FeatureStore(reference)
+    net, bb, _ = build_backbone("mc3_18", random_init=True)
+    video = Video(world / "videos" / "train_001.mp4")
+    for k, t in enumerate(store.timestamps("train_001")):
+        idx = extract.clip_indices(float(t), video.info, 4, 2, clip_fps=8)
+        x, _, _ = extract.preprocess(video.read(idx), 16, False, 32, bb.mean, bb.std)
+        with torch.inference_mode():
+            want = net(x[None]).mean(dim=2)[0].half().numpy()
+        got = store.read("train_001", "s16", k)
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32),
+                                   rtol=2e-2, atol=2e-3)
+
+
+def test_views_map_boxes_onto_the_image_content(tmp_path):
+    """A white square at a known box lands where boxes_to_input(view) says, flipped too."""
+    box = np.array([[0.25, 0.25, 0.5, 0.75]])
+    (tmp_path / "v").mkdir()
+    _square_video(tmp_path / "v" / "sq.mp4", tuple(box[0]))
+    dets = tmp_path / "d.parquet"
+    write_detections(pd.DataFrame({"video_id": ["sq"], "timestamp": [1], "x1": [0.1],
+                                   "y1": [0.1], "x2": [0.2], "y2": [0.2], "score": [0.9]}),
+                     dets, {})
+    url = str(tmp_path / "f.zarr")
+    cfg = _cfg(short_side=32, scales=[48], flip=True)
+    assert extract.run(cfg, tmp_path / "v", dets, url) == []
+    store = FeatureStore(url)
+    assert store.spec("sq").views == ("s32", "s32_flip", "s48", "s48_flip")
+    frames = Video(tmp_path / "v" / "sq.mp4").read([4])
+    for name in store.spec("sq").views:
+        view = store.view("sq", name)
+        x, size, valid = extract.preprocess(frames, view.scale, view.flip, 32, (0.0,) * 3,
+                                            (1.0,) * 3)
+        assert size == tuple(view.input_size) and valid == tuple(view.valid)
+        img = x[:, 0].mean(0).numpy()                          # (S, S) in [0, 1]
+        ys, xs = np.nonzero(img > 0.5)
+        x1, y1, x2, y2 = boxes_to_input(box, view)[0]
+        assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1, name
+        assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, name
+        assert store.read("sq", name).shape[-1] == view.input_size[0] / view.feature_stride
+
+
+def test_each_needed_frame_is_decoded_once(world_and_dets, reference, tmp_path, monkeypatch):
     world, dets = world_and_dets
-    a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
-    extract.run(CFG, world / "videos", dets, a, shard=(0, 2))
+    infos = {v: Video(world / "videos" / f"{v}.mp4").info for v in FeatureStore(reference).videos()}
+    decoded: dict[str, list[int]] = {}
+    real = Video._decode
+
+    def spy(self, indices):
+        decoded.setdefault(self.path.stem, []).extend(indices)
+        return real(self, indices)
+
+    monkeypatch.setattr(Video, "_decode", spy)
+    url = str(tmp_path / "f.zarr")
+    cfg = _cfg(clip_frames=12, clip_stride=1, segment_keyframes=1, piece_frames=2)
+    assert extract.run(cfg, world / "videos", dets, url) == []
+    store = FeatureStore(url)
+    for v in store.videos():
+        clips = extract.plan_clips(infos[v], store.timestamps(v).astype(float), 12, 1, 8)
+        needed = set(np.unique(clips).tolist())
+        assert len(needed) < clips.size                  # neighbouring clips share frames
+        assert sorted(decoded[v]) == sorted(needed | {0})  # frame 0 is read when opening
+        assert len(decoded[v]) == len(set(decoded[v]))
+
+
+def test_workers_and_segments_give_the_same_store(world_and_dets, reference, tmp_path):
+    world, dets = world_and_dets
+    url = str(tmp_path / "f.zarr")
+    cfg = _cfg(num_workers=2, segment_keyframes=1, piece_frames=1)
+    assert extract.run(cfg, world / "videos", dets, url) == []
+    assert_same_store(reference, url)
+
+
+def test_interrupted_run_resumes_from_the_first_incomplete_video(world_and_dets, reference,
+                                                                 tmp_path, monkeypatch):
+    world, dets = world_and_dets
+    url = str(tmp_path / "f.zarr")
+    real = extract._Context.forward
+    calls = []
+
+    def dies_on_second_video(self, st, ks, writer):
+        calls.append(st.video)
+        if st.video == "train_001" and calls.count("train_001") == 2:
+            raise KeyboardInterrupt
+        return real(self, st, ks, writer)
+
+    monkeypatch.setattr(extract._Context, "forward", dies_on_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        extract.run(CFG, world / "videos", dets, url)
+    store = FeatureStore(url)
+    assert store.videos() == ["train_000"]
+    assert store.videos(complete_only=False) == ["train_000", "train_001"]
+    monkeypatch.setattr(extract._Context, "forward", real)
+    begun = []
+    real_begin = FeatureStore.begin_video
+    monkeypatch.setattr(FeatureStore, "begin_video",
+                        lambda self, v, *a, **k: begun.append(v) or real_begin(self, v, *a, **k))
+    assert extract.run(CFG, world / "videos", dets, url) == []
+    assert begun == ["train_001", "val_000"]
+    assert_same_store(reference, url)
+
+
+def test_spec_change_redoes_and_shards_partition(world_and_dets, reference, tmp_path):
+    world, dets = world_and_dets
+    a = str(tmp_path / "a.zarr")
+    assert extract.shard_videos(["c", "a", "b"], (0, 2)) == ["a", "c"]
     extract.run(CFG, world / "videos", dets, a, shard=(1, 2))
-    extract.run(CFG, world / "videos", dets, b)
-    for v in FeatureStore(b).videos():
-        np.testing.assert_array_equal(FeatureStore(a).read(v, "s32"),
-                                      FeatureStore(b).read(v, "s32"))
-    flipped = extract.ExtractConfig(**{**CFG.__dict__, "flip": True})
-    extract.run(flipped, world / "videos", dets, b)
-    assert FeatureStore(b).spec("val_000").views == ("s32", "s32_flip")
+    assert FeatureStore(a).videos() == ["train_001"]
+    extract.run(CFG, world / "videos", dets, a, shard=(0, 2))
+    assert_same_store(reference, a)
+    extract.run(_cfg(flip=True), world / "videos", dets, a)
+    assert FeatureStore(a).spec("val_000").views == ("s16", "s16_flip")
+    np.testing.assert_array_equal(FeatureStore(a).read("val_000", "s16"),
+                                  FeatureStore(reference).read("val_000", "s16"))
+
+
+def test_fsspec_urls(world_and_dets, reference, tmp_path):
+    world, dets = world_and_dets
+    for url in ("memory://acar-extract-test/f.zarr", f"file://{tmp_path}/f.zarr"):
+        assert extract.run(CFG, world / "videos", dets, url) == []
+        assert_same_store(reference, url)
+
+
+def test_store_creation_race_is_retried(tmp_path, monkeypatch):
+    real_init = FeatureStore.__init__
+    tries = []
+
+    def racy(self, url, mode="r", kind="features"):
+        tries.append(url)
+        if len(tries) == 1:
+            raise zarr.errors.ContainsGroupError("created by another process meanwhile")
+        real_init(self, url, mode, kind)
+
+    monkeypatch.setattr(FeatureStore, "__init__", racy)
+    store = extract.open_output(str(tmp_path / "f.zarr"))
+    assert len(tries) == 2 and store.videos() == []
+
+
+def test_time_offset_and_bad_videos(world_and_dets, reference, tmp_path):
+    world, dets = world_and_dets
+    df = pd.read_parquet(dets)
+    df = df[df["video_id"] == "val_000"].assign(timestamp=lambda d: d["timestamp"] + 900)
+    extra = pd.DataFrame({"video_id": ["missing", "empty"], "timestamp": [1, 1], "x1": 0.1,
+                          "y1": 0.1, "x2": 0.2, "y2": 0.2, "score": 0.5})
+    shifted = tmp_path / "d.parquet"
+    write_detections(pd.concat([df, extra]), shifted, {"time_offset": 900})
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(world / "videos" / "val_000.mp4", videos / "val_000.mp4")
+    (videos / "empty.mp4").write_bytes(b"")
+    url = str(tmp_path / "f.zarr")
+    failures = extract.run(CFG, videos, shifted, url)
+    assert len(failures) == 2
+    assert any(f.startswith(str(videos / "missing")) and "not found" in f for f in failures)
+    assert any(f.startswith(str(videos / "empty.mp4")) and "empty" in f for f in failures)
+    store = FeatureStore(url)
+    assert store.videos() == ["val_000"]
+    np.testing.assert_array_equal(store.timestamps("val_000"), [901, 902, 903])
+    np.testing.assert_array_equal(store.read("val_000", "s16"),
+                                  FeatureStore(reference).read("val_000", "s16"))
+    # without the offset the keyframes fall outside the video: a clear failure
+    res = CliRunner().invoke(cli, ["extract", "--videos", str(videos), "--detections",
+                                   str(shifted), "--out", str(tmp_path / "g.zarr"),
+                                   "--backbone", "mc3_18", "--random-init", "--clip-frames",
+                                   "4", "--short-side", "16", "--time-offset", "0",
+                                   "--num-workers", "0"])
+    assert res.exit_code == 1 and "3 videos failed" in res.output
+    assert "keyframe at 901 s is outside the video" in res.output
+
+
+@pytest.mark.skipif(not (SHARED_VIDEOS / "pedestrians.mp4").exists(),
+                    reason="../shared/videos/pedestrians.mp4 not present")
+def test_real_video_near_start_and_end(tmp_path):
+    dets = tmp_path / "d.parquet"
+    write_detections(pd.DataFrame({"video_id": "pedestrians", "timestamp": [0, 20, 39],
+                                   "x1": 0.1, "y1": 0.1, "x2": 0.2, "y2": 0.2, "score": 0.9}),
+                     dets, {})
+    url = str(tmp_path / "f.zarr")
+    assert extract.run(_cfg(clip_fps=30, short_side=32), SHARED_VIDEOS, dets, url) == []
+    store = FeatureStore(url)
+    assert store.attrs("pedestrians")["frame_size"] == [768, 576]
+    assert store.attrs("pedestrians")["fps"] == pytest.approx(10)
+    view = store.view("pedestrians", "s32")
+    assert view.valid == (0, 0, 43, 32) and view.input_size == (64, 64)
+    assert store.read("pedestrians", "s32").shape == (3, 512, 4, 4)
+
+
+# ---- real processes: concurrent shards, one killed and resumed ---------------------------
+
+DIES = """
+import os, signal
+from pipeline import extract
+real, calls = extract._Context.forward, []
+def forward(self, st, ks, writer):
+    calls.append(st.video)
+    if calls.count(os.environ["ACAR_TEST_DIE_IN"]) == 2:   # half-way through that video
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, st, ks, writer)
+extract._Context.forward = forward
+from cli.main import main
+main()
+"""
+
+
+def _params(tmp_path: Path) -> Path:
+    params = tmp_path / "stages.yaml"
+    params.write_text(yaml.safe_dump({"extract": {k: v for k, v in CFG.__dict__.items()
+                                                  if v is not None}}))
+    return params
+
+
+def _acar(params: Path, *args: str, die_in: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}      # the same float sums as this process
+    code = ["-m", "cli.main"]
+    if die_in:
+        code, env["ACAR_TEST_DIE_IN"] = ["-c", DIES], die_in
+    return subprocess.Popen([sys.executable, *code, "--params", str(params), "extract", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+
+
+def test_concurrent_shards_and_a_killed_process_resumed(world_and_dets, reference, tmp_path,
+                                                        monkeypatch):
+    world, dets = world_and_dets
+    url = str(tmp_path / "f.zarr")                       # does not exist yet: both create it
+    params = _params(tmp_path)
+    args = ["--videos", str(world / "videos"), "--detections", str(dets), "--out", url]
+    # shard 0/2 = train_000, val_000 (SIGKILLed half-way through val_000); 1/2 = train_001
+    killed = _acar(params, *args, "--shard", "0/2", "--num-workers", "1", die_in="val_000")
+    normal = _acar(params, *args, "--shard", "1/2")
+    for proc in (killed, normal):
+        proc.communicate(timeout=300)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)          # orphaned DataLoader workers, if any
+        except ProcessLookupError:
+            pass
+    assert killed.returncode == -signal.SIGKILL and normal.returncode == 0
+    root = json.loads((Path(url) / "zarr.json").read_text())
+    assert root["attributes"]["acar"] == {"kind": "features", "version": 1}
+    store = FeatureStore(url)
+    assert store.videos() == ["train_000", "train_001"]
+    assert store.videos(complete_only=False) == ["train_000", "train_001", "val_000"]
+    begun = []
+    real_begin = FeatureStore.begin_video
+    monkeypatch.setattr(FeatureStore, "begin_video",
+                        lambda self, v, *a, **k: begun.append(v) or real_begin(self, v, *a, **k))
+    assert extract.run(CFG, world / "videos", dets, url, shard=(0, 2)) == []
+    assert begun == ["val_000"]
+    assert_same_store(reference, url)

@@ -1,0 +1,141 @@
+"""Throughput of ``acar extract`` against the bare backbone, and bytes per keyframe.
+
+Runs the whole stage (``pipeline.extract.run``: decoding workers, resizing, batching,
+forward, Zarr writes) on one video with one keyframe per second, then the bare backbone
+forward (plus the mean over time) on pre-made tensors of the same shapes, batches and
+torch threads.  Reports clips/s of both, their ratio (target >= 0.85), and the bytes per
+keyframe of the default view in the store.  Writes bench/results/extract.json.
+
+    uv run python bench/extract.py            # r2plus1d_18, S=256, random init, CPU
+
+The backbone is randomly initialised (seeded): the speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import extract
+from pipeline.artifacts.detections import write_detections
+from pipeline.artifacts.features import FeatureStore
+from pipeline.backbones import build_backbone
+from pipeline.video import Video
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = ROOT.parent / "shared" / "videos" / "pedestrians.mp4"
+
+
+def bare_forward(cfg: extract.ExtractConfig, video: Video, clips: int) -> float:
+    """Seconds for the backbone alone on ``clips`` clips in the stage's batches."""
+    net, bb, _ = build_backbone(cfg.backbone, random_init=True, seed=cfg.seed)
+    _, _, side = extract.view_geometry(video.width, video.height, cfg.short_side,
+                                       cfg.pad_multiple)
+    t = cfg.clip_frames or bb.clip_frames
+    sizes = [min(cfg.batch_size, clips - s) for s in range(0, clips, cfg.batch_size)]
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, 3, t, side, side, generator=gen) for b in set(sizes)}
+    with torch.inference_mode():
+        net(inputs[sizes[-1]])                          # warm-up, as the stage's first batch
+        start = time.perf_counter()
+        for b in sizes:
+            net(inputs[b]).mean(dim=2).half().numpy()
+        return time.perf_counter() - start
+
+
+def full_stage(cfg: extract.ExtractConfig, video_path: Path, stamps: list[int], tmp: Path
+               ) -> tuple[float, Path]:
+    videos = tmp / "videos"
+    videos.mkdir(exist_ok=True)
+    link = videos / video_path.name
+    if not link.exists():
+        os.symlink(video_path.resolve(), link)
+    dets = tmp / "det.parquet"
+    write_detections(pd.DataFrame({"video_id": video_path.stem, "timestamp": stamps,
+                                   "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.9, "score": 0.9}),
+                     dets, {"source": "bench"})
+    store = tmp / "features.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    failures = extract.run(cfg, videos, dets, str(store))
+    elapsed = time.perf_counter() - start
+    assert not failures, failures
+    return elapsed, store
+
+
+def store_bytes(store: Path, video: str, view: str) -> dict:
+    def size(p: Path) -> int:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+    fs = FeatureStore(str(store))
+    k = len(fs.timestamps(video))
+    arr = fs.root[video][view]
+    raw = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
+    return {"keyframes": k, "map_shape": list(arr.shape[1:]), "dtype": str(arr.dtype),
+            "view_bytes_per_keyframe": size(store / video / view) / k,
+            "group_bytes_per_keyframe": size(store / video) / k,
+            "uncompressed_bytes_per_keyframe": raw}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    ap.add_argument("--backbone", default="r2plus1d_18")
+    ap.add_argument("--short-side", type=int, default=256)
+    ap.add_argument("--clip-frames", type=int, default=8)
+    ap.add_argument("--clip-stride", type=int, default=2)
+    ap.add_argument("--keyframes", type=int, default=12, help="one per second from 1 s")
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=int, default=2, help="bare forward runs (median)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract.json")
+    args = ap.parse_args()
+    if not args.video.exists():
+        raise SystemExit(f"{args.video}: not found (pass --video)")
+    torch.set_num_threads(args.threads)
+    video = Video(args.video)
+    stamps = [t for t in range(1, args.keyframes + 1) if t < video.info.duration]
+    cfg = extract.ExtractConfig(backbone=args.backbone, random_init=True,
+                                clip_frames=args.clip_frames, clip_stride=args.clip_stride,
+                                short_side=args.short_side, batch_size=args.batch_size,
+                                num_workers=args.workers, device="cpu")
+    n = len(stamps)
+    bare = [bare_forward(cfg, video, n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        full, store = full_stage(cfg, args.video, stamps, Path(tmp))
+        sizes = store_bytes(store, args.video.stem, extract.view_name(args.short_side, False))
+    bare += [bare_forward(cfg, video, n) for _ in range(args.repeats - 1)]
+    bare_s = statistics.median(bare)
+    w, h, side = extract.view_geometry(video.width, video.height, args.short_side, 32)
+    result = {
+        "video": str(args.video), "frame_size": [video.width, video.height],
+        "fps": video.fps, "backbone": args.backbone, "short_side": args.short_side,
+        "input": [3, args.clip_frames, side, side], "clips": n, "batch_size": args.batch_size,
+        "torch_threads": args.threads, "decode_workers": args.workers,
+        "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
+        "full_s": full, "full_clips_per_s": n / full,
+        "bare_s": bare, "bare_clips_per_s": n / bare_s,
+        "ratio": (n / full) / (n / bare_s),
+        **sizes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"ratio full/bare = {result['ratio']:.3f}; "
+          f"{math.ceil(sizes['view_bytes_per_keyframe'])} bytes per keyframe on disk")
+
+
+if __name__ == "__main__":
+    main()

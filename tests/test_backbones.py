@@ -1,0 +1,143 @@
+"""The backbone registry: every torchvision video model cut to a spatio-temporal map,
+weights from files / torchvision names / explicit random init, res5 dilation."""
+
+import socket
+
+import pytest
+import torch
+from torchvision.models import video as tvv
+
+from pipeline import backbones
+from pipeline.artifacts import ArtifactError
+from pipeline.backbones import BACKBONES, build_backbone, feature_stride
+
+NAMES = ["r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t", "swin3d_s",
+         "swin3d_b"]
+
+
+@pytest.fixture
+def fast_init(monkeypatch):
+    """Swin/MViT spend seconds in trunc_normal_; the values do not matter for shapes."""
+    def normal(t, mean=0.0, std=1.0, a=-2.0, b=2.0):
+        with torch.no_grad():
+            return t.normal_(mean, std)
+
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", normal)
+
+
+def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation():
+    assert isinstance(BACKBONES, dict) and sorted(BACKBONES) == sorted(NAMES)
+    for name, bb in BACKBONES.items():
+        enum = bb.weights_enum
+        assert "Kinetics" in enum.meta["_docs"] or "KINETICS" in str(enum), name
+        assert bb.mean == tuple(enum.transforms().mean) and len(bb.std) == 3
+    assert BACKBONES["mvit_v2_s"].mean == (0.45, 0.45, 0.45)
+    assert BACKBONES["swin3d_t"].std == (0.229, 0.224, 0.225)
+    assert (BACKBONES["mvit_v2_s"].clip_frames, BACKBONES["mvit_v2_s"].clip_stride) == (16, 4)
+    assert (BACKBONES["r2plus1d_18"].clip_frames, BACKBONES["r2plus1d_18"].clip_stride) == (32, 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trunk_gives_a_spatio_temporal_map(name, fast_init):
+    net, bb, identity = build_backbone(name, random_init=True, seed=1)
+    assert identity == "random-init(seed=1)" and not net.training
+    t = max(4, bb.min_frames)
+    with torch.inference_mode():
+        y = net(torch.randn(1, 3, t, 32, 64))
+    assert y.ndim == 5 and y.shape[0] == 1 and y.shape[1] == bb.channels
+    assert tuple(y.shape[-2:]) == (32 // bb.stride, 64 // bb.stride)
+    assert torch.isfinite(y).all()
+
+
+def test_mvit_trunk_matches_torchvision_and_runs_at_other_sizes(fast_init):
+    torch.manual_seed(0)
+    net = tvv.mvit_v2_s().eval()
+    # torchvision's forward takes its token grid from here (16x224x224 -> 8x56x56); v2 has
+    # no absolute position parameters, so a small grid runs the same code on a small clip
+    net.pos_encoding.spatial_size, net.pos_encoding.temporal_size = (16, 16), 2
+    trunk = backbones.MViTTrunk(net)
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.inference_mode():
+        tokens, thw = trunk.tokens(x)
+        torch.testing.assert_close(net.head(tokens[:, 0]), net(x))
+        assert thw == (2, 2, 2)
+        fmap = trunk(x)
+        assert fmap.shape == (2, 768, 2, 2, 2)
+        torch.testing.assert_close(fmap[:, :, 1, 0, 1], tokens[:, 1 + 1 * 4 + 0 * 2 + 1])
+        assert trunk(torch.randn(1, 3, 6, 96, 64)).shape == (1, 768, 3, 3, 2)
+
+
+def test_dilate_last_halves_the_stride_and_keeps_the_weights():
+    plain, bb, _ = build_backbone("r2plus1d_18", random_init=True)
+    dilated, _, _ = build_backbone("r2plus1d_18", random_init=True, dilate_last=True)
+    # the same weights and the same layers 1-3; layer4's convs dilate instead of striding
+    assert feature_stride(bb) == 16 and feature_stride(bb, True) == 8
+    a, b = plain.state_dict(), dilated.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(1, 3, 2, 32, 32)
+    with torch.inference_mode():
+        assert plain(x).shape[-2:] == (2, 2) and dilated(x).shape[-2:] == (4, 4)
+        # layers 1-3 are untouched: the input of layer4 is identical
+        stem = lambda n: n.layer3(n.layer2(n.layer1(n.stem(x))))  # noqa: E731
+        torch.testing.assert_close(stem(plain), stem(dilated))
+    convs = [m for m in dilated.layer4.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert all(c.stride[1:] == (1, 1) for c in convs)
+    assert any(c.dilation[1:] == (2, 2) for c in convs)
+    with pytest.raises(ArtifactError, match="ResNet-style"):
+        build_backbone("s3d", random_init=True, dilate_last=True)
+
+
+def test_random_init_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, _, _ = build_backbone("mc3_18", random_init=True, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    b, _, _ = build_backbone("mc3_18", random_init=True, seed=5)
+    c, _, _ = build_backbone("mc3_18", random_init=True, seed=6)
+    w = "stem.0.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w])
+    assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
+    with pytest.raises(ArtifactError, match="exclude each other"):
+        build_backbone("mc3_18", weights="x.pt", random_init=True)
+
+
+def test_weights_from_a_state_dict_file(tmp_path):
+    torch.manual_seed(3)
+    full = tvv.mc3_18(num_classes=80)            # e.g. fine-tuned on AVA: another head
+    path = tmp_path / "mc3.pth"
+    torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in full.state_dict().items()}},
+               path)
+    net, _, identity = build_backbone("mc3_18", weights=str(path))
+    assert identity.startswith("file:mc3.pth:") and len(identity.split(":")[-1]) == 16
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), backbones.VideoResNetTrunk(full.eval())(x))
+    with pytest.raises(ArtifactError, match="do not fit r3d_18"):
+        build_backbone("r3d_18", weights=str(path))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ArtifactError, match="junk.pt: not a loadable state dict"):
+        build_backbone("mc3_18", weights=str(tmp_path / "junk.pt"))
+    with pytest.raises(ArtifactError, match="weights file not found"):
+        build_backbone("mc3_18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_torchvision_names_and_offline_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))     # empty cache
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    with pytest.raises(ArtifactError) as err:
+        build_backbone("r3d_18")
+    msg = str(err.value)
+    assert msg.startswith("R3D_18_Weights.KINETICS400_V1: cannot download")
+    assert "--weights PATH" in msg and "r3d_18-b3b3357e.pth" in msg and "\n" not in msg
+    with pytest.raises(ArtifactError, match="cannot download"):
+        build_backbone("r3d_18", weights="KINETICS400_V1")
+    with pytest.raises(ArtifactError, match="another model"):
+        build_backbone("r3d_18", weights="MC3_18_Weights.KINETICS400_V1")
+    with pytest.raises(ArtifactError, match="neither a weights file nor"):
+        build_backbone("r3d_18", weights="IMAGENET")
+    with pytest.raises(ArtifactError, match="unknown backbone"):
+        build_backbone("resnet50")
