@@ -101,7 +101,6 @@ def render_video(video: str | os.PathLike, out: str | os.PathLike, predictions: 
     """
     cfg = cfg or VizConfig()
     vr = open_video(video)
-    fps = float(vr.get_avg_fps())
     pred = person_actions(predictions, cfg)
     gt = person_actions(ground_truth, cfg) if ground_truth is not None else None
 
@@ -110,12 +109,12 @@ def render_video(video: str | os.PathLike, out: str | os.PathLike, predictions: 
         return table.get(ts, []) if abs(t - ts) <= 0.5 else []
 
     def frames():
-        n = len(vr)
+        n = vr.num_frames
         for start in tqdm(range(0, n, cfg.chunk), desc=f"render {Path(video).name}",
                           unit="chunk", leave=False):
-            batch = vr.get_batch(list(range(start, min(start + cfg.chunk, n)))).asnumpy()
+            batch = vr.read(range(start, min(start + cfg.chunk, n)))
             for i, frame in enumerate(batch):
-                t = (start + i) / fps
+                t = float(vr.times[start + i])
                 left = draw_frame(frame, nearest(pred, t), labelmap, cfg,
                                   "prediction" if gt is not None else None)
                 if gt is None:
@@ -125,7 +124,7 @@ def render_video(video: str | os.PathLike, out: str | os.PathLike, predictions: 
                     yield np.concatenate([left, right], axis=1)
 
     out = Path(out)
-    write_video(frames(), out, fps)
+    write_video(frames(), out, vr.fps)
     return out
 
 
