@@ -24,6 +24,7 @@ sorted detections, so N processes fill one store without touching each other's g
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -395,8 +396,11 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     store = open_output(out)
     failures: list[str] = []
     todo = []
+    all_stamps = {v: np.sort(g["timestamp"].unique()).astype(np.int32)
+                  for v, g in dets[dets["video_id"].isin(wanted)].groupby("video_id")}
     for v in wanted:
-        if store.is_complete(v) and store.spec(v) == spec:
+        if store.is_complete(v) and store.spec(v) == spec and _same_source(
+                store, v, paths.get(v), all_stamps[v]):
             continue
         if v not in paths:
             failures.append(str(ArtifactError(Path(videos_dir) / f"{v}.*", "video file not "
@@ -405,8 +409,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
         todo.append(v)
     for msg in failures:
         tqdm.write(f"error: {msg}", file=sys.stderr)
-    stamps = {v: np.sort(g["timestamp"].unique()).astype(np.int32)
-              for v, g in dets[dets["video_id"].isin(todo)].groupby("video_id")}
+    stamps = {v: all_stamps[v] for v in todo}
     segments = [_Segment(v, paths[v], stamps[v].astype(np.float64) - cfg.time_offset, a,
                          min(a + cfg.segment_keyframes, len(stamps[v])))
                 for v in todo for a in range(0, len(stamps[v]), cfg.segment_keyframes)]
@@ -439,7 +442,8 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                                                  cfg.batch_size)
                 w, h = (int(x) for x in piece["size"])
                 store.begin_video(video, stamps[video], {**spec.to_dict(), "frame_size": [w, h],
-                                                         "fps": float(piece["fps"])})
+                                                         "fps": float(piece["fps"]),
+                                                         "source": fingerprint(paths[video])})
                 st.size = (w, h)
             st.add(piece)
             bar.set_postfix_str(video, refresh=False)
@@ -456,6 +460,29 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
         writer.shutdown(wait=True)
         bar.close()
     return failures
+
+
+def fingerprint(path: str | os.PathLike) -> dict:
+    """Cheap identity of a video file: its size and a hash of its first and last MiB."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+            h.update(fh.read(1 << 20))
+    return {"name": path.name, "size": size, "sha256_head_tail": h.hexdigest()[:32]}
+
+
+def _same_source(store: FeatureStore, video: str, path: Path | None,
+                 stamps: np.ndarray) -> bool:
+    """A complete video is reused only for the same keyframes of the same file (a rerun
+    after the videos or detections changed must not keep stale features)."""
+    if not np.array_equal(store.timestamps(video), stamps):
+        return False
+    recorded = store.attrs(video).get("source")
+    return path is None or recorded == fingerprint(path)
 
 
 class _Context:

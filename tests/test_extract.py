@@ -391,3 +391,32 @@ def test_concurrent_shards_and_a_killed_process_resumed(world_and_dets, referenc
     assert extract.run(CFG, world / "videos", dets, url, shard=(0, 2)) == []
     assert begun == ["val_000"]
     assert_same_store(reference, url)
+
+
+def test_complete_video_is_redone_when_its_source_or_keyframes_change(tmp_path):
+    """extract's store persists across `dvc repro`: stale features must not survive."""
+    from pipeline import synth
+    from pipeline.artifacts.detections import read_detections, write_detections
+
+    world = tmp_path / "w"
+    synth.run(synth.SynthConfig(num_train=1, num_val=0, duration=3, width=64, height=48), world)
+    det = tmp_path / "d.parquet"
+    detect.run(detect.DetectConfig(source="gt"), world / "videos", det, [world / "train.csv"])
+    cfg = extract.ExtractConfig(backbone="r3d_18", random_init=True, clip_frames=2,
+                                clip_stride=1, short_side=32, num_workers=0)
+    url = str(tmp_path / "f.zarr")
+    extract.run(cfg, world / "videos", det, url)
+    before = FeatureStore(url).read("train_000", "s32")
+    # same spec, different video content (another seed): must be extracted again
+    other = tmp_path / "w2"
+    synth.run(synth.SynthConfig(seed=5, num_train=1, num_val=0, duration=3, width=64,
+                                height=48), other)
+    (world / "videos" / "train_000.mp4").write_bytes(
+        (other / "videos" / "train_000.mp4").read_bytes())
+    extract.run(cfg, world / "videos", det, url)
+    assert not np.array_equal(FeatureStore(url).read("train_000", "s32"), before)
+    # fewer keyframes in the detections: redone with the new keyframe list
+    df, meta = read_detections(det)
+    write_detections(df[df.timestamp != 2], det, meta)
+    extract.run(cfg, world / "videos", det, url)
+    np.testing.assert_array_equal(FeatureStore(url).timestamps("train_000"), [1])
