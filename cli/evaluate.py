@@ -22,14 +22,17 @@ from .common import config
               help="Where to write the model's predictions  [beside --out]")
 @click.option("--plots-dir", default=None, type=click.Path(file_okay=False),
               help="Write per-class AP CSV and PR-curve PNG here.")
+@click.option("--bank", default=None,
+              help="Bank store, for a model whose head reads a bank (acfb, lfb).")
 @click.pass_context
 def eval_cmd(ctx, model, features, detections, predictions, annotations, labelmap, excluded,
-             out, predictions_out, plots_dir) -> None:
+             out, predictions_out, plots_dir, bank) -> None:
     """Frame-mAP at IoU 0.5 (the official AVA evaluator's rules) -> metrics.json.
 
     \b
     Two forms:
       acar eval --model M.pt --features F --detections D --annotations GT --labelmap L --out m.json
+                [--bank B.zarr]   (bank heads)
       acar eval --predictions P.csv --annotations GT --labelmap L [--excluded E] --out m.json
     """
     from pipeline import evaluate as stage
@@ -43,5 +46,5 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
             raise click.UsageError("--model needs --features and --detections")
         cfg = config(ctx, stage.EvalConfig, "eval")
         metrics = stage.run(cfg, model, features, detections, annotations, labelmap, out,
-                            predictions_out, excluded, plots_dir)
+                            predictions_out, excluded, plots_dir, bank)
     click.echo(f"mAP {metrics['mAP']:.4f}  ({out})")

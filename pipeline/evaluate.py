@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
+from .artifacts.banks import BankReader, open_bank
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
@@ -61,8 +62,10 @@ def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -
 
 @torch.inference_mode()
 def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets: pd.DataFrame,
-            videos: list[str], cfg: EvalConfig, default_views: list[str]) -> pd.DataFrame:
-    """AVA result rows (one per box and class) for the keyframes of ``videos``."""
+            videos: list[str], cfg: EvalConfig, default_views: list[str],
+            bank: BankReader | None = None) -> pd.DataFrame:
+    """AVA result rows (one per box and class) for the keyframes of ``videos``; ``bank``
+    gives bank heads their slots (deterministic: no sampling at evaluation)."""
     head.eval()
     dets = dets[dets["score"] >= cfg.det_threshold]
     kfs = test_keyframes(store, dets, videos)
@@ -72,7 +75,10 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
     parts = []
     for s in tqdm(range(0, len(kfs), cfg.batch_size), desc="predict", unit="batch", leave=False):
         chunk = kfs[s:s + cfg.batch_size]
-        logits = torch.stack([head(*batch(chunk, c)) for c in caches]).mean(0)   # (N, K)
+        slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
+                 for c in caches]
+        logits = torch.stack([head(*batch(chunk, c), bank=sl)
+                              for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
         vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])
@@ -90,11 +96,12 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
 
 def predict_and_score(ckpt: dict, head: torch.nn.Module, store: FeatureStore, dets: pd.DataFrame,
                       annotations: str | os.PathLike, labelmap: LabelMap, cfg: EvalConfig,
-                      excluded: str | os.PathLike | None = None) -> dict:
+                      excluded: str | os.PathLike | None = None,
+                      bank: BankReader | None = None) -> dict:
     gt = read_annotations(annotations)
     videos = sorted(set(gt["video_id"]) & set(store.videos()))
     views = [ckpt["feature_spec"].get("train_view") or ckpt["feature_spec"]["views"][0]]
-    pred = predict(head, labelmap, store, dets, videos, cfg, views)
+    pred = predict(head, labelmap, store, dets, videos, cfg, views, bank)
     return frame_map(gt, pred, labelmap, read_excluded(excluded)).metrics
 
 
@@ -102,8 +109,9 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         predictions_out: str | os.PathLike | None = None,
         excluded: str | os.PathLike | None = None,
-        plots_dir: str | os.PathLike | None = None) -> dict:
-    """Predict on the videos of ``annotations``, write predictions and ``metrics.json``."""
+        plots_dir: str | os.PathLike | None = None, bank: str | None = None) -> dict:
+    """Predict on the videos of ``annotations``, write predictions and ``metrics.json``.
+    ``bank``: the bank store a bank head reads (the checkpoint's ``bank`` says which kind)."""
     ckpt = load_checkpoint(model)
     lm = read_labelmap(labelmap)
     if list(lm.ids) != list(ckpt["labelmap"]["ids"]):
@@ -116,7 +124,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     if not videos:
         raise ArtifactError(annotations, f"none of its videos are in the feature store {features}")
     views = store.spec(videos[0]).views
-    pred = predict(head, lm, store, dets, videos, cfg, list(views))
+    banks = open_bank(bank, head, store.spec(videos[0]).to_dict(), cfg.in_memory)
+    pred = predict(head, lm, store, dets, videos, cfg, list(views), banks)
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
     write_predictions(pred, pred_path)

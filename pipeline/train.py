@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import write_text_atomic
+from .artifacts.banks import open_bank
 from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
@@ -123,6 +124,7 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         raise ArtifactError(annotations, "no annotated keyframe has features in " + features)
     cache = FeatureCache(store, view, cfg.in_memory)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams)
+    banks = open_bank(bank, head, spec.to_dict(), cfg.in_memory)   # None: head reads no bank
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -153,7 +155,8 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
             boxes = [jitter_boxes(k.boxes, rng, cfg.jitter) for k in kfs]
             context, rois = batch(kfs, cache, boxes)
             targets = torch.from_numpy(np.concatenate([k.labels for k in kfs]))
-            loss = ava_loss(head(context, rois), targets, pose)
+            slots = banks.gather(kfs, rng) if banks else None
+            loss = ava_loss(head(context, rois, bank=slots), targets, pose)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,11 +167,11 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,
                 "num_classes": lm.num_classes, "labelmap": lm.to_dict(),
                 "feature_spec": {**spec.to_dict(), "train_view": view},
-                "state_dict": head.state_dict()}
+                "state_dict": head.state_dict(), "bank": getattr(head, "bank_request", None)}
         if val_annotations is not None:
             from .evaluate import EvalConfig, predict_and_score
             metrics = predict_and_score(ckpt, head, store, dets, val_annotations, lm,
-                                        EvalConfig(), excluded=None)
+                                        EvalConfig(), excluded=None, bank=banks)
             row["val_mAP"] = metrics["mAP"]
         rows.append(row)
         tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}"
