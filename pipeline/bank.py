@@ -88,16 +88,28 @@ def video_boxes(video: str, timestamps: np.ndarray, dets: dict, gt: dict
     return kfs, np.concatenate(scores or [[]]), np.concatenate(from_gt or [[]]).astype(bool)
 
 
-class _Computer:
-    """What one bank kind computes from a batch: (context, rois) -> (N, *item) rows."""
+class LFBMaker:
+    """lfb rows: (context, rois) -> actor vectors (N, C)."""
 
-    def __init__(self, cfg: BankConfig, model: str | os.PathLike | None):
-        self.kind, self.pool, self.model = cfg.kind, cfg.pool, model
-        self.spec: dict = {}
-        if cfg.kind == "lfb":
-            return
+    spec: dict = {}
+
+    def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
+        return (fspec.channels,)
+
+    def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
+        pass
+
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return actor_vectors(context, rois)                               # (N, C)
+
+
+class ACFBMaker:
+    """acfb rows: (context, rois) -> pooled first-order maps (N, d, h, w) of a trained acar."""
+
+    def __init__(self, model: str | os.PathLike | None, pool: str):
         if model is None:
             raise ArtifactError("--model", "an acfb bank needs a trained acar checkpoint")
+        self.model = model
         ckpt = load_checkpoint(model)
         self.head = load_head(ckpt)
         if not hasattr(self.head, "first_order"):
@@ -105,25 +117,33 @@ class _Computer:
                                        "actor-context maps (train an acar head first)")
         self.features = FeatureSpec.from_dict(ckpt["feature_spec"])
         self.dim = int(self.head.conv2.out_channels)
-        self.down = DOWNSAMPLE[POOLS[cfg.pool]]()
-        self.spec = {"model": weights_digest(ckpt), "pool": cfg.pool}
+        self.pool = DOWNSAMPLE[POOLS[pool]]()
+        self.spec = {"model": weights_digest(ckpt), "pool": pool}
 
     def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
-        """Shape of one banked actor: (C,) for lfb, (d, h, w) for acfb."""
-        if self.kind == "lfb":
-            return (fspec.channels,)
+        """(d, h, w): the 3x3 conv takes H-2, W-2, then the pool."""
         probe = torch.zeros(1, 1, height - 2, width - 2)
-        return (self.dim, *self.down(probe).shape[-2:])
+        return (self.dim, *self.pool(probe).shape[-2:])
 
     def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
-        if self.kind == "acfb" and fspec != self.features:
+        if fspec != self.features:
             raise ArtifactError(self.model, f"trained on other features than those of "
                                             f"'{video}' in {features}")
 
     def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if self.kind == "lfb":
-            return actor_vectors(context, rois)                           # (N, C)
-        return self.down(self.head.first_order(context, rois)[1])        # (N, d, h, w)
+        return self.pool(self.head.first_order(context, rois)[1])         # (N, d, h, w)
+
+
+def bank_index(kfs: list[Keyframe], scores: np.ndarray, from_gt: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """The index arrays of a video's bank (one row per actor, keyframe by keyframe)."""
+    return {"actor_timestamps": np.concatenate([[k.timestamp] * len(k.boxes) for k in kfs]
+                                               or [[]]).astype(np.int32),
+            "actor_index": np.concatenate([np.arange(len(k.boxes)) for k in kfs]
+                                          or [[]]).astype(np.int32),
+            "boxes": np.concatenate([k.boxes for k in kfs] or [np.zeros((0, 4))]
+                                    ).astype(np.float32),
+            "scores": scores.astype(np.float32), "from_gt": from_gt.astype(bool)}
 
 
 def read_gt(annotations: list[str | os.PathLike] | tuple) -> dict:
@@ -147,7 +167,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
     if cfg.kind == "lfb" and (annotations or model is not None):
         raise ArtifactError(out, "an lfb bank is made of features and detections only "
                                  "(drop --model and --annotations)")
-    compute = _Computer(cfg, model)
+    compute = LFBMaker() if cfg.kind == "lfb" else ACFBMaker(model, cfg.pool)
     src = FeatureStore(features)
     dets, _ = read_detections(detections, min_score=cfg.det_threshold)
     dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
@@ -162,21 +182,16 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         view = cfg.view or fspec.views[0]
         timestamps = src.timestamps(video)
         kfs, scores, from_gt = video_boxes(video, timestamps, dets, gt)
-        index = {"actor_timestamps": np.concatenate([[k.timestamp] * len(k.boxes) for k in kfs]
-                                                    or [[]]).astype(np.int32),
-                 "actor_index": np.concatenate([np.arange(len(k.boxes)) for k in kfs]
-                                               or [[]]).astype(np.int32),
-                 "boxes": np.concatenate([k.boxes for k in kfs] or [np.zeros((0, 4))]
-                                         ).astype(np.float32),
-                 "scores": scores, "from_gt": from_gt}
+        index = bank_index(kfs, scores, from_gt)
         try:
+            if view not in fspec.views:
+                raise ArtifactError(features, f"video '{video}' has no view '{view}'")
             compute.check(fspec, video, features)
-            item = compute.item(fspec, *src.group(video)[view].shape[-2:])
-        except (ArtifactError, KeyError) as err:
-            failures.append(str(err) if isinstance(err, ArtifactError)
-                            else f"{features}: video '{video}' has no view {err}")
-            tqdm.write(f"error: {failures[-1]}")
+        except ArtifactError as err:
+            failures.append(str(err))
+            tqdm.write(f"error: {err}")
             continue
+        item = compute.item(fspec, *src.group(video)[view].shape[-2:])
         spec = {"features": fspec.to_dict(), "view": view, "det_threshold": cfg.det_threshold,
                 "boxes": digest(*(index[k] for k in sorted(index))), "dim": item[0],
                 **compute.spec}
