@@ -26,14 +26,17 @@ from .common import config, parse_shard
 @click.option("--shard", default=None,
               help="With --model: predict a deterministic 1/N of the videos (i/N) into "
                    "--predictions-out, without scoring.")
+@click.option("--bank", default=None,
+              help="Bank store, for a model whose head reads a bank (acfb, lfb).")
 @click.pass_context
 def eval_cmd(ctx, model, features, detections, predictions, annotations, labelmap, excluded,
-             out, predictions_out, plots_dir, shard) -> None:
+             out, predictions_out, plots_dir, shard, bank) -> None:
     """Frame-mAP at IoU 0.5 (the official AVA evaluator's rules) -> metrics.json.
 
     \b
     Two forms:
       acar eval --model M.pt --features F --detections D --annotations GT --labelmap L --out m.json
+                [--bank B.zarr]   (bank heads)
       acar eval --predictions P.csv --annotations GT --labelmap L [--excluded E] --out m.json
 
     \b
@@ -62,7 +65,7 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
             raise click.UsageError("--shard needs --predictions-out")
         cfg = config(ctx, stage.EvalConfig, "eval")
         metrics = stage.run(cfg, model, features, detections, annotations, labelmap, out,
-                            predictions_out, excluded, plots_dir, (i, n))
+                            predictions_out, excluded, plots_dir, (i, n), bank)
         if n > 1:
             click.echo(f"predictions of shard {i}/{n} -> {predictions_out}")
             return

@@ -1,78 +1,216 @@
-"""Stage ``bank``: feature banks of long-term context, one Zarr group per video.
+"""Stage ``bank``: long-term feature banks, one Zarr group per video (resumable, shardable).
 
-``lfb`` (Wu et al., CVPR 2019): the actor vector A_i (RoIAlign 7x7 + max-pool on the
-cached context map) of every detected person with score >= ``det_threshold`` at every
-keyframe.  Layout (a store of kind ``bank``; see :mod:`pipeline.artifacts.features`)::
+Two kinds, each in its own store (layout: :mod:`pipeline.artifacts.banks`):
 
-    bank.zarr/<video_id>/   attrs: {"acar": {"kind": "lfb", ..., "complete": bool}}
-        timestamps          int32 (K,)      keyframes of the video
-        actor_timestamps    int32 (M,)      keyframe second of each banked actor
-        boxes               float32 (M, 4)  normalised boxes
-        vectors             float16 (M, C)  actor vectors
+``lfb`` (Wu et al., CVPR 2019)
+    The actor vector A_i (RoIAlign 7x7 + max-pool on the cached context map) of every
+    detected person with score >= ``det_threshold`` at every keyframe.
+
+``acfb`` (Pan et al., CVPR 2021, Sec. 3.3)
+    The first-order actor-context map F_i of every actor at every keyframe (1 s stride),
+    made by the first-order part of a *trained* ``acar`` checkpoint, then max-pooled by
+    ``pool`` (none / 2x2 / 4x4: size against detail).  Boxes: a keyframe with ground truth
+    in ``annotations`` (the train videos) uses its GT boxes; any other keyframe (val/test
+    videos) uses the detections with score >= ``det_threshold``.  Built once, frozen.
+
+Every keyframe of every complete video in the feature store is banked.  A complete video
+group is reused only when its recorded spec (features, view, boxes, threshold; for acfb
+the checkpoint's weight hash and the pool) equals the current one; anything else is
+rebuilt, one video at a time, so an interrupted run resumes and nothing finished is lost.
+The same inputs give the same bytes (batches never cross videos).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from .artifacts import ArtifactError
+from .artifacts.annotations import read_annotations
+from .artifacts.banks import BankStore, digest
+from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
-from .artifacts.features import FeatureStore
+from .artifacts.features import FeatureSpec, FeatureStore
+from .evaluate import load_head
 from .keyframes import FeatureCache, Keyframe, batch
+from .models.acar import DOWNSAMPLE
+from .models.acfb import POOLS
 from .models.actor import actor_vectors
 
-BANK_KIND = "bank"
+BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
 
 @dataclass
 class BankConfig:
     kind: str = "lfb"                # lfb | acfb
-    det_threshold: float = 0.9
+    det_threshold: float = 0.9       # detections banked (and, for acfb, where no GT)
+    pool: str = "none"               # acfb: max-pool of the stored maps, none | 2x2 | 4x4
     view: str | None = None          # feature view (default: the store's first)
-    batch_size: int = 32             # keyframes per step
+    batch_size: int = 16             # keyframes per forward pass (never across videos)
 
 
-def _write(store: FeatureStore, video: str, name: str, data: np.ndarray) -> None:
-    grp = store.group(video)
-    arr = grp.create_array(name, shape=data.shape, dtype=data.dtype,
-                           chunks=(max(len(data), 1), *data.shape[1:]))
-    if data.size:
-        arr[...] = data
+def weights_digest(ckpt: dict) -> str:
+    """sha256 (16 hex) of a checkpoint's head, hparams and weights: what the bank depends on
+    (not its training log or optimizer state)."""
+    h = hashlib.sha256(json.dumps([ckpt["head"], ckpt["hparams"]], sort_keys=True).encode())
+    for name, t in sorted(ckpt["state_dict"].items()):
+        h.update(name.encode())
+        h.update(digest(t.detach().cpu().contiguous().numpy()).encode())
+    return h.hexdigest()[:16]
+
+
+def video_boxes(video: str, timestamps: np.ndarray, dets: dict, gt: dict
+                ) -> tuple[list[Keyframe], np.ndarray, np.ndarray]:
+    """The banked actors of one video: keyframes (with boxes) + per-box scores and GT flags.
+
+    A keyframe with GT boxes uses them (unique boxes, sorted); otherwise its detections.
+    """
+    kfs, scores, from_gt = [], [], []
+    for k, t in enumerate(timestamps):
+        if (g := gt.get((video, int(t)))) is not None:
+            boxes = np.unique(g[BOX_COLUMNS].to_numpy(np.float32), axis=0)
+            s, flag = np.ones(len(boxes), np.float32), np.ones(len(boxes), bool)
+        elif (g := dets.get((video, int(t)))) is not None:
+            boxes = g[BOX_COLUMNS].to_numpy(np.float32)
+            s, flag = g["score"].to_numpy(np.float32), np.zeros(len(boxes), bool)
+        else:
+            continue
+        kfs.append(Keyframe(video, int(t), k, boxes))
+        scores.append(s)
+        from_gt.append(flag)
+    return kfs, np.concatenate(scores or [[]]), np.concatenate(from_gt or [[]]).astype(bool)
+
+
+class LFBMaker:
+    """lfb rows: (context, rois) -> actor vectors (N, C)."""
+
+    spec: dict = {}
+
+    def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
+        return (fspec.channels,)
+
+    def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
+        pass
+
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return actor_vectors(context, rois)                               # (N, C)
+
+
+class ACFBMaker:
+    """acfb rows: (context, rois) -> pooled first-order maps (N, d, h, w) of a trained acar."""
+
+    def __init__(self, model: str | os.PathLike | None, pool: str):
+        if model is None:
+            raise ArtifactError("--model", "an acfb bank needs a trained acar checkpoint")
+        self.model = model
+        ckpt = load_checkpoint(model)
+        self.head = load_head(ckpt)
+        if not hasattr(self.head, "first_order"):
+            raise ArtifactError(model, f"a '{ckpt['head']}' checkpoint has no first-order "
+                                       "actor-context maps (train an acar head first)")
+        self.features = FeatureSpec.from_dict(ckpt["feature_spec"])
+        self.dim = int(self.head.conv2.out_channels)
+        self.pool = DOWNSAMPLE[POOLS[pool]]()
+        self.spec = {"model": weights_digest(ckpt), "pool": pool}
+
+    def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
+        """(d, h, w): the 3x3 conv takes H-2, W-2, then the pool."""
+        probe = torch.zeros(1, 1, height - 2, width - 2)
+        return (self.dim, *self.pool(probe).shape[-2:])
+
+    def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
+        if fspec != self.features:
+            raise ArtifactError(self.model, f"trained on other features than those of "
+                                            f"'{video}' in {features}")
+
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.head.first_order(context, rois)[1])         # (N, d, h, w)
+
+
+def bank_index(kfs: list[Keyframe], scores: np.ndarray, from_gt: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """The index arrays of a video's bank (one row per actor, keyframe by keyframe)."""
+    return {"actor_timestamps": np.concatenate([[k.timestamp] * len(k.boxes) for k in kfs]
+                                               or [[]]).astype(np.int32),
+            "actor_index": np.concatenate([np.arange(len(k.boxes)) for k in kfs]
+                                          or [[]]).astype(np.int32),
+            "boxes": np.concatenate([k.boxes for k in kfs] or [np.zeros((0, 4))]
+                                    ).astype(np.float32),
+            "scores": scores.astype(np.float32), "from_gt": from_gt.astype(bool)}
+
+
+def read_gt(annotations: list[str | os.PathLike] | tuple) -> dict:
+    """(video, timestamp) -> GT rows, over all ``annotations`` files."""
+    if not annotations:
+        return {}
+    gt = pd.concat([read_annotations(p) for p in annotations], ignore_index=True)
+    return {k: g for k, g in gt.groupby(["video_id", "timestamp"])}
 
 
 @torch.inference_mode()
-def run(cfg: BankConfig, features: str, detections: str, out: str, model: str | None = None,
+def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
+        model: str | os.PathLike | None = None,
+        annotations: list[str | os.PathLike] | tuple = (),
         shard: tuple[int, int] = (0, 1)) -> list[str]:
-    if cfg.kind != "lfb":
-        raise ArtifactError(out, f"bank kind '{cfg.kind}' is not available (choose lfb)")
+    """Build (or complete) the ``cfg.kind`` bank ``out`` for this shard; returns failures."""
+    if cfg.kind not in ("lfb", "acfb"):
+        raise ArtifactError(out, f"bank kind '{cfg.kind}' is not available (choose lfb, acfb)")
+    if cfg.pool not in POOLS:
+        raise ArtifactError(out, f"unknown pool '{cfg.pool}' (choose {', '.join(POOLS)})")
+    if cfg.kind == "lfb" and (annotations or model is not None):
+        raise ArtifactError(out, "an lfb bank is made of features and detections only "
+                                 "(drop --model and --annotations)")
+    compute = LFBMaker() if cfg.kind == "lfb" else ACFBMaker(model, cfg.pool)
     src = FeatureStore(features)
     dets, _ = read_detections(detections, min_score=cfg.det_threshold)
-    groups = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
-    bank = FeatureStore(out, mode="a", kind=BANK_KIND)
+    dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
+    gt = read_gt(annotations) if cfg.kind == "acfb" else {}
+    bank = BankStore(out, mode="a")
     i, n = shard
     videos = [v for k, v in enumerate(src.videos()) if k % n == i]
-    for video in tqdm([v for v in videos if not bank.is_complete(v)], desc="bank", unit="video"):
-        spec = src.spec(video)
-        view = cfg.view or spec.views[0]
+    failures: list[str] = []
+    reused = 0
+    for video in tqdm(videos, desc=f"bank {cfg.kind}", unit="video"):
+        fspec = src.spec(video)
+        view = cfg.view or fspec.views[0]
+        timestamps = src.timestamps(video)
+        kfs, scores, from_gt = video_boxes(video, timestamps, dets, gt)
+        index = bank_index(kfs, scores, from_gt)
+        try:
+            if view not in fspec.views:
+                raise ArtifactError(features, f"video '{video}' has no view '{view}'")
+            compute.check(fspec, video, features)
+        except ArtifactError as err:
+            failures.append(str(err))
+            tqdm.write(f"error: {err}")
+            continue
+        item = compute.item(fspec, *src.group(video)[view].shape[-2:])
+        spec = {"features": fspec.to_dict(), "view": view, "det_threshold": cfg.det_threshold,
+                "boxes": digest(*(index[k] for k in sorted(index))), "dim": item[0],
+                **compute.spec}
+        if bank.is_complete(video) and bank.attrs(video).get("kind") == cfg.kind \
+                and bank.spec(video) == spec:
+            reused += 1
+            continue
         cache = FeatureCache(src, view, in_memory=True)
-        kfs = [Keyframe(video, int(t), k, g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32))
-               for k, t in enumerate(src.timestamps(video))
-               if (g := groups.get((video, int(t)))) is not None]
-        vecs = [actor_vectors(*batch(kfs[s:s + cfg.batch_size], cache)).numpy()
-                for s in range(0, len(kfs), cfg.batch_size)]
-        bank.begin_video(video, src.timestamps(video),
-                         {"kind": "lfb", "features": spec.to_dict(), "view": view,
-                          "det_threshold": cfg.det_threshold})
-        _write(bank, video, "actor_timestamps",
-               np.concatenate([[k.timestamp] * len(k.boxes) for k in kfs] or [[]]
-                              ).astype(np.int32))
-        _write(bank, video, "boxes",
-               np.concatenate([k.boxes for k in kfs] or [np.zeros((0, 4))]).astype(np.float32))
-        _write(bank, video, "vectors",
-               np.concatenate(vecs or [np.zeros((0, spec.channels))]).astype(np.float16))
+        data = bank.begin_video(video, cfg.kind, timestamps, spec, index,
+                                (len(index["boxes"]), *item))
+        row = 0
+        for s in range(0, len(kfs), cfg.batch_size):
+            rows = compute(*batch(kfs[s:s + cfg.batch_size], cache)).numpy()
+            data[row:row + len(rows)] = rows.astype(np.float16)
+            row += len(rows)
         bank.finish_video(video)
-    return []
+    size = bank.size([v for v in videos if bank.is_complete(v)])
+    tqdm.write(f"bank {cfg.kind}: {size['videos']} videos ({reused} reused), "
+               f"{size['keyframes']} keyframes, {size['actors']} actors, "
+               f"{size['bytes_per_keyframe']:.0f} bytes/keyframe "
+               f"({size['stored_bytes_per_keyframe']:.0f} stored) -> {out}")
+    return failures

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
+from .artifacts.banks import BankReader, open_bank
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
@@ -61,17 +62,20 @@ def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -
 
 @torch.inference_mode()
 def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets: pd.DataFrame,
-            videos: list[str], cfg: EvalConfig, default_views: list[str]) -> pd.DataFrame:
-    """AVA result rows (one per box and class) for the keyframes of ``videos``."""
+            videos: list[str], cfg: EvalConfig, default_views: list[str],
+            bank: BankReader | None = None) -> pd.DataFrame:
+    """AVA result rows (one per box and class) for the keyframes of ``videos``; ``bank``
+    gives bank heads their slots (deterministic: no sampling at evaluation)."""
     dets = dets[dets["score"] >= cfg.det_threshold]
     kfs = test_keyframes(store, dets, videos)
     caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
-    return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size)
+    return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size, bank)
 
 
 @torch.inference_mode()
 def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
-                      caches: list[FeatureCache], batch_size: int) -> pd.DataFrame:
+                      caches: list[FeatureCache], batch_size: int,
+                      bank: BankReader | None = None) -> pd.DataFrame:
     """Logits averaged over the views of ``caches``, then activated, as AVA result rows."""
     was_training = head.training
     head.eval()
@@ -79,7 +83,10 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
     parts = []
     for s in tqdm(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
         chunk = kfs[s:s + batch_size]
-        logits = torch.stack([head(*batch(chunk, c)) for c in caches]).mean(0)   # (N, K)
+        slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
+                 for c in caches]
+        logits = torch.stack([head(*batch(chunk, c), bank=sl)
+                              for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
         vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])
@@ -100,8 +107,9 @@ class Validator:
     """Scores a head on a val split during training; inputs are prepared once."""
 
     def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
-                 labelmap: LabelMap, view: str, cfg: EvalConfig | None = None):
-        self.cfg = cfg or EvalConfig()
+                 labelmap: LabelMap, view: str, cfg: EvalConfig | None = None,
+                 bank: BankReader | None = None):
+        self.cfg, self.bank = cfg or EvalConfig(), bank
         self.gt, self.labelmap = read_annotations(annotations), labelmap
         videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
         dets = dets[dets["score"] >= self.cfg.det_threshold]
@@ -110,7 +118,7 @@ class Validator:
 
     def __call__(self, head: torch.nn.Module) -> dict:
         pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,
-                                 self.cfg.batch_size)
+                                 self.cfg.batch_size, self.bank)
         return frame_map(self.gt, pred, self.labelmap).metrics
 
 
@@ -118,9 +126,11 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         predictions_out: str | os.PathLike | None = None,
         excluded: str | os.PathLike | None = None,
-        plots_dir: str | os.PathLike | None = None, shard: tuple[int, int] = (0, 1)) -> dict:
+        plots_dir: str | os.PathLike | None = None, shard: tuple[int, int] = (0, 1),
+        bank: str | None = None) -> dict:
     """Predict on the videos of ``annotations``, write predictions and ``metrics.json``.
 
+    ``bank``: the bank store a bank head reads (the checkpoint's ``bank`` says which kind).
     With ``shard=(i, N)``, N > 1, only every N-th video (from the i-th) is predicted and
     only the predictions are written (no metrics): merge the parts with
     :func:`merge_predictions`, then :func:`score` them.
@@ -138,7 +148,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         raise ArtifactError(annotations, f"none of its videos are in the feature store {features}")
     views = store.spec(videos[0]).views
     i, n = shard
-    pred = predict(head, lm, store, dets, videos[i::n], cfg, list(views))
+    banks = open_bank(bank, head, store.spec(videos[0]).to_dict(), cfg.in_memory)
+    pred = predict(head, lm, store, dets, videos[i::n], cfg, list(views), banks)
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
     write_predictions(pred, pred_path)

@@ -29,6 +29,7 @@ from . import distributed
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import write_text_atomic
+from .artifacts.banks import BankReader, open_bank
 from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
@@ -128,24 +129,29 @@ def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: in
 
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
                 pose: list[int], cfg: TrainConfig, epoch: int, actors: list[int],
-                d: Dist = SINGLE) -> list[float]:
+                d: Dist = SINGLE, banks: BankReader | None = None) -> list[float]:
     """One pass over ``loader``; the learning rate is set before every step.
 
     ``actors[s]`` is the number of boxes in global batch ``s``: each rank divides its
     summed loss by the global element count, so the gradients that DDP averages over
-    ranks equal the single-process gradient of the whole batch.
+    ranks equal the single-process gradient of the whole batch.  ``banks`` gives bank
+    heads their slots (randomly subsampled, seeded by (seed, epoch, step)).
     """
     model.train()
     losses = []
     steps = len(actors)
     bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
                disable=not d.main)
-    for s, (_kfs, context, rois, targets) in enumerate(bar):
+    for s, (kfs, context, rois, targets) in enumerate(bar):
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch * steps + s, cfg, steps)
         elements = max(actors[s] * targets.shape[1], 1)
-        local = ava_loss(model(context.to(d.device), rois.to(d.device)), targets.to(d.device),
-                         pose, reduction="sum")
+        slots = None
+        if banks is not None:
+            slots = banks.gather(kfs, np.random.default_rng([cfg.seed, epoch, s]))
+            slots = tuple(t.to(d.device) for t in slots)
+        logits = model(context.to(d.device), rois.to(d.device), bank=slots)
+        local = ava_loss(logits, targets.to(d.device), pose, reduction="sum")
         loss = local * (d.world / elements)
         if len(rois) == 0:   # no actors on this rank: zero gradients keep DDP's collectives
             loss = loss + 0.0 * sum(p.sum() for p in model.parameters())   # in step
@@ -194,6 +200,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     cache.in_memory = in_memory
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams).to(d.device)
+    banks = open_bank(bank, head, spec.to_dict(), in_memory)   # None: head reads no bank
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -215,13 +222,13 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     validate = None
     if val_annotations is not None and d.main:
         from .evaluate import Validator
-        validate = Validator(store, dets, val_annotations, lm, view)
+        validate = Validator(store, dets, val_annotations, lm, view, bank=banks)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
         actors = [sum(len(samples[i].boxes) for i in b)
                   for b in global_batches(data, epoch, cfg)]
-        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d)
+        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d, banks)
         if not d.main:
             distributed.barrier(d)          # rank 0 validates and writes
             continue
@@ -230,7 +237,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,
                 "num_classes": lm.num_classes, "labelmap": lm.to_dict(),
                 "feature_spec": {**spec.to_dict(), "train_view": view},
-                "state_dict": head.state_dict()}
+                "state_dict": head.state_dict(), "bank": getattr(head, "bank_request", None)}
         if validate is not None:
             row["val_mAP"] = validate(head)["mAP"]
         rows.append(row)

@@ -43,7 +43,8 @@ def test_repo_stages_yaml_fills_every_stage_config():
     root = Path(__file__).resolve().parents[1]
     for params in [root / "stages.yaml", root / "tests" / "stages_tiny.yaml"]:
         for cls, sec in [(SynthConfig, "synth"), (DetectConfig, "detect"),
-                         (ExtractConfig, "extract"), (BankConfig, "bank"), (EvalConfig, "eval")]:
+                         (ExtractConfig, "extract"), (BankConfig, "bank.lfb"),
+                         (BankConfig, "bank.acfb"), (EvalConfig, "eval")]:
             load_config(cls, sec, params)
         for head in yaml.safe_load(params.read_text())["heads"]:
             load_config(TrainConfig, ["train", f"heads.{head}"], params)

@@ -45,17 +45,25 @@ def git(repo: Path, *args: str) -> None:
                    check=True, capture_output=True)
 
 
-def heads(repo: Path) -> list[str]:
-    return list(yaml.safe_load((repo / "stages.yaml").read_text())["heads"])
+HEADS = {"linear", "actor_actor", "acrn", "acar", "acfb", "lfb"}
 
 
-def test_repro_then_nothing_to_do_then_only_train_and_eval(repo):
+def test_dvc_trains_every_head_of_the_params():
+    """dvc.yaml's `models` (the heads it trains, with their banks) = stages.yaml's heads."""
+    models = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["models"])
+    for params in (ROOT / "stages.yaml", ROOT / "tests" / "stages_tiny.yaml"):
+        assert set(yaml.safe_load(params.read_text())["heads"]) == models == HEADS
+
+
+def test_repro_then_nothing_to_do_then_only_what_changed(repo):
     out = dvc(repo, "repro")
-    per_head = {f"{s}@{h}" for h in heads(repo) for s in ("train", "eval")}
-    assert ran(out) == {"synth", "detect", "extract", "bank_lfb"} | per_head
-    metrics = json.loads((repo / "data/eval/linear/metrics.json").read_text())
-    assert 0.0 <= metrics["mAP"] <= 1.0
-    assert set(metrics["per_superclass"]) == {"pose", "object"}
+    per_head = {f"{stage}@{head}" for stage in ("train", "eval") for head in HEADS}
+    assert ran(out) == {"synth", "detect", "extract", "bank_lfb", "bank_acfb", *per_head}
+    for head in HEADS:
+        metrics = json.loads((repo / f"data/eval/{head}/metrics.json").read_text())
+        assert 0.0 <= metrics["mAP"] <= 1.0
+        assert set(metrics["per_superclass"]) == {"pose", "object"}
+    assert "bytes/keyframe" in out
 
     again = dvc(repo, "repro")
     assert ran(again) == set() and "Data and pipelines are up to date" in again
@@ -63,10 +71,19 @@ def test_repro_then_nothing_to_do_then_only_train_and_eval(repo):
     shown = dvc(repo, "metrics", "show")
     assert "data/eval/linear/metrics.json" in shown and "mAP" in shown
 
+    # an acar parameter reruns acar, and the acfb bank (made by the trained acar) and all
+    # after it; nothing else (not the other heads, not the lfb bank)
     params = yaml.safe_load((repo / "stages.yaml").read_text())
+    params["heads"]["acar"]["seed"] = 1
+    (repo / "stages.yaml").write_text(yaml.safe_dump(params))
+    assert ran(dvc(repo, "repro")) == {"train@acar", "eval@acar", "bank_acfb", "train@acfb",
+                                       "eval@acfb"}
+
+    # a parameter common to all heads reruns every train/eval (and the acfb bank, which is
+    # made by the trained acar), not synth, detect, extract or the lfb bank
     params["train"]["epochs"] += 1
     (repo / "stages.yaml").write_text(yaml.safe_dump(params))
-    assert ran(dvc(repo, "repro")) == per_head
+    assert ran(dvc(repo, "repro")) == per_head | {"bank_acfb"}
 
     assert ran(dvc(repo, "repro", "--force", "--single-item", "bank_lfb")) == {"bank_lfb"}
 

@@ -3,7 +3,10 @@
     Head(in_channels: int, num_classes: int, **hparams)
     head(context: (B, C, H, W), rois: (N, 5), bank=None) -> logits (N, num_classes)
 
-See :mod:`pipeline.models.actor` for the ``rois`` convention.
+See :mod:`pipeline.models.actor` for the ``rois`` convention.  Bank heads (``acfb``,
+``lfb``) take ``bank = (slots (B, S, ...), mask (B, S))``, the long-term context of each
+keyframe (:class:`pipeline.artifacts.banks.BankReader`), and say which bank they read in
+their ``bank_request`` dict; ``bank=None`` is an empty bank.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 from torch import nn
 
 from .acar import ACARHead
+from .acfb import ACFBHead
 from .acrn import ACRNHead
 from .actor_actor import ActorActorHead
+from .lfb import LFBHead
 from .linear import LinearHead
 
 HEADS: dict[str, type[nn.Module]] = {
@@ -20,6 +25,8 @@ HEADS: dict[str, type[nn.Module]] = {
     "actor_actor": ActorActorHead,
     "acrn": ACRNHead,
     "acar": ACARHead,
+    "acfb": ACFBHead,
+    "lfb": LFBHead,
 }
 
 

@@ -64,12 +64,17 @@ class ACARHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(2 * hidden_dim, num_classes, bias=bias)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    def first_order(self, context: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+        """The first-order part: A (N, D) and the actor-context maps F (N, d, H-2, W-2),
+        before ``downsample`` (what ``acar bank --kind acfb`` stores, after its own pool)."""
         b = rois[:, 0].long()                                       # (N,)
         v = self.reduce(context)                                    # (B, D, H, W)
         a = actor_vectors(v, rois, self.roi_size)                   # (N, D)
         f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]  # (N, d, H, W)
-        f = self.conv2(f.relu()).relu()                             # (N, d, H-2, W-2)
+        return a, self.conv2(f.relu()).relu()                       # (N, D), (N, d, H-2, W-2)
+
+    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+        a, f = self.first_order(context, rois)                      # (N, D), (N, d, H-2, W-2)
         f = self.downsample(f)                                      # (N, d, h, w)
         index, mask = group_actors(rois, len(context))              # (B, M), (B, M)
         f = self.hr2o(f, index, mask)                               # (N, d, h, w)

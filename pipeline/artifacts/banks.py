@@ -1,0 +1,282 @@
+"""Feature banks: long-term context per video, in a Zarr v3 store of kind ``bank``.
+
+Same store rules as :mod:`pipeline.artifacts.features` (root attrs
+``{"acar": {"kind": "bank", "version": 1}}``, one group per video, ``complete`` set last,
+one writer per video group, so ``--shard i/N`` is safe).  A store holds one bank kind::
+
+    bank.zarr/<video_id>/     attrs acar: {"kind": "lfb" | "acfb", "spec": {...},
+                                           "complete": bool, "bytes": int, "bytes_stored": int}
+        timestamps            int32 (K,)          keyframes of the video (the feature store's)
+        actor_timestamps      int32 (M,)          keyframe second of each banked actor, ascending
+        actor_index           int32 (M,)          actor number within its keyframe: 0, 1, ...
+        boxes                 float32 (M, 4)      normalised original-frame boxes
+        scores                float32 (M,)        detection score (1.0 for a GT box)
+        from_gt               bool (M,)           GT box (train videos) or detection
+        vectors               float16 (M, C)      lfb: actor vectors A_i (RoIAlign + max-pool)
+        maps                  float16 (M, d, h, w)  acfb: first-order actor-context maps F_i
+
+A banked actor's key is ``(video, actor_timestamps[r], actor_index[r])``.  Rows are sorted
+by (timestamp, actor), so the actors of a time window are one contiguous row range
+(:func:`window_rows`).  ``spec`` records everything that made the group (features, view,
+boxes, threshold; for acfb the checkpoint's weight hash and the pool); a complete group is
+reused only when its spec equals the current one.
+
+:class:`BankReader` is the run-time side: opened once per training or evaluation run, it
+gives a batch of keyframes their bank slots (the padded tensors + mask the bank heads take).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from . import ArtifactError
+from .features import FeatureStore
+
+STORE_KIND = "bank"
+KINDS = ("lfb", "acfb")
+DATA = {"lfb": "vectors", "acfb": "maps"}     # the data array of each kind
+INDEX = ("actor_timestamps", "actor_index", "boxes", "scores", "from_gt")
+CHUNK_BYTES = 4 << 20                          # target size of one data chunk
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """sha256 (16 hex digits) of arrays' dtypes, shapes and bytes: identifies a spec's inputs."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def window_rows(actor_timestamps: np.ndarray, t: int, window: int,
+                exclude_current: bool = False) -> np.ndarray:
+    """Rows of the actors at seconds ``[t - window, t + window]`` (clipped to the video by
+    construction), optionally without those at ``t`` itself."""
+    lo = int(np.searchsorted(actor_timestamps, t - window, side="left"))
+    hi = int(np.searchsorted(actor_timestamps, t + window, side="right"))
+    rows = np.arange(lo, hi)
+    if exclude_current:
+        rows = rows[actor_timestamps[lo:hi] != t]
+    return rows
+
+
+@dataclass
+class VideoBank:
+    """One video's bank: index arrays in memory, ``data`` loaded or a lazy Zarr array."""
+
+    video: str
+    kind: str
+    timestamps: np.ndarray           # (K,)
+    actor_timestamps: np.ndarray     # (M,)
+    actor_index: np.ndarray          # (M,)
+    boxes: np.ndarray                # (M, 4)
+    scores: np.ndarray               # (M,)
+    from_gt: np.ndarray              # (M,)
+    data: Any                        # (M, C) or (M, d, h, w): np.ndarray or zarr.Array
+
+    def keys(self) -> list[tuple[str, int, int]]:
+        return [(self.video, int(t), int(a)) for t, a in zip(self.actor_timestamps,
+                                                            self.actor_index, strict=True)]
+
+
+class BankStore:
+    """Read/write access to a bank store (a :class:`FeatureStore` of kind ``bank``)."""
+
+    def __init__(self, url: str, mode: str = "r"):
+        self.url = str(url)
+        self.store = FeatureStore(url, mode, kind=STORE_KIND)
+
+    # ---- reading ------------------------------------------------------------------
+    def videos(self, complete_only: bool = True) -> list[str]:
+        return self.store.videos(complete_only)
+
+    def is_complete(self, video: str) -> bool:
+        return self.store.is_complete(video)
+
+    def attrs(self, video: str) -> dict[str, Any]:
+        return self.store.attrs(video)
+
+    def spec(self, video: str) -> dict[str, Any]:
+        return dict(self.attrs(video).get("spec", {}))
+
+    def read_video(self, video: str, in_memory: bool = True) -> VideoBank:
+        if not self.is_complete(video):
+            raise ArtifactError(self.url, f"video '{video}' is not in the bank (missing or "
+                                          "incomplete: rebuild it with `acar bank`)")
+        grp = self.store.group(video)
+        kind = self.attrs(video).get("kind")
+        if kind not in KINDS:
+            raise ArtifactError(self.url, f"video '{video}': unknown bank kind {kind!r}")
+        try:
+            arrays = {name: np.asarray(grp[name][:]) for name in ("timestamps", *INDEX)}
+            data = grp[DATA[kind]]
+        except KeyError as err:
+            raise ArtifactError(self.url, f"video '{video}': missing array {err}") from None
+        m = len(arrays["actor_timestamps"])
+        if any(len(arrays[name]) != m for name in INDEX) or data.shape[0] != m:
+            raise ArtifactError(self.url, f"video '{video}': arrays of different lengths")
+        if m and np.any(np.diff(arrays["actor_timestamps"]) < 0):
+            raise ArtifactError(self.url, f"video '{video}': actor_timestamps are not sorted")
+        return VideoBank(video, kind, *(arrays[n] for n in ("timestamps", *INDEX)),
+                         np.asarray(data[:]) if in_memory else data)
+
+    def size(self, videos: list[str] | None = None) -> dict[str, int | float]:
+        """Keyframes, actors and bytes (raw float16 data + index, and stored) of ``videos``."""
+        out = {"videos": 0, "keyframes": 0, "actors": 0, "bytes": 0, "bytes_stored": 0}
+        for video in self.videos() if videos is None else videos:
+            attrs = self.attrs(video)
+            grp = self.store.group(video)
+            out["videos"] += 1
+            out["keyframes"] += int(grp["timestamps"].shape[0])
+            out["actors"] += int(grp["actor_timestamps"].shape[0])
+            out["bytes"] += int(attrs.get("bytes", 0))
+            out["bytes_stored"] += int(attrs.get("bytes_stored", 0))
+        k = max(out["keyframes"], 1)
+        return {**out, "bytes_per_keyframe": out["bytes"] / k,
+                "stored_bytes_per_keyframe": out["bytes_stored"] / k}
+
+    # ---- writing ------------------------------------------------------------------
+    def begin_video(self, video: str, kind: str, timestamps: np.ndarray, spec: dict,
+                    index: dict[str, np.ndarray], data_shape: tuple[int, ...]) -> zarr.Array:
+        """(Re)create the group of ``video`` (incomplete) with its index arrays; returns the
+        empty float16 data array (M, ...) for the caller to fill, rows in index order."""
+        m = len(index["actor_timestamps"])
+        if set(index) != set(INDEX) or any(len(a) != m for a in index.values()):
+            raise ValueError(f"bank index needs {INDEX}, all of length M")
+        if m and np.any(np.diff(index["actor_timestamps"]) < 0):
+            raise ValueError("bank rows must be sorted by timestamp")
+        grp = self.store.begin_video(video, timestamps, {"kind": kind, "spec": spec})
+        dtypes = {"actor_timestamps": "int32", "actor_index": "int32", "boxes": "float32",
+                  "scores": "float32", "from_gt": "bool"}
+        for name, dtype in dtypes.items():
+            a = np.asarray(index[name], dtype=dtype)
+            arr = grp.create_array(name, shape=a.shape, dtype=dtype,
+                                   chunks=(max(m, 1), *a.shape[1:]))
+            if a.size:
+                arr[...] = a
+        row_bytes = 2 * int(np.prod(data_shape[1:]))
+        rows = max(1, min(m, CHUNK_BYTES // max(row_bytes, 1)))
+        return grp.create_array(DATA[kind], shape=data_shape, dtype="float16",
+                                chunks=(rows, *data_shape[1:]), fill_value=0)
+
+    def finish_video(self, video: str) -> None:
+        """Record the group's sizes, then mark it complete (last)."""
+        grp = self.store.group(video)
+        arrays = [grp[name] for name, _ in grp.arrays()]
+        self.store.finish_video(video, bytes=sum(int(a.nbytes) for a in arrays),
+                                bytes_stored=sum(int(a.nbytes_stored()) for a in arrays))
+
+
+class BankReader:
+    """A bank opened once per run, for a head's ``bank_request``::
+
+        {"kind": "lfb" | "acfb", "window": w, "max_per_step": K | None,
+         "exclude_current": bool, "dim": C or d, "pool": "none" | "2x2" | "4x4" (acfb)}
+
+    :meth:`gather` gives B keyframes their bank slots: the banked actors at seconds
+    ``[t - w, t + w]`` of the same video (without those at t when ``exclude_current``), at
+    most ``max_per_step`` per second (random ones with ``rng``, in training; the highest
+    scores without, so evaluation is deterministic).
+    """
+
+    def __init__(self, url: str, request: dict, features_spec: dict | None = None,
+                 in_memory: bool = True):
+        self.url, self.request, self.in_memory = str(url), dict(request), in_memory
+        self.store = BankStore(url)
+        videos = self.store.videos()
+        if not videos:
+            raise ArtifactError(self.url, "bank has no complete videos")
+        attrs, kind = self.store.attrs(videos[0]), request["kind"]
+        spec = attrs.get("spec", {})
+        if attrs.get("kind") != kind:
+            raise ArtifactError(self.url, f"an {attrs.get('kind')} bank, but the head reads "
+                                          f"an {kind} bank")
+        if spec.get("dim") != request["dim"]:
+            raise ArtifactError(self.url, f"bank features have {spec.get('dim')} channels, "
+                                          f"the head expects {request['dim']}")
+        if kind == "acfb" and spec.get("pool") != request["pool"]:
+            raise ArtifactError(self.url, f"bank maps are pooled '{spec.get('pool')}', the "
+                                          f"head expects pool '{request['pool']}'")
+        if features_spec is not None and spec.get("features") != features_spec:
+            raise ArtifactError(self.url, "bank was built on other features than these")
+        self._videos: dict[str, VideoBank] = {}
+
+    def video(self, video: str) -> VideoBank:
+        if video not in self._videos:
+            self._videos[video] = self.store.read_video(video, self.in_memory)
+        return self._videos[video]
+
+    def rows(self, video: str, t: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Bank rows of the keyframe (video, t): its window, capped per second."""
+        vb = self.video(video)
+        rows = window_rows(vb.actor_timestamps, t, self.request["window"],
+                           self.request.get("exclude_current", False))
+        cap = self.request.get("max_per_step")
+        if cap is None or len(rows) == 0:
+            return rows
+        keep = []
+        for s in np.unique(vb.actor_timestamps[rows]):
+            step = rows[vb.actor_timestamps[rows] == s]
+            if len(step) <= cap:
+                keep.append(step)
+            elif rng is not None:
+                keep.append(np.sort(rng.choice(step, cap, replace=False)))
+            else:
+                keep.append(np.sort(step[np.argsort(-vb.scores[step], kind="stable")[:cap]]))
+        return np.concatenate(keep)
+
+    def gather(self, keyframes: list, rng: np.random.Generator | None = None,
+               flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bank slots of B keyframes (objects with ``video`` and ``timestamp``).
+
+        Returns ``slots`` (B, S, *item) float32, zero where padded, and ``mask`` (B, S)
+        bool, True for real slots; S = the most slots of one keyframe (at least 1).
+        ``flip`` mirrors acfb maps for a horizontally flipped view.
+        """
+        per_kf = []
+        for k in keyframes:
+            vb = self.video(k.video)
+            rows = self.rows(k.video, int(k.timestamp), rng)
+            if len(rows) == 0:
+                per_kf.append(None)
+            elif isinstance(vb.data, np.ndarray):
+                per_kf.append(vb.data[rows])
+            else:  # lazy: one contiguous read of the window, then the chosen rows
+                per_kf.append(np.asarray(vb.data[rows[0]:rows[-1] + 1])[rows - rows[0]])
+        item = self.video(keyframes[0].video).data.shape[1:] if keyframes else ()
+        s = max([1] + [len(x) for x in per_kf if x is not None])
+        slots = np.zeros((len(keyframes), s, *item), np.float32)
+        mask = np.zeros((len(keyframes), s), bool)
+        for b, x in enumerate(per_kf):
+            if x is not None:
+                slots[b, :len(x)] = x
+                mask[b, :len(x)] = True
+        slots = torch.from_numpy(slots)
+        if flip and self.request["kind"] == "acfb":
+            slots = slots.flip(-1)
+        return slots, torch.from_numpy(mask)
+
+
+def open_bank(url: str | None, head: torch.nn.Module, features_spec: dict | None = None,
+              in_memory: bool = True) -> BankReader | None:
+    """The reader for ``head``'s bank, or None for a head that reads none.
+
+    A bank head without a bank, a bank for a head that reads none, or a bank of the wrong
+    kind, size or features is an :class:`ArtifactError`.
+    """
+    request = getattr(head, "bank_request", None)
+    if request is None:
+        if url is not None:
+            raise ArtifactError(url, f"{type(head).__name__} reads no bank; drop --bank")
+        return None
+    if url is None:
+        raise ArtifactError("--bank", f"{type(head).__name__} reads an {request['kind']} "
+                                      "bank: give --bank (built by `acar bank`)")
+    return BankReader(url, request, features_spec, in_memory)
