@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .common import config, fail_if, int_list, parse_shard
 
 
 @click.command()
-@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Directory of videos; video_id is the file stem.")
-@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="detections.parquet: its keyframe timestamps are extracted.")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False),
+              help="Directory of videos; video_id is the file stem.  [required]")
+@click.option("--detections", type=click.Path(exists=True, dir_okay=False),
+              help="detections.parquet: its keyframe timestamps are extracted.  [required]")
 @click.option("--out", required=True,
               help="Feature store (Zarr v3): a path or any fsspec URL (file://, s3://...).")
+@click.option("--check", is_flag=True,
+              help="Extract nothing: verify that --out is complete and consistent, and exit "
+                   "1 if not.  Every video of --detections (with exactly its keyframes; "
+                   "else every file of --videos; else every group of the store; --shard "
+                   "keeps a 1/N) must be present, marked complete, with the store's spec, "
+                   "the layout's arrays, dtypes and shapes, all shards stored and, with "
+                   "--videos, the same video file.  Prints one line per problem and a "
+                   "summary; never writes to the store.")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s or "
                    "swin3d_b  [r2plus1d_18]")
@@ -39,15 +49,28 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda  [no]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def extract(ctx, videos, detections, out, backbone, weights, random_init, dilate_last,
+def extract(ctx, videos, detections, out, check, backbone, weights, random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, flip, time_offset,
             batch_size, num_workers, device, amp, shard) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
     One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
     Videos already complete (same parameters) are skipped, so an interrupted run
-    resumes; --shard i/N lets N processes fill one store concurrently.
+    resumes; --shard i/N lets N processes fill one store concurrently.  --check
+    verifies a store (e.g. after the shards finished) instead.
     """
+    if check:
+        from pipeline.extract_check import check_store
+
+        report = check_store(out, detections, videos, parse_shard(shard))
+        for line in report.lines():
+            click.echo(line)
+        click.echo(report.summary())
+        if not report.ok:
+            sys.exit(1)
+        return
+    if videos is None or detections is None:
+        raise click.UsageError("--videos and --detections are required (unless --check)")
     from pipeline import extract as stage
 
     cfg = config(ctx, stage.ExtractConfig, "extract", backbone=backbone, weights=weights,

@@ -24,7 +24,6 @@ sorted detections, so N processes fill one store without touching each other's g
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, get_backbone
-from .video import Video, VideoInfo, list_videos, nearest_frames
+from .video import Video, VideoInfo, fingerprint, list_videos, nearest_frames, shard_videos
 
 
 @dataclass
@@ -337,12 +336,6 @@ def open_output(url: str, attempts: int = 5) -> FeatureStore:
     raise AssertionError("unreachable")
 
 
-def shard_videos(videos: list[str], shard: tuple[int, int]) -> list[str]:
-    """Every N-th video (from i) of the sorted list: deterministic, disjoint, complete."""
-    i, n = shard
-    return [v for k, v in enumerate(sorted(videos)) if k % n == i]
-
-
 def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tuple[int, bool]]]:
     bb = get_backbone(cfg.backbone)
     views = [(s, f) for s in dict.fromkeys([cfg.short_side, *cfg.scales])
@@ -460,19 +453,6 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
         writer.shutdown(wait=True)
         bar.close()
     return failures
-
-
-def fingerprint(path: str | os.PathLike) -> dict:
-    """Cheap identity of a video file: its size and a hash of its first and last MiB."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > 2 << 20:
-            fh.seek(size - (1 << 20))
-            h.update(fh.read(1 << 20))
-    return {"name": path.name, "size": size, "sha256_head_tail": h.hexdigest()[:32]}
 
 
 def _same_source(store: FeatureStore, video: str, path: Path | None,

@@ -10,6 +10,7 @@ decoded instead of failing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -206,6 +207,25 @@ def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
     if not d.is_dir():
         raise ArtifactError(d, "videos directory not found")
     return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
+
+
+def shard_videos(videos: list[str], shard: tuple[int, int]) -> list[str]:
+    """Every N-th video (from i) of the sorted list: deterministic, disjoint, complete."""
+    i, n = shard
+    return [v for k, v in enumerate(sorted(videos)) if k % n == i]
+
+
+def fingerprint(path: str | os.PathLike) -> dict:
+    """Cheap identity of a video file: its size and a hash of its first and last MiB."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+            h.update(fh.read(1 << 20))
+    return {"name": path.name, "size": size, "sha256_head_tail": h.hexdigest()[:32]}
 
 
 def open_video(path: str | os.PathLike, threads: int = 1) -> Video:

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from conftest import ROOT, SHARED_VIDEOS
 
 from cli.main import cli
-from pipeline import detect, extract
+from pipeline import detect, extract, extract_check
+from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore, boxes_to_input
 from pipeline.backbones import build_backbone
@@ -140,6 +141,12 @@ def test_store_contents_and_spec(reference):
     assert store.root["val_000"]["s16"].chunks == (1, 512, 2, 2)
 
 
+def test_check_accepts_what_extract_writes(world_and_dets, reference):
+    world, dets = world_and_dets
+    report = extract_check.check_store(reference, dets, world / "videos")
+    assert report.ok and report.complete == ["train_000", "train_001", "val_000"]
+
+
 def test_stored_maps_equal_the_backbone_on_the_sampled_clip(world_and_dets, reference):
     """The reference computation, one keyframe at a time, without the stage's plumbing."""
     world, _ = world_and_dets
@@ -234,6 +241,9 @@ def test_interrupted_run_resumes_from_the_first_incomplete_video(world_and_dets,
     store = FeatureStore(url)
     assert store.videos() == ["train_000"]
     assert store.videos(complete_only=False) == ["train_000", "train_001"]
+    report = extract_check.check_store(url, dets, world / "videos")
+    assert (report.complete, report.incomplete, report.missing) == (["train_000"],
+                                                                    ["train_001"], ["val_000"])
     monkeypatch.setattr(extract._Context, "forward", real)
     begun = []
     real_begin = FeatureStore.begin_video
@@ -242,6 +252,7 @@ def test_interrupted_run_resumes_from_the_first_incomplete_video(world_and_dets,
     assert extract.run(CFG, world / "videos", dets, url) == []
     assert begun == ["train_001", "val_000"]
     assert_same_store(reference, url)
+    assert extract_check.check_store(url, dets, world / "videos").ok
 
 
 def test_spec_change_redoes_and_shards_partition(world_and_dets, reference, tmp_path):
@@ -384,6 +395,9 @@ def test_concurrent_shards_and_a_killed_process_resumed(world_and_dets, referenc
     store = FeatureStore(url)
     assert store.videos() == ["train_000", "train_001"]
     assert store.videos(complete_only=False) == ["train_000", "train_001", "val_000"]
+    res = subprocess.run([sys.executable, "-m", "cli.main", "extract", "--check", "--out", url,
+                          "--detections", str(dets)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1 and res.stdout.splitlines()[0].startswith("val_000: incomplete")
     begun = []
     real_begin = FeatureStore.begin_video
     monkeypatch.setattr(FeatureStore, "begin_video",
@@ -413,10 +427,174 @@ def test_complete_video_is_redone_when_its_source_or_keyframes_change(tmp_path):
                                 height=48), other)
     (world / "videos" / "train_000.mp4").write_bytes(
         (other / "videos" / "train_000.mp4").read_bytes())
+    assert extract_check.check_store(url, det, world / "videos").inconsistent == {"train_000": [
+        f"{world / 'videos' / 'train_000.mp4'} is not the file it was extracted from (a rerun "
+        "of extract would redo it)"]}
     extract.run(cfg, world / "videos", det, url)
     assert not np.array_equal(FeatureStore(url).read("train_000", "s32"), before)
     # fewer keyframes in the detections: redone with the new keyframe list
     df, meta = read_detections(det)
     write_detections(df[df.timestamp != 2], det, meta)
+    assert extract_check.check_store(url, det).inconsistent == {"train_000": [
+        "keyframes differ: 2 stored, 1 expected; t=2 not expected"]}
     extract.run(cfg, world / "videos", det, url)
     np.testing.assert_array_equal(FeatureStore(url).timestamps("train_000"), [1])
+
+
+# ---- acar extract --check ------------------------------------------------------------------
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _check(*args: str):
+    return CliRunner().invoke(cli, ["extract", "--check", *map(str, args)])
+
+
+def _dets_with(path: Path, videos: dict[str, int]) -> Path:
+    """Detections with one box on keyframes 1..K of each video."""
+    write_detections(pd.DataFrame([(v, t, 0.1, 0.1, 0.5, 0.9, 0.9) for v, k in videos.items()
+                                   for t in range(1, k + 1)],
+                                  columns=["video_id", "timestamp", "x1", "y1", "x2", "y2",
+                                           "score"]), path, {})
+    return path
+
+
+def test_check_passes_on_a_complete_store_and_writes_nothing(feature_store, detections_file):
+    before = _snapshot(Path(feature_store))
+    res = _check("--out", feature_store, "--detections", detections_file)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [
+        f"{feature_store}: 2 videos complete, 0 missing, 0 incomplete, 0 inconsistent"]
+    assert _check("--out", feature_store).exit_code == 0          # the store's own groups
+    assert _snapshot(Path(feature_store)) == before
+
+
+def test_check_reports_missing_videos(feature_store, tmp_path):
+    dets = _dets_with(tmp_path / "d.parquet", {"vid_a": 4, "vid_b": 3, "vid_c": 2})
+    res = _check("--out", feature_store, "--detections", dets)
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [
+        "vid_c: missing (no group in the store)",
+        f"{feature_store}: 2 videos complete, 1 missing, 0 incomplete, 0 inconsistent"]
+    # --shard i/N checks that shard's videos only (sorted a, b, c: 1/2 is vid_b)
+    assert _check("--out", feature_store, "--detections", dets, "--shard", "1/2").exit_code == 0
+    assert _check("--out", feature_store, "--detections", dets, "--shard", "0/2").exit_code == 1
+    # without detections, the files of --videos are the videos that should be there
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for v in ("vid_a", "vid_d"):
+        (videos / f"{v}.mp4").write_bytes(b"")
+    res = _check("--out", feature_store, "--videos", videos)
+    assert res.exit_code == 1 and "vid_d: missing" in res.output
+    assert "1 videos complete, 1 missing" in res.output and "(1 other videos" in res.output
+
+
+def test_check_reports_an_interrupted_write(feature_store, tmp_path):
+    store = FeatureStore(feature_store, mode="a")
+    spec = store.spec("vid_a")
+    store.begin_video("vid_c", np.arange(1, 3), {**spec.to_dict(), "frame_size": [64, 48],
+                                                 "fps": 8.0})
+    store.create_view("vid_c", store.view("vid_a", "s36"), (2, 8, 6, 6))[:1] = 1.0
+    dets = _dets_with(tmp_path / "d.parquet", {"vid_a": 4, "vid_b": 3, "vid_c": 2})
+    res = _check("--out", feature_store, "--detections", dets)
+    assert res.exit_code == 1
+    assert res.output.splitlines()[0].startswith("vid_c: incomplete (not marked complete")
+    assert "2 videos complete, 0 missing, 1 incomplete, 0 inconsistent" in res.output
+
+
+def _set_attr(video: str, **attrs):
+    def change(store: FeatureStore) -> None:
+        grp = store.root[video]
+        grp.attrs["acar"] = {**grp.attrs["acar"], **attrs}
+    return change
+
+
+def _replace_view(dtype: str, shape: tuple[int, ...]):
+    def change(store: FeatureStore) -> None:
+        view = store.view("vid_b", "s36")
+        del store.root["vid_b"]["s36"]
+        store.create_view("vid_b", view, shape, dtype)[:] = 1
+    return change
+
+
+def _drop_shard(store: FeatureStore) -> None:
+    grp, view = store.root["vid_b"], store.view("vid_b", "s36")
+    del grp["s36"], grp["timestamps"]
+    grp.create_array("timestamps", data=np.arange(1, 41, dtype=np.int32))
+    store.create_view("vid_b", view, (40, 8, 6, 6))[:32] = 1.0   # shard 0 of 2, not 1
+
+
+@pytest.mark.parametrize("change, problem", [
+    (_set_attr("vid_b", channels=16),
+     ["vid_b: view s36: shape (3, 8, 6, 6), expected (3, 16, 6, 6)",
+      "vid_b: spec differs from the store's (that of 1 of 2 videos): channels 16 (store: 8)"]),
+    (_set_attr("vid_b", extra={"amp": True}),
+     ["vid_b: spec differs from the store's (that of 1 of 2 videos): extra.amp True (store: "
+      "None)"]),
+    (_set_attr("vid_b", frame_size=None), ["vid_b: frame_size None is not [W, H]"]),
+    (_set_attr("vid_b", views=["s36", "s72"]),
+     ["vid_b: view s72: array missing",
+      "vid_b: spec differs from the store's (that of 1 of 2 videos): views ['s36', 's72'] "
+      "(store: ['s36'])"]),
+    (_replace_view("float32", (3, 8, 6, 6)), ["vid_b: view s36: dtype float32, expected float16"]),
+    (_replace_view("float16", (3, 8, 5, 6)), ["vid_b: view s36: shape (3, 8, 5, 6), expected "
+                                              "(3, 8, 6, 6)"]),
+    (_drop_shard, ["vid_b: keyframes differ: 40 stored, 3 expected; t=4,5,6,7,8,... (37) not "
+                   "expected",
+                   "vid_b: view s36: 1 of 2 shards not stored (would read as zeros)"]),
+])
+def test_check_reports_inconsistent_videos(feature_store, detections_file, change, problem):
+    change(FeatureStore(feature_store, mode="a"))
+    before = _snapshot(Path(feature_store))
+    res = _check("--out", feature_store, "--detections", detections_file)
+    assert res.exit_code == 1
+    lines = res.output.splitlines()
+    assert len(lines) == len(problem) + 1
+    for line, want in zip(lines, problem, strict=False):
+        assert line.startswith(want), line
+    assert lines[-1] == (f"{feature_store}: 1 videos complete, 0 missing, 0 incomplete, "
+                         "1 inconsistent")
+    assert _snapshot(Path(feature_store)) == before
+
+
+def test_check_works_on_fsspec_urls(tmp_path):
+    from conftest import make_feature_store
+
+    url = "memory://acar-check-test/features.zarr"
+    make_feature_store(url, {"vid_a": 4, "vid_b": 3})
+    dets = _dets_with(tmp_path / "d.parquet", {"vid_a": 4, "vid_b": 3})
+    assert extract_check.check_store(url, dets).complete == ["vid_a", "vid_b"]
+    res = _check("--out", url, "--detections", dets)
+    assert res.exit_code == 0 and res.output.startswith(f"{url}: 2 videos complete, 0 missing")
+    _set_attr("vid_a", complete=False)(FeatureStore(url, mode="a"))
+    report = extract_check.check_store(url, dets)
+    assert not report.ok and report.incomplete == ["vid_a"]
+    local = tmp_path / "f.zarr"
+    make_feature_store(str(local), {"vid_a": 4, "vid_b": 3})
+    assert extract_check.check_store(f"file://{local}", dets).ok
+
+
+def test_check_bad_store_is_a_one_line_error(tmp_path, detections_file):
+    res = subprocess.run([sys.executable, "-m", "cli.main", "extract", "--check", "--out",
+                          str(tmp_path / "nope.zarr")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'nope.zarr'}: no Zarr "
+                                                   "store here")
+    (tmp_path / "bad.zarr").mkdir()
+    (tmp_path / "bad.zarr" / "zarr.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"bad.zarr: cannot read the store \(JSONDecodeError"):
+        extract_check.check_store(str(tmp_path / "bad.zarr"))
+    FeatureStore(str(tmp_path / "bank.zarr"), mode="a", kind="bank")
+    with pytest.raises(ArtifactError, match="bank.zarr: not an acar features store"):
+        extract_check.check_store(str(tmp_path / "bank.zarr"), detections_file)
+    res = CliRunner().invoke(cli, ["extract", "--out", str(tmp_path / "f.zarr")])
+    assert res.exit_code == 2 and "--videos and --detections are required" in res.output
+
+
+def test_check_does_not_import_torch():
+    """--check must start fast on a login node: metadata only, no torch."""
+    code = "import sys, pipeline.extract_check; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
