@@ -9,6 +9,7 @@ import click
 from pipeline.artifacts import ArtifactError
 
 from .bank import bank
+from .demo import demo
 from .detect import detect
 from .evaluate import eval_cmd
 from .extract import extract
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
       train    a head on cached features       -> model.pt
       eval     predictions + frame-mAP         -> metrics.json
       viz      draw predictions over videos    -> <video>_actions.mp4
+      demo     actions on any video file       -> <name>_actions.mp4 (+ heatmaps)
 
     Every option defaults from its stage's section in stages.yaml; flags override it.
     `dvc repro` runs the whole DAG (dvc.yaml).
@@ -42,7 +44,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
     ctx.obj = {"params": params}
 
 
-for command in (synth, detect, extract, bank, train, eval_cmd, viz):
+for command in (synth, detect, extract, bank, train, eval_cmd, viz, demo):
     cli.add_command(command)
 
 

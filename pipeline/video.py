@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,18 +189,37 @@ class Video:
             return frames[pos]
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2: decord's C++ layer prints its own "ERROR opening" line
+    for a bad file whatever its log level, and the error is re-raised as one line anyway."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _open_reader(path: Path, threads: int):
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)   # failures become one-line errors
+    if path.is_dir():
+        raise ArtifactError(path, "a directory, not a video file")
     if not path.is_file():
         raise ArtifactError(path, "video file not found")
     if path.stat().st_size == 0:
         raise ArtifactError(path, "video file is empty (0 bytes)")
     try:
-        return decord.VideoReader(str(path), num_threads=threads)
+        with _quiet_stderr():
+            return decord.VideoReader(str(path), num_threads=threads)
     except Exception as err:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
-        first = (str(err).splitlines() or [err.__class__.__name__])[0][:160]
+        first = (str(err).splitlines() or [err.__class__.__name__])[0]
+        first = re.sub(r"^\[[\d:]+\] \S+:\d+: (Error: )?", "", first)[:160]  # decord's prefix
         raise ArtifactError(path, f"cannot decode video ({first})") from None
 
 

@@ -63,28 +63,51 @@ def person_actions(rows: pd.DataFrame, cfg: VizConfig) -> dict[int, list[tuple]]
     return out
 
 
+def _overlap(a: tuple, b: tuple) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(box: tuple, block: tuple[float, float], frame: tuple[int, int],
+                 taken: list[tuple]) -> tuple[float, float]:
+    """Top-left corner of a label block (w, h) for ``box`` (x1, y1, x2, y2 pixels): above
+    the box, else below it, else inside its top: the first that keeps clear of the blocks
+    already ``taken`` (the least overlap if none does), always inside the frame."""
+    (x1, y1, _, y2), (bw, bh), (w, h) = box, block, frame
+    x = max(0.0, min(x1, w - bw))
+    spots = [(x, y) for y in (y1 - bh, y2, y1) if 0 <= y <= h - bh] or [(x, max(0.0, y1))]
+    return min(spots, key=lambda p: sum(_overlap((*p, p[0] + bw, p[1] + bh), t)
+                                        for t in taken))
+
+
 def draw_frame(frame: np.ndarray, people: list[tuple], labelmap: LabelMap | None,
                cfg: VizConfig, title: str | None = None) -> np.ndarray:
-    """Draw boxes and action labels on one RGB frame (H, W, 3) uint8."""
+    """Draw boxes and action labels on one RGB frame (H, W, 3) uint8.
+
+    Boxes first, then each person's labels as one block placed clear of the others."""
     img = Image.fromarray(frame)
     d = ImageDraw.Draw(img)
     h, w = frame.shape[:2]
     size = max(10, round(h * cfg.text_scale))
     font, line = _font(size), max(1, round(h / 240))
+    step = size + 2 * line                          # one label's height
     names = dict(zip(labelmap.ids, labelmap.names, strict=True)) if labelmap else {}
-    for box, acts in people:
-        x1, y1, x2, y2 = (box * [w, h, w, h]).tolist()
+    boxes = [(box * [w, h, w, h]).tolist() for box, _ in people]
+    for (_, acts), xyxy in zip(people, boxes, strict=True):
         colour = class_colour(acts[0][0]) if acts else (255, 255, 255)
-        d.rectangle([x1, y1, x2, y2], outline=colour, width=2 * line)
-        y = y1
-        for action_id, score in acts:
-            text = f"{names.get(action_id, action_id)} {score:.2f}"
+        d.rectangle(xyxy, outline=colour, width=2 * line)
+    taken: list[tuple] = []
+    for (_, acts), xyxy in zip(people, boxes, strict=True):
+        texts = [(f"{names.get(a, a)} {s:.2f}", a) for a, s in acts]
+        if not texts:
+            continue
+        bw = max(d.textlength(t, font=font) for t, _ in texts) + 2 * line
+        x, y = place_labels(xyxy, (bw, len(texts) * step), (w, h), taken)
+        taken.append((x, y, x + bw, y + len(texts) * step))
+        for text, action_id in texts:
             tw = d.textlength(text, font=font)
-            ty = y - size - 2 * line if y == y1 and y1 > size + 2 * line else y + line
-            d.rectangle([x1, ty, x1 + tw + 2 * line, ty + size + line],
-                        fill=class_colour(action_id))
-            d.text((x1 + line, ty), text, fill=(255, 255, 255), font=font)
-            y = ty + size + line if y == y1 and ty < y1 else y + size + line
+            d.rectangle([x, y, x + tw + 2 * line, y + step - 1], fill=class_colour(action_id))
+            d.text((x + line, y + line // 2), text, fill=(255, 255, 255), font=font)
+            y += step
     if title:
         d.rectangle([0, 0, d.textlength(title, font=font) + 4 * line, size + 2 * line],
                     fill=(0, 0, 0))

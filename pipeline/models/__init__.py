@@ -7,6 +7,12 @@ See :mod:`pipeline.models.actor` for the ``rois`` convention.  Bank heads (``acf
 ``lfb``) take ``bank = (slots (B, S, ...), mask (B, S))``, the long-term context of each
 keyframe (:class:`pipeline.artifacts.banks.BankReader`), and say which bank they read in
 their ``bank_request`` dict; ``bank=None`` is an empty bank.
+
+Heads with actor-context relation maps (``acrn``, ``acar``, ``acfb``) also have
+``relation_maps(context, rois, bank=None) -> (A, maps (N, d, h, w))``, the maps before
+their average pooling, ``relation_weight`` (K, d), the classifier weights that read the
+pooled maps, and ``relation_grid``, where the maps' cells lie on the context map: the
+class activation maps of ``acar demo --heatmap`` (ACAR Fig. 6, ACRN Fig. 5).
 """
 
 from __future__ import annotations

@@ -74,9 +74,27 @@ class ACARHead(nn.Module):
         return a, self.conv2(f.relu()).relu()                       # (N, D), (N, d, H-2, W-2)
 
     def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+        a, f = self.relation_maps(context, rois, bank)              # (N, D), (N, d, h, w)
+        x = torch.cat([self.fc1(a).relu(), f.mean(dim=(2, 3))], 1)  # (N, 2d)
+        return self.fc2(self.dropout(x))                            # (N, K)
+
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+        """A (N, D) and the high-order relation maps F (N, d, h, w) before pooling."""
         a, f = self.first_order(context, rois)                      # (N, D), (N, d, H-2, W-2)
         f = self.downsample(f)                                      # (N, d, h, w)
         index, mask = group_actors(rois, len(context))              # (B, M), (B, M)
-        f = self.hr2o(f, index, mask)                               # (N, d, h, w)
-        x = torch.cat([self.fc1(a).relu(), f.mean(dim=(2, 3))], 1)  # (N, 2d)
-        return self.fc2(self.dropout(x))                            # (N, K)
+        return a, self.hr2o(f, index, mask)                         # (N, d, h, w)
+
+    @property
+    def relation_weight(self) -> Tensor:
+        """(K, d): the classifier weights that read AvgPool(F), so the class activation
+        map of class k is ``sum_c relation_weight[k, c] * F[c]``."""
+        return self.fc2.weight[:, self.fc1.out_features:]
+
+    @property
+    def relation_grid(self) -> tuple[float, float] | None:
+        """(offset, step): cell i of F is centred on context cell ``offset + step * i`` (the
+        3x3 conv has no padding, the max-pools keep centres); None: pooled to one cell."""
+        if isinstance(self.downsample, nn.AdaptiveMaxPool2d):
+            return None
+        return 1.0, float(getattr(self.downsample, "stride", 1))

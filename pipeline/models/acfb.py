@@ -71,7 +71,9 @@ class ACFBHead(ACARHead):
         self.bank_request = {"kind": "acfb", "window": window, "max_per_step": None,
                              "exclude_current": True, "dim": hidden_dim, "pool": pool}
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+        """A (N, D) and the relation maps F (N, d, h, w) after the bank blocks, before
+        pooling; ``forward`` (ACAR's) pools them and classifies."""
         a, f = self.first_order(context, rois)                       # (N, D), (N, d, H-2, W-2)
         f = self.downsample(f)                                       # (N, d, h, w)
         mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
@@ -79,8 +81,7 @@ class ACFBHead(ACARHead):
         for block in self.hr2o.blocks:
             m = bank_message(block.message, f, index, mask, mem, mem_mask)  # (N, d, h, w)
             f = f + block.dropout(block.conv(block.norm(m).relu()))
-        x = torch.cat([self.fc1(a).relu(), f.mean(dim=(2, 3))], 1)   # (N, 2d)
-        return self.fc2(self.dropout(x))                             # (N, K)
+        return a, f
 
     @staticmethod
     def slots(bank, f: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

@@ -41,6 +41,8 @@ def location_embedding(height: int, width: int, like: Tensor) -> Tensor:
 
 
 class ACRNHead(nn.Module):
+    relation_grid = (0.0, 1.0)   # cell i of R is centred on context cell 0 + 1 * i
+
     def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
                  num_convs: int = 2, dropout: float = 0.0, roi_size: int = 7):
         super().__init__()
@@ -55,6 +57,12 @@ class ACRNHead(nn.Module):
         self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
 
     def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+        a, r = self.relation_maps(context, rois)                        # (N, C), (N, d, H, W)
+        r = r.mean(dim=(2, 3))                                          # (N, d)
+        return self.fc(self.dropout(torch.cat([a, r], dim=1)))          # (N, K)
+
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+        """A (N, C) and the relation maps R (N, d, H, W) before pooling (for CAMs)."""
         B, C, H, W = context.shape
         b = rois[:, 0].long()                                           # (N,)
         a = actor_vectors(context, rois, self.roi_size)                 # (N, C)
@@ -65,5 +73,10 @@ class ACRNHead(nn.Module):
         r = r.relu()
         for conv in self.convs:
             r = conv(r).relu()                                          # (N, d, H, W)
-        r = r.mean(dim=(2, 3))                                          # (N, d)
-        return self.fc(self.dropout(torch.cat([a, r], dim=1)))          # (N, K)
+        return a, r
+
+    @property
+    def relation_weight(self) -> Tensor:
+        """(K, d): the classifier weights that read AvgPool(R), so the class activation
+        map of class k is ``sum_c relation_weight[k, c] * R[c]``."""
+        return self.fc.weight[:, -self.rel_actor.out_features:]
