@@ -6,13 +6,14 @@ feature coordinates in exactly one place (:func:`make_rois`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input
+from .artifacts.features import FeatureStore, RowReader, ViewSpec, boxes_to_input
 
 
 @dataclass
@@ -39,12 +40,36 @@ class FeatureCache:
             self._views[video] = self.store.view(video, self.view_name)
         return self._views[video]
 
-    def context(self, video: str, index: int) -> np.ndarray:
-        """(C, H, W) float16 map of keyframe ``index``."""
+    def _array(self, video: str) -> np.ndarray | RowReader:
+        """The video's (K, C, H, W) maps: in memory, or a reader of the store array."""
         if video not in self._arrays:
             arr = self.store.group(video)[self.view_name]
-            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else arr
-        return np.asarray(self._arrays[video][index])
+            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else RowReader(arr)
+        return self._arrays[video]
+
+    def context(self, video: str, index: int) -> np.ndarray:
+        """(C, H, W) float16 map of keyframe ``index``."""
+        return np.asarray(self._array(video)[index])
+
+    def contexts(self, keys: Sequence[tuple[str, int]]) -> list[np.ndarray]:
+        """(C, H, W) float16 maps of keyframes ``(video, index)``, in the order of ``keys``.
+
+        From disk, each run of consecutive indices of a video is one read
+        (:class:`~pipeline.artifacts.features.RowReader`), not one per keyframe.
+        """
+        maps: dict[tuple[str, int], np.ndarray] = {}
+        for video, run in index_runs(keys):
+            rows = self._array(video)[run.start:run.stop]
+            maps.update(((video, k), row) for k, row in zip(run, rows, strict=True))
+        return [maps[key] for key in keys]
+
+    def open(self, videos: Sequence[str]) -> None:
+        """Open (from disk) or load (in memory) the maps and views of ``videos`` now, so
+        that DataLoader workers, forked later, inherit them instead of opening every
+        array again in every epoch."""
+        for v in videos:
+            self._array(v)
+            self.view(v)
 
     def nbytes(self, videos: list[str]) -> int:
         """Bytes that holding ``videos`` in memory would take."""
@@ -53,6 +78,17 @@ class FeatureCache:
             arr = self.store.group(v)[self.view_name]
             total += int(np.prod(arr.shape)) * arr.dtype.itemsize
         return total
+
+
+def index_runs(keys: Sequence[tuple[str, int]]) -> list[tuple[str, range]]:
+    """The distinct ``(video, index)`` keys as runs of consecutive indices per video."""
+    runs: list[tuple[str, range]] = []
+    for video, k in sorted(set(keys)):
+        if runs and runs[-1][0] == video and runs[-1][1].stop == k:
+            runs[-1] = (video, range(runs[-1][1].start, k + 1))
+        else:
+            runs.append((video, range(k, k + 1)))
+    return runs
 
 
 def make_rois(boxes: list[np.ndarray], views: list[ViewSpec]) -> torch.Tensor:
@@ -96,17 +132,25 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def batch(keyframes: list[Keyframe], cache: FeatureCache, boxes: list[np.ndarray] | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack the context maps (B, C, H, W) float32 and the rois (N, 5) of ``keyframes``."""
-    ctx = np.stack([cache.context(k.video, k.index) for k in keyframes])
+    ctx = stack_float32(cache.contexts([(k.video, k.index) for k in keyframes]))
     views = [cache.view(k.video) for k in keyframes]
     rois = make_rois(boxes if boxes is not None else [k.boxes for k in keyframes], views)
-    return torch.from_numpy(ctx.astype(np.float32)), rois
+    return ctx, rois
+
+
+def stack_float32(maps: Sequence[np.ndarray]) -> torch.Tensor:
+    """(B, C, H, W) float32 from B float16 maps: stacked, then converted by one torch op
+    (a conversion per map would pay torch's thread fan-out B times)."""
+    return torch.from_numpy(np.stack(maps)).float()
 
 
 class TrainKeyframes(Dataset):
     """Training keyframes with box jitter seeded by (seed, epoch, index).
 
     The jitter of a sample does not depend on the worker that loads it, so training is
-    identical for any ``num_workers``.  Set ``epoch`` before each pass.
+    identical for any ``num_workers``.  Set ``epoch`` before each pass.  A DataLoader
+    fetches a whole batch with :meth:`__getitems__`, which reads the maps of consecutive
+    keyframes of a video together (:meth:`FeatureCache.contexts`).
     """
 
     def __init__(self, samples: list[Keyframe], cache: FeatureCache, jitter: float, seed: int):
@@ -117,10 +161,16 @@ class TrainKeyframes(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        k = self.samples[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        return k, self.cache.context(k.video, k.index), self.cache.view(k.video), \
-            jitter_boxes(k.boxes, rng, self.jitter)
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """[(keyframe, context (C, H, W) float16, view, jittered boxes)] of ``indices``."""
+        kfs = [self.samples[i] for i in indices]
+        maps = self.cache.contexts([(k.video, k.index) for k in kfs])
+        return [(k, m, self.cache.view(k.video),
+                 jitter_boxes(k.boxes, np.random.default_rng([self.seed, self.epoch, i]),
+                              self.jitter))
+                for i, k, m in zip(indices, kfs, maps, strict=True)]
 
     def collate(self, items: list) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor,
                                             torch.Tensor]:
@@ -136,7 +186,7 @@ class TrainKeyframes(Dataset):
 def collate_train(items) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (keyframes, context (B, C, H, W), rois (N, 5), targets (N, K))."""
     kfs, ctx, views, boxes = zip(*items, strict=True)
-    context = torch.from_numpy(np.stack(ctx).astype(np.float32))
+    context = stack_float32(ctx)
     rois = make_rois(list(boxes), list(views))
     targets = torch.from_numpy(np.concatenate([k.labels for k in kfs]))
     return list(kfs), context, rois, targets

@@ -16,6 +16,9 @@ import csv
 import io
 import math
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,7 +67,9 @@ class TrainConfig:
     seed: int = 0
     cache: str = "auto"              # features in RAM: auto (if < cache_max_gb) | memory | disk
     cache_max_gb: float = 8.0
-    num_workers: int = 2             # DataLoader workers when reading from disk
+    # DataLoader worker processes when reading from disk; 0: a prefetching thread (no
+    # batch travels through shared memory: faster on few cores, and for cheap heads)
+    num_workers: int = 0
 
 
 def gt_keyframes(store: FeatureStore, view: str, gt: pd.DataFrame, dets: pd.DataFrame,
@@ -115,19 +120,71 @@ def global_batches(data: TrainKeyframes, epoch: int, cfg: TrainConfig) -> list[l
     return [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
 
 
+class Prefetcher:
+    """Iterates ``loader`` in a background thread, up to ``depth`` batches ahead, so that
+    reading and collating overlap the training step (file reads, zstd and copies release
+    the GIL).  An error in the thread is raised by the iteration."""
+
+    def __init__(self, loader: DataLoader, depth: int = 4):
+        self.loader, self.depth = loader, depth
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        q: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+
+        def put(item: tuple) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def fill() -> None:
+            try:
+                for batch in self.loader:
+                    if not put((True, batch)):
+                        return
+                put((False, None))
+            except BaseException as err:   # handed to the consumer, raised there
+                put((False, err))
+
+        thread = threading.Thread(target=fill, name="acar-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                ok, batch = q.get()
+                if ok:
+                    yield batch
+                elif batch is None:
+                    return
+                else:
+                    raise batch
+        finally:
+            stop.set()
+            thread.join()
+
+
 def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: int,
-                 d: Dist = SINGLE) -> DataLoader:
-    """This rank's share (``batch[rank::world]``) of every global batch of ``epoch``.
+                 d: Dist = SINGLE) -> DataLoader | Prefetcher:
+    """This rank's share (``batch[rank::world]``) of every global batch of ``epoch``,
+    loaded by ``workers`` processes, or with none by a :class:`Prefetcher` thread.
 
     A rank whose share is empty gets an empty batch and still takes part in the step.
     """
     data.epoch = epoch
     shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg)]
-    return DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
-                      num_workers=workers, prefetch_factor=4 if workers else None)
+    loader = DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
+                        num_workers=workers, prefetch_factor=4 if workers else None)
+    return loader if workers else Prefetcher(loader)
 
 
-def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                loader: DataLoader | Prefetcher,
                 pose: list[int], cfg: TrainConfig, epoch: int, actors: list[int],
                 d: Dist = SINGLE, banks: BankReader | None = None) -> list[float]:
     """One pass over ``loader``; the learning rate is set before every step.
@@ -198,6 +255,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         cfg.cache == "auto"
         and cache.nbytes(sorted({k.video for k in samples})) < cfg.cache_max_gb * 2**30)
     cache.in_memory = in_memory
+    cache.open(sorted({k.video for k in samples}))
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams).to(d.device)
     banks = open_bank(bank, head, spec.to_dict(), in_memory)   # None: head reads no bank

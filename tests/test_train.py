@@ -7,7 +7,8 @@ from pipeline import train
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.features import FeatureStore
-from pipeline.keyframes import jitter_boxes
+from pipeline.distributed import Dist
+from pipeline.keyframes import FeatureCache, Keyframe, TrainKeyframes, index_runs, jitter_boxes
 from pipeline.losses import activate, ava_loss
 from pipeline.models import build_head
 from tests.conftest import LABELMAP, boxes_gt
@@ -139,6 +140,61 @@ def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path):
     a, b = load_checkpoint(tmp_path / "mem.pt"), load_checkpoint(tmp_path / "disk.pt")
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+
+
+def _keyframes(videos: dict[str, list[int]]) -> list[Keyframe]:
+    return [Keyframe(v, 900 + k, k, np.array([[0.1, 0.2, 0.5, 0.9]], np.float32),
+                     np.zeros((1, LABELMAP.num_classes), np.float32))
+            for v, rows in videos.items() for k in rows]
+
+
+def test_index_runs_group_consecutive_rows_of_a_video():
+    keys = [("b", 3), ("a", 5), ("a", 4), ("b", 1), ("a", 4), ("a", 7), ("b", 2)]
+    assert index_runs(keys) == [("a", range(4, 6)), ("a", range(7, 8)), ("b", range(1, 4))]
+
+
+@pytest.mark.parametrize(("world", "workers"), [(1, 0), (1, 2), (2, 0)])
+def test_disk_loader_yields_every_keyframe_once_per_epoch(tmp_path, world, workers):
+    from tests.conftest import make_feature_store
+
+    videos = {"v0": 11, "v1": 6, "v2": 9}
+    store = make_feature_store(str(tmp_path / "f.zarr"), videos)
+    samples = _keyframes({"v0": [0, 1, 2, 4, 5, 6, 7, 8, 10], "v1": list(range(6)),
+                          "v2": [1, 3, 4, 5, 7, 8]})   # 21: a last batch of 1
+    memory = FeatureCache(store, "s36")
+    cache = FeatureCache(store, "s36", in_memory=False)
+    cache.open(sorted(videos))
+    data = TrainKeyframes(samples, cache, 0.0, 0)
+    cfg = train.TrainConfig(batch_size=4)
+    for epoch in (0, 1):
+        batches = [[(samples[i].video, samples[i].index) for i in b]
+                   for b in train.global_batches(data, epoch, cfg)]
+        seen = []
+        for rank in range(world):
+            loader = train.epoch_loader(data, epoch, cfg, workers, Dist(rank, world))
+            shares = [[(k.video, k.index) for k in kfs] for kfs, *_ in loader]
+            assert shares == [b[rank::world] for b in batches]   # this rank's, in order
+            seen += sum(shares, [])
+        for kfs, context, rois, targets in train.epoch_loader(data, epoch, cfg, workers):
+            assert len(rois) == len(targets) == len(kfs)
+            for b, k in enumerate(kfs):               # each keyframe got its own map
+                want = memory.context(k.video, k.index).astype(np.float32)
+                np.testing.assert_array_equal(context[b].numpy(), want)
+        assert sorted(seen) == sorted((k.video, k.index) for k in samples)   # each once
+
+
+def test_prefetcher_yields_in_order_and_raises_the_loaders_error():
+    assert list(train.Prefetcher(range(10), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ValueError("bad shard")
+
+    with pytest.raises(ValueError, match="bad shard"):
+        list(train.Prefetcher(failing()))
+    it = iter(train.Prefetcher(range(1000), depth=1))   # left early: the thread stops
+    assert next(it) == 0
+    it.close()
 
 
 TINY_HPARAMS = {"linear": {}, "actor_actor": {"hidden_dim": 8, "num_heads": 2},
