@@ -1,23 +1,44 @@
-"""Stage ``synth``: a small synthetic world with AVA-format labels (the default dataset).
+"""Stage ``synth``: a relational toy world with AVA-format labels (the default dataset).
 
-Nothing can be downloaded on an offline machine, so the default pipeline makes its own
-videos.  Each video shows 1–3 stick-like figures on a textured background.  Every
-second, each figure has one pose (``stand``, ``sit`` or ``walk``, the mutually
-exclusive pose classes) and may ``hold`` an object.  Labels are written at one
-keyframe per second, exactly like AVA.
+Nothing pretrained can be downloaded offline and AVA is hundreds of GB, so the default
+pipeline makes its own videos.  The world is built so that each family of classes
+needs one scope of reasoning (ACAR paper, Table 1a/1f in miniature):
+
+==========  =========  ==============================================================
+family      class      rule at keyframe t (person i)
+==========  =========  ==============================================================
+pose        stand      i's pose: one per person (softmax group).  ``walk`` needs the
+            sit        motion across the clip: a single frame of a walker in mid-stride
+            walk       looks like a stander.
+context     watch      the screen on the wall is on, i stands or sits, not in the cart
+            warm       a fire burns 28-40 px beside i (others stay >= 72 px away)
+            drive      i sits at the cart's wheel, hands on it (outside i's box)
+relation    ride       i sits in the cart *and someone else drives it*; without a
+                       driver the passengers only sit
+            listen     another person j talks (gesturing arm, moving mouth) and j's
+                       nearest neighbour is i (talkers turn to their nearest neighbour)
+longterm    wait       i handed an object to someone who then left the scene, 3 to 8 s
+                       before t (the clip around t only shows i standing)
+==========  =========  ==============================================================
+
+Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
+rectangle (an off screen), people who hold an object without handing it over, empty
+carts, occlusion by the cart's side and by other people, and ``label_noise`` (a few
+percent of the person-keyframes get one non-pose label toggled).  Sizes are for a
+160x160 canvas and scale with the frame (``MIN_CANVAS`` keeps tiny test frames usable).
 
 Outputs (``out_dir``)::
 
     videos/<video_id>.mp4      h264, ``fps`` frames per second
-    train.csv, val.csv         AVA annotation CSVs
-    labelmap.pbtxt             with acar's ``superclass`` extension
+    train.csv, val.csv         AVA annotation CSVs (1 keyframe/s, t = 1 .. duration-1)
+    labelmap.pbtxt             with acar's ``superclass`` extension (the family)
     excluded.csv               excluded (video_id, timestamp) of the val split
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +49,27 @@ from .artifacts.annotations import write_annotations, write_excluded
 from .artifacts.labelmap import LabelMap, write_labelmap
 from .video import write_video
 
-LABELMAP = LabelMap(ids=(1, 2, 3, 4), names=("stand", "sit", "walk", "hold"),
-                    superclasses=("pose", "pose", "pose", "object"))
-STAND, SIT, WALK, HOLD = LABELMAP.ids
+LABELMAP = LabelMap(
+    ids=(1, 2, 3, 4, 5, 6, 7, 8, 9),
+    names=("stand", "sit", "walk", "watch", "warm", "drive", "ride", "listen", "wait"),
+    superclasses=("pose", "pose", "pose", "context", "context", "context",
+                  "relation", "relation", "longterm"))
+STAND, SIT, WALK, WATCH, WARM, DRIVE, RIDE, LISTEN, WAIT = LABELMAP.ids
+FAMILIES = ("pose", "context", "relation", "longterm")
+
+# The world's rules (probabilities per video unless said otherwise).
+P_SCREEN_ON = 0.5
+P_FIRE = 0.6
+P_CART = 0.55
+P_DRIVER = 0.6
+P_HANDOVER = 0.8
+P_TALK = 0.7
+P_HOLDER = 0.25           # a distractor: holds an object all along, hands nothing over
+WARM_RANGE = (28, 40)     # px from the fire (160-px canvas)
+FAR_FROM_FIRE = 72
+WAIT_RANGE = (3, 8)       # seconds after the hand-over
+MIN_CANVAS = 96
+YELLOW = (250, 220, 30)
 
 
 @dataclass
@@ -38,104 +77,363 @@ class SynthConfig:
     seed: int = 0
     num_train: int = 6          # videos in the train split
     num_val: int = 3            # videos in the val split
-    duration: int = 8           # seconds per video
+    duration: int = 10          # seconds per video (keyframes at 1..duration-1)
     fps: int = 8
     width: int = 160
-    height: int = 120
-    max_people: int = 3
+    height: int = 160
+    max_people: int = 5
+    label_noise: float = 0.03   # share of person-keyframes with one non-pose label toggled
 
 
 @dataclass
 class Person:
-    color: np.ndarray           # (3,) uint8
-    x: float                    # centre x (pixels)
-    y: float                    # feet y (pixels)
-    scale: float                # height multiplier
-    poses: list[int]            # pose per second
-    holds: list[bool]           # holding an object, per second
-    vx: float                   # walking speed (pixels per frame)
+    color: tuple[int, int, int]
+    x: np.ndarray               # (F,) centre x in px per frame
+    y: float                    # feet y in px
+    pose: np.ndarray            # (F,) STAND | SIT | WALK
+    face: np.ndarray            # (F,) +1 right, -1 left
+    visible: np.ndarray         # (F,) bool
+    holding: np.ndarray         # (F,) bool: an object in the hand
+    talking: np.ndarray         # (F,) bool
+    in_cart: bool = False
+    driver: bool = False
+    handover: int | None = None  # second at which this person handed an object over
 
 
-def _people(rng: np.random.Generator, cfg: SynthConfig) -> list[Person]:
+@dataclass
+class Scene:
+    width: int
+    height: int
+    unit: float                  # px per unit of the 160-px canvas
+    background: np.ndarray       # (H, W, 3) uint8
+    screen: tuple[int, int, int, int]
+    screen_on: bool
+    fire: tuple[float, float] | None = None             # (x, y) of its base
+    cart: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 (body)
+    wheel_side: int = 1          # the wheel is at the cart's right (+1) or left (-1) end
+    crates: list[tuple[int, int, int, int, tuple]] = field(default_factory=list)
+    people: list[Person] = field(default_factory=list)
+
+
+# ---- the script: where everyone is and what they do, per frame ---------------------
+
+def _static(frames: int, x: float, pose: int, face: int) -> dict:
+    return dict(x=np.full(frames, x, float), pose=np.full(frames, pose),
+                face=np.full(frames, face), visible=np.ones(frames, bool),
+                holding=np.zeros(frames, bool), talking=np.zeros(frames, bool))
+
+
+def _free_poses(rng, seconds: int, allowed: tuple[int, ...]) -> np.ndarray:
+    poses = [int(rng.choice(allowed))]
+    for _ in range(seconds - 1):
+        poses.append(poses[-1] if rng.random() < 0.6 else int(rng.choice(allowed)))
+    return np.array(poses)
+
+
+def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
+    W, H, fps, secs = cfg.width, cfg.height, cfg.fps, cfg.duration
+    F = secs * fps
+    u = max(min(W, H), MIN_CANVAS) / 160
+    base = rng.integers(20, 90, 3)
+    grad = np.linspace(0, 1, H)[:, None, None] * rng.integers(0, 60, 3)
+    texture = rng.integers(0, 22, (H, W, 1))
+    background = np.clip(base + grad + texture, 0, 255).astype(np.uint8)
+    floor = int(0.62 * H)
+    background[floor:] = np.clip(background[floor:].astype(int) - 15, 0, 255)
+    sw, sh = int(36 * u), int(22 * u)
+    sx = int(rng.uniform(4 * u, W - sw - 4 * u))
+    scene = Scene(W, H, u, background, (sx, int(0.1 * H), sx + sw, int(0.1 * H) + sh),
+                  bool(rng.random() < P_SCREEN_ON))
+    # distractors: an off-screen-like dark panel and an orange crate, sometimes
+    for colour in ((30, 30, 34), (235, 120, 20)):
+        if rng.random() < 0.5:
+            cw, ch = int(rng.uniform(10, 24) * u), int(rng.uniform(8, 16) * u)
+            cx = int(rng.uniform(0, W - cw))
+            cy = int(rng.uniform(0.12 * H, 0.5 * H)) if colour[0] < 100 else floor - ch
+            scene.crates.append((cx, cy, cx + cw, cy + ch, colour))
+
     n = int(rng.integers(1, cfg.max_people + 1))
-    slots = rng.permutation(np.linspace(0.15, 0.85, cfg.max_people))[:n]
-    people = []
-    for sx in slots:
-        poses = [int(rng.choice([STAND, SIT, WALK]))]
-        for _ in range(cfg.duration):
-            poses.append(poses[-1] if rng.random() < 0.5 else int(rng.choice([STAND, SIT, WALK])))
-        people.append(Person(
-            color=rng.integers(60, 255, 3).astype(np.uint8),
-            x=float(sx * cfg.width), y=float(rng.uniform(0.7, 0.95) * cfg.height),
-            scale=float(rng.uniform(0.8, 1.2)), poses=poses,
-            holds=[bool(rng.random() < 0.4) for _ in range(cfg.duration + 1)],
-            vx=float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.6))))
-    return people
+    colors = [tuple(int(c) for c in rng.integers(90, 255, 3)) for _ in range(n + 2)]
+    occupied: list[tuple[float, float]] = []       # x intervals of the cart and the fire
+
+    def feet() -> float:
+        return float(rng.uniform(0.72, 0.95) * H)
+
+    # the cart: a driver seat at the wheel end, passengers behind
+    if rng.random() < P_CART and W >= 100 * u:
+        cw = 64 * u
+        x1 = float(rng.uniform(2 * u, W - cw - 2 * u))
+        yb = float(rng.uniform(0.82, 0.95) * H)
+        scene.cart = (x1, yb - 14 * u, x1 + cw, yb)
+        scene.wheel_side = int(rng.choice([-1, 1]))
+        occupied.append((x1 - 6 * u, x1 + cw + 6 * u))
+        n_in = int(rng.integers(1, min(3, n) + 1))
+        driver = rng.random() < P_DRIVER
+        front = x1 + cw - 12 * u if scene.wheel_side > 0 else x1 + 12 * u
+        for k in range(n_in):
+            is_driver = driver and k == 0
+            x = front - scene.wheel_side * (k + (0 if driver else 1)) * 17 * u
+            p = Person(colors.pop(), y=yb - 4 * u, in_cart=True, driver=is_driver,
+                       **_static(F, x, SIT, scene.wheel_side))
+            scene.people.append(p)
+        n -= n_in
+    if rng.random() < P_FIRE:
+        for _ in range(20):
+            fx = float(rng.uniform(8 * u, W - 8 * u))
+            if all(not (a - 10 * u < fx < b + 10 * u) for a, b in occupied):
+                scene.fire = (fx, float(rng.uniform(0.8, 0.92) * H))
+                occupied.append((fx - 8 * u, fx + 8 * u))
+                break
+
+    def place(warm: bool) -> float | None:
+        for _ in range(40):
+            if warm:
+                x = scene.fire[0] + rng.choice([-1, 1]) * rng.uniform(*WARM_RANGE) * u
+            else:
+                x = rng.uniform(8 * u, W - 8 * u)
+            if not 6 * u < x < W - 6 * u:
+                continue
+            if any(a - 6 * u < x < b + 6 * u for a, b in occupied):
+                continue
+            if scene.fire is not None and not warm and abs(x - scene.fire[0]) < FAR_FROM_FIRE * u:
+                continue
+            if any(abs(x - q.x[0]) < 7 * u for q in scene.people if not q.in_cart):
+                continue
+            return float(x)
+        return None
+
+    free: list[Person] = []
+    for _ in range(n):
+        warm = scene.fire is not None and rng.random() < 0.5
+        x = place(warm)
+        if x is None:
+            continue
+        p = Person(colors.pop(), y=feet(), **_static(F, x, STAND, int(rng.choice([-1, 1]))))
+        scene.people.append(p)
+        free.append(p)
+    rng.shuffle(free)
+
+    # a hand-over: the giver stays, the receiver takes the object and leaves the scene
+    giver = None
+    if free and secs >= 6 and rng.random() < P_HANDOVER:
+        giver = free.pop()
+        side = int(rng.choice([-1, 1]))
+        rx = giver.x[0] + side * rng.uniform(14, 20) * u
+        if 6 * u < rx < W - 6 * u:
+            t_h = int(rng.integers(1, secs - WAIT_RANGE[0]))
+            giver.handover = t_h
+            giver.face[:] = side
+            giver.holding[: t_h * fps] = True
+            recv = Person(colors.pop(), y=giver.y + float(rng.uniform(-3, 3) * u),
+                          **_static(F, rx, STAND, -side))
+            recv.holding[t_h * fps:] = True
+            out = 1 if rx > W / 2 else -1                       # the nearest edge
+            go = int((t_h + 0.5) * fps)
+            speed = (W / 2 + 20 * u) / (1.5 * fps)
+            for f in range(go, F):
+                recv.x[f] = recv.x[f - 1] + out * speed
+                recv.pose[f], recv.face[f] = WALK, out
+            recv.visible = (recv.x > -4 * u) & (recv.x < W + 4 * u)
+            scene.people.append(recv)
+        else:
+            giver = None
+    # the others: a talker, holders, and free poses (stand / sit / walk)
+    talker = free.pop() if len(scene.people) >= 2 and free and rng.random() < P_TALK else None
+    if talker is not None:
+        a = int(rng.integers(0, max(1, secs - 3)))
+        b = int(rng.integers(a + 3, secs + 1))
+        talker.talking[a * fps: b * fps] = True
+    for p in free:
+        if rng.random() < P_HOLDER:
+            p.holding[:] = True
+        near_fire = scene.fire is not None and abs(p.x[0] - scene.fire[0]) < FAR_FROM_FIRE * u
+        poses = _free_poses(rng, secs, (STAND, SIT) if near_fire else (STAND, SIT, WALK))
+        anchor, v = p.x[0], float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.4) * u)
+        x = anchor
+        for f in range(F):
+            p.pose[f] = poses[f // fps]
+            if p.pose[f] == WALK:
+                if abs(x + v - anchor) > 24 * u or not 6 * u < x + v < W - 6 * u:
+                    v = -v
+                x += v
+                p.face[f] = 1 if v > 0 else -1
+            elif f % fps == 0 and rng.random() < 0.2:
+                p.face[f:] = -p.face[f]
+            p.x[f] = x
+    if talker is not None:   # turns to its nearest visible neighbour, frame by frame
+        for f in range(F):
+            j = _nearest(scene.people, talker, f)
+            if j is not None:
+                talker.face[f] = 1 if scene.people[j].x[f] > talker.x[f] else -1
+    return scene
 
 
-def _box(p: Person, pose: int) -> tuple[float, float, float, float]:
-    """Tight box (x1, y1, x2, y2) in pixels of a figure at its current state."""
-    h = (40 if pose != SIT else 26) * p.scale
-    w = (12 if pose != SIT else 18) * p.scale
-    return p.x - w / 2, p.y - h, p.x + w / 2, p.y
+def _nearest(people: list[Person], p: Person, f: int) -> int | None:
+    best, arg = np.inf, None
+    for k, q in enumerate(people):
+        if q is p or not q.visible[f]:
+            continue
+        d = np.hypot(q.x[f] - p.x[f], q.y - p.y)
+        if d < best:
+            best, arg = d, k
+    return arg
 
 
-def _draw(img: np.ndarray, p: Person, pose: int, hold: bool, frame: int) -> None:
-    x1, y1, x2, y2 = (int(round(v)) for v in _box(p, pose))
+# ---- the rules: labels of person i at keyframe frame f ---------------------------
+
+def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
+    """The action ids of person ``i`` at frame ``f``, from the world's rules (no noise)."""
+    p, u = scene.people[i], scene.unit
+    pose = int(p.pose[f])
+    out = [pose]
+    if scene.screen_on and pose in (STAND, SIT) and not p.in_cart:
+        out.append(WATCH)
+    if scene.fire is not None and not p.in_cart and \
+            abs(p.x[f] - scene.fire[0]) <= WARM_RANGE[1] * u + 1e-6:
+        out.append(WARM)
+    if p.driver:
+        out.append(DRIVE)
+    if p.in_cart and not p.driver and any(q.driver for q in scene.people):
+        out.append(RIDE)
+    for q in scene.people:
+        if q is not p and q.talking[f] and _nearest(scene.people, q, f) == i:
+            out.append(LISTEN)
+            break
+    if p.handover is not None and WAIT_RANGE[0] <= f / fps - p.handover <= WAIT_RANGE[1]:
+        out.append(WAIT)
+    return out
+
+
+def box_of(scene: Scene, p: Person, f: int) -> tuple[float, float, float, float]:
+    """The person's body box (x1, y1, x2, y2) in px: head to feet, arms and objects out."""
+    u = scene.unit
+    h, w = (28 * u, 16 * u) if p.pose[f] == SIT else (40 * u, 12 * u)
+    return p.x[f] - w / 2, p.y - h, p.x[f] + w / 2, p.y
+
+
+# ---- rendering --------------------------------------------------------------------
+
+def _rect(img, x1, y1, x2, y2, color) -> None:
     h, w = img.shape[:2]
-    head = max(3, int(5 * p.scale))
-    cx = (x1 + x2) // 2
+    x1, x2 = max(int(round(x1)), 0), min(int(round(x2)), w)
+    y1, y2 = max(int(round(y1)), 0), min(int(round(y2)), h)
+    if x1 < x2 and y1 < y2:
+        img[y1:y2, x1:x2] = color
+
+
+def _disc(img, cx, cy, r, color, ring: bool = False) -> None:
+    h, w = img.shape[:2]
     yy, xx = np.ogrid[:h, :w]
-    img[(yy - (y1 + head)) ** 2 + (xx - cx) ** 2 <= head ** 2] = p.color
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    mask = (d2 <= r * r) & (d2 >= (r - 1.6) ** 2) if ring else d2 <= r * r
+    img[mask] = color
+
+
+def _draw_person(img, scene: Scene, p: Person, f: int, rng) -> None:
+    u = scene.unit
+    x1, y1, x2, y2 = box_of(scene, p, f)
+    cx, pose, face = p.x[f], p.pose[f], p.face[f]
+    head = 5 * u
+    _disc(img, cx, y1 + head, head, p.color)
+    _rect(img, cx + face * 2 * u - 1, y1 + head - 2 * u, cx + face * 2 * u + 1.5,   # an eye
+          y1 + head - 0.5 * u, (20, 20, 20))
+    if p.talking[f] and (f // 2) % 2 == 0:                                          # mouth
+        _rect(img, cx + face * 2 * u - 1, y1 + head + 1.5 * u, cx + face * 3 * u + 1,
+              y1 + head + 3 * u, (150, 20, 20))
     torso_bottom = y1 + (y2 - y1) * (0.62 if pose != SIT else 0.75)
-    img[max(y1 + 2 * head, 0):int(torso_bottom), max(cx - 3, 0):cx + 3] = p.color
-    legs = int(torso_bottom)
-    if pose == WALK:  # legs swing with the frame number
-        swing = int(4 * p.scale * np.sin(frame * 1.3))
+    _rect(img, cx - 3 * u, y1 + 2 * head, cx + 3 * u, torso_bottom, p.color)
+    if pose == WALK:
+        swing = 4 * u * np.sin(f * 1.3)
         for dx in (swing, -swing):
-            img[legs:y2, max(cx + dx - 2, 0):max(cx + dx + 2, 0)] = p.color
-    elif pose == SIT:  # a bent leg: horizontal thigh, then shin
-        img[legs - 2:legs + 2, max(cx, 0):x2] = p.color
-        img[legs:y2, max(x2 - 3, 0):x2] = p.color
+            _rect(img, cx + dx - 1.5 * u, torso_bottom, cx + dx + 1.5 * u, y2, p.color)
+    elif pose == SIT:                      # thigh forward, shin down
+        _rect(img, min(cx, cx + face * 8 * u), torso_bottom - 2 * u, max(cx, cx + face * 8 * u),
+              torso_bottom + 2 * u, p.color)
+        kx = cx + face * 7 * u
+        _rect(img, kx - 1.5 * u, torso_bottom, kx + 1.5 * u, y2, p.color)
     else:
-        for dx in (-2, 2):
-            img[legs:y2, max(cx + dx - 1, 0):max(cx + dx + 2, 0)] = p.color
-    if hold:  # a yellow object at the hand, outside the body
-        hx, hy = x2 + 1, int(y1 + (y2 - y1) * 0.45)
-        img[max(hy - 3, 0):hy + 3, max(hx, 0):hx + 6] = (250, 220, 30)
+        for dx in (-2 * u, 2 * u):
+            _rect(img, cx + dx - 1.2 * u, torso_bottom, cx + dx + 1.2 * u, y2, p.color)
+    shoulder = y1 + 2 * head + 2 * u
+    hand_x = cx + face * 9 * u
+    if p.driver:                           # both arms forward onto the wheel
+        _rect(img, min(cx, hand_x), shoulder, max(cx, hand_x), shoulder + 2.5 * u, p.color)
+    elif p.talking[f]:                     # a gesturing forearm, up and down
+        lift = (4 + 4 * np.sin(f * 1.7)) * u
+        _rect(img, min(cx, cx + face * 7 * u), shoulder - lift, max(cx, cx + face * 7 * u),
+              shoulder - lift + 2.5 * u, p.color)
+    else:                                  # an arm hanging by the side
+        ax = cx + face * 4 * u
+        _rect(img, ax - 1.2 * u, shoulder, ax + 1.2 * u, shoulder + 10 * u, p.color)
+    if p.holding[f]:
+        hx = cx + face * 8 * u
+        _rect(img, hx - 3 * u, shoulder + 6 * u, hx + 3 * u, shoulder + 12 * u, YELLOW)
+
+
+def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
+    img = scene.background.copy()
+    u = scene.unit
+    x1, y1, x2, y2 = scene.screen
+    _rect(img, x1 - 2, y1 - 2, x2 + 2, y2 + 2, (70, 70, 76))
+    if scene.screen_on:     # a flickering picture: coloured blocks that change each frame
+        for by in range(y1, y2, max(int(6 * u), 2)):
+            for bx in range(x1, x2, max(int(6 * u), 2)):
+                _rect(img, bx, by, min(bx + 6 * u, x2), min(by + 6 * u, y2),
+                      tuple(int(c) for c in rng.integers(60, 255, 3)))
+    else:
+        _rect(img, x1, y1, x2, y2, (24, 26, 30))
+    for cx1, cy1, cx2, cy2, colour in scene.crates:
+        _rect(img, cx1, cy1, cx2, cy2, colour)
+    if scene.fire is not None:  # flames: flickering orange/yellow tongues on logs
+        fx, fy = scene.fire
+        _rect(img, fx - 7 * u, fy - 2 * u, fx + 7 * u, fy + 1 * u, (90, 50, 20))
+        for k in range(5):
+            h = rng.uniform(6, 14) * u
+            dx = (k - 2) * 2.6 * u + rng.uniform(-1, 1) * u
+            _rect(img, fx + dx - 1.3 * u, fy - 2 * u - h, fx + dx + 1.3 * u, fy - 2 * u,
+                  (255, int(rng.integers(90, 200)), 20))
+    order = sorted(range(len(scene.people)), key=lambda k: scene.people[k].y)
+    for k in order:
+        p = scene.people[k]
+        if p.visible[f]:
+            _draw_person(img, scene, p, f, rng)
+    if scene.cart is not None:     # the cart's side hides the passengers' legs
+        cx1, cy1, cx2, cy2 = scene.cart
+        _rect(img, cx1, cy1, cx2, cy2, (60, 110, 170))
+        _rect(img, cx1, cy1, cx2, cy1 + 2 * u, (200, 200, 210))
+        for wx in (cx1 + 10 * u, cx2 - 10 * u):
+            _disc(img, wx, cy2, 4 * u, (20, 20, 20))
+        wx = cx2 - 2 * u if scene.wheel_side > 0 else cx1 + 2 * u   # the steering wheel
+        _disc(img, wx, cy1 - 9 * u, 5 * u, (15, 15, 15), ring=True)
+        _rect(img, wx - u, cy1 - 5 * u, wx + u, cy1, (15, 15, 15))
+    return img
 
 
 def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, path: Path
                   ) -> list[tuple]:
-    people = _people(rng, cfg)
-    base = rng.integers(0, 80, 3)
-    grad = np.linspace(0, 1, cfg.height)[:, None, None] * rng.integers(0, 80, 3)
-    texture = rng.integers(0, 25, (cfg.height, cfg.width, 1))
-    background = np.clip(base + grad + texture, 0, 255).astype(np.uint8)
+    scene = _script(rng, cfg)
+    F = cfg.duration * cfg.fps
+    frame_rng = np.random.default_rng(rng.integers(1 << 62))   # flicker
+    noise_rng = np.random.default_rng(rng.integers(1 << 62))   # label noise
+    write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps)
     rows: list[tuple] = []
-
-    def frames():
-        for f in range(cfg.duration * cfg.fps):
-            sec = f / cfg.fps
-            img = background.copy()
-            for pid, p in enumerate(people):
-                pose, hold = p.poses[int(sec)], p.holds[int(sec)]
-                if pose == WALK:
-                    p.x += p.vx
-                    if not (8 < p.x < cfg.width - 8):
-                        p.vx = -p.vx
-                        p.x = float(np.clip(p.x, 8, cfg.width - 8))
-                _draw(img, p, pose, hold, f)
-                if f % cfg.fps == 0 and 0 < sec < cfg.duration:
-                    x1, y1, x2, y2 = _box(p, pose)
-                    box = (np.clip(x1 / cfg.width, 0, 1), np.clip(y1 / cfg.height, 0, 1),
-                           np.clip(x2 / cfg.width, 0, 1), np.clip(y2 / cfg.height, 0, 1))
-                    rows.append((video_id, int(sec), *box, pose, pid))
-                    if hold:
-                        rows.append((video_id, int(sec), *box, HOLD, pid))
-            yield img
-
-    write_video(frames(), path, cfg.fps)
+    W, H = cfg.width, cfg.height
+    non_pose = [a for a, s in zip(LABELMAP.ids, LABELMAP.superclasses) if s != "pose"]
+    for t in range(1, cfg.duration):
+        f = t * cfg.fps
+        for pid, p in enumerate(scene.people):
+            if not p.visible[f]:
+                continue
+            x1, y1, x2, y2 = box_of(scene, p, f)
+            box = (float(np.clip(x1 / W, 0, 1)), float(np.clip(y1 / H, 0, 1)),
+                   float(np.clip(x2 / W, 0, 1)), float(np.clip(y2 / H, 0, 1)))
+            if box[2] - box[0] < 2 / W or box[3] - box[1] < 2 / H:
+                continue
+            labels = labels_at(scene, pid, f, cfg.fps)
+            if noise_rng.random() < cfg.label_noise:
+                flip = int(noise_rng.choice(non_pose))
+                labels = [a for a in labels if a != flip] if flip in labels else labels + [flip]
+            rows += [(video_id, t, *box, a, pid) for a in labels]
     return rows
 
 
