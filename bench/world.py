@@ -1,0 +1,105 @@
+"""The toy world's table: every head on several world seeds, mean ± std per family.
+
+For each seed: synth (seed overridden) -> detect (GT boxes) -> extract -> train every
+head of stages.yaml -> banks -> eval, all with the parameters of ``--params`` (the same
+functions the DVC stages call).  Writes bench/results/world<tag>.json with per-seed
+metrics, and prints the README's table (AP x 100 per family and overall mAP).
+
+    uv run python bench/world.py --seeds 0 1 2            # ~8 min per seed on 2 cores
+    uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline import bank, detect, evaluate, extract, synth, train
+from pipeline.config import load_config
+
+HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
+BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
+
+
+def run_seed(seed: int, params: str, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
+    times = {}
+
+    def timed(name, fn, *args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        times[name] = round(time.perf_counter() - t0, 1)
+        return out
+
+    timed("synth", synth.run, load_config(synth.SynthConfig, "synth", params, {"seed": seed}),
+          world)
+    timed("detect", detect.run, load_config(detect.DetectConfig, "detect", params),
+          world / "videos", dets, [world / "train.csv", world / "val.csv"])
+    timed("extract", extract.run, load_config(extract.ExtractConfig, "extract", params),
+          world / "videos", dets, feats)
+    timed("bank_lfb", bank.run, load_config(bank.BankConfig, "bank.lfb", params,
+                                            {"kind": "lfb"}), feats, dets, str(work / "lfb.zarr"))
+    metrics = {}
+    for head in HEADS:
+        if head == "acfb":
+            timed("bank_acfb", bank.run, load_config(bank.BankConfig, "bank.acfb", params,
+                                                     {"kind": "acfb"}),
+                  feats, dets, str(work / "acfb.zarr"), model=work / "acar.pt",
+                  annotations=[world / "train.csv"])
+        kind = BANK_OF.get(head)
+        bank_url = str(work / f"{kind}.zarr") if kind else None
+        cfg = load_config(train.TrainConfig, ["train", f"heads.{head}"], params, {"head": head})
+        timed(f"train_{head}", train.run, cfg, feats, dets, world / "train.csv",
+              world / "labelmap.pbtxt", work / f"{head}.pt", bank=bank_url)
+        m = timed(f"eval_{head}", evaluate.run, load_config(evaluate.EvalConfig, "eval", params),
+                  work / f"{head}.pt", feats, dets, world / "val.csv", world / "labelmap.pbtxt",
+                  work / f"{head}_metrics.json", excluded=world / "excluded.csv", bank=bank_url)
+        metrics[head] = {"mAP": m["mAP"], **m["per_superclass"]}
+        print(seed, head, {k: round(100 * v, 1) for k, v in metrics[head].items()
+                           if v is not None}, flush=True)
+    return {"seed": seed, "metrics": metrics, "seconds": times}
+
+
+def table(runs: list[dict]) -> str:
+    cols = list(synth.FAMILIES) + ["mAP"]
+    lines = ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for head in HEADS:
+        cells = []
+        for c in cols:
+            vals = [100 * r["metrics"][head][c] for r in runs
+                    if r["metrics"][head].get(c) is not None]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}" if vals else "–")
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--params", default="stages.yaml")
+    ap.add_argument("--work", default="/tmp/acar_world")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    runs = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        runs.append(run_seed(seed, args.params, Path(args.work) / f"seed{seed}"))
+        runs[-1]["total_seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(__file__).parent / "results" / f"world{args.tag}.json"
+    out.parent.mkdir(exist_ok=True)
+    params = yaml.safe_load(Path(args.params).read_text())
+    out.write_text(json.dumps({"params": params, "runs": runs, "table": table(runs)},
+                              indent=1) + "\n")
+    print(table(runs))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
