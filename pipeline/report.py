@@ -194,16 +194,17 @@ def _plot(cfg: ReportConfig, report: dict, path: Path) -> None:
         v = report["chance"][c]
         if v is not None:
             ax.hlines(v, x[j] - 0.45, x[j] + 0.45, colors="black", linestyles="dashed",
-                      linewidth=1.5, label=label)
+                      linewidth=1.5, label=label, zorder=3)
             label, top = "_nolegend_", max(top, v)
-    ax.set_xticks(x, [report["family_names"][c] for c in cols], fontsize=10)
+    ax.set_xticks(x, [report["family_names"][c].replace(" (", "\n(") for c in cols],
+                  fontsize=10)
     ax.set_ylabel("AP (%)", fontsize=11)
     ax.set_ylim(0, max(10.0, min(100.0, top * 1.15 + 2)))
     ax.set_title(cfg.title, fontsize=13)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(fontsize=9, ncol=min(len(heads) + 1, 7), loc="upper center",
-              bbox_to_anchor=(0.5, -0.08), frameon=False)
+              bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
