@@ -13,6 +13,7 @@ from .demo import demo
 from .detect import detect
 from .evaluate import eval_cmd
 from .extract import extract
+from .report import report
 from .synth import synth
 from .train import train
 from .viz import viz
@@ -37,6 +38,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
       eval     predictions + frame-mAP         -> metrics.json
       viz      draw predictions over videos    -> <video>_actions.mp4
       demo     actions on any video file       -> <name>_actions.mp4 (+ heatmaps)
+      report   compare the heads per family    -> report.md, report.png
 
     Every option defaults from its stage's section in stages.yaml; flags override it.
     `dvc repro` runs the whole DAG (dvc.yaml).
@@ -44,7 +46,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
     ctx.obj = {"params": params}
 
 
-for command in (synth, detect, extract, bank, train, eval_cmd, viz, demo):
+for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo):
     cli.add_command(command)
 
 

@@ -13,9 +13,9 @@ def run_acar(*args, cwd=None):
 
 def test_help_lists_the_stages():
     out = CliRunner().invoke(cli, ["--help"]).output
-    for name in ("detect", "extract", "bank", "train", "eval", "synth", "viz", "demo"):
+    for name in ("detect", "extract", "bank", "train", "eval", "synth", "viz", "demo", "report"):
         assert f"  {name} " in out
-    for name in ("detect", "extract", "bank", "train", "eval", "viz", "demo"):
+    for name in ("detect", "extract", "bank", "train", "eval", "viz", "demo", "report"):
         res = CliRunner().invoke(cli, [name, "--help"])
         assert res.exit_code == 0 and "--out" in res.output
 

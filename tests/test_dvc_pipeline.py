@@ -58,11 +58,16 @@ def test_dvc_trains_every_head_of_the_params():
 def test_repro_then_nothing_to_do_then_only_what_changed(repo):
     out = dvc(repo, "repro")
     per_head = {f"{stage}@{head}" for stage in ("train", "eval") for head in HEADS}
-    assert ran(out) == {"synth", "detect", "extract", "bank_lfb", "bank_acfb", *per_head}
+    assert ran(out) == {"synth", "detect", "extract", "bank_lfb", "bank_acfb", *per_head,
+                        "report"}
     for head in HEADS:
         metrics = json.loads((repo / f"data/eval/{head}/metrics.json").read_text())
         assert 0.0 <= metrics["mAP"] <= 1.0
         assert set(metrics["per_superclass"]) == {"pose", "object"}
+    md = (repo / "data/report/report.md").read_text()
+    assert "| *chance* |" in md and "## Orderings" in md
+    assert all(f"| {head} |" in md for head in HEADS)
+    assert (repo / "data/report/report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "bytes/keyframe" in out
 
     again = dvc(repo, "repro")
@@ -74,16 +79,23 @@ def test_repro_then_nothing_to_do_then_only_what_changed(repo):
     # an acar parameter reruns acar, and the acfb bank (made by the trained acar) and all
     # after it; nothing else (not the other heads, not the lfb bank)
     params = yaml.safe_load((repo / "stages.yaml").read_text())
+    # (report reruns when a metrics.json it reads changed: almost always, so it is optional)
     params["heads"]["acar"]["seed"] = 1
     (repo / "stages.yaml").write_text(yaml.safe_dump(params))
-    assert ran(dvc(repo, "repro")) == {"train@acar", "eval@acar", "bank_acfb", "train@acfb",
-                                       "eval@acfb"}
+    assert ran(dvc(repo, "repro")) - {"report"} == {"train@acar", "eval@acar", "bank_acfb",
+                                                    "train@acfb", "eval@acfb"}
 
     # a parameter common to all heads reruns every train/eval (and the acfb bank, which is
     # made by the trained acar), not synth, detect, extract or the lfb bank
     params["train"]["epochs"] += 1
     (repo / "stages.yaml").write_text(yaml.safe_dump(params))
-    assert ran(dvc(repo, "repro")) == per_head | {"bank_acfb"}
+    assert ran(dvc(repo, "repro")) - {"report"} == per_head | {"bank_acfb"}
+
+    # the report's own section reruns the report only
+    params["report"]["title"] = "retitled"
+    (repo / "stages.yaml").write_text(yaml.safe_dump(params))
+    assert ran(dvc(repo, "repro")) == {"report"}
+    assert (repo / "data/report/report.md").read_text().startswith("# retitled\n")
 
     assert ran(dvc(repo, "repro", "--force", "--single-item", "bank_lfb")) == {"bank_lfb"}
 
@@ -95,6 +107,9 @@ def test_share_features_through_the_dvc_remote(repo, tmp_path_factory):
         dvc(repo, "repro")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "pipeline results")
+    tracked = subprocess.run(["git", "ls-files", "data/report"], cwd=repo, check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert tracked == ["data/report/report.md", "data/report/report.png"]  # cache: false
     dvc(repo, "push")
     remote = repo.parent / "acar-dvc-remote"          # ../../acar-dvc-remote from .dvc/
     assert remote.is_dir() and any(remote.rglob("*"))

@@ -13,6 +13,7 @@ import json
 import math
 import os
 
+from . import ArtifactError
 from .atomic import write_text_atomic
 
 
@@ -29,5 +30,28 @@ def write_metrics(metrics: dict, path: str | os.PathLike) -> None:
 
 
 def read_metrics(path: str | os.PathLike) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+    """Read and check a ``metrics.json``; a missing or malformed file is an ArtifactError."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ArtifactError(path, "metrics file not found") from None
+    except json.JSONDecodeError as err:
+        raise ArtifactError(path, f"invalid JSON ({err.msg})", err.lineno) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ArtifactError(path, f"cannot read metrics ({err.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(path, "metrics must be a JSON object")
+    if "mAP" not in data or not _is_ap(data["mAP"]):
+        raise ArtifactError(path, "'mAP' must be a number or null")
+    for key in ("per_class", "per_superclass"):
+        if not isinstance(data.get(key), dict):
+            raise ArtifactError(path, f"'{key}' must be an object")
+    bad = [k for k, v in data["per_superclass"].items() if not _is_ap(v)]
+    if bad:
+        raise ArtifactError(path, f"per_superclass '{bad[0]}' must be a number or null")
+    return data
+
+
+def _is_ap(v) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))

@@ -1,0 +1,238 @@
+"""The ``report`` stage: every head's AP per action family, side by side -> report.md/png.
+
+The last stage of the DAG.  It reads each head's ``metrics.json`` (``acar eval``), the
+validation ground truth and the label map, and writes into ``out_dir``:
+
+``report.md``
+    A table, one row per head (in the order given), one column per family, which is a
+    label-map ``superclass`` (default ``pose``: actor, ``context``: actor-context,
+    ``relation``: actor-context-actor, ``longterm``: long-term), plus overall mAP, all
+    as AP x 100.  A **chance** row gives what random scores would reach: the AP of a
+    random ranking is about the class's prevalence, so for each family it is the mean,
+    over its classes with ground truth, of (#GT boxes with that class / #distinct GT
+    boxes) -- the same averaging ``metrics.json`` uses for ``per_superclass``.  Families
+    absent from the label map are left out; a null AP prints as "–".
+
+    Then "Orderings": the relations the ACRN/ACAR/LFB papers report, checked with
+    measured margins wherever the heads involved are present (:data:`CHECKS`):
+    linear is close to the best on pose, relational reasoning wins on context and
+    relation classes, feature banks win on long-term ones.
+
+``report.png``
+    A grouped bar chart of the same numbers (groups: families and mAP; one colour per
+    head; chance as a dashed line over each group).
+
+Both files are written atomically.  :func:`run` also returns the numbers as a dict.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts.annotations import person_boxes, read_annotations
+from .artifacts.atomic import atomic_path, write_text_atomic
+from .artifacts.labelmap import LabelMap, read_labelmap
+from .artifacts.metrics import read_metrics
+
+FAMILIES = ["pose", "context", "relation", "longterm"]
+FAMILY_NAMES = {"pose": "pose (actor)", "context": "context (actor–context)",
+                "relation": "relation (actor–context–actor)", "longterm": "long-term"}
+MAP = "mAP"
+ALL = "*"   # in a check: every head of the report
+
+# The papers' orderings: (id, family, kind, head, others, threshold, statement), in AP points.
+#   ratio:   AP(head) / max AP(others)              >= threshold
+#   margin:  AP(head) - max AP(others)              >= threshold
+#   between: AP(head) lies in [min, max] of others  (margin to the nearer end >= threshold)
+CHECKS: list[tuple[str, str, str, str, tuple[str, ...] | str, float, str]] = [
+    ("a", "pose", "ratio", "linear", ALL, 0.8,
+     "linear reaches ≥ 80% of the best head's AP on pose"),
+    ("b", "context", "margin", "acrn", ("linear",), 10.0,
+     "acrn − linear ≥ 10 AP points on context"),
+    ("c", "relation", "margin", "acar", ("linear", "actor_actor", "acrn"), 10.0,
+     "acar − max(linear, actor_actor, acrn) ≥ 10 AP points on relation"),
+    ("d", "longterm", "margin", "acfb", ("acar",), 10.0,
+     "acfb − acar ≥ 10 AP points on longterm"),
+    ("e", "longterm", "between", "lfb", ("acar", "acfb"), 0.0,
+     "lfb lies between acar and acfb on longterm"),
+]
+
+
+@dataclass
+class ReportConfig:
+    """stages.yaml ``report``."""
+
+    title: str = "AP per action family"
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))  # label-map superclasses
+    family_names: dict[str, str] = field(default_factory=dict)  # display names (else built-in)
+
+
+def chance(annotations: str | os.PathLike, labelmap: LabelMap,
+           families: list[str]) -> dict[str, float | None]:
+    """AP x 100 of random scores per family (and ``mAP``): mean prevalence of its classes."""
+    df = read_annotations(annotations)
+    boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
+    positives = {a: 0 for a in labelmap.ids}
+    for labels in boxes["labels"]:
+        for a in labels:
+            if a in positives:
+                positives[a] += 1
+    rate = {a: positives[a] / len(boxes) for a in labelmap.ids if positives[a] > 0}
+    out: dict[str, float | None] = {}
+    for fam in [*families, MAP]:
+        vals = [r for a, r in rate.items()
+                if fam == MAP or labelmap.superclasses[labelmap.index[a]] == fam]
+        out[fam] = 100.0 * float(np.mean(vals)) if vals else None
+    return out
+
+
+def _check(check: tuple, table: dict[str, dict[str, float | None]], families: list[str]) -> dict:
+    key, fam, kind, head, others, thr, statement = check
+    others = [h for h in table if h != head] if others == ALL else list(others)
+    res = {"id": key, "statement": statement, "family": fam, "kind": kind, "head": head,
+           "others": others, "threshold": thr, "values": {}, "measured": None,
+           "passed": None, "skipped": None}
+    missing = [h for h in [head, *others] if h not in table]
+    if fam not in families:
+        res["skipped"] = f"no '{fam}' classes in the label map"
+    elif missing or not others:
+        res["skipped"] = f"no {', '.join(missing) or 'other heads'} in the report"
+    else:
+        values = {h: table[h][fam] for h in [head, *others]}
+        res["values"] = values
+        null = [h for h, v in values.items() if v is None]
+        if null:
+            res["skipped"] = f"no {fam} AP for {', '.join(null)}"
+        else:
+            v, rest = values[head], [values[h] for h in others]
+            if kind == "ratio":
+                res["measured"] = v / max(rest) if max(rest) > 0 else None
+                if res["measured"] is None:
+                    res["skipped"] = f"every {fam} AP is 0"
+            elif kind == "margin":
+                res["measured"] = v - max(rest)
+            elif kind == "between":
+                res["measured"] = min(v - min(rest), max(rest) - v)
+            else:
+                raise ValueError(f"unknown check kind '{kind}'")
+            if res["measured"] is not None:
+                res["passed"] = bool(res["measured"] >= thr)
+    return res
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _check_line(c: dict) -> str:
+    head = f"**({c['id']})** {c['statement']}"
+    if c["skipped"]:
+        return f"- – {head}: skipped ({c['skipped']})"
+    vals = c["values"]
+    mark = "✓" if c["passed"] else "✗"
+    if c["kind"] == "ratio":
+        best = max(c["others"], key=lambda h: vals[h])
+        nums = (f"{c['head']} {_fmt(vals[c['head']])}, best {best} {_fmt(vals[best])} → "
+                f"{100 * c['measured']:.0f}% of best (needs ≥ {100 * c['threshold']:.0f}%)")
+    elif c["kind"] == "margin":
+        nums = ", ".join(f"{h} {_fmt(vals[h])}" for h in [c["head"], *c["others"]])
+        nums += f" → margin {c['measured']:+.1f} (needs ≥ {c['threshold']:+.1f})"
+    else:
+        lo, hi = sorted(c["others"], key=lambda h: vals[h])
+        nums = (f"{lo} {_fmt(vals[lo])} ≤ {c['head']} {_fmt(vals[c['head']])} ≤ {hi} "
+                f"{_fmt(vals[hi])} → margin to the nearer end {c['measured']:+.1f} "
+                f"(needs ≥ {c['threshold']:+.1f})")
+    return f"- {mark} {head}: {nums}"
+
+
+def _markdown(cfg: ReportConfig, report: dict) -> str:
+    fams, names = report["families"], report["family_names"]
+    cols = [*fams, MAP]
+    lines = [f"# {cfg.title}", "",
+             "AP × 100 on the validation set, per action family (label-map superclass) and "
+             "overall (frame-mAP at IoU 0.5). *chance*: the AP random scores would reach "
+             "(mean class prevalence among the ground-truth boxes).", "",
+             "| head | " + " | ".join(names[c] for c in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for head, row in report["table"].items():
+        lines.append(f"| {head} | " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    lines.append("| *chance* | " + " | ".join(f"*{_fmt(report['chance'][c])}*" for c in cols)
+                 + " |")
+    lines += ["", "## Orderings", ""]
+    lines += [_check_line(c) for c in report["orderings"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(cfg: ReportConfig, report: dict, path: Path) -> None:
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = [*report["families"], MAP]
+    heads = list(report["table"])
+    fig = Figure(figsize=(10, 5.5), dpi=100)     # 1000 px wide
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(len(cols))
+    width = 0.8 / max(len(heads), 1)
+    cmap = colormaps["tab10"]
+    top = 0.0
+    for i, head in enumerate(heads):
+        vals = [report["table"][head][c] for c in cols]
+        ys = [np.nan if v is None else v for v in vals]
+        bars = ax.bar(x - 0.4 + (i + 0.5) * width, ys, width * 0.92, label=head,
+                      color=cmap(i % 10))
+        ax.bar_label(bars, labels=["" if v is None else f"{v:.0f}" for v in vals],
+                     fontsize=7, padding=1)
+        top = max([top, *(v for v in vals if v is not None)])
+    label = "chance"
+    for j, c in enumerate(cols):
+        v = report["chance"][c]
+        if v is not None:
+            ax.hlines(v, x[j] - 0.45, x[j] + 0.45, colors="black", linestyles="dashed",
+                      linewidth=1.5, label=label, zorder=3)
+            label, top = "_nolegend_", max(top, v)
+    ax.set_xticks(x, [report["family_names"][c].replace(" (", "\n(") for c in cols],
+                  fontsize=10)
+    ax.set_ylabel("AP (%)", fontsize=11)
+    ax.set_ylim(0, max(10.0, min(100.0, top * 1.15 + 2)))
+    ax.set_title(cfg.title, fontsize=13)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=9, ncol=min(len(heads) + 1, 7), loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
+        annotations: str | os.PathLike, labelmap: str | os.PathLike,
+        out_dir: str | os.PathLike) -> dict:
+    """Write ``report.md`` and ``report.png`` into ``out_dir``; return the numbers.
+
+    ``metrics`` maps head name -> its ``metrics.json`` (rows keep this order).
+    """
+    lm = read_labelmap(labelmap)
+    runs = {head: read_metrics(path) for head, path in metrics.items()}
+    families = [f for f in cfg.families if f in lm.superclasses]
+    names = {**FAMILY_NAMES, **cfg.family_names}
+    table = {}
+    for head, m in runs.items():
+        row = {f: None if m["per_superclass"].get(f) is None
+               else 100.0 * m["per_superclass"][f] for f in families}
+        row[MAP] = None if m["mAP"] is None else 100.0 * m["mAP"]
+        table[head] = row
+    report = {"title": cfg.title, "families": families,
+              "family_names": {c: names.get(c, c) for c in [*families, MAP]},
+              "table": table, "chance": chance(annotations, lm, families)}
+    report["orderings"] = [_check(c, table, families) for c in CHECKS]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "report.md", _markdown(cfg, report))
+    _plot(cfg, report, out_dir / "report.png")
+    return report

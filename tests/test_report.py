@@ -1,0 +1,218 @@
+"""The report stage: table, chance row, orderings, chart, CLI (hand-made metrics)."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cli.main import cli
+from pipeline import report
+from pipeline.artifacts import ArtifactError
+from pipeline.artifacts.labelmap import LabelMap, write_labelmap
+from pipeline.artifacts.metrics import write_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# jump (pose) has no GT: like metrics.json, the chance row averages classes with GT only.
+LABELMAP = LabelMap(ids=(1, 2, 3, 4, 5, 6, 8),
+                    names=("stand", "sit", "look", "talk", "wait", "hold", "jump"),
+                    superclasses=("pose", "pose", "context", "relation", "longterm", "object",
+                                  "pose"))
+
+# 5 distinct GT boxes (video, timestamp, box); action 7 is not in the label map.
+GT = """\
+v1,0001,0.100,0.100,0.400,0.900,1,0
+v1,0001,0.100,0.100,0.400,0.900,3,0
+v1,0001,0.500,0.100,0.800,0.900,2,1
+v1,0001,0.500,0.100,0.800,0.900,4,1
+v1,0002,0.100,0.100,0.400,0.900,1,0
+v2,0001,0.200,0.200,0.600,0.800,2,0
+v2,0001,0.200,0.200,0.600,0.800,5,0
+v2,0001,0.200,0.200,0.600,0.800,6,0
+v2,0002,0.200,0.200,0.600,0.800,7,0
+"""
+# positives / 5 boxes: stand 2, sit 2, look 1, talk 1, wait 1, hold 1 (jump 0: left out)
+CHANCE = {"pose": 40.0, "context": 20.0, "relation": 20.0, "longterm": 20.0,
+          "mAP": 100 * (0.4 + 0.4 + 0.2 * 4) / 6}
+
+#            pose  context relation longterm  mAP
+PASSING = {"linear":      (0.50, 0.20, 0.10, 0.10, 0.30),
+           "actor_actor": (0.55, 0.25, 0.20, 0.15, 0.35),
+           "acrn":        (0.60, 0.35, 0.25, 0.15, 0.40),
+           "acar":        (0.58, 0.40, 0.40, 0.20, 0.45),
+           "acfb":        (0.60, 0.40, 0.45, 0.35, 0.50),
+           "lfb":         (0.55, 0.30, 0.30, 0.25, 0.42)}
+FAILING = {"linear":      (0.40, 0.20, 0.10, 0.10, 0.30),   # 67% of the best on pose
+           "actor_actor": (0.55, 0.25, 0.20, 0.15, 0.35),
+           "acrn":        (0.60, 0.25, 0.25, 0.15, 0.40),   # +5 over linear on context
+           "acar":        (0.58, 0.40, 0.30, 0.20, 0.45),   # +5 over acrn on relation
+           "acfb":        (0.60, 0.40, 0.45, 0.25, 0.50),   # +5 over acar on longterm
+           "lfb":         (0.55, 0.30, 0.30, 0.40, 0.42)}   # above both on longterm
+
+
+def write_run(path: Path, aps: tuple[float | None, ...]) -> Path:
+    fams = dict(zip(report.FAMILIES, aps[:4], strict=True))
+    write_metrics({"mAP": aps[4], "per_class": {}, "per_superclass": {**fams, "object": 0.9}},
+                  path)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path):
+    (tmp_path / "val.csv").write_text(GT)
+    write_labelmap(LABELMAP, tmp_path / "labelmap.pbtxt")
+    return tmp_path
+
+
+def make_runs(root: Path, table: dict) -> dict[str, Path]:
+    return {h: write_run(root / h / "metrics.json", aps) for h, aps in table.items()}
+
+
+def run(world: Path, table: dict, **cfg) -> dict:
+    return report.run(report.ReportConfig(title="T", **cfg), make_runs(world, table),
+                      world / "val.csv", world / "labelmap.pbtxt", world / "out")
+
+
+def table_rows(md: str) -> dict[str, list[str]]:
+    rows = [ln.strip("|").split("|") for ln in md.splitlines() if ln.startswith("| ")]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
+
+
+def test_table_and_chance_row(world):
+    res = run(world, PASSING)
+    md = (world / "out" / "report.md").read_text()
+    assert md.startswith("# T\n")
+    rows = table_rows(md)
+    assert list(rows) == ["head", *PASSING, "*chance*"]          # heads in the given order
+    assert rows["head"] == ["pose (actor)", "context (actor–context)",
+                            "relation (actor–context–actor)", "long-term", "mAP"]
+    assert rows["acar"] == ["58.0", "40.0", "40.0", "20.0", "45.0"]
+    assert rows["*chance*"] == ["*40.0*", "*20.0*", "*20.0*", "*20.0*", "*26.7*"]
+    assert res["chance"] == pytest.approx(CHANCE)
+    assert res["table"]["linear"] == pytest.approx(
+        {"pose": 50.0, "context": 20.0, "relation": 10.0, "longterm": 10.0, "mAP": 30.0})
+
+
+def test_orderings_pass_with_margins(world):
+    res = run(world, PASSING)
+    checks = {c["id"]: c for c in res["orderings"]}
+    assert [c["passed"] for c in res["orderings"]] == [True] * 5
+    assert checks["a"]["measured"] == pytest.approx(50 / 60)
+    assert checks["b"]["measured"] == pytest.approx(15.0)
+    assert checks["c"]["measured"] == pytest.approx(15.0)     # acar 40 - acrn 25
+    assert checks["d"]["measured"] == pytest.approx(15.0)
+    assert checks["e"]["measured"] == pytest.approx(5.0)      # 20 <= 25 <= 35
+    md = (world / "out" / "report.md").read_text()
+    lines = md.split("## Orderings\n", 1)[1].strip().splitlines()
+    assert len(lines) == 5 and all(ln.startswith("- ✓ ") for ln in lines)
+    assert "linear 50.0, best acrn 60.0 → 83% of best (needs ≥ 80%)" in lines[0]
+    assert "acar 40.0, linear 10.0, actor_actor 20.0, acrn 25.0 → margin +15.0" in lines[2]
+
+
+def test_orderings_fail_with_margins(world):
+    res = run(world, FAILING)
+    assert [c["passed"] for c in res["orderings"]] == [False] * 5
+    measured = [c["measured"] for c in res["orderings"]]
+    assert measured == pytest.approx([40 / 60, 5.0, 5.0, 5.0, -15.0])
+    md = (world / "out" / "report.md").read_text()
+    lines = md.split("## Orderings\n", 1)[1].strip().splitlines()
+    assert len(lines) == 5 and all(ln.startswith("- ✗ ") for ln in lines)
+    assert "margin to the nearer end -15.0 (needs ≥ +0.0)" in lines[4]
+
+
+def test_missing_heads_families_and_null_ap(world):
+    table = {"acar": (0.58, 0.40, None, 0.20, None), "linear": PASSING["linear"]}
+    res = run(world, table, families=["pose", "relation", "nosuch"])
+    rows = table_rows((world / "out" / "report.md").read_text())
+    assert rows["head"] == ["pose (actor)", "relation (actor–context–actor)", "mAP"]
+    assert rows["acar"] == ["58.0", "–", "–"]                 # null -> "–"
+    assert res["families"] == ["pose", "relation"]
+    checks = {c["id"]: c for c in res["orderings"]}
+    assert checks["a"]["measured"] == pytest.approx(50 / 58)   # best of the heads present
+    assert checks["b"]["skipped"] == "no 'context' classes in the label map"
+    assert checks["c"]["skipped"] == "no actor_actor, acrn in the report"
+    assert checks["e"]["passed"] is None
+    md = (world / "out" / "report.md").read_text()
+    assert "- – **(c)**" in md and "skipped (no actor_actor, acrn in the report)" in md
+
+
+def test_chart_is_a_png_of_sane_size(world):
+    run(world, PASSING)
+    data = (world / "out" / "report.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == 1000 and 400 <= height <= 800
+    assert 10_000 < len(data) < 1_000_000
+    assert not [p for p in (world / "out").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_missing_or_bad_metrics_file_names_it(world):
+    runs = make_runs(world, {"linear": PASSING["linear"]})
+    runs["acar"] = world / "nope" / "metrics.json"
+    with pytest.raises(ArtifactError, match=re.escape(f"{runs['acar']}: metrics file not found")):
+        report.run(report.ReportConfig(), runs, world / "val.csv", world / "labelmap.pbtxt",
+                   world / "out")
+    (world / "bad.json").write_text('{"mAP": 0.5,\n "per_class": {}, "per_superclass": [}\n')
+    runs["acar"] = world / "bad.json"
+    with pytest.raises(ArtifactError, match=re.escape(f"{world / 'bad.json'}:2: invalid JSON")):
+        report.run(report.ReportConfig(), runs, world / "val.csv", world / "labelmap.pbtxt",
+                   world / "out")
+    (world / "bad.json").write_text(json.dumps({"mAP": "high"}))
+    with pytest.raises(ArtifactError, match="'mAP' must be a number or null"):
+        report.run(report.ReportConfig(), runs, world / "val.csv", world / "labelmap.pbtxt",
+                   world / "out")
+    assert not (world / "out").exists()
+
+
+def test_cli_writes_both_files(world):
+    runs = make_runs(world, PASSING)
+    params = world / "params.yaml"
+    params.write_text("report: {title: From params}\n")
+    args = ["--params", str(params), "report"]
+    for head, path in runs.items():
+        args += ["--metrics", f"{head}={path}"]
+    args += ["--annotations", str(world / "val.csv"), "--labelmap",
+             str(world / "labelmap.pbtxt"), "--out", str(world / "rep")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "6 heads; orderings 5/5 hold" in res.output
+    assert (world / "rep" / "report.md").read_text().startswith("# From params\n")
+    assert (world / "rep" / "report.png").stat().st_size > 0
+    res = CliRunner().invoke(cli, [*args, "--title", "Flag"])
+    assert res.exit_code == 0 and (world / "rep" / "report.md").read_text().startswith("# Flag")
+
+
+@pytest.mark.parametrize("bad", ["linear", "=x.json", "linear="])
+def test_cli_bad_metrics_value_is_a_usage_error(world, bad):
+    res = CliRunner().invoke(cli, ["report", "--metrics", bad, "--annotations",
+                                   str(world / "val.csv"), "--labelmap",
+                                   str(world / "labelmap.pbtxt"), "--out", str(world / "r")])
+    assert res.exit_code == 2
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert errors == [f"Error: Invalid value for '--metrics': expected HEAD=PATH, got '{bad}'"]
+    assert not (world / "r").exists()
+
+
+def test_help_and_group_listing():
+    res = CliRunner().invoke(cli, ["report", "--help"])
+    assert res.exit_code == 0 and "--metrics HEAD=PATH" in res.output and "--out" in res.output
+    assert "  report " in CliRunner().invoke(cli, ["--help"]).output
+
+
+def test_dvc_stage_reads_every_head():
+    """dvc.yaml's report stage passes and depends on the metrics of every head it trains."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    heads = list(dvc["vars"][0]["models"])
+    stage = dvc["stages"]["report"]
+    assert re.findall(r"--metrics (\w+)=data/eval/\1/metrics.json", stage["cmd"]) == heads
+    assert [d for d in stage["deps"] if d.endswith("metrics.json")] == \
+        [f"data/eval/{h}/metrics.json" for h in heads]
+    for params in (ROOT / "stages.yaml", ROOT / "tests" / "stages_tiny.yaml"):
+        section = yaml.safe_load(params.read_text())["report"]
+        report.ReportConfig(**section)
