@@ -23,8 +23,9 @@ from .common import config, fail_if, int_list, parse_shard
                    "--videos, the same video file.  Prints one line per problem and a "
                    "summary; never writes to the store.")
 @click.option("--backbone", default=None,
-              help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s or "
-                   "swin3d_b  [r2plus1d_18]")
+              help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
+                   "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20: needs "
+                   "--pad-multiple 20, 40...)  [r2plus1d_18]")
 @click.option("--weights", default=None,
               help="Backbone weights: a state-dict path (offline) or a torchvision weights "
                    "name (downloads)  [the backbone's torchvision Kinetics weights]")
@@ -39,6 +40,9 @@ from .common import config, fail_if, int_list, parse_shard
               help="The stride counts frames at this rate; 0: the video's own frames  [30]")
 @click.option("--short-side", type=int, default=None, help="Default view's scale S  [256]")
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
+@click.option("--pad-multiple", type=int, default=None,
+              help="Pad the input to a square whose side is a multiple of this (a multiple "
+                   "of the backbone's stride)  [32]")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
 @click.option("--time-offset", type=float, default=None,
               help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "
@@ -50,7 +54,8 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, check, backbone, weights, random_init, dilate_last,
-            clip_frames, clip_stride, clip_fps, short_side, scales, flip, time_offset,
+            clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
+            time_offset,
             batch_size, num_workers, device, amp, shard) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
@@ -76,6 +81,7 @@ def extract(ctx, videos, detections, out, check, backbone, weights, random_init,
     cfg = config(ctx, stage.ExtractConfig, "extract", backbone=backbone, weights=weights,
                  random_init=random_init, dilate_last=dilate_last, clip_frames=clip_frames,
                  clip_stride=clip_stride, clip_fps=clip_fps, short_side=short_side,
-                 scales=int_list(scales), flip=flip, time_offset=time_offset,
+                 scales=int_list(scales), pad_multiple=pad_multiple, flip=flip,
+                 time_offset=time_offset,
                  batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard)), "videos")

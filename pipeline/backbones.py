@@ -1,9 +1,12 @@
-"""Video backbones: a plain dict of torchvision Kinetics models, cut before pooling.
+"""Video backbones: a plain dict of torchvision Kinetics models, cut before pooling,
+and one non-learned descriptor.
 
 Each entry of :data:`BACKBONES` builds a trunk ``nn.Module: (B, 3, T, H, W) ->
 (B, C, T', H', W')`` (the spatio-temporal map before global pooling and classifier)
 and knows its torchvision Kinetics-400 weights enum, its input normalisation (taken
-from the weights' own transforms) and its default clip.
+from the weights' own transforms) and its default clip.  ``hoghof``
+(:mod:`pipeline.baseline_backbone`) has no weights (``weights=None``): its
+normalisation is its own ``norm`` (mean 0.5, std 0.5: inputs in [-1, 1]).
 
 ============  =====  ======  ==============================================  =========
 name          C      stride  trunk                                           clip
@@ -17,10 +20,14 @@ mvit_v2_s     768    32      tokens after the last norm, class token         16 
 swin3d_t      768    32      ``norm(features)``, channels-last -> (C, T..)   32 x 2
 swin3d_s      768    32      idem                                            32 x 2
 swin3d_b      1024   32      idem                                            32 x 2
+hoghof        30     20      non-learned HOG + HOF + colour per 20x20 cell   8 x 2
+                             (T' = 1; ~0.03 s per 8x160x160 clip on 1 core)
 ============  =====  ======  ==============================================  =========
 
 Input constraints: every trunk takes any H, W that are multiples of its stride
-(``extract`` pads to a multiple of 32) and any clip length from ``min_frames`` on.
+(``extract`` pads to a multiple of ``pad_multiple``, 32 by default, which must be a
+multiple of the stride: 20, 40... for ``hoghof``) and any clip length from
+``min_frames`` on.
 torchvision's MViT ``forward`` fixes the token grid to its constructor's 16x224x224;
 the trunk here takes the grid from the patch embedding instead, and torchvision's
 relative-position code interpolates its tables to the grid (as MViTv2 does), so MViT
@@ -35,6 +42,9 @@ Weights (``build_backbone``): ``None`` = the backbone's torchvision default weig
 (downloaded by torchvision when online, read from its cache offline), a torchvision
 weights name (``R2Plus1D_18_Weights.KINETICS400_V1`` or just ``KINETICS400_V1``), a path
 to a state dict (offline), or ``random_init=True`` (explicit, seeded, recorded).
+A non-learned backbone (``hoghof``) takes no weights (passing any is an error), ignores
+``random_init`` (there is nothing to initialise; the store records ``random_init`` false)
+and its identity is ``"non-learned"``.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ from torchvision.models import get_weight
 from torchvision.models import video as tvv
 
 from .artifacts import ArtifactError
+from .baseline_backbone import HogHof
 
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -116,10 +127,14 @@ class SwinTrunk(nn.Module):
         return x.permute(0, 4, 1, 2, 3)
 
 
+NON_LEARNED = "non-learned"       # the weights identity of a backbone without weights
+
+
 @dataclass(frozen=True)
 class Backbone:
-    build: Callable[..., nn.Module]      # torchvision constructor
-    weights: str                         # torchvision weights enum, e.g. "R3D_18_Weights.DEFAULT"
+    build: Callable[..., nn.Module]      # torchvision constructor (or a non-learned module's)
+    weights: str | None                  # torchvision weights enum, e.g. "R3D_18_Weights.DEFAULT";
+                                         # None: non-learned (no weights at all)
     trunk: Callable[[nn.Module], nn.Module]
     channels: int
     stride: int                          # spatial output stride (undilated)
@@ -128,18 +143,37 @@ class Backbone:
     min_frames: int = 1
     resnet: bool = False                 # supports dilate_last
     head_prefixes: tuple[str, ...] = ("fc.", "head.", "classifier.")
+    norm: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+                                         # (mean, std) when there are no weights
+
+    @property
+    def learned(self) -> bool:
+        return self.weights is not None
 
     @cached_property
     def weights_enum(self):
-        return get_weight(self.weights)
+        """The torchvision weights enum (None for a non-learned backbone)."""
+        return get_weight(self.weights) if self.learned else None
 
     @property
     def mean(self) -> tuple[float, float, float]:
+        if self.norm is not None:
+            return tuple(self.norm[0])
         return tuple(self.weights_enum.transforms().mean)
 
     @property
     def std(self) -> tuple[float, float, float]:
+        if self.norm is not None:
+            return tuple(self.norm[1])
         return tuple(self.weights_enum.transforms().std)
+
+
+def _identity(net: nn.Module) -> nn.Module:
+    return net
+
+
+def _hoghof(**kwargs) -> nn.Module:
+    return HogHof()
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -155,6 +189,9 @@ BACKBONES: dict[str, Backbone] = {
     "swin3d_t": Backbone(tvv.swin3d_t, "Swin3D_T_Weights.DEFAULT", SwinTrunk, 768, 32),
     "swin3d_s": Backbone(tvv.swin3d_s, "Swin3D_S_Weights.DEFAULT", SwinTrunk, 768, 32),
     "swin3d_b": Backbone(tvv.swin3d_b, "Swin3D_B_Weights.DEFAULT", SwinTrunk, 1024, 32),
+    "hoghof": Backbone(_hoghof, None, _identity, HogHof.channels, HogHof.stride,
+                       clip_frames=8, clip_stride=2, min_frames=2,
+                       norm=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
 }
 
 
@@ -170,12 +207,18 @@ def build_backbone(name: str, weights: str | None = None, random_init: bool = Fa
     """Return ``(trunk in eval mode, its Backbone entry, a weights identity string)``.
 
     The identity is the resolved torchvision weights name, ``file:<name>:<sha256-16>``
-    for a state-dict file, or ``random-init(seed=N)``.
+    for a state-dict file, ``random-init(seed=N)``, or ``non-learned`` for a backbone
+    without weights (which takes no ``weights`` and ignores ``random_init`` and ``seed``).
     """
     spec = get_backbone(name)
     if dilate_last and not spec.resnet:
         raise ArtifactError(name, "dilate_last applies to the ResNet-style backbones only "
                             "(r3d_18, mc3_18, r2plus1d_18)")
+    if not spec.learned:
+        if weights is not None:
+            raise ArtifactError(weights, f"{name} is non-learned and takes no weights; "
+                                "drop --weights")
+        return spec.trunk(spec.build()).eval(), spec, NON_LEARNED
     if random_init:
         if weights is not None:
             raise ArtifactError(weights, "--random-init and --weights exclude each other")

@@ -44,6 +44,7 @@ from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import write_predictions
+from .backbones import NON_LEARNED
 from .evaluate import EvalConfig, load_head, predict, test_keyframes
 from .keyframes import FeatureCache, batch
 from .video import Video, open_video
@@ -91,7 +92,7 @@ def extract_config(feature_spec: dict, backbone_weights: str | None = None,
     scales = list(dict.fromkeys(int(v.removesuffix("_flip")[1:]) for v in spec.views))
     seed = re.fullmatch(r"random-init\(seed=(\d+)\)", spec.weights)
     weights: str | None = spec.weights
-    if spec.random_init:
+    if spec.random_init or spec.weights == NON_LEARNED:
         weights = None
     elif spec.weights.startswith("file:"):
         if backbone_weights is None:

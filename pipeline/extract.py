@@ -6,7 +6,8 @@ at ``clip_fps`` (30, AVA's rate: 32 x 2 spans 2.1 s whatever the video's own rat
 ``clip_fps: null`` counts the video's own frames).  Sample times are matched to the
 video's real frame times (:mod:`pipeline.video`); near the start or end the window is
 shifted to stay inside the video.  Each frame is scaled so that its short side is
-``scale``, normalised with the backbone's weights' statistics, zero-padded to a square
+``scale``, normalised with the backbone's weights' statistics (or its own ``norm``
+when it is non-learned, e.g. ``hoghof``), zero-padded to a square
 (right and bottom) whose side is a multiple of ``pad_multiple``, and the clip goes
 through the backbone; the map is averaged over time: one (C, H, W) float16 map per
 keyframe and view.  The layout is :mod:`pipeline.artifacts.features`.
@@ -51,6 +52,7 @@ class ExtractConfig:
     backbone: str = "r2plus1d_18"
     weights: str | None = None        # None: torchvision's Kinetics weights (downloads)
     random_init: bool = False         # explicit; recorded in the store attributes
+                                      # (ignored, recorded false, by non-learned hoghof)
     seed: int = 0
     dilate_last: bool = False         # ResNets: res5 stride 1, dilation 2 (stride 16 -> 8)
     clip_frames: int | None = None    # None: the backbone's default (32 for the ResNets)
@@ -343,7 +345,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
     extra = {"clip_fps": cfg.clip_fps, "dilate_last": cfg.dilate_last,
              "pad_multiple": cfg.pad_multiple, "time_offset": cfg.time_offset,
              "amp": cfg.amp}
-    spec = FeatureSpec(cfg.backbone, identity, cfg.random_init,
+    random_init = cfg.random_init and bb.learned     # a non-learned backbone ignores it
+    spec = FeatureSpec(cfg.backbone, identity, random_init,
                        cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride,
                        cfg.short_side, bb.channels, tuple(view_name(s, f) for s, f in views),
                        extra)
@@ -355,7 +358,8 @@ def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     stride = bb.stride // 2 if cfg.dilate_last else bb.stride
     if cfg.pad_multiple % stride:
         raise ArtifactError(out, f"pad_multiple {cfg.pad_multiple} must be a multiple of "
-                            f"{cfg.backbone}'s output stride {stride}")
+                            f"{cfg.backbone}'s output stride {stride} (e.g. "
+                            f"{math.lcm(32, stride)} or {stride})")
     if spec.clip_frames < bb.min_frames or spec.clip_stride < 1:
         raise ArtifactError(out, f"{cfg.backbone} needs clip_frames >= {bb.min_frames} and "
                             "clip_stride >= 1")
@@ -379,7 +383,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                                        cfg.dilate_last)
     spec, views = make_spec(cfg, identity)
     _check(cfg, spec, out)
-    if cfg.random_init:
+    if spec.random_init:
         tqdm.write(f"warning: {cfg.backbone} is randomly initialised (seed {cfg.seed}); "
                    "the store records it", file=sys.stderr)
     device = _device(cfg.device)

@@ -1,5 +1,6 @@
 """The backbone registry: every torchvision video model cut to a spatio-temporal map,
-weights from files / torchvision names / explicit random init, res5 dilation."""
+weights from files / torchvision names / explicit random init, res5 dilation; the
+non-learned HOG/HOF/colour descriptor ``hoghof``."""
 
 import socket
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import video as tvv
 
-from pipeline import backbones
+from pipeline import backbones, baseline_backbone
 from pipeline.artifacts import ArtifactError
 from pipeline.backbones import BACKBONES, build_backbone, feature_stride
 
@@ -26,8 +27,9 @@ def fast_init(monkeypatch):
 
 
 def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation():
-    assert isinstance(BACKBONES, dict) and sorted(BACKBONES) == sorted(NAMES)
-    for name, bb in BACKBONES.items():
+    assert isinstance(BACKBONES, dict) and sorted(BACKBONES) == sorted([*NAMES, "hoghof"])
+    for name in NAMES:
+        bb = BACKBONES[name]
         enum = bb.weights_enum
         assert "Kinetics" in enum.meta["_docs"] or "KINETICS" in str(enum), name
         assert bb.mean == tuple(enum.transforms().mean) and len(bb.std) == 3
@@ -141,3 +143,107 @@ def test_torchvision_names_and_offline_failure(tmp_path, monkeypatch):
         build_backbone("r3d_18", weights="IMAGENET")
     with pytest.raises(ArtifactError, match="unknown backbone"):
         build_backbone("resnet50")
+
+
+# ---- hoghof: the non-learned descriptor -----------------------------------------------------
+
+def _clip(frames: list[torch.Tensor]) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] -> (1, 3, T, H, W) normalised as extract does for hoghof."""
+    bb = BACKBONES["hoghof"]
+    x = torch.stack(frames).permute(1, 0, 2, 3)[None]
+    mean, std = torch.tensor(bb.mean).view(1, 3, 1, 1, 1), torch.tensor(bb.std).view(1, 3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def _square(dx: int, t_max: int = 8, size: int = 80, side: int = 20, colour=(1.0, 1.0, 1.0),
+            background: float = 0.2) -> torch.Tensor:
+    """A square moving ``dx`` px per frame on a plain background, over cell (1, 1) mid-clip."""
+    frames = []
+    for t in range(t_max):
+        f = torch.full((3, size, size), background)
+        x0 = 20 + dx * t - (dx * t_max) // 2
+        f[:, 20:20 + side, x0:x0 + side] = torch.tensor(colour).view(3, 1, 1)
+        frames.append(f)
+    return _clip(frames)
+
+
+def _moving_shapes(batch: int = 4, t_max: int = 8, size: int = 160, seed: int = 0):
+    """Coloured rectangles moving over a noisy grey background."""
+    g = torch.Generator().manual_seed(seed)
+    clips = []
+    for _ in range(batch):
+        bg = 0.5 + 0.05 * torch.randn(3, size, size, generator=g)
+        shapes = [(torch.rand(3, generator=g), *torch.randint(15, 50, (2,), generator=g).tolist(),
+                   *torch.randint(10, size - 70, (2,), generator=g).tolist(),
+                   *torch.randint(-4, 5, (2,), generator=g).tolist()) for _ in range(3)]
+        frames = []
+        for t in range(t_max):
+            f = bg.clone()
+            for c, w, h, x0, y0, vx, vy in shapes:
+                xs, ys = x0 + vx * t, y0 + vy * t
+                f[:, ys:ys + h, xs:xs + w] = c.view(3, 1, 1)
+            frames.append(f.clamp(0, 1))
+        clips.append(_clip(frames))
+    return torch.cat(clips)
+
+
+def test_hoghof_is_registered_as_non_learned():
+    net, bb, identity = build_backbone("hoghof", random_init=True, seed=3)   # ignored
+    assert identity == "non-learned" and not net.training and bb.weights is None
+    assert (bb.mean, bb.std) == ((0.5,) * 3, (0.5,) * 3) and bb.weights_enum is None
+    assert (bb.channels, bb.stride, feature_stride(bb)) == (30, 20, 20)
+    assert (bb.clip_frames, bb.clip_stride, bb.min_frames) == (8, 2, 2)
+    assert list(net.parameters()) == [] and isinstance(net, baseline_backbone.HogHof)
+    with pytest.raises(ArtifactError, match="x: hoghof is non-learned and takes no weights"):
+        build_backbone("hoghof", weights="x")
+    with pytest.raises(ArtifactError, match="ResNet-style"):
+        build_backbone("hoghof", dilate_last=True)
+
+
+@pytest.mark.parametrize("t,h,w", [(8, 160, 160), (2, 40, 100), (1, 20, 20), (4, 32, 64)])
+def test_hoghof_shape_and_determinism(t, h, w):
+    net, bb, _ = build_backbone("hoghof")
+    x = torch.rand(2, 3, t, h, w) * 2 - 1
+    y = net(x)
+    assert y.shape == (2, bb.channels, 1, h // 20, w // 20) and torch.isfinite(y).all()
+    assert torch.equal(y, net(x.clone()))
+    torch.testing.assert_close(y[1:], net(x[1:]))     # each clip on its own
+
+
+def test_hoghof_sees_motion_and_its_direction():
+    net = baseline_backbone.HogHof()
+    hof = slice(10, 18)                              # the 8 direction bins
+    energy = [19, 20]                                # speed, temporal difference
+    static, right, left = (net(_square(dx))[0, :, 0] for dx in (0, 3, -3))
+    cell = (1, 1)                                    # the square's middle cell (of 4 x 4)
+    for c in energy:
+        assert right[c].sum() > 0.1 and static[c].sum() == 0
+        assert left[c].sum() > 0.1
+    assert static[hof].abs().max() == 0
+    r, lft = right[hof][:, cell[0], cell[1]], left[hof][:, cell[0], cell[1]]
+    assert r.argmax() == 0 and lft.argmax() == 4     # bin 0: +x (right), bin 4: -x (left)
+    assert (r - lft).abs().max() > 0.5
+    # mirrored motion: the histograms summed over the map are each other's mirror image
+    torch.testing.assert_close(right[hof].sum((1, 2))[[0, 4]], left[hof].sum((1, 2))[[4, 0]],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_hoghof_colour_channels_see_a_red_patch():
+    net = baseline_backbone.HogHof()
+    grey = _square(0, colour=(0.6, 0.6, 0.6))
+    red = _square(0, colour=(1.0, 0.0, 0.0))
+    yg, yr = net(grey)[0, :, 0], net(red)[0, :, 0]
+    mean_rgb = slice(21, 24)
+    cell_in, cell_out = (1, 1), (3, 3)          # the square covers cell (1, 1); (3, 3) is bare
+    r, g, _ = yr[mean_rgb, cell_in[0], cell_in[1]]
+    assert r > 0 and g < 0 and r - g > 2
+    assert (yg[mean_rgb, cell_in[0], cell_in[1]] - yr[mean_rgb, cell_in[0], cell_in[1]]
+            ).abs().max() > 1
+    torch.testing.assert_close(yg[mean_rgb, cell_out[0], cell_out[1]],
+                               yr[mean_rgb, cell_out[0], cell_out[1]])
+
+
+def test_hoghof_output_is_of_order_one():
+    y = baseline_backbone.HogHof()(_moving_shapes())
+    assert 0.2 <= float(y.std()) <= 5 and float(y.abs().max()) < 20
+    assert (y.std(dim=(0, 2, 3, 4)) > 0).all()              # every channel varies

@@ -163,6 +163,38 @@ def test_stored_maps_equal_the_backbone_on_the_sampled_clip(world_and_dets, refe
                                    rtol=2e-2, atol=2e-3)
 
 
+def test_non_learned_hoghof_backbone(world_and_dets, tmp_path):
+    """hoghof runs through the same stage: stride 20, its own normalisation, no weights."""
+    from pipeline.demo import extract_config
+
+    world, dets = world_and_dets
+    url = str(tmp_path / "hh.zarr")
+    cfg = _cfg(backbone="hoghof", random_init=True, clip_frames=None, clip_stride=None,
+               short_side=40, pad_multiple=20)                  # random_init: ignored
+    assert extract.run(cfg, world / "videos", dets, url) == []
+    store = FeatureStore(url)
+    spec = store.spec("val_000")
+    assert (spec.backbone, spec.weights, spec.random_init) == ("hoghof", "non-learned", False)
+    assert (spec.channels, spec.clip_frames, spec.clip_stride) == (30, 8, 2)
+    view = store.view("val_000", "s40")
+    assert view.input_size == (60, 60) and view.feature_stride == 20.0
+    feats = store.read("val_000", "s40")
+    assert feats.shape == (3, 30, 3, 3) and np.isfinite(feats).all()
+    net, bb, _ = build_backbone("hoghof")
+    video = Video(world / "videos" / "val_000.mp4")
+    idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info, 8, 2, 8)
+    x, _, _ = extract.preprocess(video.read(idx), 40, False, 20, bb.mean, bb.std)
+    want = net(x[None]).mean(dim=2)[0].numpy()
+    np.testing.assert_allclose(feats[1].astype(np.float32), want, rtol=1e-2, atol=1e-2)
+    # the demo rebuilds the same settings from the spec (no weights to pass)
+    again = extract_config(spec.to_dict(), device="cpu")
+    assert (again.backbone, again.weights, again.pad_multiple) == ("hoghof", None, 20)
+    with pytest.raises(ArtifactError, match="pad_multiple 32 must be a multiple of hoghof's "
+                       r"output stride 20 \(e.g. 160 or 20\)"):
+        extract.run(_cfg(backbone="hoghof", pad_multiple=32), world / "videos", dets,
+                    str(tmp_path / "bad.zarr"))
+
+
 def test_views_map_boxes_onto_the_image_content(tmp_path):
     """A white square at a known box lands where boxes_to_input(view) says, flipped too."""
     box = np.array([[0.25, 0.25, 0.5, 0.75]])
