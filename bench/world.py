@@ -55,6 +55,8 @@ def run_seed(seed: int, params: str, work: Path) -> dict:
         kind = BANK_OF.get(head)
         bank_url = str(work / f"{kind}.zarr") if kind else None
         cfg = load_config(train.TrainConfig, ["train", f"heads.{head}"], params, {"head": head})
+        if cfg.init:        # stages.yaml names data/models/<head>.pt: here it is work/<head>.pt
+            cfg.init = str(work / Path(cfg.init).name)
         timed(f"train_{head}", train.run, cfg, feats, dets, world / "train.csv",
               world / "labelmap.pbtxt", work / f"{head}.pt", bank=bank_url)
         m = timed(f"eval_{head}", evaluate.run, load_config(evaluate.EvalConfig, "eval", params),

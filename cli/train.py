@@ -21,10 +21,13 @@ from .common import config
 @click.option("--epochs", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--seed", type=int, default=None)
+@click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's weights (those that fit)  "
+                   "[stages.yaml heads.<HEAD>.init]")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
-          log, epochs, lr, seed, resume) -> None:
+          log, epochs, lr, seed, init, resume) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
@@ -34,6 +37,6 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
 
     name = head or config(ctx, stage.TrainConfig, "train").head
     cfg = config(ctx, stage.TrainConfig, ["train", f"heads.{name}"], head=name, epochs=epochs,
-                 lr=lr, seed=seed)
+                 lr=lr, seed=seed, init=init)
     stage.run(cfg, features, detections, annotations, labelmap, out,
               val_annotations=val_annotations, log=log, resume=resume, bank=bank)

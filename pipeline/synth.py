@@ -13,12 +13,14 @@ pose        stand      i's pose: one per person (softmax group).  ``walk`` needs
 context     watch      the screen on the wall is on, i stands or sits, not in the cart
             warm       a fire burns 28-40 px beside i (others stay >= 72 px away)
             drive      i sits at the cart's wheel, hands on it (outside i's box)
+            hold       i holds an object, in the hand beside the body (outside i's box)
 relation    ride       i sits in the cart *and someone else drives it*; without a
                        driver the passengers only sit
             listen     another person j talks (gesturing arm, moving mouth) and j's
                        nearest neighbour is i (talkers turn to their nearest neighbour)
 longterm    wait       i handed an object to someone who then left the scene, 3 to 8 s
-                       before t (the clip around t only shows i standing)
+                       before t (the clip around t only shows i standing, empty-handed;
+                       the hand-over itself shows as ``hold`` on i, then on the receiver)
 ==========  =========  ==============================================================
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
@@ -50,11 +52,12 @@ from .artifacts.labelmap import LabelMap, write_labelmap
 from .video import write_video
 
 LABELMAP = LabelMap(
-    ids=(1, 2, 3, 4, 5, 6, 7, 8, 9),
-    names=("stand", "sit", "walk", "watch", "warm", "drive", "ride", "listen", "wait"),
-    superclasses=("pose", "pose", "pose", "context", "context", "context",
+    ids=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+    names=("stand", "sit", "walk", "watch", "warm", "drive", "hold", "ride", "listen",
+           "wait"),
+    superclasses=("pose", "pose", "pose", "context", "context", "context", "context",
                   "relation", "relation", "longterm"))
-STAND, SIT, WALK, WATCH, WARM, DRIVE, RIDE, LISTEN, WAIT = LABELMAP.ids
+STAND, SIT, WALK, WATCH, WARM, DRIVE, HOLD, RIDE, LISTEN, WAIT = LABELMAP.ids
 FAMILIES = ("pose", "context", "relation", "longterm")
 
 # The world's rules (probabilities per video unless said otherwise).
@@ -293,6 +296,8 @@ def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
         out.append(WARM)
     if p.driver:
         out.append(DRIVE)
+    if p.holding[f]:
+        out.append(HOLD)
     if p.in_cart and not p.driver and any(q.driver for q in scene.people):
         out.append(RIDE)
     for q in scene.people:
@@ -358,16 +363,16 @@ def _draw_person(img, scene: Scene, p: Person, f: int, rng) -> None:
     hand_x = cx + face * 9 * u
     if p.driver:                           # both arms forward onto the wheel
         _rect(img, min(cx, hand_x), shoulder, max(cx, hand_x), shoulder + 2.5 * u, p.color)
-    elif p.talking[f]:                     # a gesturing forearm, up and down
-        lift = (4 + 4 * np.sin(f * 1.7)) * u
-        _rect(img, min(cx, cx + face * 7 * u), shoulder - lift, max(cx, cx + face * 7 * u),
-              shoulder - lift + 2.5 * u, p.color)
+    elif p.talking[f]:                     # a gesturing arm, up and down
+        lift = (5 + 5 * np.sin(f * 1.7)) * u
+        _rect(img, min(cx, cx + face * 9 * u), shoulder - lift, max(cx, cx + face * 9 * u),
+              shoulder - lift + 3 * u, p.color)
     else:                                  # an arm hanging by the side
         ax = cx + face * 4 * u
         _rect(img, ax - 1.2 * u, shoulder, ax + 1.2 * u, shoulder + 10 * u, p.color)
-    if p.holding[f]:
-        hx = cx + face * 8 * u
-        _rect(img, hx - 3 * u, shoulder + 6 * u, hx + 3 * u, shoulder + 12 * u, YELLOW)
+    if p.holding[f]:                       # a box, carried at the hip
+        hx = cx + face * 9 * u
+        _rect(img, hx - 4.5 * u, shoulder + 5 * u, hx + 4.5 * u, shoulder + 14 * u, YELLOW)
 
 
 def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:

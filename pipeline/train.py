@@ -70,6 +70,21 @@ class TrainConfig:
     # DataLoader worker processes when reading from disk; 0: a prefetching thread (no
     # batch travels through shared memory: faster on few cores, and for cheap heads)
     num_workers: int = 0
+    # a checkpoint whose weights start the head (those with the same name and shape), e.g.
+    # fine-tuning; on the toy world, acfb started from its bank's acar did worse (README)
+    init: str | None = None
+
+
+def init_from(head: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Copy into ``head`` the weights of checkpoint ``path`` that fit (same name and
+    shape); returns how many tensors were copied.  None fitting is an error."""
+    state = load_checkpoint(path)["state_dict"]
+    own = head.state_dict()
+    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fit:
+        raise ArtifactError(path, "no weight of this checkpoint fits the head (--init)")
+    head.load_state_dict(fit, strict=False)
+    return len(fit)
 
 
 def gt_keyframes(store: FeatureStore, view: str, gt: pd.DataFrame, dets: pd.DataFrame,
@@ -258,6 +273,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     cache.open(sorted({k.video for k in samples}))
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams).to(d.device)
+    if cfg.init:
+        init_from(head, cfg.init)
     banks = open_bank(bank, head, spec.to_dict(), in_memory)   # None: head reads no bank
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)

@@ -96,6 +96,7 @@ def test_context_rules(scenes):
         assert (synth.WATCH in labels) == (sc.screen_on and labels[0] != synth.WALK
                                            and not p.in_cart)
         assert (synth.DRIVE in labels) == p.driver
+        assert (synth.HOLD in labels) == bool(p.holding[f])
 
 
 def test_waiters_handed_over_outside_the_clip(scenes):

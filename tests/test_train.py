@@ -232,3 +232,20 @@ def test_train_and_eval_read_a_store_by_fsspec_url(tmp_path, detections_file, la
     metrics = evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", url, detections_file, gt,
                            labelmap_file, tmp_path / "metrics.json")
     assert 0 <= metrics["mAP"] <= 1
+
+
+def test_init_copies_the_fitting_weights_of_a_checkpoint(train_inputs, tmp_path):
+    """acfb can start from an acar: same names, same shapes."""
+    from pipeline.artifacts import ArtifactError
+
+    fs, det, gt, lm = train_inputs
+    hp = TINY_HPARAMS["acar"]
+    train.run(train.TrainConfig(head="acar", hparams=hp, epochs=1, batch_size=3), fs, det, gt,
+              lm, tmp_path / "acar.pt")
+    acar = load_checkpoint(tmp_path / "acar.pt")["state_dict"]
+    head = build_head("acfb", 8, LABELMAP.num_classes, **hp)
+    assert train.init_from(head, tmp_path / "acar.pt") == len(acar)
+    for k, v in head.state_dict().items():
+        torch.testing.assert_close(v, acar[k], rtol=0, atol=0)
+    with pytest.raises(ArtifactError, match="no weight of this checkpoint fits"):
+        train.init_from(build_head("linear", 3, 2), tmp_path / "acar.pt")
