@@ -296,7 +296,9 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
                     stream = out.add_stream("libx264", rate=round(fps))
                     stream.width, stream.height = w - w % 2, h - h % 2
                     stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                    # one encoder thread: x264's frame threads made the bytes (and so the
+                    # pixels) of the same frames differ between runs
+                    stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
                 vf = av.VideoFrame.from_ndarray(
                     np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24")
                 for packet in stream.encode(vf):
