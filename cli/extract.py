@@ -24,8 +24,8 @@ from .common import config, fail_if, int_list, parse_shard
                    "summary; never writes to the store.")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
-                   "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20: needs "
-                   "--pad-multiple 20, 40...)  [r2plus1d_18]")
+                   "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)  "
+                   "[r2plus1d_18]")
 @click.option("--weights", default=None,
               help="Backbone weights: a state-dict path (offline) or a torchvision weights "
                    "name (downloads)  [the backbone's torchvision Kinetics weights]")
@@ -42,7 +42,7 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--pad-multiple", type=int, default=None,
               help="Pad the input to a square whose side is a multiple of this (a multiple "
-                   "of the backbone's stride)  [32]")
+                   "of the backbone's stride)  [32; hoghof: 40]")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
 @click.option("--time-offset", type=float, default=None,
               help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "

@@ -25,9 +25,9 @@ hoghof        30     20      non-learned HOG + HOF + colour per 20x20 cell   8 x
 ============  =====  ======  ==============================================  =========
 
 Input constraints: every trunk takes any H, W that are multiples of its stride
-(``extract`` pads to a multiple of ``pad_multiple``, 32 by default, which must be a
-multiple of the stride: 20, 40... for ``hoghof``) and any clip length from
-``min_frames`` on.
+(``extract`` pads to a multiple of ``pad_multiple``, which must be a multiple of the
+stride; by default the smallest such from 32 on: 32, or 40 for ``hoghof``) and any clip
+length from ``min_frames`` on.
 torchvision's MViT ``forward`` fixes the token grid to its constructor's 16x224x224;
 the trunk here takes the grid from the patch embedding instead, and torchvision's
 relative-position code interpolates its tables to the grid (as MViTv2 does), so MViT

@@ -63,7 +63,8 @@ class ExtractConfig:
     short_side: int = 256             # the default view's scale
     scales: list[int] = field(default_factory=list)  # extra test-time scales
     flip: bool = False                # also write flipped views
-    pad_multiple: int = 32            # square input side is a multiple of this
+    pad_multiple: int | None = None   # square input side is a multiple of this; None: the
+                                      # backbone's stride times ceil(32 / stride) (32; hoghof 40)
     batch_size: int = 4               # clips per forward pass
     num_workers: int | None = None    # decoding workers; None: min(8, cores - 1)
     segment_keyframes: int = 64       # keyframes per decoding task
@@ -353,6 +354,13 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
     return spec, views
 
 
+def default_pad_multiple(cfg: ExtractConfig) -> int:
+    """The smallest multiple of the backbone's output stride that is at least 32."""
+    bb = get_backbone(cfg.backbone)
+    stride = bb.stride // 2 if cfg.dilate_last else bb.stride
+    return stride * math.ceil(32 / stride)
+
+
 def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     bb = get_backbone(cfg.backbone)
     stride = bb.stride // 2 if cfg.dilate_last else bb.stride
@@ -377,6 +385,8 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     dets, meta = read_detections(detections)
     if cfg.time_offset is None:
         cfg = ExtractConfig(**{**cfg.__dict__, "time_offset": float(meta.get("time_offset", 0))})
+    if cfg.pad_multiple is None:
+        cfg = ExtractConfig(**{**cfg.__dict__, "pad_multiple": default_pad_multiple(cfg)})
     paths = list_videos(videos_dir)
     wanted = shard_videos(sorted(set(dets["video_id"])), shard)
     net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed,

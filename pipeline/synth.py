@@ -423,7 +423,8 @@ def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, pat
     write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps)
     rows: list[tuple] = []
     W, H = cfg.width, cfg.height
-    non_pose = [a for a, s in zip(LABELMAP.ids, LABELMAP.superclasses) if s != "pose"]
+    non_pose = [a for a, s in zip(LABELMAP.ids, LABELMAP.superclasses, strict=True)
+                if s != "pose"]
     for t in range(1, cfg.duration):
         f = t * cfg.fps
         for pid, p in enumerate(scene.people):

@@ -630,3 +630,12 @@ def test_check_does_not_import_torch():
     """--check must start fast on a login node: metadata only, no torch."""
     code = "import sys, pipeline.extract_check; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_default_pad_multiple_fits_the_backbone():
+    """stages.yaml leaves pad_multiple unset: switching backbones must not break it."""
+    pad = extract.default_pad_multiple
+    assert pad(extract.ExtractConfig(backbone="r2plus1d_18")) == 32
+    assert pad(extract.ExtractConfig(backbone="r2plus1d_18", dilate_last=True)) == 32
+    assert pad(extract.ExtractConfig(backbone="s3d")) == 32
+    assert pad(extract.ExtractConfig(backbone="hoghof")) == 40

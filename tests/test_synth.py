@@ -69,7 +69,7 @@ def test_every_family_occurs_with_positives_and_negatives(scenes):
 def test_relation_rules_need_another_actor(scenes):
     cfg, scs = scenes
     rides = no_ride = 0
-    for sc, i, p, f, t, labels in _labelled(cfg, scs):
+    for sc, _i, p, f, _t, labels in _labelled(cfg, scs):
         others_drive = any(q.driver for q in sc.people if q is not p)
         if p.in_cart and not p.driver:
             assert labels[0] == synth.SIT
@@ -84,7 +84,7 @@ def test_relation_rules_need_another_actor(scenes):
 
 def test_context_rules(scenes):
     cfg, scs = scenes
-    for sc, i, p, f, t, labels in _labelled(cfg, scs):
+    for sc, _i, p, f, _t, labels in _labelled(cfg, scs):
         near = sc.fire is not None and abs(p.x[f] - sc.fire[0]) <= synth.WARM_RANGE[1] * sc.unit
         assert (synth.WARM in labels) == (near and not p.in_cart)
         if sc.fire is not None and not p.in_cart and (p.pose != synth.WALK).all():
@@ -102,7 +102,7 @@ def test_context_rules(scenes):
 def test_waiters_handed_over_outside_the_clip(scenes):
     cfg, scs = scenes
     waits = 0
-    for sc, i, p, f, t, labels in _labelled(cfg, scs):
+    for sc, _i, p, f, t, labels in _labelled(cfg, scs):
         if synth.WAIT in labels:
             waits += 1
             assert 3 <= t - p.handover <= 8
