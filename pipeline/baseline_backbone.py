@@ -1,7 +1,7 @@
 """HOG/HOF: a classical, non-learned spatio-temporal descriptor used as a video "backbone".
 
-No pretrained weights can be downloaded here and a randomly initialised 3D CNN both costs
-~1.6 s per clip on two CPU cores and loses the scene, so the CPU demo on the synthetic world
+No pretrained weights can be downloaded here and a randomly initialised 3D CNN costs ~1.6 s
+per clip on two CPU cores (its features probed no better), so the CPU demo on the synthetic world
 describes each 20x20-pixel cell of a clip by hand-made statistics instead (Dalal & Triggs'
 HOG, Laptev's HOF, colour).  It is a plain ``nn.Module`` with the trunk interface of
 :mod:`pipeline.backbones`::

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
-from .backbones import build_backbone, get_backbone
+from .backbones import build_backbone, feature_stride, get_backbone
 from .video import Video, VideoInfo, fingerprint, list_videos, nearest_frames, shard_videos
 
 
@@ -356,14 +356,13 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
 
 def default_pad_multiple(cfg: ExtractConfig) -> int:
     """The smallest multiple of the backbone's output stride that is at least 32."""
-    bb = get_backbone(cfg.backbone)
-    stride = bb.stride // 2 if cfg.dilate_last else bb.stride
+    stride = feature_stride(get_backbone(cfg.backbone), cfg.dilate_last)
     return stride * math.ceil(32 / stride)
 
 
 def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     bb = get_backbone(cfg.backbone)
-    stride = bb.stride // 2 if cfg.dilate_last else bb.stride
+    stride = feature_stride(bb, cfg.dilate_last)
     if cfg.pad_multiple % stride:
         raise ArtifactError(out, f"pad_multiple {cfg.pad_multiple} must be a multiple of "
                             f"{cfg.backbone}'s output stride {stride} (e.g. "

@@ -296,8 +296,8 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
                     stream = out.add_stream("libx264", rate=round(fps))
                     stream.width, stream.height = w - w % 2, h - h % 2
                     stream.pix_fmt = "yuv420p"
-                    # one encoder thread: x264's frame threads made the bytes (and so the
-                    # pixels) of the same frames differ between runs
+                    # one encoder thread: two runs of the same synth seed once gave files
+                    # whose pixels differed by up to 2; a single thread rules x264's out
                     stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
                 vf = av.VideoFrame.from_ndarray(
                     np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24")
