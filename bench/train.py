@@ -2,6 +2,7 @@
 (prefetching DataLoader) versus the same epoch with features already in memory.
 
     uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2] [--repeat 3]
+                                 [--features normal|relu]
 
 Each rate is the best of ``--repeat`` epochs (disk and memory alternate), which damps
 the noise of a shared machine; the load average is recorded.  Writes
@@ -34,7 +35,8 @@ HPARAMS = {"linear": {}, "actor_actor": {},
            "acar": {"reduce_dim": 512, "hidden_dim": 256}}
 
 
-def make_store(url: str, keyframes: int, channels: int, size: int, per_video: int = 32):
+def make_store(url: str, keyframes: int, channels: int, size: int, features: str = "normal",
+               per_video: int = 32):
     rng = np.random.default_rng(0)
     spec = FeatureSpec("bench", "random", True, 32, 2, 256, channels, ("s256",))
     store = FeatureStore(url, mode="a")
@@ -44,7 +46,10 @@ def make_store(url: str, keyframes: int, channels: int, size: int, per_video: in
         store.begin_video(video, np.arange(per_video), spec.to_dict())
         vs = ViewSpec("s256", 256, False, (size * 16, size * 16), (0, 0, 256, 192), 16.0)
         arr = store.create_view(video, vs, (per_video, channels, size, size))
-        arr[:] = rng.standard_normal((per_video, channels, size, size)).astype(np.float16)
+        maps = rng.standard_normal((per_video, channels, size, size))
+        if features == "relu":                  # a backbone's output: about half zeros
+            maps = np.maximum(maps, 0)
+        arr[:] = maps.astype(np.float16)
         store.finish_video(video)
         for k in range(per_video):
             n = int(rng.integers(1, 4))
@@ -80,15 +85,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=train.TrainConfig.num_workers,
                     help="train.num_workers (0: a prefetching thread)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--features", choices=["normal", "relu"], default="normal",
+                    help="stored maps: Gaussian noise (hardly compressible) or its ReLU "
+                         "(half zeros, compresses like a backbone's output)")
     ap.add_argument("--repeat", type=int, default=3, help="epochs per mode; best is kept")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = train.TrainConfig(batch_size=args.batch_size)
     results = {"keyframes": args.keyframes, "channels": args.channels, "map": args.size,
                "threads": args.threads, "workers": args.workers, "repeat": args.repeat,
+               "features": args.features,
                "loadavg_before": [round(x, 2) for x in os.getloadavg()], "heads": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels, args.size)
+        store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels,
+                                    args.size, args.features)
         results["store_mib"] = round(sum(
             p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20, 1)
         for head in args.head or ["linear", "acar"]:
