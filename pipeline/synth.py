@@ -16,8 +16,9 @@ context     watch      the screen on the wall is on, i stands or sits, not in th
             hold       i holds an object, in the hand beside the body (outside i's box)
 relation    ride       i sits in the cart *and someone else drives it*; without a
                        driver the passengers only sit
-            listen     another person j talks (gesturing arm, moving mouth) and j's
-                       nearest neighbour is i (talkers turn to their nearest neighbour)
+            listen     i sits on the bench that faces the lectern, someone else talks
+                       at the lectern (gesturing arm, moving mouth) and the screen on
+                       the wall is off (when it is on, the audience watches it)
 longterm    wait       i handed an object to someone who then left the scene, 3 to 8 s
                        before t (the clip around t only shows i standing, empty-handed;
                        the hand-over itself shows as ``hold`` on i, then on the receiver)
@@ -25,9 +26,16 @@ longterm    wait       i handed an object to someone who then left the scene, 3 
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
-carts, occlusion by the cart's side and by other people, and ``label_noise`` (a few
-percent of the person-keyframes get one non-pose label toggled).  Sizes are for a
-160x160 canvas and scale with the frame (``MIN_CANVAS`` keeps tiny test frames usable).
+carts, a silent or absent speaker, a talker away from the lectern (who turns to the
+nearest person; nobody listens), occlusion by the cart's side, the lectern and other
+people, and ``label_noise`` (a few percent of the person-keyframes get one non-pose label
+toggled).  Sizes are for a 160x160 canvas and scale with the frame (``MIN_CANVAS`` keeps
+tiny test frames usable).
+
+Why ``listen`` needs the screen: without that condition, "i on the bench and a talker at
+the lectern" is visible from the two actors' own features (the bench and the lectern sit
+next to their boxes, and the backbone's 20-px cells spill into the RoI), so the
+actor-actor head solved it as well as ACAR did.  The screen is far from every actor.
 
 Outputs (``out_dir``)::
 
@@ -65,8 +73,10 @@ P_SCREEN_ON = 0.5
 P_FIRE = 0.6
 P_CART = 0.55
 P_DRIVER = 0.6
+P_LECTURE = 0.8           # a lectern and an audience bench, in scenes without a cart
+P_SPEAKER = 0.8           # somebody stands at the lectern (and talks, for a while)
 P_HANDOVER = 0.8
-P_TALK = 0.7
+P_TALK = 0.7              # a talker away from the lectern: nobody listens to it
 P_HOLDER = 0.25           # a distractor: holds an object all along, hands nothing over
 WARM_RANGE = (28, 40)     # px from the fire (160-px canvas)
 FAR_FROM_FIRE = 72
@@ -100,6 +110,8 @@ class Person:
     talking: np.ndarray         # (F,) bool
     in_cart: bool = False
     driver: bool = False
+    audience: bool = False      # sits on the bench that faces the lectern
+    speaker: bool = False       # stands at the lectern
     handover: int | None = None  # second at which this person handed an object over
 
 
@@ -114,6 +126,8 @@ class Scene:
     fire: tuple[float, float] | None = None             # (x, y) of its base
     cart: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 (body)
     wheel_side: int = 1          # the wheel is at the cart's right (+1) or left (-1) end
+    lectern: tuple[float, float, int] | None = None   # x, feet y, side the bench is on
+    bench: tuple[float, float, float] | None = None   # x1, x2, seat y
     crates: list[tuple[int, int, int, int, tuple]] = field(default_factory=list)
     people: list[Person] = field(default_factory=list)
 
@@ -180,6 +194,28 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
                        **_static(F, x, SIT, scene.wheel_side))
             scene.people.append(p)
         n -= n_in
+    # a lecture: a lectern, a bench 30-64 px away on the side the speaker faces
+    if scene.cart is None and n > 0 and rng.random() < P_LECTURE and W >= 100 * u:
+        lx = float(rng.uniform(8 * u, W / 2 - 8 * u))
+        side = 1
+        if rng.random() < 0.5:
+            lx, side = W - lx, -1
+        yb = float(rng.uniform(0.8, 0.93) * H)
+        b1, b2 = sorted((lx + side * 30 * u, lx + side * 64 * u))
+        scene.lectern, scene.bench = (lx, yb, side), (b1, b2, yb)
+        occupied.append((min(lx, b1) - 6 * u, max(lx, b2) + 6 * u))
+        if rng.random() < P_SPEAKER:
+            p = Person(colors.pop(), y=yb, speaker=True, **_static(F, lx, STAND, side))
+            a = int(rng.integers(0, max(1, secs - 4)))      # talks for 4 s or more
+            b = int(rng.integers(min(a + 4, secs), secs + 1))
+            p.talking[a * fps: b * fps] = True
+            scene.people.append(p)
+            n -= 1
+        for k in range(int(rng.integers(1, min(2, n) + 1)) if n > 0 else 0):
+            x = lx + side * (38 + 17 * k) * u
+            scene.people.append(Person(colors.pop(), y=yb, audience=True,
+                                       **_static(F, x, SIT, -side)))
+            n -= 1
     if rng.random() < P_FIRE:
         for _ in range(20):
             fx = float(rng.uniform(8 * u, W - 8 * u))
@@ -300,10 +336,9 @@ def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
         out.append(HOLD)
     if p.in_cart and not p.driver and any(q.driver for q in scene.people):
         out.append(RIDE)
-    for q in scene.people:
-        if q is not p and q.talking[f] and _nearest(scene.people, q, f) == i:
-            out.append(LISTEN)
-            break
+    if p.audience and not scene.screen_on and \
+            any(q.speaker and q.talking[f] for q in scene.people):
+        out.append(LISTEN)
     if p.handover is not None and WAIT_RANGE[0] <= f / fps - p.handover <= WAIT_RANGE[1]:
         out.append(WAIT)
     return out
@@ -397,11 +432,22 @@ def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
             dx = (k - 2) * 2.6 * u + rng.uniform(-1, 1) * u
             _rect(img, fx + dx - 1.3 * u, fy - 2 * u - h, fx + dx + 1.3 * u, fy - 2 * u,
                   (255, int(rng.integers(90, 200)), 20))
+    if scene.bench is not None:    # a plank on two legs
+        bx1, bx2, by = scene.bench
+        _rect(img, bx1, by - 6 * u, bx2, by - 3 * u, (120, 80, 40))
+        for lx in (bx1 + 2 * u, bx2 - 3 * u):
+            _rect(img, lx, by - 3 * u, lx + u, by, (90, 60, 30))
     order = sorted(range(len(scene.people)), key=lambda k: scene.people[k].y)
     for k in order:
         p = scene.people[k]
         if p.visible[f]:
             _draw_person(img, scene, p, f, rng)
+    if scene.lectern is not None:  # a stand with a slanted top and a microphone
+        lx, ly, side = scene.lectern
+        _rect(img, lx - 5 * u, ly - 22 * u, lx + 5 * u, ly, (100, 64, 36))
+        _rect(img, lx - 6 * u, ly - 24 * u, lx + 6 * u, ly - 22 * u, (150, 100, 60))
+        _rect(img, lx + side * 3 * u, ly - 30 * u, lx + side * 3 * u + u, ly - 24 * u,
+              (40, 40, 40))
     if scene.cart is not None:     # the cart's side hides the passengers' legs
         cx1, cy1, cx2, cy2 = scene.cart
         _rect(img, cx1, cy1, cx2, cy2, (60, 110, 170))

@@ -68,7 +68,7 @@ def test_every_family_occurs_with_positives_and_negatives(scenes):
 
 def test_relation_rules_need_another_actor(scenes):
     cfg, scs = scenes
-    rides = no_ride = 0
+    rides = no_ride = listens = silent = screen = 0
     for sc, _i, p, f, _t, labels in _labelled(cfg, scs):
         others_drive = any(q.driver for q in sc.people if q is not p)
         if p.in_cart and not p.driver:
@@ -76,10 +76,19 @@ def test_relation_rules_need_another_actor(scenes):
             assert (synth.RIDE in labels) == others_drive
             rides += others_drive
             no_ride += not others_drive
-        if synth.LISTEN in labels:    # some talker, facing i, has i as nearest neighbour
-            talkers = [q for q in sc.people if q.talking[f] and q is not p]
-            assert any(np.sign(p.x[f] - q.x[f]) in (q.face[f], 0) for q in talkers)
+        speaking = any(q.speaker and q.talking[f] for q in sc.people)
+        assert (synth.LISTEN in labels) == (p.audience and speaking and not sc.screen_on)
+        if p.audience:
+            assert labels[0] == synth.SIT and p.face[f] == -sc.lectern[2]   # faces the lectern
+            listens += synth.LISTEN in labels
+            silent += not speaking and not sc.screen_on
+            screen += speaking and sc.screen_on
+        # a talker who is not at the lectern makes nobody listen
+        if any(q.talking[f] and not q.speaker for q in sc.people) and not speaking:
+            assert synth.LISTEN not in labels
     assert rides and no_ride          # passengers of empty-seat carts only sit
+    # the audience only sits while the lectern is silent, and watches the screen when it is on
+    assert listens > 20 and silent > 20 and screen > 20
 
 
 def test_context_rules(scenes):
