@@ -466,7 +466,8 @@ def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, pat
     F = cfg.duration * cfg.fps
     frame_rng = np.random.default_rng(rng.integers(1 << 62))   # flicker
     noise_rng = np.random.default_rng(rng.integers(1 << 62))   # label noise
-    write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps)
+    # lossless: the same seed gives the same pixels (lossy x264 did not, run to run)
+    write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps, lossless=True)
     rows: list[tuple] = []
     W, H = cfg.width, cfg.height
     non_pose = [a for a, s in zip(LABELMAP.ids, LABELMAP.superclasses, strict=True)
