@@ -219,7 +219,10 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     if rng.random() < P_FIRE:
         for _ in range(20):
             fx = float(rng.uniform(8 * u, W - 8 * u))
-            if all(not (a - 10 * u < fx < b + 10 * u) for a, b in occupied):
+            # the lecture's people stay clearly away from a fire, as free people do
+            lecture = [q.x[0] for q in scene.people if q.speaker or q.audience]
+            if all(not (a - 10 * u < fx < b + 10 * u) for a, b in occupied) and \
+                    all(abs(fx - x) >= FAR_FROM_FIRE * u for x in lecture):
                 scene.fire = (fx, float(rng.uniform(0.8, 0.92) * H))
                 occupied.append((fx - 8 * u, fx + 8 * u))
                 break
