@@ -26,11 +26,12 @@ longterm    wait       i handed an object to someone who then left the scene, 3 
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
-carts, a silent or absent speaker, a talker away from the lectern (who turns to the
-nearest person; nobody listens), occlusion by the cart's side, the lectern and other
-people, and ``label_noise`` (a few percent of the person-keyframes get one non-pose label
-toggled).  Sizes are for a 160x160 canvas and scale with the frame (``MIN_CANVAS`` keeps
-tiny test frames usable).
+carts, people who stand still all along without handing anything over (as a giver
+stands after the hand-over), a silent or absent speaker, a talker away from the lectern
+(who turns to the nearest person; nobody listens), occlusion by the cart's side, the
+lectern and other people, and ``label_noise`` (a few percent of the person-keyframes get
+one non-pose label toggled).  Sizes are for a 160x160 canvas and scale with the frame
+(``MIN_CANVAS`` keeps tiny test frames usable).
 
 Why ``listen`` needs the screen: without that condition, "i on the bench and a talker at
 the lectern" is visible from the two actors' own features (the bench and the lectern sit
@@ -75,9 +76,11 @@ P_CART = 0.55
 P_DRIVER = 0.6
 P_LECTURE = 0.8           # a lectern and an audience bench, in scenes without a cart
 P_SPEAKER = 0.8           # somebody stands at the lectern (and talks, for a while)
-P_HANDOVER = 0.8
+P_HANDOVER = 0.9
 P_TALK = 0.7              # a talker away from the lectern: nobody listens to it
 P_HOLDER = 0.25           # a distractor: holds an object all along, hands nothing over
+P_STILL = 0.3             # a distractor: stands still, empty-handed, all along (as a giver
+                          # does after the hand-over), having handed nothing over
 WARM_RANGE = (28, 40)     # px from the fire (160-px canvas)
 FAR_FROM_FIRE = 72
 WAIT_RANGE = (3, 8)       # seconds after the hand-over
@@ -289,7 +292,9 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         if rng.random() < P_HOLDER:
             p.holding[:] = True
         near_fire = scene.fire is not None and abs(p.x[0] - scene.fire[0]) < FAR_FROM_FIRE * u
-        poses = _free_poses(rng, secs, (STAND, SIT) if near_fire else (STAND, SIT, WALK))
+        still = not p.holding.any() and rng.random() < P_STILL
+        poses = np.full(secs, STAND) if still else \
+            _free_poses(rng, secs, (STAND, SIT) if near_fire else (STAND, SIT, WALK))
         anchor, v = p.x[0], float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.4) * u)
         x = anchor
         for f in range(F):
@@ -299,7 +304,7 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
                     v = -v
                 x += v
                 p.face[f] = 1 if v > 0 else -1
-            elif f % fps == 0 and rng.random() < 0.2:
+            elif not still and f % fps == 0 and rng.random() < 0.2:
                 p.face[f:] = -p.face[f]
             p.x[f] = x
     if talker is not None:   # turns to its nearest visible neighbour, frame by frame

@@ -123,6 +123,12 @@ def test_waiters_handed_over_outside_the_clip(scenes):
                 if q is not p and q.holding[lo:hi + 1].all() and not q.holding.all():
                     assert not q.visible[lo:hi + 1].any()
     assert waits > 20
+    # people who stand still, empty-handed, all along and never handed anything over:
+    # a clip of a waiter looks like one of theirs
+    still = [p for sc in scs for p in sc.people if p.handover is None and not p.speaker
+             and not p.talking.any() and (p.pose == synth.STAND).all()
+             and not p.holding.any() and p.visible.all() and (p.face == p.face[0]).all()]
+    assert len(still) > 15            # 9 of them by chance without P_STILL, 20 with it
 
 
 def test_label_noise_toggles_few_labels(tmp_path):
