@@ -239,12 +239,22 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         val_annotations: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
         resume: bool = False, bank: str | None = None) -> dict:
-    """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row."""
+    """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row.
+
+    Runs with ``torch.use_deterministic_algorithms`` (warnings only, where an op has no
+    deterministic version): on the CPU with 2 threads, the backward of the heads'
+    indexing (``index_put_`` with accumulate) otherwise adds in parallel, in a varying
+    order, and two identical runs of ``acrn`` ended up to 0.2 apart in their weights.
+    """
     d = distributed.setup()
+    was = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, d, features, detections, annotations, labelmap, out,
                     val_annotations, log, resume, bank)
     finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
         distributed.cleanup(d)
 
 

@@ -249,3 +249,16 @@ def test_init_copies_the_fitting_weights_of_a_checkpoint(train_inputs, tmp_path)
         torch.testing.assert_close(v, acar[k], rtol=0, atol=0)
     with pytest.raises(ArtifactError, match="no weight of this checkpoint fits"):
         train.init_from(build_head("linear", 3, 2), tmp_path / "acar.pt")
+
+
+def test_training_runs_with_deterministic_algorithms_and_restores_the_flag(monkeypatch):
+    """Parallel index_put_(accumulate) on the CPU adds in a varying order: train.run turns
+    torch's deterministic algorithms on for the run, and back to what they were after."""
+    seen = []
+    monkeypatch.setattr(train, "_run", lambda *a, **k: seen.append(
+        (torch.are_deterministic_algorithms_enabled(),
+         torch.is_deterministic_algorithms_warn_only_enabled())) or {})
+    assert not torch.are_deterministic_algorithms_enabled()
+    train.run(train.TrainConfig(), "f.zarr", "d.parquet", "a.csv", "l.pbtxt", "o.pt")
+    assert seen == [(True, True)]
+    assert not torch.are_deterministic_algorithms_enabled()
