@@ -242,9 +242,10 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
     """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row.
 
     Runs with ``torch.use_deterministic_algorithms`` (warnings only, where an op has no
-    deterministic version): on the CPU with 2 threads, the backward of the heads'
-    indexing (``index_put_`` with accumulate) otherwise adds in parallel, in a varying
-    order, and two identical runs of ``acrn`` ended up to 0.2 apart in their weights.
+    deterministic version): without it, two identical runs of ``acrn`` on the CPU with 2
+    threads ended up to 0.2 apart in their weights (identical with 1 thread, or with the
+    flag).  Our suspect, not isolated: the parallel ``index_put_`` with accumulate in the
+    backward of the heads' indexing, which the flag makes serial.
     """
     d = distributed.setup()
     was = torch.are_deterministic_algorithms_enabled(), \
