@@ -5,7 +5,7 @@ head of stages.yaml -> banks -> eval, all with the parameters of ``--params`` (t
 functions the DVC stages call).  Writes bench/results/world<tag>.json with per-seed
 metrics, and prints the README's table (AP x 100 per family and overall mAP).
 
-    uv run python bench/world.py --seeds 0 1 2     # ~4.5 min per seed on 2 idle cores
+    uv run python bench/world.py --seeds 0 1 2     # ~5.5 min per seed on 2 idle cores
     uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.

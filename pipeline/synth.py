@@ -143,6 +143,13 @@ def _static(frames: int, x: float, pose: int, face: int) -> dict:
                 holding=np.zeros(frames, bool), talking=np.zeros(frames, bool))
 
 
+def _talk(rng, p: Person, seconds: int, fps: int, least: int) -> None:
+    """``p`` talks during one random stretch of at least ``least`` seconds."""
+    a = int(rng.integers(0, max(1, seconds - least)))
+    b = int(rng.integers(min(a + least, seconds), seconds + 1))
+    p.talking[a * fps: b * fps] = True
+
+
 def _free_poses(rng, seconds: int, allowed: tuple[int, ...]) -> np.ndarray:
     poses = [int(rng.choice(allowed))]
     for _ in range(seconds - 1):
@@ -209,9 +216,7 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         occupied.append((min(lx, b1) - 6 * u, max(lx, b2) + 6 * u))
         if rng.random() < P_SPEAKER:
             p = Person(colors.pop(), y=yb, speaker=True, **_static(F, lx, STAND, side))
-            a = int(rng.integers(0, max(1, secs - 4)))      # talks for 4 s or more
-            b = int(rng.integers(min(a + 4, secs), secs + 1))
-            p.talking[a * fps: b * fps] = True
+            _talk(rng, p, secs, fps, least=4)
             scene.people.append(p)
             n -= 1
         for k in range(int(rng.integers(1, min(2, n) + 1)) if n > 0 else 0):
@@ -220,10 +225,10 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
                                        **_static(F, x, SIT, -side)))
             n -= 1
     if rng.random() < P_FIRE:
+        # the lecture's people stay clearly away from a fire, as free people do
+        lecture = [q.x[0] for q in scene.people if q.speaker or q.audience]
         for _ in range(20):
             fx = float(rng.uniform(8 * u, W - 8 * u))
-            # the lecture's people stay clearly away from a fire, as free people do
-            lecture = [q.x[0] for q in scene.people if q.speaker or q.audience]
             if all(not (a - 10 * u < fx < b + 10 * u) for a, b in occupied) and \
                     all(abs(fx - x) >= FAR_FROM_FIRE * u for x in lecture):
                 scene.fire = (fx, float(rng.uniform(0.8, 0.92) * H))
@@ -285,9 +290,7 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     # the others: a talker, holders, and free poses (stand / sit / walk)
     talker = free.pop() if len(scene.people) >= 2 and free and rng.random() < P_TALK else None
     if talker is not None:
-        a = int(rng.integers(0, max(1, secs - 3)))
-        b = int(rng.integers(a + 3, secs + 1))
-        talker.talking[a * fps: b * fps] = True
+        _talk(rng, talker, secs, fps, least=3)
     for p in free:
         if rng.random() < P_HOLDER:
             p.holding[:] = True
