@@ -27,12 +27,13 @@ import pandas as pd
 import torch
 
 from pipeline import bank
-from pipeline.artifacts.banks import BankReader, BankStore
+from pipeline.artifacts.banks import BankStore
 from pipeline.artifacts.checkpoint import save_checkpoint
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureSpec, FeatureStore, ViewSpec
+from pipeline.bank_reader import BankReader
 from pipeline.keyframes import Keyframe
-from pipeline.models import build_head
+from pipeline.models import BankRequest, build_head
 
 AVA_KEYFRAMES = 299 * 897            # AVA v2.2 train (235) + val (64) videos, 15 min at 1 s
 
@@ -76,9 +77,10 @@ def bench_one(kind: str, pool: str, features: str, dets: Path, ckpt: Path, out: 
     bank.run(cfg, features, dets, out, ckpt if kind == "acfb" else None)
     build = time.perf_counter() - t0
     size = BankStore(out).size()
-    request = {"kind": kind, "window": window, "max_per_step": None if kind == "acfb" else 5,
-               "exclude_current": kind == "acfb", "dim": hidden_dim if kind == "acfb"
-               else channels, "pool": pool}
+    request = BankRequest(kind, window, None if kind == "acfb" else 5,
+                          exclude_current=kind == "acfb",
+                          dim=hidden_dim if kind == "acfb" else channels,
+                          pool=pool if kind == "acfb" else None)
     reader = BankReader(out, request)
     videos = BankStore(out).videos()
     kfs = [Keyframe(v, t, t - 1, None) for v in videos

@@ -38,10 +38,9 @@ from .artifacts.banks import BankStore, digest
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore
-from .evaluate import load_head
+from .inference import load_head
 from .keyframes import FeatureCache, Keyframe, batch
-from .models.acar import DOWNSAMPLE
-from .models.acfb import POOLS
+from .models import BANK_POOLS
 from .models.actor import actor_vectors
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
@@ -112,18 +111,16 @@ class ACFBMaker:
         self.model = model
         ckpt = load_checkpoint(model)
         self.head = load_head(ckpt)
-        if not hasattr(self.head, "first_order"):
-            raise ArtifactError(model, f"a '{ckpt['head']}' checkpoint has no first-order "
-                                       "actor-context maps (train an acar head first)")
+        if ckpt["head"] != "acar":
+            raise ArtifactError(model, f"a '{ckpt['head']}' checkpoint: an acfb bank holds the "
+                                       "first-order maps of a trained acar head")
         self.features = FeatureSpec.from_dict(ckpt["feature_spec"])
-        self.dim = int(self.head.conv2.out_channels)
-        self.pool = DOWNSAMPLE[POOLS[pool]]()
+        self.pool = pool
         self.spec = {"model": weights_digest(ckpt), "pool": pool}
 
     def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
-        """(d, h, w): the 3x3 conv takes H-2, W-2, then the pool."""
-        probe = torch.zeros(1, 1, height - 2, width - 2)
-        return (self.dim, *self.pool(probe).shape[-2:])
+        """(d, h, w) of one banked map."""
+        return self.head.bank_item_shape(height, width, self.pool)
 
     def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
         if fspec != self.features:
@@ -131,7 +128,7 @@ class ACFBMaker:
                                             f"'{video}' in {features}")
 
     def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.head.first_order(context, rois)[1])         # (N, d, h, w)
+        return self.head.bank_maps(context, rois, self.pool)              # (N, d, h, w)
 
 
 def bank_index(kfs: list[Keyframe], scores: np.ndarray, from_gt: np.ndarray
@@ -162,8 +159,8 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
     """Build (or complete) the ``cfg.kind`` bank ``out`` for this shard; returns failures."""
     if cfg.kind not in ("lfb", "acfb"):
         raise ArtifactError(out, f"bank kind '{cfg.kind}' is not available (choose lfb, acfb)")
-    if cfg.pool not in POOLS:
-        raise ArtifactError(out, f"unknown pool '{cfg.pool}' (choose {', '.join(POOLS)})")
+    if cfg.pool not in BANK_POOLS:
+        raise ArtifactError(out, f"unknown pool '{cfg.pool}' (choose {', '.join(BANK_POOLS)})")
     if cfg.kind == "lfb" and (annotations or model is not None):
         raise ArtifactError(out, "an lfb bank is made of features and detections only "
                                  "(drop --model and --annotations)")

@@ -3,7 +3,7 @@
 The stages themselves run on the one video, without DVC: :mod:`pipeline.detect` (YOLO,
 or the boxes of an annotation CSV), :mod:`pipeline.extract` with the settings recorded
 in the checkpoint's feature spec (backbone, weights, clip, views: the features match
-training), :mod:`pipeline.bank` for bank heads, :func:`pipeline.evaluate.predict`, and
+training), :mod:`pipeline.bank` for bank heads, :func:`pipeline.inference.predict`, and
 :func:`pipeline.viz.render_video`.  Outputs in ``OUT/``:
 
 * ``predictions.csv``: AVA result rows (:mod:`pipeline.artifacts.predictions`);
@@ -37,7 +37,6 @@ from . import bank as bank_stage
 from . import detect, extract, viz
 from .artifacts import ArtifactError
 from .artifacts.atomic import atomic_path
-from .artifacts.banks import open_bank
 from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
@@ -45,8 +44,10 @@ from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import write_predictions
 from .backbones import NON_LEARNED
-from .evaluate import EvalConfig, load_head, predict, test_keyframes
+from .bank_reader import open_bank
+from .inference import PredictConfig, load_head, predict, test_keyframes
 from .keyframes import FeatureCache, batch
+from .models import RelationHead
 from .video import Video, open_video
 
 
@@ -122,7 +123,7 @@ def check_features(store: FeatureStore, video: str, feature_spec: dict, model: s
 # ---- class activation maps ----------------------------------------------------------------
 
 def has_relation_maps(head: torch.nn.Module) -> bool:
-    return hasattr(head, "relation_maps") and getattr(head, "relation_grid", None) is not None
+    return isinstance(head, RelationHead) and head.relation_grid is not None
 
 
 @torch.inference_mode()
@@ -200,7 +201,7 @@ def write_heatmaps(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStor
                    cfg: viz.VizConfig | None = None) -> list[Path]:
     """One PNG per person: the CAM of its top action over its keyframe.
 
-    ``kfs`` are the predicted keyframes (:func:`pipeline.evaluate.test_keyframes`) and
+    ``kfs`` are the predicted keyframes (:func:`pipeline.inference.test_keyframes`) and
     ``scores`` (persons, classes) their scores, persons in the order of ``kfs``.
     """
     cfg = cfg or viz.VizConfig()
@@ -274,7 +275,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
         raise ArtifactError(video, f"unknown detector '{cfg.detector}' (choose yolo, gt)")
     if cfg.detector == "gt" and not annotations:
         raise ArtifactError(video, "--detector gt needs --annotations CSV (its boxes)")
-    if (getattr(head, "bank_request", None) or {}).get("kind") == "acfb" and not bank_model:
+    if head.bank_request is not None and head.bank_request.kind == "acfb" and not bank_model:
         raise ArtifactError(model, "an acfb head reads the first-order maps of the acar that "
                             "built its bank: pass --bank-model ACAR.pt")
     work = out_dir / "work" / name
@@ -309,7 +310,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
 
         say(f"3/4 predict ({ckpt['head']} head)")
         pred = predict(head, labelmap, store, dets, [name],
-                       EvalConfig(det_threshold=cfg.det_threshold),
+                       PredictConfig(det_threshold=cfg.det_threshold),
                        list(store.spec(name).views), bank)
         kfs = test_keyframes(store, dets, [name])
         if cfg.heatmap:
@@ -328,13 +329,13 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
 def _bank(head, cfg: DemoConfig, features: str, name: str, dets_path: Path, work: Path,
           bank_model: str | os.PathLike | None):
     """The bank a bank head reads, built from this video's features (None: no bank)."""
-    request = getattr(head, "bank_request", None)
+    request = head.bank_request
     if request is None:
         return None
-    kind = request["kind"]
+    kind = request.kind
     say(f"   {kind} bank of this video")
     bcfg = bank_stage.BankConfig(kind=kind, det_threshold=cfg.det_threshold,
-                                 pool=request.get("pool") or "none")
+                                 pool=request.pool or "none")
     url = str(work / f"{kind}.zarr")
     maker = _bank_model(bank_model, FeatureStore(features), name, work) if kind == "acfb" \
         else None

@@ -32,11 +32,11 @@ from . import distributed
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import write_text_atomic
-from .artifacts.banks import BankReader, open_bank
 from .artifacts.checkpoint import load_checkpoint, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
+from .bank_reader import BankReader, open_bank
 from .distributed import SINGLE, Dist, all_reduce_sum
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
@@ -307,7 +307,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             head, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     validate = None
     if val_annotations is not None and d.main:
-        from .evaluate import Validator
+        from .inference import Validator
         validate = Validator(store, dets, val_annotations, lm, view, bank=banks)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -323,7 +323,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,
                 "num_classes": lm.num_classes, "labelmap": lm.to_dict(),
                 "feature_spec": {**spec.to_dict(), "train_view": view},
-                "state_dict": head.state_dict(), "bank": getattr(head, "bank_request", None)}
+                "state_dict": head.state_dict(),
+                "bank": head.bank_request and head.bank_request.to_dict()}
         if validate is not None:
             row["val_mAP"] = validate(head)["mAP"]
         rows.append(row)

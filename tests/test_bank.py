@@ -8,15 +8,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline import bank, evaluate, train
+from pipeline import bank, evaluate, inference, train
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.annotations import write_annotations
-from pipeline.artifacts.banks import BankReader, BankStore, open_bank, window_rows
+from pipeline.artifacts.banks import BankStore, window_rows
 from pipeline.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore
+from pipeline.bank_reader import BankReader, open_bank
 from pipeline.keyframes import FeatureCache, Keyframe, batch
-from pipeline.models import build_head
+from pipeline.models import BankRequest, build_head
 from pipeline.models.actor import actor_vectors
 from tests.conftest import LABELMAP, boxes_gt, make_feature_store
 
@@ -113,8 +114,7 @@ def test_reader_gathers_windows_padded_and_masked(world, tmp_path):
     features, dets, _ = world
     url = str(tmp_path / "lfb.zarr")
     bank.run(bank.BankConfig(kind="lfb"), features, dets, url)
-    request = {"kind": "lfb", "window": 2, "max_per_step": None, "exclude_current": False,
-               "dim": 8}
+    request = BankRequest("lfb", window=2, max_per_step=None, exclude_current=False, dim=8)
     vb = BankStore(url).read_video("vid_a")
     for in_memory in (True, False):
         reader = BankReader(url, request, in_memory=in_memory)
@@ -133,8 +133,8 @@ def test_reader_caps_actors_per_second(world, tmp_path):
     features, dets, _ = world
     url = str(tmp_path / "lfb.zarr")
     bank.run(bank.BankConfig(kind="lfb"), features, dets, url)
-    reader = BankReader(url, {"kind": "lfb", "window": 0, "max_per_step": 2,
-                              "exclude_current": False, "dim": 8})
+    reader = BankReader(url, BankRequest("lfb", window=0, max_per_step=2,
+                                         exclude_current=False, dim=8))
     vb = reader.video("vid_a")
     step = np.flatnonzero(vb.actor_timestamps == 2)
     best = step[np.argsort(-vb.scores[step], kind="stable")[:2]]
@@ -187,7 +187,7 @@ def test_acfb_bank_uses_gt_on_train_keyframes_and_stores_first_order_maps(world,
     assert a.keys() == [("vid_a", t, i) for t in range(1, 7) for i in range(2)]
     assert b.keys() == [("vid_b", t, i) for t in range(1, 5) for i in range(2)]
     assert a.data.shape == (12, 8, 4, 4) and a.data.dtype == np.float16   # (d, H-2, W-2)
-    head = evaluate.load_head(load_checkpoint(model))
+    head = inference.load_head(load_checkpoint(model))
     src = FeatureStore(features)
     kfs = [Keyframe("vid_a", t, t - 1, a.boxes[a.actor_timestamps == t]) for t in (1, 2, 3)]
     with torch.no_grad():
@@ -275,7 +275,7 @@ def test_bad_bank_inputs_are_one_line_errors_naming_the_file(world, tmp_path):
     ckpt = load_checkpoint(acar_checkpoint(tmp_path / "acar.pt", features))
     save_checkpoint({**ckpt, "head": "linear", "hparams": {},
                      "state_dict": build_head("linear", 8, 4).state_dict()}, lin)
-    with pytest.raises(ArtifactError, match=f"^{lin}: .*no first-order"):
+    with pytest.raises(ArtifactError, match=f"^{lin}: .*first-order maps of a trained acar"):
         bank.run(bank.BankConfig(kind="acfb"), features, dets, str(tmp_path / "x.zarr"), lin)
     with pytest.raises(ArtifactError, match="needs a trained acar"):
         bank.run(bank.BankConfig(kind="acfb"), features, dets, str(tmp_path / "x.zarr"))

@@ -73,7 +73,7 @@ def _checkpoint(path: Path, head: str, spec: dict = SPEC) -> Path:
     save_checkpoint({"head": head, "hparams": HPARAMS[head], "in_channels": 512,
                      "num_classes": LM.num_classes, "labelmap": LM.to_dict(),
                      "feature_spec": spec, "state_dict": net.state_dict(),
-                     "bank": getattr(net, "bank_request", None)}, path)
+                     "bank": net.bank_request and net.bank_request.to_dict()}, path)
     return path
 
 
@@ -133,7 +133,7 @@ def test_second_run_reuses_the_features(acar_run, video, annotations, models, tm
 @pytest.mark.parametrize("head", ["acar", "acrn"])
 def test_cam_is_the_relation_part_of_the_logit(head, models):
     """mean over the map of CAM_k = the logit's part from the pooled relation features."""
-    from pipeline.evaluate import load_head
+    from pipeline.inference import load_head
 
     net = load_head(torch.load(models[head], weights_only=True))
     torch.manual_seed(1)

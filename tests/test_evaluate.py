@@ -9,6 +9,7 @@ from pipeline.artifacts.features import FeatureStore
 from pipeline.artifacts.metrics import read_metrics
 from pipeline.artifacts.predictions import read_predictions
 from pipeline.keyframes import FeatureCache, Keyframe, batch
+from pipeline.models import build_head
 from tests.conftest import LABELMAP, boxes_gt, make_feature_store
 
 
@@ -25,7 +26,7 @@ def test_flipped_view_rois_mirror_the_box(tmp_path):
 def test_tta_flip_view_gives_same_logits_for_flip_symmetric_head(tmp_path):
     """The flipped store holds mirrored maps: a linear head sees the same actor."""
     store = make_feature_store(str(tmp_path / "f.zarr"), {"v": 2}, flip=True)
-    head = evaluate.build_head("linear", 8, 4)
+    head = build_head("linear", 8, 4)
     kf = Keyframe("v", 1, 0, np.array([[0.1, 0.2, 0.3, 0.9]], np.float32))
     a = head(*batch([kf], FeatureCache(store, "s36")))
     b = head(*batch([kf], FeatureCache(store, "s36_flip")))

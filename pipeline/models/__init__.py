@@ -23,8 +23,11 @@ from .acar import ACARHead
 from .acfb import ACFBHead
 from .acrn import ACRNHead
 from .actor_actor import ActorActorHead
+from .base import BANK_POOLS, BankRequest, RelationHead
 from .lfb import LFBHead
 from .linear import LinearHead
+
+__all__ = ["BANK_POOLS", "HEADS", "BankRequest", "RelationHead", "build_head", "head_config"]
 
 HEADS: dict[str, type[nn.Module]] = {
     "linear": LinearHead,
@@ -34,6 +37,25 @@ HEADS: dict[str, type[nn.Module]] = {
     "acfb": ACFBHead,
     "lfb": LFBHead,
 }
+
+
+def head_config(name: str, hparams: dict) -> dict:
+    """The head's hyper-parameters, checked: an unknown head or key is a one-line ValueError.
+
+    Placeholder until each head declares a typed config dataclass: checks the keys against
+    the constructor's keyword arguments and returns them.
+    """
+    import inspect
+
+    if name not in HEADS:
+        raise ValueError(f"unknown head '{name}'; choose from {', '.join(sorted(HEADS))}")
+    params = inspect.signature(HEADS[name].__init__).parameters
+    known = [p for p in params if p not in ("self", "in_channels", "num_classes")]
+    unknown = [k for k in hparams if k not in known]
+    if unknown:
+        raise ValueError(f"head '{name}': unknown hyper-parameter '{unknown[0]}'; "
+                         f"known: {', '.join(known)}")
+    return dict(hparams)
 
 
 def build_head(name: str, in_channels: int, num_classes: int, **hparams) -> nn.Module:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .actor import actor_vectors, group_actors
+from .base import BANK_POOLS, BankRequest
 from .hr2o import HR2O
 
 DOWNSAMPLE = {
@@ -40,9 +41,11 @@ DOWNSAMPLE = {
     "max4x4": lambda: nn.MaxPool2d(5, stride=4, padding=2),
     "global": lambda: nn.AdaptiveMaxPool2d(1),
 }
+BANK_POOL_DOWNSAMPLE = dict(zip(BANK_POOLS, ("none", "max2x2", "max4x4"), strict=True))
 
 
 class ACARHead(nn.Module):
+    bank_request: BankRequest | None = None   # reads no bank
     def __init__(self, in_channels: int, num_classes: int, reduce_dim: int = 1024,
                  hidden_dim: int = 512, downsample: str = "max2x2", hr2o: str = "nl",
                  depth: int = 2, kernel_size: int = 3, hr2o_dropout: float = 0.2,
@@ -73,12 +76,31 @@ class ACARHead(nn.Module):
         f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]  # (N, d, H, W)
         return a, self.conv2(f.relu()).relu()                       # (N, D), (N, d, H-2, W-2)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    # ---- what ``acar bank --kind acfb`` needs of a trained acar ---------------------
+    @staticmethod
+    def _bank_pool(pool: str) -> nn.Module:
+        if pool not in BANK_POOL_DOWNSAMPLE:
+            raise ValueError(f"unknown bank pool '{pool}'; choose from {BANK_POOLS}")
+        return DOWNSAMPLE[BANK_POOL_DOWNSAMPLE[pool]]()
+
+    def bank_maps(self, context: Tensor, rois: Tensor, pool: str,
+                  valid: Tensor | None = None) -> Tensor:
+        """The first-order maps to bank for acfb, max-pooled by ``pool``: (N, d, h, w)."""
+        return self._bank_pool(pool)(self.first_order(context, rois)[1])
+
+    def bank_item_shape(self, height: int, width: int, pool: str) -> tuple[int, int, int]:
+        """(d, h, w) of one banked map for an H x W context map (the 3x3 conv takes 2)."""
+        probe = torch.zeros(1, 1, height - 2, width - 2)
+        return (self.conv2.out_channels, *self._bank_pool(pool)(probe).shape[-2:])
+
+    def forward(self, context: Tensor, rois: Tensor, bank=None,
+                valid: Tensor | None = None) -> Tensor:
         a, f = self.relation_maps(context, rois, bank)              # (N, D), (N, d, h, w)
         x = torch.cat([self.fc1(a).relu(), f.mean(dim=(2, 3))], 1)  # (N, 2d)
         return self.fc2(self.dropout(x))                            # (N, K)
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+                      valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, D) and the high-order relation maps F (N, d, h, w) before pooling."""
         a, f = self.first_order(context, rois)                      # (N, D), (N, d, H-2, W-2)
         f = self.downsample(f)                                      # (N, d, h, w)

@@ -32,11 +32,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .acar import ACARHead
+from .acar import BANK_POOL_DOWNSAMPLE, ACARHead
 from .actor import group_actors
+from .base import BankRequest
 from .keyframes import masked_softmax, pack, unpack
-
-POOLS = {"none": "none", "2x2": "max2x2", "4x4": "max4x4"}   # bank --pool -> acar downsample
 
 
 def bank_message(msg: nn.Module, x: Tensor, index: Tensor, mask: Tensor, mem: Tensor,
@@ -64,14 +63,16 @@ class ACFBHead(ACARHead):
                  hidden_dim: int = 512, pool: str = "none", window: int = 10, depth: int = 2,
                  kernel_size: int = 3, hr2o_dropout: float = 0.2, dropout: float = 0.0,
                  bias: bool = False, roi_size: int = 7):
-        if pool not in POOLS:
-            raise ValueError(f"unknown pool '{pool}'; choose from {sorted(POOLS)}")
-        super().__init__(in_channels, num_classes, reduce_dim, hidden_dim, POOLS[pool], "nl",
+        if pool not in BANK_POOL_DOWNSAMPLE:
+            raise ValueError(f"unknown pool '{pool}'; choose from {sorted(BANK_POOL_DOWNSAMPLE)}")
+        super().__init__(in_channels, num_classes, reduce_dim, hidden_dim,
+                         BANK_POOL_DOWNSAMPLE[pool], "nl",
                          depth, kernel_size, hr2o_dropout, dropout, bias, roi_size)
-        self.bank_request = {"kind": "acfb", "window": window, "max_per_step": None,
-                             "exclude_current": True, "dim": hidden_dim, "pool": pool}
+        self.bank_request = BankRequest("acfb", window, None, exclude_current=True,
+                                        dim=hidden_dim, pool=pool)
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+                      valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, D) and the relation maps F (N, d, h, w) after the bank blocks, before
         pooling; ``forward`` (ACAR's) pools them and classifies."""
         a, f = self.first_order(context, rois)                       # (N, D), (N, d, H-2, W-2)

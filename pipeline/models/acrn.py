@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .actor import actor_vectors
+from .base import BankRequest
 
 
 def box_embedding(rois: Tensor, height: int, width: int) -> Tensor:
@@ -41,6 +42,7 @@ def location_embedding(height: int, width: int, like: Tensor) -> Tensor:
 
 
 class ACRNHead(nn.Module):
+    bank_request: BankRequest | None = None   # reads no bank
     relation_grid = (0.0, 1.0)   # cell i of R is centred on context cell 0 + 1 * i
 
     def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
@@ -56,12 +58,14 @@ class ACRNHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    def forward(self, context: Tensor, rois: Tensor, bank=None,
+                valid: Tensor | None = None) -> Tensor:
         a, r = self.relation_maps(context, rois)                        # (N, C), (N, d, H, W)
         r = r.mean(dim=(2, 3))                                          # (N, d)
         return self.fc(self.dropout(torch.cat([a, r], dim=1)))          # (N, K)
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None) -> tuple[Tensor, Tensor]:
+    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+                      valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, C) and the relation maps R (N, d, H, W) before pooling (for CAMs)."""
         B, C, H, W = context.shape
         b = rois[:, 0].long()                                           # (N,)

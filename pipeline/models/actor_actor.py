@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .actor import actor_vectors, group_actors
+from .base import BankRequest
 from .keyframes import masked_softmax, pack, unpack
 
 
@@ -45,6 +46,7 @@ class ActorAttention(nn.Module):
 
 
 class ActorActorHead(nn.Module):
+    bank_request: BankRequest | None = None   # reads no bank
     def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
                  num_heads: int = 8, dropout: float = 0.0, attn_dropout: float = 0.0,
                  roi_size: int = 7):
@@ -57,7 +59,8 @@ class ActorActorHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    def forward(self, context: Tensor, rois: Tensor, bank=None,
+                valid: Tensor | None = None) -> Tensor:
         a = actor_vectors(context, rois, self.roi_size)        # (N, C)
         index, mask = group_actors(rois, len(context))         # (B, M), (B, M)
         x = pack(self.proj(a).relu(), index)                   # (B, M, d)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .actor import actor_vectors
+from .base import BankRequest
 from .keyframes import masked_softmax
 
 
@@ -73,10 +74,11 @@ class LFBHead(nn.Module):
             BankNonLocal(hidden_dim, nl_dropout, zero_init) for _ in range(num_layers))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
-        self.bank_request = {"kind": "lfb", "window": window, "max_per_step": max_per_step,
-                             "exclude_current": False, "dim": bank_dim}
+        self.bank_request = BankRequest("lfb", window, max_per_step, exclude_current=False,
+                                        dim=bank_dim)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None) -> Tensor:
+    def forward(self, context: Tensor, rois: Tensor, bank=None,
+                valid: Tensor | None = None) -> Tensor:
         b = rois[:, 0].long()                                        # (N,)
         a = actor_vectors(context, rois, self.roi_size)              # (N, C)
         x = self.input_dropout(self.reduce(a))                       # (N, d)

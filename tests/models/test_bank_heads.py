@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models import build_head
+from pipeline.models import BankRequest, build_head
 
 torch.set_num_threads(1)
 
@@ -54,11 +54,11 @@ def rows_of(rois: torch.Tensor, b: int) -> torch.Tensor:
 
 
 def test_bank_heads_declare_their_bank():
-    assert make_head("acfb").bank_request == {"kind": "acfb", "window": 10, "max_per_step": None,
-                                              "exclude_current": True, "dim": 8, "pool": "none"}
-    assert make_head("lfb").bank_request == {"kind": "lfb", "window": 30, "max_per_step": 5,
-                                             "exclude_current": False, "dim": C}
-    assert make_head("lfb-bank12-3l").bank_request["dim"] == 12
+    assert make_head("acfb").bank_request == BankRequest("acfb", 10, None, exclude_current=True,
+                                                         dim=8, pool="none")
+    assert make_head("lfb").bank_request == BankRequest("lfb", 30, 5, exclude_current=False,
+                                                        dim=C)
+    assert make_head("lfb-bank12-3l").bank_request.dim == 12
 
 
 @pytest.mark.parametrize("cid", IDS)

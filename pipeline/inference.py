@@ -1,0 +1,108 @@
+"""Run-time of trained heads: load a checkpoint, choose test keyframes, predict, validate.
+
+Shared by the stages that run a trained head (``eval``, ``bank --kind acfb``, ``train``'s
+validation, ``demo``), so that no stage imports another.  Prediction averages the logits
+of a box over the views (test-time augmentation: scales, flips; flipped views map boxes
+through their :class:`ViewSpec`) before the activation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .artifacts.annotations import read_annotations
+from .artifacts.features import FeatureStore
+from .artifacts.labelmap import LabelMap
+from .artifacts.predictions import COLUMNS as PRED_COLUMNS
+from .ava_eval import frame_map
+from .bank_reader import BankReader
+from .inference_config import PredictConfig
+from .keyframes import FeatureCache, Keyframe, batch
+from .losses import activate
+from .models import build_head
+
+
+def load_head(ckpt: dict) -> torch.nn.Module:
+    head = build_head(ckpt["head"], ckpt["in_channels"], ckpt["num_classes"], **ckpt["hparams"])
+    head.load_state_dict(ckpt["state_dict"])
+    return head.eval()
+
+
+def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -> list[Keyframe]:
+    """Every keyframe of ``videos`` in the store that has at least one detection."""
+    groups = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
+    out = []
+    for video in videos:
+        for k, ts in enumerate(store.timestamps(video)):
+            g = groups.get((video, int(ts)))
+            if g is not None:
+                out.append(Keyframe(video, int(ts), k,
+                                    g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)))
+    return out
+
+
+@torch.inference_mode()
+def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets: pd.DataFrame,
+            videos: list[str], cfg: PredictConfig, default_views: list[str],
+            bank: BankReader | None = None) -> pd.DataFrame:
+    """AVA result rows (one per box and class) for the keyframes of ``videos``; ``bank``
+    gives bank heads their slots (deterministic: no sampling at evaluation)."""
+    dets = dets[dets["score"] >= cfg.det_threshold]
+    kfs = test_keyframes(store, dets, videos)
+    caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
+    return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size, bank)
+
+
+@torch.inference_mode()
+def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
+                      caches: list[FeatureCache], batch_size: int,
+                      bank: BankReader | None = None) -> pd.DataFrame:
+    """Logits averaged over the views of ``caches``, then activated, as AVA result rows."""
+    was_training = head.training
+    head.eval()
+    ids = np.asarray(labelmap.ids)
+    parts = []
+    for s in tqdm(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
+        chunk = kfs[s:s + batch_size]
+        slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
+                 for c in caches]
+        logits = torch.stack([head(*batch(chunk, c), bank=sl)
+                              for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
+        probs = activate(logits, labelmap.pose_indices).numpy()
+        boxes = np.concatenate([k.boxes for k in chunk])
+        vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])
+        ts = np.concatenate([[k.timestamp] * len(k.boxes) for k in chunk])
+        n, kc = probs.shape
+        parts.append(pd.DataFrame({
+            "video_id": np.repeat(vid, kc), "timestamp": np.repeat(ts, kc),
+            "x1": np.repeat(boxes[:, 0], kc), "y1": np.repeat(boxes[:, 1], kc),
+            "x2": np.repeat(boxes[:, 2], kc), "y2": np.repeat(boxes[:, 3], kc),
+            "action_id": np.tile(ids, n), "score": probs.reshape(-1)}))
+    head.train(was_training)
+    if not parts:
+        return pd.DataFrame({c: [] for c in PRED_COLUMNS})
+    return pd.concat(parts, ignore_index=True)
+
+
+class Validator:
+    """Scores a head on a val split during training; inputs are prepared once."""
+
+    def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
+                 labelmap: LabelMap, view: str, cfg: PredictConfig | None = None,
+                 bank: BankReader | None = None):
+        self.cfg, self.bank = cfg or PredictConfig(), bank
+        self.gt, self.labelmap = read_annotations(annotations), labelmap
+        videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
+        dets = dets[dets["score"] >= self.cfg.det_threshold]
+        self.keyframes = test_keyframes(store, dets, videos)
+        self.caches = [FeatureCache(store, view, self.cfg.in_memory)]
+
+    def __call__(self, head: torch.nn.Module) -> dict:
+        pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,
+                                 self.cfg.batch_size, self.bank)
+        return frame_map(self.gt, pred, self.labelmap).metrics
