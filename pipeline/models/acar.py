@@ -4,7 +4,7 @@ Shapes for B keyframes, N actors, C = ``in_channels``, D = ``reduce_dim``,
 d = ``hidden_dim``, K classes::
 
     V       = Conv1x1(context)                            (B, D, H, W)     no bias
-    A       = actor_vectors(V, rois)                      (N, D)           RoIAlign 7x7 + max
+    A       = actors(V, rois)                             (N, D)           RoIAlign 7x7 + max
     F       = ReLU(Conv1x1([V_{b_i}; tile(A_i)]))         (N, d, H, W)     no bias
     F       = ReLU(Conv3x3(F))                            (N, d, H-2, W-2) no bias, no padding
     F       = downsample(F)                               (N, d, h, w)
@@ -28,12 +28,15 @@ materialising the (N, 2D, H, W) tile.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .actor import actor_vectors, group_actors
-from .base import BANK_POOLS, BankRequest
-from .hr2o import HR2O
+from .actor import group_actors
+from .base import BANK_POOLS, Head, HeadConfig
+from .hr2o import HR2O, KINDS
 
 DOWNSAMPLE = {
     "none": lambda: nn.Identity(),
@@ -44,35 +47,64 @@ DOWNSAMPLE = {
 BANK_POOL_DOWNSAMPLE = dict(zip(BANK_POOLS, ("none", "max2x2", "max4x4"), strict=True))
 
 
-class ACARHead(nn.Module):
-    bank_request: BankRequest | None = None   # reads no bank
-    def __init__(self, in_channels: int, num_classes: int, reduce_dim: int = 1024,
-                 hidden_dim: int = 512, downsample: str = "max2x2", hr2o: str = "nl",
-                 depth: int = 2, kernel_size: int = 3, hr2o_dropout: float = 0.2,
-                 dropout: float = 0.0, bias: bool = False, roi_size: int = 7):
-        super().__init__()
-        if downsample not in DOWNSAMPLE:
-            raise ValueError(f"unknown downsample '{downsample}'; choose from {sorted(DOWNSAMPLE)}")
-        if not 1 <= depth <= 3:
-            raise ValueError(f"depth must be 1, 2 or 3, got {depth}")
-        self.roi_size = roi_size
-        self.reduce = nn.Conv2d(in_channels, reduce_dim, 1, bias=False)
+
+@dataclass(frozen=True)
+class ACARConfig(HeadConfig):
+    head = "acar"
+    reduce_dim: int = 1024      # D, the 1x1 conv over the context map
+    hidden_dim: int = 512       # d, channels of the relation maps
+    downsample: str = "max2x2"  # one of DOWNSAMPLE
+    hr2o: str = "nl"            # HR2O message, one of hr2o.KINDS
+    depth: int = 2              # HR2O blocks, 1..3
+    kernel_size: int = 3        # Q/K/V and output convs of the HR2O blocks, odd
+    hr2o_dropout: float = 0.2   # inside the HR2O blocks
+    dropout: float = 0.0        # before the classifier
+    bias: bool = False          # classifier bias
+    roi_size: int = 7           # RoIAlign output size
+
+    def __post_init__(self) -> None:
+        self.check_range("reduce_dim", 1)
+        self.check_range("hidden_dim", 1)
+        self.check_choice("downsample", DOWNSAMPLE)
+        self.check_choice("hr2o", KINDS)
+        check_common(self)
+
+
+def check_common(cfg: HeadConfig) -> None:
+    """The checks of the fields acar and acfb share (beyond the dims)."""
+    cfg.check_range("depth", 1, 3)
+    k = cfg.kernel_size   # type: ignore[attr-defined]
+    cfg.check(isinstance(k, int) and k >= 1 and k % 2 == 1, "kernel_size", "an odd integer >= 1")
+    cfg.check_dropout("hr2o_dropout", "dropout")
+    cfg.check(isinstance(cfg.bias, bool), "bias", "true or false")   # type: ignore[attr-defined]
+    cfg.check_range("roi_size", 1)
+
+
+class ACARHead(Head):
+    Config = ACARConfig
+    config: ACARConfig
+    classifier_name = "fc2"
+
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        cfg = self.config   # acfb's config reads the same fields (downsample, hr2o derived)
+        D, d = cfg.reduce_dim, cfg.hidden_dim
+        self.reduce = nn.Conv2d(in_channels, D, 1, bias=False)
         # first-order actor-context relations; conv1 over [V; A_i] split by input group
-        self.conv1_context = nn.Conv2d(reduce_dim, hidden_dim, 1, bias=False)
-        self.conv1_actor = nn.Linear(reduce_dim, hidden_dim, bias=False)
-        self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, bias=False)
-        self.downsample = DOWNSAMPLE[downsample]()
-        self.hr2o = HR2O(hr2o, hidden_dim, depth, kernel_size, hr2o_dropout)
-        self.fc1 = nn.Linear(reduce_dim, hidden_dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(2 * hidden_dim, num_classes, bias=bias)
+        self.conv1_context = nn.Conv2d(D, d, 1, bias=False)
+        self.conv1_actor = nn.Linear(D, d, bias=False)
+        self.conv2 = nn.Conv2d(d, d, 3, bias=False)
+        self.downsample = DOWNSAMPLE[cfg.downsample]()
+        self.hr2o = HR2O(cfg.hr2o, d, cfg.depth, cfg.kernel_size, cfg.hr2o_dropout)
+        self.fc1 = nn.Linear(D, d, bias=False)
+        self.add_classifier(2 * d, num_classes, bias=cfg.bias)
 
     def first_order(self, context: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         """The first-order part: A (N, D) and the actor-context maps F (N, d, H-2, W-2),
         before ``downsample`` (what ``acar bank --kind acfb`` stores, after its own pool)."""
         b = rois[:, 0].long()                                       # (N,)
         v = self.reduce(context)                                    # (B, D, H, W)
-        a = actor_vectors(v, rois, self.roi_size)                   # (N, D)
+        a = self.actors(v, rois)                                    # (N, D)
         f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]  # (N, d, H, W)
         return a, self.conv2(f.relu()).relu()                       # (N, D), (N, d, H-2, W-2)
 
@@ -91,15 +123,14 @@ class ACARHead(nn.Module):
     def bank_item_shape(self, height: int, width: int, pool: str) -> tuple[int, int, int]:
         """(d, h, w) of one banked map for an H x W context map (the 3x3 conv takes 2)."""
         probe = torch.zeros(1, 1, height - 2, width - 2)
-        return (self.conv2.out_channels, *self._bank_pool(pool)(probe).shape[-2:])
+        return (self.config.hidden_dim, *self._bank_pool(pool)(probe).shape[-2:])
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None,
-                valid: Tensor | None = None) -> Tensor:
-        a, f = self.relation_maps(context, rois, bank)              # (N, D), (N, d, h, w)
-        x = torch.cat([self.fc1(a).relu(), f.mean(dim=(2, 3))], 1)  # (N, 2d)
-        return self.fc2(self.dropout(x))                            # (N, K)
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        a, f = self.relation_maps(context, rois, bank, valid)       # (N, D), (N, d, h, w)
+        return [self.fc1(a).relu(), f.mean(dim=(2, 3))]             # [(N, d), (N, d)]
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+    def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, D) and the high-order relation maps F (N, d, h, w) before pooling."""
         a, f = self.first_order(context, rois)                      # (N, D), (N, d, H-2, W-2)
@@ -111,7 +142,7 @@ class ACARHead(nn.Module):
     def relation_weight(self) -> Tensor:
         """(K, d): the classifier weights that read AvgPool(F), so the class activation
         map of class k is ``sum_c relation_weight[k, c] * F[c]``."""
-        return self.fc2.weight[:, self.fc1.out_features:]
+        return self.fc2.weight[:, -self.config.hidden_dim:]
 
     @property
     def relation_grid(self) -> tuple[float, float] | None:

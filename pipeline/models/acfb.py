@@ -15,6 +15,9 @@ keyframe (live maps) *and* to the banked first-order maps of all actors in the w
       F_i  <- F_i + Dropout(Conv(ReLU(GroupNorm(M_i))))
     logits  = Linear(Dropout([ReLU(Linear(A)); AvgPool(F)]))  (N, K)
 
+The blocks are acar's own (``hr2o.HR2O`` of ``nl`` blocks), given the bank as their
+``memory``: keys and values beside the live actors.
+
 The bank gives a keyframe its window *without* second t itself (``exclude_current``): the
 current actors are there as live maps.  Masked slots are zeroed and get the most negative
 finite score, so their attention weight is exactly 0.  With an empty bank (``bank=None`` or
@@ -29,72 +32,69 @@ dropout 0.0, roi_size 7), ``pool`` = "none" (no max-pool before HR2O: full map d
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from dataclasses import dataclass
+from typing import Any
 
-from .acar import BANK_POOL_DOWNSAMPLE, ACARHead
+from torch import Tensor
+
+from .acar import BANK_POOL_DOWNSAMPLE, ACARHead, check_common
 from .actor import group_actors
-from .base import BankRequest
-from .keyframes import masked_softmax, pack, unpack
+from .base import BANK_POOLS, BankRequest, HeadConfig, bank_slots
 
 
-def bank_message(msg: nn.Module, x: Tensor, index: Tensor, mask: Tensor, mem: Tensor,
-                 mem_mask: Tensor) -> Tensor:
-    """HR2O-NL message (``msg`` holds the q, k, v convs) over live maps + bank slots.
+@dataclass(frozen=True)
+class ACFBConfig(HeadConfig):
+    head = "acfb"
+    reduce_dim: int = 1024      # D, as acar's
+    hidden_dim: int = 512       # d, as the bank's acar (the banked maps have d channels)
+    pool: str = "none"          # the bank's --pool, one of BANK_POOLS
+    window: int = 10            # w: the bank's window, seconds either side
+    depth: int = 2              # HR2O-NL blocks, 1..3
+    kernel_size: int = 3        # Q/K/V and output convs of the blocks, odd
+    hr2o_dropout: float = 0.2   # inside the blocks
+    dropout: float = 0.0        # before the classifier
+    bias: bool = False          # classifier bias
+    roi_size: int = 7           # RoIAlign output size
 
-    x (N, d, h, w) live maps, index/mask (B, M) from ``group_actors``, mem (B, S, d, h, w)
-    bank slots, mem_mask (B, S) -> (N, d, h, w).
-    """
-    B, S = mem.shape[:2]
-    d = x.shape[1]
-    mem = mem.flatten(0, 1)                                            # (B*S, d, h, w)
-    q = pack(msg.q(x), index)                                          # (B, M, d, h, w)
-    k = torch.cat([pack(msg.k(x), index), msg.k(mem).unflatten(0, (B, S))], 1)  # (B, M+S, ...)
-    v = torch.cat([pack(msg.v(x), index), msg.v(mem).unflatten(0, (B, S))], 1)  # (B, M+S, ...)
-    keep = torch.cat([mask, mem_mask], 1)                              # (B, M+S)
-    scores = torch.einsum("bichw,bjchw->bijhw", q, k) / d**0.5         # (B, M, M+S, h, w)
-    att = masked_softmax(scores, keep[:, None, :, None, None], dim=2)  # over j
-    y = torch.einsum("bijhw,bjchw->bichw", att, v)                     # (B, M, d, h, w)
-    return unpack(y, index, mask)                                      # (N, d, h, w)
+    # what ACARHead's constructor reads beyond these fields
+    hr2o = "nl"
+
+    @property
+    def downsample(self) -> str:
+        """The live maps are max-pooled as the banked ones."""
+        return BANK_POOL_DOWNSAMPLE[self.pool]
+
+    def __post_init__(self) -> None:
+        self.check_range("reduce_dim", 1)
+        self.check_range("hidden_dim", 1)
+        self.check_choice("pool", BANK_POOLS)
+        self.check_range("window", 0)
+        check_common(self)
 
 
 class ACFBHead(ACARHead):
-    def __init__(self, in_channels: int, num_classes: int, reduce_dim: int = 1024,
-                 hidden_dim: int = 512, pool: str = "none", window: int = 10, depth: int = 2,
-                 kernel_size: int = 3, hr2o_dropout: float = 0.2, dropout: float = 0.0,
-                 bias: bool = False, roi_size: int = 7):
-        if pool not in BANK_POOL_DOWNSAMPLE:
-            raise ValueError(f"unknown pool '{pool}'; choose from {sorted(BANK_POOL_DOWNSAMPLE)}")
-        super().__init__(in_channels, num_classes, reduce_dim, hidden_dim,
-                         BANK_POOL_DOWNSAMPLE[pool], "nl",
-                         depth, kernel_size, hr2o_dropout, dropout, bias, roi_size)
-        self.bank_request = BankRequest("acfb", window, None, exclude_current=True,
-                                        dim=hidden_dim, pool=pool)
+    Config = ACFBConfig
+    config: ACFBConfig  # type: ignore[assignment]
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(in_channels, num_classes, **hparams)   # acar's parameters, names
+        cfg = self.config
+        self.bank_request = BankRequest("acfb", cfg.window, None, exclude_current=True,
+                                        dim=cfg.hidden_dim, pool=cfg.pool)
+
+    def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, D) and the relation maps F (N, d, h, w) after the bank blocks, before
-        pooling; ``forward`` (ACAR's) pools them and classifies."""
+        pooling; ``features`` (ACAR's) pools them for the classifier."""
         a, f = self.first_order(context, rois)                       # (N, D), (N, d, H-2, W-2)
         f = self.downsample(f)                                       # (N, d, h, w)
-        mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
+        memory = self.slots(bank, f, len(context))                   # (B, S, d, h, w), (B, S)
         index, mask = group_actors(rois, len(context))               # (B, M), (B, M)
-        for block in self.hr2o.blocks:
-            m = bank_message(block.message, f, index, mask, mem, mem_mask)  # (N, d, h, w)
-            f = f + block.dropout(block.conv(block.norm(m).relu()))
-        return a, f
+        return a, self.hr2o(f, index, mask, memory)                  # (N, d, h, w)
 
     @staticmethod
-    def slots(bank, f: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    def slots(bank: Any, f: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
         """``bank`` = (slots (B, S, d, h, w), mask (B, S)) or None (no slots), checked."""
-        if bank is None:
-            return (f.new_zeros(batch_size, 0, *f.shape[1:]),
-                    torch.zeros(batch_size, 0, dtype=torch.bool, device=f.device))
-        mem, mem_mask = bank
-        if mem.shape[0] != batch_size or tuple(mem.shape[2:]) != tuple(f.shape[1:]):
-            raise ValueError(f"bank slots {tuple(mem.shape)} do not fit {batch_size} keyframes "
-                             f"of maps {tuple(f.shape[1:])}: the bank's --pool, view or "
-                             "hidden_dim differs from the head's")
-        mem_mask = mem_mask.to(torch.bool)
-        mem = torch.where(mem_mask[:, :, None, None, None], mem.to(f.dtype), 0.0)
-        return mem, mem_mask
+        return bank_slots(bank, tuple(f.shape[1:]), batch_size, f,
+                          f"maps {tuple(f.shape[1:])}: the bank's --pool, view or "
+                          "hidden_dim differs from the head's")

@@ -3,7 +3,7 @@
 At every location p of the context map V, a relation feature pairs actor i with the
 context cell V(p); 3x3 convs then accumulate neighbouring relations::
 
-    A       = actor_vectors(context, rois)                      (N, C)   RoIAlign 7x7 + max
+    A       = actors(context, rois)                             (N, C)   RoIAlign 7x7 + max
     box_i   = [x1/W, y1/H, x2/W, y2/H]                          (N, 4)   tiled over the map
     xy(p)   = [(u+0.5)/W, (v+0.5)/H] at cell (u, v)             (2, H, W)
     R_i     = ReLU(Conv1x1([V; tile(A_i); tile(box_i); xy]))    (N, d, H, W)
@@ -20,11 +20,28 @@ ACRN relates each actor to the scene only; actors do not see each other.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .actor import actor_vectors
-from .base import BankRequest
+from .base import Head, HeadConfig
+
+
+@dataclass(frozen=True)
+class ACRNConfig(HeadConfig):
+    head = "acrn"
+    hidden_dim: int = 512       # d, channels of the relation maps
+    num_convs: int = 2          # 3x3 convs after the 1x1 relation conv
+    dropout: float = 0.0        # before the classifier
+    roi_size: int = 7           # RoIAlign output size
+
+    def __post_init__(self) -> None:
+        self.check_range("hidden_dim", 1)
+        self.check_range("num_convs", 0)
+        self.check_dropout("dropout")
+        self.check_range("roi_size", 1)
 
 
 def box_embedding(rois: Tensor, height: int, width: int) -> Tensor:
@@ -41,35 +58,33 @@ def location_embedding(height: int, width: int, like: Tensor) -> Tensor:
     return torch.stack([x, y])
 
 
-class ACRNHead(nn.Module):
-    bank_request: BankRequest | None = None   # reads no bank
+class ACRNHead(Head):
+    Config = ACRNConfig
+    config: ACRNConfig
     relation_grid = (0.0, 1.0)   # cell i of R is centred on context cell 0 + 1 * i
 
-    def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
-                 num_convs: int = 2, dropout: float = 0.0, roi_size: int = 7):
-        super().__init__()
-        self.roi_size = roi_size
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        d = self.config.hidden_dim
         # the 1x1 relation conv over [V; A_i; box_i; xy], split by input group
-        self.rel_context = nn.Conv2d(in_channels, hidden_dim, 1)
-        self.rel_actor = nn.Linear(in_channels + 4, hidden_dim, bias=False)
-        self.rel_xy = nn.Conv2d(2, hidden_dim, 1, bias=False)
+        self.rel_context = nn.Conv2d(in_channels, d, 1)
+        self.rel_actor = nn.Linear(in_channels + 4, d, bias=False)
+        self.rel_xy = nn.Conv2d(2, d, 1, bias=False)
         self.convs = nn.ModuleList(
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1) for _ in range(num_convs))
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
+            nn.Conv2d(d, d, 3, padding=1) for _ in range(self.config.num_convs))
+        self.add_classifier(in_channels + d, num_classes)
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None,
-                valid: Tensor | None = None) -> Tensor:
-        a, r = self.relation_maps(context, rois)                        # (N, C), (N, d, H, W)
-        r = r.mean(dim=(2, 3))                                          # (N, d)
-        return self.fc(self.dropout(torch.cat([a, r], dim=1)))          # (N, K)
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        a, r = self.relation_maps(context, rois, bank, valid)           # (N, C), (N, d, H, W)
+        return [a, r.mean(dim=(2, 3))]                                  # [(N, C), (N, d)]
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank=None,
+    def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """A (N, C) and the relation maps R (N, d, H, W) before pooling (for CAMs)."""
         B, C, H, W = context.shape
         b = rois[:, 0].long()                                           # (N,)
-        a = actor_vectors(context, rois, self.roi_size)                 # (N, C)
+        a = self.actors(context, rois)                                  # (N, C)
         actor = torch.cat([a, box_embedding(rois, H, W).to(a.dtype)], 1)  # (N, C+4)
         r = (self.rel_context(context)[b]                               # (N, d, H, W)
              + self.rel_actor(actor)[:, :, None, None]                  # (N, d, 1, 1)
@@ -83,4 +98,4 @@ class ACRNHead(nn.Module):
     def relation_weight(self) -> Tensor:
         """(K, d): the classifier weights that read AvgPool(R), so the class activation
         map of class k is ``sum_c relation_weight[k, c] * R[c]``."""
-        return self.fc.weight[:, -self.rel_actor.out_features:]
+        return self.fc.weight[:, -self.config.hidden_dim:]

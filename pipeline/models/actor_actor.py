@@ -4,7 +4,7 @@ Every actor attends to the actors of its own keyframe (itself included) with mas
 multi-head scaled dot-product attention over the actor vectors, a post-norm transformer
 layer without the feed-forward part::
 
-    A       = actor_vectors(context, rois)              (N, C)    RoIAlign 7x7 + max-pool
+    A       = actors(context, rois)                     (N, C)    RoIAlign 7x7 + max-pool
     x       = ReLU(Linear(A))                           (N, d)
     x       = LayerNorm(x + Dropout(Attn(x)))           (N, d)    within each keyframe
     logits  = Linear(Dropout([A; x]))                   (N, K)
@@ -15,12 +15,32 @@ Defaults: ``hidden_dim`` d = 512, ``num_heads`` = 8 (head size 64), ``dropout`` 
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor, nn
 
-from .actor import actor_vectors, group_actors
-from .base import BankRequest
-from .keyframes import masked_softmax, pack, unpack
+from .actor import group_actors
+from .base import Head, HeadConfig
+from .packing import masked_softmax, pack, unpack
+
+
+@dataclass(frozen=True)
+class ActorActorConfig(HeadConfig):
+    head = "actor_actor"
+    hidden_dim: int = 512       # d
+    num_heads: int = 8          # attention heads; must divide hidden_dim
+    dropout: float = 0.0        # before the classifier
+    attn_dropout: float = 0.0   # on the attention output
+    roi_size: int = 7           # RoIAlign output size
+
+    def __post_init__(self) -> None:
+        self.check_range("hidden_dim", 1)
+        self.check_range("num_heads", 1)
+        self.check(self.hidden_dim % self.num_heads == 0, "num_heads",
+                   f"a divisor of hidden_dim {self.hidden_dim}")
+        self.check_dropout("dropout", "attn_dropout")
+        self.check_range("roi_size", 1)
 
 
 class ActorAttention(nn.Module):
@@ -45,25 +65,24 @@ class ActorAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, M, d))            # (B, M, d)
 
 
-class ActorActorHead(nn.Module):
-    bank_request: BankRequest | None = None   # reads no bank
-    def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
-                 num_heads: int = 8, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 roi_size: int = 7):
-        super().__init__()
-        self.roi_size = roi_size
-        self.proj = nn.Linear(in_channels, hidden_dim)
-        self.attn = ActorAttention(hidden_dim, num_heads)
-        self.attn_dropout = nn.Dropout(attn_dropout)
-        self.norm = nn.LayerNorm(hidden_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
+class ActorActorHead(Head):
+    Config = ActorActorConfig
+    config: ActorActorConfig
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None,
-                valid: Tensor | None = None) -> Tensor:
-        a = actor_vectors(context, rois, self.roi_size)        # (N, C)
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        cfg = self.config
+        self.proj = nn.Linear(in_channels, cfg.hidden_dim)
+        self.attn = ActorAttention(cfg.hidden_dim, cfg.num_heads)
+        self.attn_dropout = nn.Dropout(cfg.attn_dropout)
+        self.norm = nn.LayerNorm(cfg.hidden_dim)
+        self.add_classifier(in_channels + cfg.hidden_dim, num_classes)
+
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        a = self.actors(context, rois)                         # (N, C)
         index, mask = group_actors(rois, len(context))         # (B, M), (B, M)
         x = pack(self.proj(a).relu(), index)                   # (B, M, d)
         x = self.norm(x + self.attn_dropout(self.attn(x, mask)))
         x = unpack(x, index, mask)                             # (N, d)
-        return self.fc(self.dropout(torch.cat([a, x], dim=1)))  # (N, K)
+        return [a, x]                                          # [(N, C), (N, d)]

@@ -1,5 +1,17 @@
-"""What every head declares beyond ``forward``: its bank needs and, for relation heads,
-its relation maps.  Stages read these through the types below, never by attribute probing.
+"""What every head shares and declares.
+
+Every head is split as mmaction2 splits its RoI head, into an RoI feature extractor, the
+head's own relation part and a classifier; only the relation part lives in the head's
+file, the rest is :class:`Head`::
+
+    A       = actors(x, rois)                     (N, C)   RoIAlign 7x7 + spatial max-pool
+    parts   = the head's relation part            [(N, c_1), (N, c_2), ...]   ``features``
+    logits  = Linear(Dropout([parts]))            (N, K)   ``classify``
+
+A head declares its hyper-parameters as a frozen :class:`HeadConfig` dataclass (the head's
+``Config``, kept as ``head.config``), its bank needs as a :class:`BankRequest` and, for
+relation heads, its relation maps (:class:`RelationHead`).  Stages read these through the
+types below, never by attribute probing.
 
 Every head is called as ``head(context, rois, bank=None, valid=None)``:
 
@@ -12,10 +24,13 @@ Every head is called as ``head(context, rois, bank=None, valid=None)``:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from .actor import actor_vectors
 
 BANK_KINDS = ("lfb", "acfb")
 BANK_POOLS = ("none", "2x2", "4x4")    # acfb: max-pool of the banked first-order maps
@@ -66,3 +81,117 @@ class RelationHead(Protocol):
 
     @property
     def relation_grid(self) -> tuple[float, float] | None: ...
+
+
+# ---- typed hyper-parameters ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Base of every head's config dataclass: ``head`` names the head in error messages;
+    subclasses check their fields in ``__post_init__`` with :meth:`check`."""
+
+    head: ClassVar[str] = "?"
+
+    @classmethod
+    def from_dict(cls, hparams: dict[str, Any]) -> HeadConfig:
+        """The config of ``hparams`` (missing keys: the defaults); an unknown key is a
+        one-line ValueError naming the head, the key and the known keys."""
+        known = [f.name for f in fields(cls)]
+        for key in hparams:
+            if key not in known:
+                raise ValueError(f"head '{cls.head}': unknown hyper-parameter '{key}'; "
+                                 f"known: {', '.join(known)}")
+        return cls(**hparams)
+
+    def check(self, ok: bool, name: str, rule: str) -> None:
+        """A one-line ValueError naming the head and the field unless ``ok``."""
+        if not ok:
+            raise ValueError(f"head '{self.head}': {name} must be {rule}, "
+                             f"got {getattr(self, name)!r}")
+
+    def check_choice(self, name: str, choices) -> None:
+        self.check(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
+
+    def check_range(self, name: str, low: float, high: float | None = None,
+                    high_open: bool = False) -> None:
+        """``low <= value <= high`` (``< high`` if ``high_open``; no upper bound if None)."""
+        v = getattr(self, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= low
+        if high is not None:
+            ok = ok and (v < high if high_open else v <= high)
+        rule = (f">= {low}" if high is None
+                else f"in [{low}, {high}{')' if high_open else ']'}")
+        self.check(ok, name, rule)
+
+    def check_dropout(self, *names: str) -> None:
+        for name in names:
+            self.check_range(name, 0.0, 1.0, high_open=True)
+
+
+# ---- the shared part of every head --------------------------------------------------------
+
+class Head(nn.Module):
+    """RoI features -> the head's relation part (``features``) -> concatenation -> dropout ->
+    classifier.  A subclass sets ``Config``, builds its relation part in ``__init__`` and
+    then calls :meth:`add_classifier` last (so a seeded head draws its initial weights in
+    the same order as always), and implements ``features``.
+
+    ``classifier_name`` is the classifier's attribute (and so its ``state_dict`` key):
+    ``fc``, or ``fc2`` for acar and acfb, as in every checkpoint made so far.
+    """
+
+    Config: ClassVar[type[HeadConfig]]
+    classifier_name: ClassVar[str] = "fc"
+    bank_request: BankRequest | None = None   # reads no bank
+
+    def __init__(self, **hparams: Any):
+        super().__init__()
+        self.config = self.Config.from_dict(hparams)
+
+    def actors(self, x: Tensor, rois: Tensor) -> Tensor:
+        """(B, C, H, W), (N, 5) -> A (N, C): RoIAlign ``roi_size`` x ``roi_size``, max-pool."""
+        return actor_vectors(x, rois, self.config.roi_size)
+
+    def add_classifier(self, in_features: int, num_classes: int, bias: bool = True) -> None:
+        """Dropout(``config.dropout``) and Linear(in_features -> num_classes)."""
+        self.dropout = nn.Dropout(self.config.dropout)
+        setattr(self, self.classifier_name, nn.Linear(in_features, num_classes, bias=bias))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return getattr(self, self.classifier_name)
+
+    def classify(self, parts: list[Tensor]) -> Tensor:
+        """[(N, c_1), (N, c_2), ...] -> logits (N, K) = Linear(Dropout(concatenation))."""
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)    # (N, sum c_i)
+        return self.classifier(self.dropout(x))                      # (N, K)
+
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        """The head's relation part: the (N, c_i) vectors the classifier reads."""
+        raise NotImplementedError
+
+    def forward(self, context: Tensor, rois: Tensor, bank: Any = None,
+                valid: Tensor | None = None) -> Tensor:
+        """(B, C, H, W), (N, 5) -> logits (N, K); see the module docstring."""
+        return self.classify(self.features(context, rois, bank, valid))
+
+
+# ---- bank slots ---------------------------------------------------------------------------
+
+def bank_slots(bank: Any, item: tuple[int, ...], batch_size: int, like: Tensor,
+               what: str) -> tuple[Tensor, Tensor]:
+    """``bank`` = (slots (B, S, *item), mask (B, S)) or None (no slots), checked, with the
+    masked slots zeroed (in ``like``'s dtype): -> (B, S, *item), mask (B, S) bool.  A bank
+    that does not fit is a one-line ValueError; ``what`` says what one slot should be."""
+    if bank is None:
+        return (like.new_zeros(batch_size, 0, *item),
+                torch.zeros(batch_size, 0, dtype=torch.bool, device=like.device))
+    mem, mask = bank
+    if (mem.ndim != 2 + len(item) or mem.shape[0] != batch_size
+            or tuple(mem.shape[2:]) != tuple(item) or tuple(mask.shape) != tuple(mem.shape[:2])):
+        raise ValueError(f"bank slots {tuple(mem.shape)} (mask {tuple(mask.shape)}) do not "
+                         f"fit {batch_size} keyframes of {what}")
+    mask = mask.to(torch.bool)
+    keep = mask[(...,) + (None,) * len(item)]                        # (B, S, 1, ...)
+    return torch.where(keep, mem.to(like.dtype), 0.0), mask

@@ -24,6 +24,11 @@ Messages (``kind``):
   ``e_ij(p) = LeakyReLU_0.2(a_i . z_i(p) + a_j . z_j(p))``,
   ``m_i(p) = sum_j softmax_j(e_ij(p)) z_j(p)``, scores per location.
 
+The ``nl`` message (and so a block or a stack of ``nl`` blocks) also takes an optional
+``memory = (mem (B, S, d, h, w), mem_mask (B, S))``: S fixed maps per keyframe that every
+actor of the keyframe attends to as well, as keys and values beside the live actors (the
+acfb bank, see ``acfb.py``); masked memory slots get weight exactly 0.
+
 Note: the official code uses 3x3 Q/K/V and output convs by default (``kernel_size=3``);
 ``kernel_size=1`` gives the 1x1 variant of the original non-local block.
 """
@@ -34,9 +39,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .keyframes import masked_mean, masked_softmax, pack, unpack
+from .packing import masked_mean, masked_softmax, pack, unpack
 
 KINDS = ("nl", "avg", "rn", "gattn")
+Memory = tuple[Tensor, Tensor]   # (mem (B, S, d, h, w), mem_mask (B, S) bool, True = real)
 
 
 def conv(dim_in: int, dim_out: int, kernel_size: int, bias: bool = False) -> nn.Conv2d:
@@ -48,11 +54,22 @@ class NonLocalMessage(nn.Module):
         super().__init__()
         self.q, self.k, self.v = (conv(dim, dim, kernel_size) for _ in range(3))
 
-    def forward(self, x: Tensor, index: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, index: Tensor, mask: Tensor,
+                memory: Memory | None = None) -> Tensor:
+        """x (N, d, h, w), index/mask (B, M) from ``group_actors``, memory (optional, see
+        the module docstring) -> messages (N, d, h, w)."""
         d = x.shape[1]
         q, k, v = (pack(f(x), index) for f in (self.q, self.k, self.v))  # (B, M, d, h, w)
-        scores = torch.einsum("bichw,bjchw->bijhw", q, k) / d**0.5       # (B, M, M, h, w)
-        att = masked_softmax(scores, mask[:, None, :, None, None], dim=2)  # over j
+        keep = mask                                                      # (B, M)
+        if memory is not None:   # keys and values: the live actors, then the memory slots
+            mem, mem_mask = memory                                       # (B, S, d, h, w)
+            B, S = mem.shape[:2]
+            mem = mem.flatten(0, 1)                                      # (B*S, d, h, w)
+            k = torch.cat([k, self.k(mem).unflatten(0, (B, S))], 1)      # (B, M+S, d, h, w)
+            v = torch.cat([v, self.v(mem).unflatten(0, (B, S))], 1)      # (B, M+S, d, h, w)
+            keep = torch.cat([mask, mem_mask], 1)                        # (B, M+S)
+        scores = torch.einsum("bichw,bjchw->bijhw", q, k) / d**0.5       # (B, M, M(+S), h, w)
+        att = masked_softmax(scores, keep[:, None, :, None, None], dim=2)  # over j
         y = torch.einsum("bijhw,bjchw->bichw", att, v)                   # (B, M, d, h, w)
         return unpack(y, index, mask)                                    # (N, d, h, w)
 
@@ -119,8 +136,14 @@ class HR2OBlock(nn.Module):
         self.conv = conv(dim, dim, kernel_size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, index: Tensor, mask: Tensor) -> Tensor:
-        m = self.message(x, index, mask)                                 # (N, d, h, w)
+    def forward(self, x: Tensor, index: Tensor, mask: Tensor,
+                memory: Memory | None = None) -> Tensor:
+        if memory is None:
+            m = self.message(x, index, mask)                             # (N, d, h, w)
+        elif isinstance(self.message, NonLocalMessage):
+            m = self.message(x, index, mask, memory)                     # (N, d, h, w)
+        else:
+            raise ValueError("only the 'nl' HR2O message reads a memory")
         return x + self.dropout(self.conv(self.norm(m).relu()))
 
 
@@ -135,7 +158,8 @@ class HR2O(nn.Module):
         self.blocks = nn.ModuleList(
             HR2OBlock(kind, dim, kernel_size, dropout) for _ in range(depth))
 
-    def forward(self, x: Tensor, index: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, index: Tensor, mask: Tensor,
+                memory: Memory | None = None) -> Tensor:
         for block in self.blocks:
-            x = block(x, index, mask)
+            x = block(x, index, mask, memory)
         return x

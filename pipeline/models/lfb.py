@@ -5,7 +5,7 @@ Every current actor attends to the banked actor vectors of its video in the wind
 through ``num_layers`` stacked non-local layers; the result is concatenated with A_i.
 Shapes for B keyframes, N actors, S bank slots per keyframe, C' = bank channels::
 
-    A       = actor_vectors(context, rois)             (N, C)     RoIAlign 7x7 + max-pool
+    A       = actors(context, rois)                    (N, C)     RoIAlign 7x7 + max-pool
     X       = Dropout(Linear(A))                       (N, d)     short-term features
     L, m    = bank                                     (B, S, C'), (B, S)   m: True = real slot
     L       = Dropout(Linear(L))                       (B, S, d)
@@ -28,12 +28,40 @@ highest-scoring ones at evaluation (the official code samples at test time too).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .actor import actor_vectors
-from .base import BankRequest
-from .keyframes import masked_softmax
+from .base import BankRequest, Head, HeadConfig, bank_slots
+from .packing import masked_softmax
+
+
+@dataclass(frozen=True)
+class LFBConfig(HeadConfig):
+    head = "lfb"
+    hidden_dim: int = 512             # d
+    bank_dim: int | None = None       # C', channels of a banked actor vector (None: C)
+    window: int = 30                  # w: seconds either side of the keyframe
+    max_per_step: int | None = 5      # banked actors per second (None: all)
+    num_layers: int = 2               # FBO-NL layers
+    nl_dropout: float = 0.2           # on the input, the bank and each layer's output
+    dropout: float = 0.3              # before the classifier
+    zero_init: bool = True            # the layers' output projections start at zero
+    roi_size: int = 7                 # RoIAlign output size
+
+    def __post_init__(self) -> None:
+        self.check_range("hidden_dim", 1)
+        if self.bank_dim is not None:
+            self.check_range("bank_dim", 1)
+        self.check_range("window", 0)
+        if self.max_per_step is not None:
+            self.check_range("max_per_step", 1)
+        self.check_range("num_layers", 0)
+        self.check_dropout("nl_dropout", "dropout")
+        self.check(isinstance(self.zero_init, bool), "zero_init", "true or false")
+        self.check_range("roi_size", 1)
 
 
 class BankNonLocal(nn.Module):
@@ -58,45 +86,36 @@ class BankNonLocal(nn.Module):
         return x + self.dropout(self.out(self.norm(y).relu()))
 
 
-class LFBHead(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, hidden_dim: int = 512,
-                 bank_dim: int | None = None, window: int = 30, max_per_step: int | None = 5,
-                 num_layers: int = 2, nl_dropout: float = 0.2, dropout: float = 0.3,
-                 zero_init: bool = True, roi_size: int = 7):
-        super().__init__()
-        bank_dim = bank_dim or in_channels
-        self.roi_size = roi_size
-        self.reduce = nn.Linear(in_channels, hidden_dim)
-        self.bank_proj = nn.Linear(bank_dim, hidden_dim)
-        self.input_dropout = nn.Dropout(nl_dropout)
-        self.bank_dropout = nn.Dropout(nl_dropout)
-        self.layers = nn.ModuleList(
-            BankNonLocal(hidden_dim, nl_dropout, zero_init) for _ in range(num_layers))
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_channels + hidden_dim, num_classes)
-        self.bank_request = BankRequest("lfb", window, max_per_step, exclude_current=False,
-                                        dim=bank_dim)
+class LFBHead(Head):
+    Config = LFBConfig
+    config: LFBConfig
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None,
-                valid: Tensor | None = None) -> Tensor:
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        cfg = self.config
+        d, bank_dim = cfg.hidden_dim, cfg.bank_dim or in_channels
+        self.reduce = nn.Linear(in_channels, d)
+        self.bank_proj = nn.Linear(bank_dim, d)
+        self.input_dropout = nn.Dropout(cfg.nl_dropout)
+        self.bank_dropout = nn.Dropout(cfg.nl_dropout)
+        self.layers = nn.ModuleList(
+            BankNonLocal(d, cfg.nl_dropout, cfg.zero_init) for _ in range(cfg.num_layers))
+        self.add_classifier(in_channels + d, num_classes)
+        self.bank_request = BankRequest("lfb", cfg.window, cfg.max_per_step,
+                                        exclude_current=False, dim=bank_dim)
+
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
         b = rois[:, 0].long()                                        # (N,)
-        a = actor_vectors(context, rois, self.roi_size)              # (N, C)
+        a = self.actors(context, rois)                               # (N, C)
         x = self.input_dropout(self.reduce(a))                       # (N, d)
         mem, mask = self.slots(bank, a, len(context))                # (B, S, C'), (B, S)
         mem = self.bank_dropout(self.bank_proj(mem))                 # (B, S, d)
         for layer in self.layers:
             x = layer(x, mem[b], mask[b])                            # (N, d)
-        return self.fc(self.dropout(torch.cat([a, x], 1)))           # (N, K)
+        return [a, x]                                                # [(N, C), (N, d)]
 
-    def slots(self, bank, a: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    def slots(self, bank: Any, a: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
         """``bank`` = (slots (B, S, C'), mask (B, S)) or None (no slots), checked."""
         dim = self.bank_proj.in_features
-        if bank is None:
-            return (a.new_zeros(batch_size, 0, dim),
-                    torch.zeros(batch_size, 0, dtype=torch.bool, device=a.device))
-        mem, mask = bank
-        if mem.ndim != 3 or mem.shape[0] != batch_size or mem.shape[2] != dim:
-            raise ValueError(f"bank slots {tuple(mem.shape)} do not fit {batch_size} keyframes "
-                             f"of {dim}-d actor vectors")
-        mask = mask.to(torch.bool)
-        return torch.where(mask[:, :, None], mem.to(a.dtype), 0.0), mask
+        return bank_slots(bank, (dim,), batch_size, a, f"{dim}-d actor vectors")

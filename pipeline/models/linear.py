@@ -1,23 +1,40 @@
-"""``linear``: the 3D-CNN baseline.  A_i -> dropout -> linear -> logits."""
+"""``linear``: the 3D-CNN baseline.  A_i -> dropout -> linear -> logits::
+
+    A       = actors(context, rois)              (N, C)   RoIAlign 7x7 + max-pool
+    logits  = Linear(Dropout(A))                 (N, K)
+
+Defaults: ``dropout`` = 0.0, ``roi_size`` = 7.
+"""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from dataclasses import dataclass
+from typing import Any
 
-from .actor import actor_vectors
-from .base import BankRequest
+from torch import Tensor
+
+from .base import Head, HeadConfig
 
 
-class LinearHead(nn.Module):
-    bank_request: BankRequest | None = None   # reads no bank
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0,
-                 roi_size: int = 7):
-        super().__init__()
-        self.roi_size = roi_size
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_channels, num_classes)
+@dataclass(frozen=True)
+class LinearConfig(HeadConfig):
+    head = "linear"
+    dropout: float = 0.0        # before the classifier
+    roi_size: int = 7           # RoIAlign output size
 
-    def forward(self, context: Tensor, rois: Tensor, bank=None,
-                valid: Tensor | None = None) -> Tensor:
-        a = actor_vectors(context, rois, self.roi_size)   # (N, C)
-        return self.fc(self.dropout(a))                    # (N, K)
+    def __post_init__(self) -> None:
+        self.check_dropout("dropout")
+        self.check_range("roi_size", 1)
+
+
+class LinearHead(Head):
+    Config = LinearConfig
+    config: LinearConfig
+
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        self.add_classifier(in_channels, num_classes)
+
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        return [self.actors(context, rois)]              # [(N, C)]

@@ -1,4 +1,4 @@
-"""Per-keyframe packing for relation heads.
+"""Per-keyframe packing for relation heads (pack, unpack, masked softmax and mean).
 
 Relation heads let an actor look only at the actors of its own keyframe.  We pack the
 N actors into a padded (B, M, ...) tensor with :func:`pipeline.models.actor.group_actors`,
