@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pipeline.models import BankRequest, build_head
+from tests.models.batches import C, K, alone, make_bank, make_batch, rows_of
 
 torch.set_num_threads(1)
 
-C, H, W, K = 16, 8, 8, 5
 BANK_HEADS = {"acfb", "lfb"}
 
 # id -> (head name, hparams, shape of one bank slot)
@@ -29,41 +29,31 @@ def make_head(cid: str, seed: int = 0) -> torch.nn.Module:
     return build_head(name, C, K, **hparams).eval()
 
 
-def make_batch(counts=(1, 2, 3), slots=(0, 4, 2), cid: str = "lfb", seed: int = 0):
-    """Context (B, C, H, W), rois (N, 5) and a bank: slots (B, S, *item) with ``slots[b]``
-    real ones first, the padding holding large garbage (it must never be seen)."""
-    g = torch.Generator().manual_seed(seed)
-    context = torch.randn(len(counts), C, H, W, generator=g)
-    rows = []
-    for b, n in enumerate(counts):
-        xy1 = torch.rand(n, 2, generator=g) * (W / 2)
-        wh = 1 + torch.rand(n, 2, generator=g) * (W / 2 - 1)
-        rows.append(torch.cat([torch.full((n, 1), float(b)), xy1, xy1 + wh], dim=1))
-    rois = torch.cat(rows)
-    item = CONFIGS[cid][2]
-    mem = torch.randn(len(counts), max(max(slots), 1), *item, generator=g)
-    mask = torch.zeros(len(counts), mem.shape[1], dtype=torch.bool)
-    for b, s in enumerate(slots):
-        mask[b, :s] = True
-    mem[~mask] = 1e4
-    return context, rois, (mem, mask)
-
-
-def rows_of(rois: torch.Tensor, b: int) -> torch.Tensor:
-    return (rois[:, 0] == b).nonzero()[:, 0]
+def make_inputs(counts=(1, 2, 3), slots=(0, 4, 2), cid: str = "lfb", seed: int = 0):
+    """Context (B, C, H, W), rois (N, 5) and a bank of ``slots[b]`` real slots (padding:
+    garbage) whose items fit head ``cid``."""
+    context, rois = make_batch(counts, seed)
+    return context, rois, make_bank(slots, CONFIGS[cid][2], seed)
 
 
 def test_bank_heads_declare_their_bank():
-    assert make_head("acfb").bank_request == BankRequest("acfb", 10, None, exclude_current=True,
-                                                         dim=8, pool="none")
-    assert make_head("lfb").bank_request == BankRequest("lfb", 30, 5, exclude_current=False,
-                                                        dim=C)
-    assert make_head("lfb-bank12-3l").bank_request.dim == 12
+    """The request follows the head's config: the bank it reads must fit it."""
+    for cid in IDS:
+        head, cfg = make_head(cid), make_head(cid).config
+        req = head.bank_request
+        assert isinstance(req, BankRequest) and req.kind == CONFIGS[cid][0]
+        assert req.window == cfg.window
+        if req.kind == "acfb":   # banked first-order maps of the current acar, pooled alike
+            assert (req.dim, req.pool, req.exclude_current) == (cfg.hidden_dim, cfg.pool, True)
+            assert req.max_per_step is None
+        else:                    # banked actor vectors, the current second included
+            assert req.dim == (cfg.bank_dim or C) == CONFIGS[cid][2][0]
+            assert (req.max_per_step, req.exclude_current) == (cfg.max_per_step, False)
 
 
 @pytest.mark.parametrize("cid", IDS)
 def test_output_shape_and_finite(cid):
-    context, rois, bank = make_batch(cid=cid)
+    context, rois, bank = make_inputs(cid=cid)
     with torch.no_grad():
         out = make_head(cid)(context, rois, bank=bank)
     assert out.shape == (6, K) and torch.isfinite(out).all()
@@ -76,7 +66,7 @@ def test_masked_slots_are_invisible(cid):
     """An all-masked bank row (full of garbage) = an empty bank (None); garbage in the padding
     of a partly filled row = the same row without that padding."""
     head = make_head(cid)
-    context, rois, (mem, mask) = make_batch(slots=(0, 4, 2), cid=cid)
+    context, rois, (mem, mask) = make_inputs(slots=(0, 4, 2), cid=cid)
     with torch.no_grad():
         empty = head(context, rois)
         full = head(context, rois, bank=(mem, mask))
@@ -95,7 +85,7 @@ def test_masked_slots_are_invisible(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_the_bank_matters_only_to_its_keyframe(cid):
     head = make_head(cid)
-    context, rois, (mem, mask) = make_batch(slots=(1, 4, 2), cid=cid)
+    context, rois, (mem, mask) = make_inputs(slots=(1, 4, 2), cid=cid)
     with torch.no_grad():
         out = head(context, rois, bank=(mem, mask))
         moved = mem.clone()
@@ -110,7 +100,7 @@ def test_the_bank_matters_only_to_its_keyframe(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_slot_order_does_not_matter(cid):
     head = make_head(cid)
-    context, rois, (mem, mask) = make_batch(slots=(3, 4, 2), cid=cid)
+    context, rois, (mem, mask) = make_inputs(slots=(3, 4, 2), cid=cid)
     perm = torch.tensor([3, 1, 0, 2])
     with torch.no_grad():
         torch.testing.assert_close(head(context, rois, bank=(mem[:, perm], mask[:, perm])),
@@ -121,15 +111,13 @@ def test_slot_order_does_not_matter(cid):
 def test_keyframes_are_independent(cid):
     """Each keyframe with its bank row alone gives the same outputs as in the batch."""
     head = make_head(cid)
-    context, rois, (mem, mask) = make_batch(slots=(1, 4, 2), cid=cid)
+    context, rois, (mem, mask) = make_inputs(slots=(1, 4, 2), cid=cid)
     with torch.no_grad():
         out = head(context, rois, bank=(mem, mask))
         for b in range(3):
-            rows = rows_of(rois, b)
-            sub = rois[rows].clone()
-            sub[:, 0] = 0
-            alone = head(context[b:b + 1], sub, bank=(mem[b:b + 1], mask[b:b + 1]))
-            torch.testing.assert_close(alone, out[rows], atol=1e-5, rtol=0)
+            ctx_b, rois_b, rows = alone(context, rois, b)
+            got = head(ctx_b, rois_b, bank=(mem[b:b + 1], mask[b:b + 1]))
+            torch.testing.assert_close(got, out[rows], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("pool,downsample", [("none", "none"), ("2x2", "max2x2"),
@@ -140,7 +128,7 @@ def test_acfb_with_an_empty_bank_is_acar(pool, downsample):
     acar = build_head("acar", C, K, reduce_dim=16, hidden_dim=8, downsample=downsample).eval()
     acfb = build_head("acfb", C, K, reduce_dim=16, hidden_dim=8, pool=pool).eval()
     acfb.load_state_dict(acar.state_dict(), strict=True)
-    context, rois, _ = make_batch()
+    context, rois = make_batch()
     with torch.no_grad():
         torch.testing.assert_close(acfb(context, rois), acar(context, rois), atol=0, rtol=0)
 
@@ -149,7 +137,7 @@ def test_lfb_zero_init_starts_from_the_short_term_features():
     """With the zero-initialised output projections, the bank changes nothing at first."""
     torch.manual_seed(0)
     head = build_head("lfb", C, K, hidden_dim=8).eval()
-    context, rois, bank = make_batch(slots=(1, 4, 2), cid="lfb")
+    context, rois, bank = make_inputs(slots=(1, 4, 2), cid="lfb")
     with torch.no_grad():
         torch.testing.assert_close(head(context, rois, bank=bank), head(context, rois),
                                    atol=1e-6, rtol=0)
@@ -158,7 +146,7 @@ def test_lfb_zero_init_starts_from_the_short_term_features():
 @pytest.mark.parametrize("cid", IDS)
 def test_gradients_reach_all_parameters(cid):
     head = make_head(cid).train()
-    context, rois, bank = make_batch(slots=(1, 4, 2), cid=cid)
+    context, rois, bank = make_inputs(slots=(1, 4, 2), cid=cid)
     context.requires_grad_(True)
     head(context, rois, bank=bank).square().sum().backward()
     assert torch.isfinite(context.grad).all()
@@ -171,7 +159,7 @@ def test_gradients_reach_all_parameters(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_deterministic_in_eval(cid):
     head = make_head(cid)
-    context, rois, bank = make_batch(slots=(1, 4, 2), cid=cid)
+    context, rois, bank = make_inputs(slots=(1, 4, 2), cid=cid)
     with torch.no_grad():
         torch.testing.assert_close(head(context, rois, bank=bank), head(context, rois, bank=bank),
                                    atol=0, rtol=0)
@@ -180,13 +168,8 @@ def test_deterministic_in_eval(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_bank_of_the_wrong_shape_is_refused(cid):
     head = make_head(cid)
-    context, rois, (mem, mask) = make_batch(cid=cid)
+    context, rois, (mem, mask) = make_inputs(cid=cid)
     with pytest.raises(ValueError, match="bank slots"):
         head(context, rois, bank=(mem[:2], mask[:2]))
     with pytest.raises(ValueError, match="bank slots"):
         head(context, rois, bank=(mem[..., :-1], mask))
-
-
-def test_bad_pool_is_refused():
-    with pytest.raises(ValueError, match="pool"):
-        build_head("acfb", C, K, reduce_dim=16, hidden_dim=8, pool="3x3")

@@ -8,10 +8,10 @@ import torch
 from pipeline.models import HEADS, build_head
 from pipeline.models.actor import group_actors
 from pipeline.models.hr2o import MESSAGES
+from tests.models.batches import C, K, alone, make_batch
 
 torch.set_num_threads(1)
 
-C, H, W, K = 16, 8, 8, 5
 ACAR = dict(reduce_dim=16, hidden_dim=8)
 
 # id -> (head name, hparams, actors see other actors of their keyframe)
@@ -33,30 +33,6 @@ def make_head(cid: str, seed: int = 0) -> torch.nn.Module:
     name, hparams, _ = CONFIGS[cid]
     torch.manual_seed(seed)
     return build_head(name, C, K, **hparams).eval()
-
-
-def make_batch(counts=(1, 2, 4), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Context (B, C, H, W) and shuffled rois (N, 5); row 0 belongs to the largest keyframe,
-    so the padded slots of the smaller keyframes (which copy row 0) hold a foreign actor."""
-    g = torch.Generator().manual_seed(seed)
-    context = torch.randn(len(counts), C, H, W, generator=g)
-    rows = []
-    for b, n in enumerate(counts):
-        xy1 = torch.rand(n, 2, generator=g) * (W / 2)
-        wh = 1 + torch.rand(n, 2, generator=g) * (W / 2 - 1)
-        rows.append(torch.cat([torch.full((n, 1), float(b)), xy1, xy1 + wh], dim=1))
-    rois = torch.cat(rows)[torch.randperm(sum(counts), generator=g)]
-    first = int((rois[:, 0] == max(range(len(counts)), key=counts.__getitem__)).nonzero()[0])
-    rois[[0, first]] = rois[[first, 0]]
-    return context, rois
-
-
-def alone(context: torch.Tensor, rois: torch.Tensor, b: int):
-    """The keyframe b as a batch of its own: (1, C, H, W), its rois with b = 0, and its rows."""
-    rows = (rois[:, 0] == b).nonzero()[:, 0]
-    sub = rois[rows].clone()
-    sub[:, 0] = 0
-    return context[b:b + 1], sub, rows
 
 
 def test_every_head_is_tested():
@@ -180,13 +156,6 @@ def test_unknown_head_names_the_choices():
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("bad", [dict(hr2o="transformer"), dict(downsample="avg2x2"),
-                                 dict(depth=0), dict(depth=4)])
-def test_acar_rejects_bad_hparams(bad):
-    with pytest.raises(ValueError):
-        build_head("acar", C, K, **dict(ACAR, **bad))
-
-
 # --- HR2O messages against a plain per-keyframe loop (no packing, no masks) ---
 
 def reference_message(kind: str, msg: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -227,3 +196,39 @@ def test_hr2o_message_matches_reference(kind):
             rows = (b == k).nonzero()[:, 0]
             torch.testing.assert_close(got[rows], reference_message(kind, msg, x[rows]),
                                        atol=1e-5, rtol=1e-5)
+
+
+def test_nonlocal_message_with_memory_matches_reference():
+    """With a memory, each actor attends to its keyframe's actors and real memory slots."""
+    torch.manual_seed(0)
+    msg = MESSAGES["nl"](8, 3).eval()
+    b = torch.tensor([0, 2, 0, 1, 2, 0])
+    x = torch.randn(len(b), 8, 4, 4)
+    rois = torch.cat([b[:, None].float(), torch.zeros(len(b), 4)], dim=1)
+    index, mask = group_actors(rois, 3)
+    mem = torch.randn(3, 2, 8, 4, 4)
+    mem_mask = torch.tensor([[True, True], [False, False], [True, False]])
+    with torch.no_grad():
+        got = msg(x, index, mask, (mem, mem_mask))
+        for k in range(3):
+            rows = (b == k).nonzero()[:, 0]
+            keys = torch.cat([x[rows], mem[k][mem_mask[k]]])            # (n + s, d, h, w)
+            for row in rows.tolist():
+                q, kk, v = msg.q(x[row:row + 1]), msg.k(keys), msg.v(keys)
+                w = torch.softmax((q * kk).sum(1) / 8**0.5, dim=0)      # (n + s, h, w)
+                torch.testing.assert_close(got[row], (w[:, None] * v).sum(0),
+                                           atol=1e-5, rtol=1e-5)
+        # an empty memory is no memory, bitwise
+        empty = (mem[:, :0], mem_mask[:, :0])
+        assert torch.equal(msg(x, index, mask, empty), msg(x, index, mask))
+
+
+@pytest.mark.parametrize("kind", [k for k in MESSAGES if k != "nl"])
+def test_only_nonlocal_blocks_read_a_memory(kind):
+    from pipeline.models.hr2o import HR2O
+
+    hr2o = HR2O(kind, 8, depth=1)
+    x = torch.randn(2, 8, 4, 4)
+    index, mask = group_actors(torch.zeros(2, 5), 1)
+    with pytest.raises(ValueError, match="memory"):
+        hr2o(x, index, mask, (torch.zeros(1, 1, 8, 4, 4), torch.ones(1, 1, dtype=torch.bool)))
