@@ -10,6 +10,7 @@ median of ``--runs`` timed forwards after one warm-up.  Writes bench/results/hea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -53,6 +54,7 @@ def bench(name: str, hparams: dict, context, rois, num_classes: int, runs: int) 
     return {
         "head": name,
         "hparams": hparams,
+        "config": dataclasses.asdict(head.config),   # hparams over the head's defaults
         "params": sum(p.numel() for p in head.parameters()),
         "ms_per_keyframe": 1000 * statistics.median(times) / len(context),
     }
