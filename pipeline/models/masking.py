@@ -17,7 +17,8 @@ Conventions:
   same object) or calls the plain operator, and so does a ``valid`` that covers the whole
   map (:func:`covers`): the toy world's square maps compute bitwise what they compute today.
 * A bad ``valid`` (wrong shape, an extent outside ``1..h`` x ``1..w``) is a one-line
-  ValueError.
+  ValueError.  The check (:func:`covers`) reads ``valid``'s min and max once per call: one
+  host sync per call when ``valid`` lives on the GPU, and a data-dependent branch.
 
 Why each operator needs what it gets:
 
@@ -54,6 +55,9 @@ Why each operator needs what it gets:
 
 Recipe: where each function goes in each head (``b = rois[:, 0].long()``)
 ----------------------------------------------------------------------------
+
+Where ``valid`` comes from: per keyframe and view, ``cells_inside(view.valid,
+view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps.
 
 Every head: ``actor_vectors(replicate_edges(X, valid), rois, ...)`` where X is the map it
 RoIAligns (the context, or acar's reduced ``V``; a 1x1 conv without bias commutes with the
@@ -101,13 +105,19 @@ replication, so either order is exact).
 * ``acfb``: as ``acar``; the bank slots (B, S, d, h, w) of a keyframe come from the same
   video (same image size, so the same extents): ``mem = zero_outside(mem, ext_b)`` with
   ``ext_b = extent_through(valid, [self.conv2, self.downsample])`` (B, 2), and each block
-  as the HR2O block above with ``bank_message`` for ``self.message``.
+  as the HR2O block above with ``bank_message`` for ``self.message``.  ``bank.py``'s acfb
+  builder passes the banked keyframes' ``valid`` to ``bank_maps``.
+
+``relation_maps`` then returns maps that are 0 outside the image (the demo's heatmaps).
+``tests/models/test_masking.py`` holds this recipe applied by hand to acar and acrn
+(``recipe_acar``, ``recipe_acrn``: equal to the cropped heads), and the test every head
+must pass once masked (marked xfail until then).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -130,6 +140,22 @@ def covers(valid: Tensor | None, height: int, width: int, length: int | None = N
         raise ValueError(f"valid: (rows, cols) must lie in 1..{height} x 1..{width} for a "
                          f"{height}x{width} map, got rows {lo[0]}..{hi[0]}, cols {lo[1]}..{hi[1]}")
     return lo[0] == height and lo[1] == width
+
+
+def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int, int]:
+    """``ViewSpec.valid`` (x0, y0, x1, y1) in input pixels -> ``(rows, cols)``: the context
+    cells that hold any image pixel, ``(ceil(y1 / stride), ceil(x1 / stride))``.
+
+    Ceil, so that every box inside the image (``y2 <= y1 / stride`` in feature pixels) lies
+    inside the valid region, as :func:`replicate_edges` needs.  The image must sit at the
+    top-left corner (``extract`` pads right and bottom).
+    """
+    x0, y0, x1, y1 = valid_box
+    if x0 != 0 or y0 != 0 or x1 <= 0 or y1 <= 0 or feature_stride <= 0:
+        raise ValueError(f"valid box {tuple(valid_box)} (stride {feature_stride}): expected "
+                         "the image at the top-left corner, (0, 0, x1 > 0, y1 > 0)")
+    eps = 1e-6                                          # 160 / (160 / 10) may be 10.0000001
+    return math.ceil(y1 / feature_stride - eps), math.ceil(x1 / feature_stride - eps)
 
 
 def valid_mask(valid: Tensor, height: int, width: int) -> Tensor:
