@@ -3,10 +3,12 @@
 
     uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2] [--repeat 3]
                                  [--features normal|relu] [--reader rows|zarr|both]
+                                 [--zarr-config '{"async.concurrency": 64}']
 
 ``--reader``: how the disk epochs read a run of keyframes: ``rows``, the hand decoder of
 :mod:`pipeline.keyframes` (``RowReader``), or ``zarr``, zarr's own ``array[start:stop]``;
-``both`` times the two in the same run (issue #15: keep the faster).  Each rate is the
+``both`` times the two in the same run (issue #15: keep the faster); ``--zarr-config``
+sets zarr's own options (``zarr.config``) for the ``zarr`` reads.  Each rate is the
 best of ``--repeat`` epochs (the modes alternate), which damps the noise of a shared
 machine; the load average is recorded.  Writes bench/results/train.json.  Target
 (issue #4): disk / memory >= 0.8.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,12 +99,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="epochs per mode; best is kept")
     ap.add_argument("--reader", choices=["rows", "zarr", "both"], default="rows",
                     help="disk reads: the hand shard decoder (rows) or zarr's array[a:b]")
+    ap.add_argument("--zarr-config", default="{}",
+                    help="JSON of zarr.config settings for the zarr reads, e.g. "
+                         '\'{"async.concurrency": 64, "codec_pipeline.batch_size": 32}\'')
     args = ap.parse_args()
+    zarr_config = json.loads(args.zarr_config)
     torch.set_num_threads(args.threads)
     cfg = train.TrainConfig(batch_size=args.batch_size)
     results = {"keyframes": args.keyframes, "channels": args.channels, "map": args.size,
                "threads": args.threads, "workers": args.workers, "repeat": args.repeat,
                "features": args.features, "reader": args.reader,
+               "zarr_config": zarr_config,
                "loadavg_before": [round(x, 2) for x in os.getloadavg()], "heads": {}}
     with tempfile.TemporaryDirectory() as tmp:
         store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels,
@@ -115,8 +123,9 @@ def main() -> None:
             mem = 0.0
             for _ in range(args.repeat):
                 for reader in readers:
-                    disk[reader] = max(disk[reader], epoch_rate(
-                        store, samples, head, False, args.workers, cfg, reader))
+                    with zarr.config.set(zarr_config if reader == "zarr" else {}):
+                        disk[reader] = max(disk[reader], epoch_rate(
+                            store, samples, head, False, args.workers, cfg, reader))
                 mem = max(mem, epoch_rate(store, samples, head, True, 0, cfg))
             row = {"memory_kf_per_s": round(mem, 1)}
             for reader, rate in disk.items():

@@ -52,10 +52,10 @@ def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Mod
     try:
         head.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:       # weights of another shape or name
-        first = str(err).strip().splitlines()
+        lines = str(err).strip().splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
         raise ArtifactError(where, f"its weights do not fit a '{ckpt['head']}' head with "
-                            f"hparams {spec}: {first[1].strip() if len(first) > 1 else err}"
-                            ) from None
+                            f"these hparams ({detail})") from None
     return head.eval()
 
 

@@ -341,6 +341,10 @@ def test_a_checkpoint_written_the_old_way_still_loads(train_inputs, tmp_path):
     save_checkpoint(old | {"hparams": {**hp, "colour": 1}}, tmp_path / "bad.pt")
     with pytest.raises(ArtifactError, match=f"^{tmp_path / 'bad.pt'}: .*'colour'"):
         inference.load_head(load_checkpoint(tmp_path / "bad.pt"), tmp_path / "bad.pt")
+    save_checkpoint(old | {"hparams": {**hp, "hidden_dim": 16}}, tmp_path / "other.pt")
+    with pytest.raises(ArtifactError, match="weights do not fit an? 'acar' head") as err:
+        inference.load_head(load_checkpoint(tmp_path / "other.pt"), tmp_path / "other.pt")
+    assert "\n" not in str(err.value)
 
 
 # ---- reading maps from the store on disk ------------------------------------------------
