@@ -15,6 +15,10 @@ A *view* is one test-time variant of the input (``s256``, ``s256_flip``, ``s288`
 next run rebuilds.  Each video group is written by exactly one process, which is what
 makes ``--shard i/N`` safe for concurrent writers.  Banks (``pipeline.artifacts.banks``)
 reuse this module's store helpers.
+
+This module is the format and its plain reader and writer.  Training's fast reader of runs
+of keyframes (``RowReader``) is in :mod:`pipeline.keyframes`; the audit of a store
+(``acar extract --check``) in :mod:`pipeline.extract_check`.
 """
 
 from __future__ import annotations
