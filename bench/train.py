@@ -2,11 +2,16 @@
 (prefetching DataLoader) versus the same epoch with features already in memory.
 
     uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2] [--repeat 3]
-                                 [--features normal|relu]
+                                 [--features normal|relu] [--reader rows|zarr|both]
+                                 [--zarr-config '{"async.concurrency": 64}']
 
-Each rate is the best of ``--repeat`` epochs (disk and memory alternate), which damps
-the noise of a shared machine; the load average is recorded.  Writes
-bench/results/train.json.  Target (issue #4): disk / memory >= 0.8.
+``--reader``: how the disk epochs read a run of keyframes: ``rows``, the hand decoder of
+:mod:`pipeline.keyframes` (``RowReader``), or ``zarr``, zarr's own ``array[start:stop]``;
+``both`` times the two in the same run (issue #15: keep the faster); ``--zarr-config``
+sets zarr's own options (``zarr.config``) for the ``zarr`` reads.  Each rate is the
+best of ``--repeat`` epochs (the modes alternate), which damps the noise of a shared
+machine; the load average is recorded.  Writes bench/results/train.json.  Target
+(issue #4): disk / memory >= 0.8.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,8 +66,10 @@ def make_store(url: str, keyframes: int, channels: int, size: int, features: str
     return FeatureStore(url), samples
 
 
-def epoch_rate(store, samples, head_name, in_memory, workers, cfg) -> float:
+def epoch_rate(store, samples, head_name, in_memory, workers, cfg, reader="rows") -> float:
     cache = FeatureCache(store, "s256", in_memory=in_memory)
+    if reader == "zarr":                  # zarr's own reads: the array itself
+        cache.reader = lambda arr: arr
     cache.open(sorted({k.video for k in samples}))  # as train.run: memory: loaded; disk: opened
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     torch.manual_seed(0)
@@ -89,28 +97,43 @@ def main() -> None:
                     help="stored maps: Gaussian noise (hardly compressible) or its ReLU "
                          "(half zeros, compresses like a backbone's output)")
     ap.add_argument("--repeat", type=int, default=3, help="epochs per mode; best is kept")
+    ap.add_argument("--reader", choices=["rows", "zarr", "both"], default="rows",
+                    help="disk reads: the hand shard decoder (rows) or zarr's array[a:b]")
+    ap.add_argument("--zarr-config", default="{}",
+                    help="JSON of zarr.config settings for the zarr reads, e.g. "
+                         '\'{"async.concurrency": 64, "codec_pipeline.batch_size": 32}\'')
     args = ap.parse_args()
+    zarr_config = json.loads(args.zarr_config)
     torch.set_num_threads(args.threads)
     cfg = train.TrainConfig(batch_size=args.batch_size)
     results = {"keyframes": args.keyframes, "channels": args.channels, "map": args.size,
                "threads": args.threads, "workers": args.workers, "repeat": args.repeat,
-               "features": args.features,
+               "features": args.features, "reader": args.reader,
+               "zarr_config": zarr_config,
                "loadavg_before": [round(x, 2) for x in os.getloadavg()], "heads": {}}
     with tempfile.TemporaryDirectory() as tmp:
         store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels,
                                     args.size, args.features)
         results["store_mib"] = round(sum(
             p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20, 1)
+        readers = ["rows", "zarr"] if args.reader == "both" else [args.reader]
         for head in args.head or ["linear", "acar"]:
             epoch_rate(store, samples[:64], head, True, 0, cfg)          # warm-up
-            disk = mem = 0.0
+            disk = dict.fromkeys(readers, 0.0)
+            mem = 0.0
             for _ in range(args.repeat):
-                disk = max(disk, epoch_rate(store, samples, head, False, args.workers, cfg))
+                for reader in readers:
+                    with zarr.config.set(zarr_config if reader == "zarr" else {}):
+                        disk[reader] = max(disk[reader], epoch_rate(
+                            store, samples, head, False, args.workers, cfg, reader))
                 mem = max(mem, epoch_rate(store, samples, head, True, 0, cfg))
-            results["heads"][head] = {"disk_kf_per_s": round(disk, 1),
-                                      "memory_kf_per_s": round(mem, 1),
-                                      "ratio": round(disk / mem, 3)}
-            print(head, results["heads"][head], flush=True)
+            row = {"memory_kf_per_s": round(mem, 1)}
+            for reader, rate in disk.items():
+                suffix = "" if len(readers) == 1 else f"_{reader}"
+                row |= {f"disk{suffix}_kf_per_s": round(rate, 1),
+                        f"ratio{suffix}": round(rate / mem, 3)}
+            results["heads"][head] = row
+            print(head, row, flush=True)
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = ROOT / "bench" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)

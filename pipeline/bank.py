@@ -13,10 +13,13 @@ Two kinds, each in its own store (layout: :mod:`pipeline.artifacts.banks`):
     in ``annotations`` (the train videos) uses its GT boxes; any other keyframe (val/test
     videos) uses the detections with score >= ``det_threshold``.  Built once, frozen.
 
-Every keyframe of every complete video in the feature store is banked.  A complete video
-group is reused only when its recorded spec (features, view, boxes, threshold; for acfb
-the checkpoint's weight hash and the pool) equals the current one; anything else is
-rebuilt, one video at a time, so an interrupted run resumes and nothing finished is lost.
+Every keyframe of every complete video in the feature store is banked, from the image's
+cells of its context maps only (the ``valid`` region of :mod:`pipeline.keyframes`; a
+video whose image does not fill its maps records them as ``image_cells``).  A complete
+video group is reused only when its recorded spec (features, view, boxes, threshold,
+image cells; for acfb the checkpoint's weight hash and the pool) equals the current one;
+anything else is rebuilt, one video at a time, so an interrupted run resumes and nothing
+finished is lost.
 The same inputs give the same bytes (batches never cross videos).
 """
 
@@ -39,9 +42,10 @@ from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore
 from .inference import load_head
-from .keyframes import FeatureCache, Keyframe, batch
+from .keyframes import FeatureCache, Keyframe, batch, valid_cells
 from .models import BANK_POOLS
 from .models.actor import actor_vectors
+from .shards import shard_items
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
@@ -98,7 +102,13 @@ class LFBMaker:
     def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
         pass
 
-    def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Actor vectors on the image's cells only: a batch holds the keyframes of one
+        video (one view, so one ``valid`` row), whose maps are cropped to it."""
+        if valid is not None:
+            rows, cols = (int(x) for x in valid[0])
+            context = context[:, :, :rows, :cols]                         # (B, C, rows, cols)
         return actor_vectors(context, rois)                               # (N, C)
 
 
@@ -110,10 +120,10 @@ class ACFBMaker:
             raise ArtifactError("--model", "an acfb bank needs a trained acar checkpoint")
         self.model = model
         ckpt = load_checkpoint(model)
-        self.head = load_head(ckpt)
         if ckpt["head"] != "acar":
             raise ArtifactError(model, f"a '{ckpt['head']}' checkpoint: an acfb bank holds the "
                                        "first-order maps of a trained acar head")
+        self.head = load_head(ckpt, model)
         self.features = FeatureSpec.from_dict(ckpt["feature_spec"])
         self.pool = pool
         self.spec = {"model": weights_digest(ckpt), "pool": pool}
@@ -127,8 +137,9 @@ class ACFBMaker:
             raise ArtifactError(self.model, f"trained on other features than those of "
                                             f"'{video}' in {features}")
 
-    def __call__(self, context: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.head.bank_maps(context, rois, self.pool)              # (N, d, h, w)
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head.bank_maps(context, rois, self.pool, valid=valid)  # (N, d, h, w)
 
 
 def bank_index(kfs: list[Keyframe], scores: np.ndarray, from_gt: np.ndarray
@@ -170,8 +181,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
     dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
     gt = read_gt(annotations) if cfg.kind == "acfb" else {}
     bank = BankStore(out, mode="a")
-    i, n = shard
-    videos = [v for k, v in enumerate(src.videos()) if k % n == i]
+    videos = shard_items(src.videos(), shard)
     failures: list[str] = []
     reused = 0
     for video in tqdm(videos, desc=f"bank {cfg.kind}", unit="video"):
@@ -188,10 +198,14 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
             failures.append(str(err))
             tqdm.write(f"error: {err}")
             continue
-        item = compute.item(fspec, *src.group(video)[view].shape[-2:])
+        height, width = src.group(video)[view].shape[-2:]
+        item = compute.item(fspec, height, width)
+        cells = valid_cells(src.view(video, view), height, width)
         spec = {"features": fspec.to_dict(), "view": view, "det_threshold": cfg.det_threshold,
                 "boxes": digest(*(index[k] for k in sorted(index))), "dim": item[0],
                 **compute.spec}
+        if cells != (height, width):        # banked from the image's cells only (a group
+            spec["image_cells"] = list(cells)   # made before that is rebuilt, not reused)
         if bank.is_complete(video) and bank.attrs(video).get("kind") == cfg.kind \
                 and bank.spec(video) == spec:
             reused += 1

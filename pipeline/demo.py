@@ -15,6 +15,13 @@ training), :mod:`pipeline.bank` for bank heads, :func:`pipeline.inference.predic
 
 The stages' artifacts stay in ``OUT/work/<name>/`` (detections, features, bank), so a
 second run on the same video with the same backbone settings reuses the features.
+
+The demo is not a stage of the DAG but a composite tool: it chains the stages' ``run``
+functions on one video, so it alone imports stage modules (``detect``, ``extract``,
+``bank``).  It reads a head through its declared types only: ``head.bank_request`` (a
+:class:`~pipeline.models.BankRequest` or None) says which bank to build, and an
+``isinstance(head, RelationHead)`` check (:class:`~pipeline.models.RelationHead`) says
+whether it has relation maps for ``--heatmap``.
 """
 
 from __future__ import annotations
@@ -127,11 +134,13 @@ def has_relation_maps(head: torch.nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def class_activation_maps(head: torch.nn.Module, context: torch.Tensor, rois: torch.Tensor,
-                          classes: torch.Tensor, bank=None) -> torch.Tensor:
-    """(N, h, w): for actor i, ``sum_c w[classes[i], c] * F_i[c]`` on the relation grid."""
+def class_activation_maps(head: RelationHead, context: torch.Tensor, rois: torch.Tensor,
+                          classes: torch.Tensor, bank=None, valid: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+    """(N, h, w): for actor i, ``sum_c w[classes[i], c] * F_i[c]`` on the relation grid;
+    ``valid`` (B, 2) or None: the image's cells of each map (:func:`pipeline.keyframes.batch`)."""
     head.eval()
-    _, maps = head.relation_maps(context, rois, bank)                   # (N, d, h, w)
+    _, maps = head.relation_maps(context, rois, bank, valid=valid)      # (N, d, h, w)
     weight = head.relation_weight[classes]                              # (N, d)
     return torch.einsum("nc,nchw->nhw", weight, maps)
 
@@ -195,7 +204,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "class"
 
 
-def write_heatmaps(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore,
+def write_heatmaps(head: RelationHead, labelmap: LabelMap, store: FeatureStore,
                    video: Video, name: str, kfs: list, scores: np.ndarray, view: str,
                    out_dir: Path, time_offset: float, bank=None, batch_size: int = 8,
                    cfg: viz.VizConfig | None = None) -> list[Path]:
@@ -213,10 +222,10 @@ def write_heatmaps(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStor
     bar = tqdm(total=len(kfs), desc="heatmaps", unit="keyframe", leave=False)
     for s in range(0, len(kfs), batch_size):
         chunk = kfs[s:s + batch_size]
-        context, rois = batch(chunk, cache)
+        context, rois, valid = batch(chunk, cache)
         top = scores[person:person + len(rois)].argmax(1)
         slots = bank.gather(chunk, flip=cache.view(name).flip) if bank else None
-        cams = class_activation_maps(head, context, rois, torch.from_numpy(top), slots)
+        cams = class_activation_maps(head, context, rois, torch.from_numpy(top), slots, valid)
         frames = video.read(video.index_at(np.array([k.timestamp - time_offset
                                                      for k in chunk], np.float64)))
         i = 0
@@ -268,7 +277,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     name = video.stem
     vr = open_video(video)                       # a bad file fails here, in one line
     ckpt = load_checkpoint(model)
-    head, labelmap = load_head(ckpt), LabelMap.from_dict(ckpt["labelmap"])
+    head, labelmap = load_head(ckpt, model), LabelMap.from_dict(ckpt["labelmap"])
     fspec = ckpt["feature_spec"]
     ecfg = extract_config(fspec, backbone_weights, cfg.device)
     if cfg.detector not in ("yolo", "gt"):

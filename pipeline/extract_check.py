@@ -1,19 +1,30 @@
 """``acar extract --check``: is a feature store complete and consistent?
 
 Reads metadata only and never writes; imports no torch, so it starts in a moment on a
-login node.  The layout checks are :meth:`pipeline.artifacts.features.FeatureStore.check`;
-this module decides which videos should be there, as :mod:`pipeline.extract` would.
+login node.  :func:`check_store` decides which videos should be there, as
+:mod:`pipeline.extract` would; :func:`check_layout` audits each of them against the layout
+of :mod:`pipeline.artifacts.features` and reports in a :class:`StoreCheck`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
+import zarr
 
 from .artifacts.detections import read_detections
-from .artifacts.features import FeatureStore, StoreCheck
-from .video import fingerprint, list_videos, shard_videos
+from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
+from .shards import shard_items
+from .video import fingerprint, list_videos
 
 
 def check_store(out: str, detections: str | os.PathLike | None = None,
@@ -38,11 +49,193 @@ def check_store(out: str, detections: str | os.PathLike | None = None,
         expected = dict.fromkeys(paths)
     if shard != (0, 1):
         names = store.videos(complete_only=False) if expected is None else list(expected)
-        expected = {v: (expected or {}).get(v) for v in shard_videos(names, shard)}
-    report = store.check(expected)
+        expected = {v: (expected or {}).get(v) for v in shard_items(names, shard)}
+    report = check_layout(store, expected)
     for video in list(report.complete):
         recorded = store.attrs(video).get("source")
         if video in paths and recorded is not None and recorded != fingerprint(paths[video]):
             report.flag(video, f"{paths[video]} is not the file it was extracted from "
                         "(a rerun of extract would redo it)")
     return report
+
+
+def check_layout(store: FeatureStore, expected: Mapping[str, np.ndarray | None] | None = None,
+                 threads: int = 16) -> StoreCheck:
+    """Is every expected video present, complete and consistent with the layout?
+
+    ``expected`` maps video_id -> the keyframe timestamps it should hold (None: any);
+    None checks every video group of the store.  Complete groups must have the
+    attributes, arrays, dtypes and shapes of the layout, every shard stored, and the
+    same FeatureSpec as the store's (the one most of its videos record).  Reads
+    metadata only, ``threads`` videos at a time (remote stores are latency-bound).
+    """
+    present = set(store.videos(complete_only=False))
+    if expected is None:
+        expected = dict.fromkeys(present)
+    report = StoreCheck(store.url, missing=sorted(set(expected) - present),
+                        unexpected=sorted(present - set(expected)))
+    found = sorted(present & set(expected))
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(partial(_check_video, store), found, [expected[v] for v in found]))
+    specs: dict[str, FeatureSpec] = {}
+    for video, (problems, spec) in zip(found, results, strict=True):
+        if problems is None:
+            report.incomplete.append(video)
+        elif problems:
+            report.inconsistent[video] = problems
+        else:
+            report.complete.append(video)
+        if spec is not None:
+            specs[video] = spec
+    counts = Counter(json.dumps(s.to_dict(), sort_keys=True) for s in specs.values())
+    if len(counts) > 1:
+        key, n = counts.most_common(1)[0]
+        store_spec = FeatureSpec.from_dict(json.loads(key))
+        for video, spec in specs.items():
+            if spec != store_spec:
+                report.flag(video, f"spec differs from the store's (that of {n} of "
+                            f"{len(specs)} videos): {_spec_difference(spec, store_spec)}")
+    return report
+
+def _check_video(store: FeatureStore, video: str, timestamps: np.ndarray | None
+                 ) -> tuple[list[str] | None, FeatureSpec | None]:
+    """(problems, spec) of a video group; problems None: not marked complete."""
+    try:
+        grp = store.group(video)
+        meta = dict(grp.attrs.get("acar", {}))
+    except Exception as err:  # noqa: BLE001 - a corrupt group is a finding
+        return [f"unreadable ({err.__class__.__name__}: {str(err)[:200]})"], None
+    if not meta.get("complete", False):
+        return None, None
+    try:
+        spec = FeatureSpec.from_dict(meta)
+    except (TypeError, ValueError) as err:
+        return [f"attributes are not a FeatureSpec ({err})"], None
+    try:
+        return _group_problems(grp, meta, spec, timestamps), spec
+    except Exception as err:  # noqa: BLE001
+        return [f"unreadable ({err.__class__.__name__}: {str(err)[:200]})"], spec
+
+
+@dataclass
+class StoreCheck:
+    """The result of :func:`check_layout`: each expected video is in one list."""
+
+    url: str
+    complete: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    inconsistent: dict[str, list[str]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)   # in the store, not expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.incomplete or self.inconsistent)
+
+    def flag(self, video: str, problem: str) -> None:
+        """Record a problem of ``video`` (a complete video becomes inconsistent)."""
+        if video in self.complete:
+            self.complete.remove(video)
+        self.inconsistent.setdefault(video, []).append(problem)
+
+    def lines(self) -> list[str]:
+        """One line per problem, ``<video>: <problem>``, sorted by video."""
+        found = [(v, "missing (no group in the store)") for v in self.missing]
+        found += [(v, "incomplete (not marked complete: an interrupted or running write)")
+                  for v in self.incomplete]
+        found += [(v, p) for v, ps in self.inconsistent.items() for p in ps]
+        return [f"{v}: {p}" for v, p in sorted(found, key=lambda vp: vp[0])]
+
+    def summary(self) -> str:
+        line = (f"{self.url}: {len(self.complete)} videos complete, {len(self.missing)} "
+                f"missing, {len(self.incomplete)} incomplete, {len(self.inconsistent)} "
+                "inconsistent")
+        if self.unexpected:
+            line += f" ({len(self.unexpected)} other videos in the store not checked)"
+        return line
+
+
+def _group_problems(grp: zarr.Group, meta: dict, spec: FeatureSpec,
+                    timestamps: np.ndarray | None) -> list[str]:
+    """What is wrong with the layout of a complete video group; [] if nothing.
+
+    ``timestamps``: the keyframes the group should hold (None: not compared)."""
+    problems = []
+    size, fps = meta.get("frame_size"), meta.get("fps")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(x, int) and x > 0 for x in size)):
+        problems.append(f"frame_size {size!r} is not [W, H]")
+    if not (isinstance(fps, int | float) and fps > 0):
+        problems.append(f"fps {fps!r} is not a positive number")
+    ts = grp.get("timestamps")
+    if not isinstance(ts, zarr.Array):
+        return [*problems, "no timestamps array"]
+    stamps = np.asarray(ts[:])
+    if ts.dtype != np.int32 or ts.ndim != 1:
+        problems.append(f"timestamps are {ts.dtype} {ts.shape}, expected int32 (K,)")
+    elif np.any(np.diff(stamps) <= 0):
+        problems.append("timestamps are not strictly increasing")
+    if timestamps is not None and not np.array_equal(stamps, timestamps):
+        problems.append(_keyframe_difference(stamps, np.asarray(timestamps)))
+    if not spec.views:
+        problems.append("its spec lists no views")
+    for name in spec.views:
+        problems += [f"view {name}: {p}"
+                     for p in _view_problems(grp.get(name), name, len(stamps), spec.channels)]
+    return problems
+
+
+def _view_problems(arr: Any, name: str, k: int, channels: int) -> list[str]:
+    if not isinstance(arr, zarr.Array):
+        return ["array missing"]
+    problems = []
+    if arr.dtype != np.float16:
+        problems.append(f"dtype {arr.dtype}, expected float16")
+    try:
+        view = ViewSpec.from_dict(arr.attrs["acar"])
+        w, h = (round(x / view.feature_stride) for x in view.input_size)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        return [*problems, f"no valid ViewSpec attributes ({err.__class__.__name__}: {err})"]
+    if view.name != name:
+        problems.append(f"its ViewSpec is named {view.name!r}")
+    if tuple(arr.shape) != (k, channels, h, w):
+        problems.append(f"shape {tuple(arr.shape)}, expected {(k, channels, h, w)} "
+                        "(keyframes, channels, input size / feature_stride)")
+    outer = arr.shards or arr.chunks
+    total = math.prod(math.ceil(n / s) for n, s in zip(arr.shape, outer, strict=True))
+    per_shard = math.prod(s // c for s, c in zip(outer, arr.chunks, strict=True))
+    stored = arr.nchunks_initialized // per_shard
+    if stored < total:
+        problems.append(f"{total - stored} of {total} shards not stored (would read as zeros)")
+    return problems
+
+
+def _few(values: np.ndarray, n: int = 5) -> str:
+    shown = ",".join(str(int(v)) for v in values[:n])
+    return shown + (f",... ({len(values)})" if len(values) > n else "")
+
+
+def _keyframe_difference(stored: np.ndarray, expected: np.ndarray) -> str:
+    line = f"keyframes differ: {len(stored)} stored, {len(expected)} expected"
+    if len(lacking := np.setdiff1d(expected, stored)):
+        line += f"; t={_few(lacking)} not stored"
+    if len(extra := np.setdiff1d(stored, expected)):
+        line += f"; t={_few(extra)} not expected"
+    return line
+
+
+def _spec_difference(spec: FeatureSpec, ref: FeatureSpec) -> str:
+    a, b = _flat(spec.to_dict()), _flat(ref.to_dict())
+    return ", ".join(f"{k} {a.get(k)!r} (store: {b.get(k)!r})"
+                     for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"extra": {"amp": False}} -> {"extra.amp": False}"""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -9,12 +9,14 @@ through their :class:`ViewSpec`) before the activation.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, is_dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap
@@ -24,12 +26,36 @@ from .bank_reader import BankReader
 from .inference_config import PredictConfig
 from .keyframes import FeatureCache, Keyframe, batch
 from .losses import activate
-from .models import build_head
+from .models import build_head, head_config
 
 
-def load_head(ckpt: dict) -> torch.nn.Module:
-    head = build_head(ckpt["head"], ckpt["in_channels"], ckpt["num_classes"], **ckpt["hparams"])
-    head.load_state_dict(ckpt["state_dict"])
+def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
+    """Every hyper-parameter of ``head``: ``hparams`` over the defaults of the head's config
+    dataclass (:func:`pipeline.models.head_config`), as a checkpoint records them.  An
+    unknown head or key is a one-line :class:`ArtifactError` naming both, and ``where``
+    they came from (default: ``heads.<head>.hparams`` of the params file)."""
+    try:
+        config = head_config(head, dict(hparams))
+    except ValueError as err:
+        raise ArtifactError(where or f"heads.{head}.hparams", str(err)) from None
+    return asdict(config) if is_dataclass(config) else dict(config)
+
+
+def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """The trained head of a checkpoint (:func:`pipeline.artifacts.checkpoint.load_checkpoint`),
+    in eval mode.  ``hparams`` may be the full spec (what ``train`` records) or, in a
+    checkpoint written before specs were typed, only the keys that were set: the head's
+    defaults fill the others, as its constructor did then."""
+    where = path or "checkpoint"
+    spec = head_spec(ckpt["head"], ckpt["hparams"], where)
+    head = build_head(ckpt["head"], ckpt["in_channels"], ckpt["num_classes"], **spec)
+    try:
+        head.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:       # weights of another shape or name
+        lines = str(err).strip().splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
+        raise ArtifactError(where, f"its weights do not fit a '{ckpt['head']}' head with "
+                            f"these hparams ({detail})") from None
     return head.eval()
 
 
@@ -71,7 +97,7 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
         chunk = kfs[s:s + batch_size]
         slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
                  for c in caches]
-        logits = torch.stack([head(*batch(chunk, c), bank=sl)
+        logits = torch.stack([_forward(head, chunk, c, sl)
                               for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
@@ -87,6 +113,14 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
     if not parts:
         return pd.DataFrame({c: [] for c in PRED_COLUMNS})
     return pd.concat(parts, ignore_index=True)
+
+
+def _forward(head: torch.nn.Module, kfs: list[Keyframe], cache: FeatureCache,
+             bank: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """(N, K) logits of the boxes of ``kfs`` on the maps of ``cache``'s view, each head
+    seeing only the image's region of its maps (``valid``)."""
+    context, rois, valid = batch(kfs, cache)
+    return head(context, rois, bank=bank, valid=valid)
 
 
 class Validator:

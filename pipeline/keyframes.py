@@ -1,19 +1,32 @@
-"""Keyframe batches for the heads: cached features + boxes -> (context, rois).
+"""Keyframe batches for the heads: cached features + boxes -> (context, rois, valid).
 
-Shared by ``train``, inference in ``evaluate`` and ``bank``, so that boxes are mapped to
-feature coordinates in exactly one place (:func:`make_rois`).
+Shared by ``train``, :mod:`pipeline.inference` (``eval``, the validator, ``demo``) and
+``bank``, so that boxes are mapped to feature coordinates (:func:`make_rois`) and the
+image's region of each map is found (:func:`valid_region`) in exactly one place.  Maps are
+read from the feature store by :class:`RowReader`, a decoder of the shards that
+``extract`` writes: kept over zarr's own ``array[start:stop]`` because it is faster
+(``bench/train.py --reader both``, linear head from disk: 1.2-3.6x zarr's keyframes/s in
+5 runs, with or without zarr's concurrency settings; acar is compute-bound, same rate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import torch
+import zarr
+from numcodecs import Zstd
 from torch.utils.data import Dataset
+from zarr.storage import LocalStore
 
-from .artifacts.features import FeatureStore, RowReader, ViewSpec, boxes_to_input
+from .artifacts import ArtifactError
+from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input
 
 
 @dataclass
@@ -27,8 +40,94 @@ class Keyframe:
     labels: np.ndarray | None = None   # (n, K) float32 multi-hot, training only
 
 
+def _is_view_layout(arr: zarr.Array) -> bool:
+    """Whether ``arr`` has the codecs that ``FeatureStore.create_view`` writes."""
+    layout = [{"name": "sharding_indexed", "configuration": {
+        "chunk_shape": [1, *arr.shape[1:]],
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                   {"name": "zstd", "configuration": {"level": 0, "checksum": False}}],
+        "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                         {"name": "crc32c"}],
+        "index_location": "end"}}]
+    return json.loads(json.dumps(arr.metadata.to_dict().get("codecs"))) == layout
+
+
+class RowReader:
+    """Rows of one view array (K, ...): ``reader[start:stop]``, ``reader[k]``.
+
+    A view in the layout that ``FeatureStore.create_view`` writes, in a local store,
+    is decoded here directly: a shard's index is read once, then a range of rows is one
+    file read and a zstd decode per row.  zarr-python awaits a file read and a decode
+    per chunk, about 3x the CPU per keyframe (``bench/train.py``).  Other arrays and
+    stores are read through zarr.
+    """
+
+    def __init__(self, arr: zarr.Array):
+        self.arr = arr
+        direct = (isinstance(arr.store, LocalStore) and arr.shards is not None
+                  and _is_view_layout(arr))
+        self.rows = arr.shards[0] if direct else 0           # rows per shard; 0: zarr
+        self._index: dict[int, tuple[Path, np.ndarray] | None] = {}
+        self._zstd = Zstd()
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(self.arr.shape[0])
+            return self.read(start, stop)
+        if isinstance(index, int | np.integer):
+            return self.read(int(index), int(index) + 1)[0]
+        return np.asarray(self.arr[index])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)``."""
+        if not self.rows or stop <= start:
+            return np.asarray(self.arr[start:stop])
+        arr, rows = self.arr, self.rows
+        out = np.full((stop - start, *arr.shape[1:]), arr.metadata.fill_value,
+                      arr.dtype.newbyteorder("<"))
+        for shard in range(start // rows, (stop - 1) // rows + 1):
+            lo, hi = max(start, shard * rows), min(stop, (shard + 1) * rows)
+            found = self._shard_index(shard)
+            if found is None:
+                continue                                     # no shard: fill value
+            path, index = found
+            index = index[lo - shard * rows:hi - shard * rows]
+            stored = index[:, 0] >= 0                        # -1: an empty chunk
+            if not stored.any():
+                continue
+            base = int(index[stored, 0].min())
+            with open(path, "rb") as f:
+                f.seek(base)
+                data = f.read(int((index[stored, 0] + index[stored, 1]).max()) - base)
+            for r, (offset, nbytes) in zip(range(lo, hi), index, strict=True):
+                if offset >= 0:                     # little-endian bytes, decoded in place
+                    self._zstd.decode(data[offset - base:offset - base + nbytes],
+                                      out=out[r - start])
+        return out
+
+    def _shard_index(self, shard: int) -> tuple[Path, np.ndarray] | None:
+        """(file, (rows, 2) int64 offsets and lengths) of a shard; None: not stored."""
+        if shard not in self._index:
+            arr, size = self.arr, 16 * self.rows + 4
+            path = Path(arr.store.root) / arr.path / arr.metadata.encode_chunk_key(
+                (shard,) + (0,) * (arr.ndim - 1))
+            found = None
+            if path.exists():
+                with open(path, "rb") as f:
+                    f.seek(-size, 2)
+                    tail = f.read(size)
+                if google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+                    raise ArtifactError(str(path), "shard index checksum mismatch")
+                found = path, np.frombuffer(tail[:-4], "<u8").reshape(-1, 2).astype(np.int64)
+            self._index[shard] = found
+        return self._index[shard]
+
+
 class FeatureCache:
     """Per-keyframe context maps of one view; whole videos in memory when ``in_memory``."""
+
+    # how a store array is read from disk (bench/train.py --reader swaps it)
+    reader: Callable[[zarr.Array], RowReader | zarr.Array] = RowReader
 
     def __init__(self, store: FeatureStore, view: str, in_memory: bool = True):
         self.store, self.view_name, self.in_memory = store, view, in_memory
@@ -40,11 +139,11 @@ class FeatureCache:
             self._views[video] = self.store.view(video, self.view_name)
         return self._views[video]
 
-    def _array(self, video: str) -> np.ndarray | RowReader:
+    def _array(self, video: str) -> np.ndarray | RowReader | zarr.Array:
         """The video's (K, C, H, W) maps: in memory, or a reader of the store array."""
         if video not in self._arrays:
             arr = self.store.group(video)[self.view_name]
-            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else RowReader(arr)
+            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else self.reader(arr)
         return self._arrays[video]
 
     def context(self, video: str, index: int) -> np.ndarray:
@@ -55,7 +154,7 @@ class FeatureCache:
         """(C, H, W) float16 maps of keyframes ``(video, index)``, in the order of ``keys``.
 
         From disk, each run of consecutive indices of a video is one read
-        (:class:`~pipeline.artifacts.features.RowReader`), not one per keyframe.
+        (:class:`RowReader`), not one per keyframe.
         """
         maps: dict[tuple[str, int], np.ndarray] = {}
         for video, run in index_runs(keys):
@@ -129,13 +228,40 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
+def valid_cells(view: ViewSpec, height: int, width: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the context cells of a ``height`` x ``width`` map that hold the
+    image of ``view``: ``ceil(image height / stride)``, ``ceil(image width / stride)``,
+    clipped to the map.
+
+    ``extract`` places the image at the top-left of the canvas and pads right and bottom
+    (a flipped view is flipped before padding, so its image is at the top-left too): the
+    cells count from the top-left corner, as the heads' ``valid`` does, up to the image's
+    far edge (``valid[2:]``).
+    """
+    _, _, x1, y1 = view.valid
+    rows = math.ceil(y1 / view.feature_stride - 1e-6)
+    cols = math.ceil(x1 / view.feature_stride - 1e-6)
+    return min(max(rows, 1), height), min(max(cols, 1), width)
+
+
+def valid_region(views: Sequence[ViewSpec], height: int, width: int) -> torch.Tensor | None:
+    """(B, 2) int64 ``(rows, cols)`` of each keyframe's image on its map
+    (:func:`valid_cells`); None when every image covers its whole ``height`` x ``width``
+    map (square toy videos), so that the heads run their unmasked path."""
+    cells = [valid_cells(v, height, width) for v in views]
+    if all(c == (height, width) for c in cells):
+        return None
+    return torch.tensor(cells, dtype=torch.int64).reshape(-1, 2)
+
+
 def batch(keyframes: list[Keyframe], cache: FeatureCache, boxes: list[np.ndarray] | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the context maps (B, C, H, W) float32 and the rois (N, 5) of ``keyframes``."""
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The context maps (B, C, H, W) float32, rois (N, 5) and valid region (B, 2) int64 or
+    None (:func:`valid_region`) of ``keyframes``: what a head is called with."""
     ctx = stack_float32(cache.contexts([(k.video, k.index) for k in keyframes]))
     views = [cache.view(k.video) for k in keyframes]
     rois = make_rois(boxes if boxes is not None else [k.boxes for k in keyframes], views)
-    return ctx, rois
+    return ctx, rois, valid_region(views, *ctx.shape[-2:])
 
 
 def stack_float32(maps: Sequence[np.ndarray]) -> torch.Tensor:
@@ -173,20 +299,24 @@ class TrainKeyframes(Dataset):
                 for i, k, m in zip(indices, kfs, maps, strict=True)]
 
     def collate(self, items: list) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor,
-                                            torch.Tensor]:
+                                            torch.Tensor | None, torch.Tensor]:
         """:func:`collate_train`, plus an empty batch (one blank map, no actors) for a
         distributed rank whose share of a global batch is empty."""
         if items:
             return collate_train(items)
         k = self.samples[0]
         ctx = np.zeros((1, *self.cache.context(k.video, k.index).shape), np.float32)
-        return [], torch.from_numpy(ctx), torch.zeros(0, 5), torch.zeros(0, k.labels.shape[1])
+        return ([], torch.from_numpy(ctx), torch.zeros(0, 5), None,
+                torch.zeros(0, k.labels.shape[1]))
 
 
-def collate_train(items) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (keyframes, context (B, C, H, W), rois (N, 5), targets (N, K))."""
+def collate_train(items) -> tuple[list[Keyframe], torch.Tensor, torch.Tensor,
+                                  torch.Tensor | None, torch.Tensor]:
+    """-> (keyframes, context (B, C, H, W), rois (N, 5), valid (B, 2) or None, targets
+    (N, K)); ``valid`` as in :func:`batch`."""
     kfs, ctx, views, boxes = zip(*items, strict=True)
     context = stack_float32(ctx)
     rois = make_rois(list(boxes), list(views))
+    valid = valid_region(views, *context.shape[-2:])
     targets = torch.from_numpy(np.concatenate([k.labels for k in kfs]))
-    return list(kfs), context, rois, targets
+    return list(kfs), context, rois, valid, targets

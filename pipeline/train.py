@@ -38,6 +38,7 @@ from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .bank_reader import BankReader, open_bank
 from .distributed import SINGLE, Dist, all_reduce_sum
+from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
 from .models import build_head
@@ -48,7 +49,9 @@ LOG_COLUMNS = ["epoch", "step", "lr", "loss", "val_mAP"]
 @dataclass
 class TrainConfig:
     head: str = "linear"
-    hparams: dict = field(default_factory=dict)   # head constructor kwargs
+    # the head's hyper-parameters (stages.yaml heads.<head>.hparams): checked against the
+    # head's config dataclass (pipeline.models.head_config); the checkpoint records them all
+    hparams: dict = field(default_factory=dict)
     view: str | None = None          # feature view to train on (default: the store's first)
     epochs: int = 10
     batch_size: int = 8              # keyframes per step
@@ -87,7 +90,7 @@ def init_from(head: torch.nn.Module, path: str | os.PathLike) -> int:
     return len(fit)
 
 
-def gt_keyframes(store: FeatureStore, view: str, gt: pd.DataFrame, dets: pd.DataFrame,
+def gt_keyframes(store: FeatureStore, gt: pd.DataFrame, dets: pd.DataFrame,
                  labelmap: LabelMap, det_threshold: float, match_iou: float) -> list[Keyframe]:
     """Training keyframes: GT boxes with multi-hot labels, plus matched detections."""
     index = labelmap.index
@@ -214,7 +217,7 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
     steps = len(actors)
     bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
                disable=not d.main)
-    for s, (kfs, context, rois, targets) in enumerate(bar):
+    for s, (kfs, context, rois, valid, targets) in enumerate(bar):
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch * steps + s, cfg, steps)
         elements = max(actors[s] * targets.shape[1], 1)
@@ -222,7 +225,9 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
         if banks is not None:
             slots = banks.gather(kfs, np.random.default_rng([cfg.seed, epoch, s]))
             slots = tuple(t.to(d.device) for t in slots)
-        logits = model(context.to(d.device), rois.to(d.device), bank=slots)
+        if valid is not None:
+            valid = valid.to(d.device)
+        logits = model(context.to(d.device), rois.to(d.device), bank=slots, valid=valid)
         local = ava_loss(logits, targets.to(d.device), pose, reduction="sum")
         loss = local * (d.world / elements)
         if len(rois) == 0:   # no actors on this rank: zero gradients keep DDP's collectives
@@ -263,6 +268,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
          annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
          val_annotations: str | os.PathLike | None, log: str | os.PathLike | None,
          resume: bool, bank: str | None) -> dict:
+    hparams = head_spec(cfg.head, cfg.hparams)     # before any file is read: a typo fails fast
     torch.manual_seed(cfg.seed)
     lm = read_labelmap(labelmap)
     store = FeatureStore(features)
@@ -272,7 +278,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     spec = store.spec(videos[0])
     view = cfg.view or spec.views[0]
     dets, _ = read_detections(detections)
-    samples = gt_keyframes(store, view, read_annotations(annotations), dets, lm,
+    samples = gt_keyframes(store, read_annotations(annotations), dets, lm,
                            cfg.det_threshold, cfg.match_iou)
     if not samples:
         raise ArtifactError(annotations, "no annotated keyframe has features in " + features)
@@ -283,7 +289,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     cache.in_memory = in_memory
     cache.open(sorted({k.video for k in samples}))
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
-    head = build_head(cfg.head, spec.channels, lm.num_classes, **cfg.hparams).to(d.device)
+    head = build_head(cfg.head, spec.channels, lm.num_classes, **hparams).to(d.device)
     if cfg.init:
         init_from(head, cfg.init)
     banks = open_bank(bank, head, spec.to_dict(), in_memory)   # None: head reads no bank
@@ -307,7 +313,6 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             head, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     validate = None
     if val_annotations is not None and d.main:
-        from .inference import Validator
         validate = Validator(store, dets, val_annotations, lm, view, bank=banks)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -320,7 +325,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             continue
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                "lr": opt.param_groups[0]["lr"], "loss": float(np.mean(losses)), "val_mAP": ""}
-        ckpt = {"head": cfg.head, "hparams": cfg.hparams, "in_channels": spec.channels,
+        ckpt = {"head": cfg.head, "hparams": hparams, "in_channels": spec.channels,
                 "num_classes": lm.num_classes, "labelmap": lm.to_dict(),
                 "feature_spec": {**spec.to_dict(), "train_view": view},
                 "state_dict": head.state_dict(),

@@ -93,8 +93,11 @@ def test_lfb_bank_keys_and_vectors(world, tmp_path):
     assert not vb.from_gt.any() and (vb.scores >= 0.9).all()
     src = FeatureStore(features)
     kf = Keyframe("vid_a", 2, 1, vb.boxes[vb.actor_timestamps == 2])
-    want = actor_vectors(*batch([kf], FeatureCache(src, "s36"))).numpy().astype(np.float16)
+    ctx, rois, valid = batch([kf], FeatureCache(src, "s36"))
+    assert valid.tolist() == [[5, 6]]               # a 48x36 image on 6x6 maps of 48x48 inputs
+    want = actor_vectors(ctx[:, :, :5, :6], rois).numpy().astype(np.float16)   # image cells only
     np.testing.assert_array_equal(vb.data[vb.actor_timestamps == 2], want)
+    assert store.spec("vid_a")["image_cells"] == [5, 6]
     size = store.size()
     assert size["keyframes"] == 10 and size["actors"] == 21
     assert size["bytes_per_keyframe"] > 21 * 8 * 2 / 10           # the vectors at least
@@ -191,7 +194,8 @@ def test_acfb_bank_uses_gt_on_train_keyframes_and_stores_first_order_maps(world,
     src = FeatureStore(features)
     kfs = [Keyframe("vid_a", t, t - 1, a.boxes[a.actor_timestamps == t]) for t in (1, 2, 3)]
     with torch.no_grad():
-        want = head.first_order(*batch(kfs, FeatureCache(src, "s36")))[1]
+        ctx, rois, valid = batch(kfs, FeatureCache(src, "s36"))
+        want = head.bank_maps(ctx, rois, "none", valid=valid)
     np.testing.assert_array_equal(a.data[:6], want.numpy().astype(np.float16))
     gt_boxes = np.unique(boxes_gt({"vid_a": 6})[lambda d: d.timestamp == 1][
         ["x1", "y1", "x2", "y2"]].to_numpy(np.float32), axis=0)
@@ -251,8 +255,9 @@ def test_empty_window_gives_the_same_output_as_an_empty_bank(tmp_path):
     slots, mask = reader.gather(kfs)
     assert mask.sum(1).tolist() == [0, 0, 2]
     with torch.no_grad():
-        out = head(*batch(kfs, cache), bank=(slots, mask))
-        alone = head(*batch(kfs, cache))
+        ctx, rois, valid = batch(kfs, cache)
+        out = head(ctx, rois, bank=(slots, mask), valid=valid)
+        alone = head(ctx, rois, valid=valid)
     torch.testing.assert_close(out[:3], alone[:3], atol=1e-5, rtol=0)
     assert not torch.allclose(out[3], alone[3], atol=1e-4, rtol=0)
     # lfb: its window includes t itself; a keyframe 10 s from any actor sees nothing
@@ -261,10 +266,10 @@ def test_empty_window_gives_the_same_output_as_an_empty_bank(tmp_path):
     lfb = build_head("lfb", 8, 4, hidden_dim=8, window=5, zero_init=False).eval()
     lslots, lmask = open_bank(lfb_url, lfb).gather([Keyframe("v", 12, 11, None)] + kfs[:1])
     assert lmask.sum(1).tolist() == [0, 2]
-    ctx, rois = batch([Keyframe("v", 12, 11, boxes[:1]), kfs[0]], cache)
+    ctx, rois, valid = batch([Keyframe("v", 12, 11, boxes[:1]), kfs[0]], cache)
     with torch.no_grad():
-        torch.testing.assert_close(lfb(ctx, rois, bank=(lslots, lmask))[:1], lfb(ctx, rois)[:1],
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(lfb(ctx, rois, bank=(lslots, lmask), valid=valid)[:1],
+                                   lfb(ctx, rois, valid=valid)[:1], atol=1e-6, rtol=0)
 
 
 # ---- errors ----------------------------------------------------------------------------

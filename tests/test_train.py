@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import train
+from pipeline import inference, train
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.features import FeatureStore
@@ -55,7 +55,7 @@ def test_detections_matching_gt_become_samples(feature_store, detections_file):
     dets = pd.DataFrame({"video_id": ["vid_a", "vid_a", "vid_a"], "timestamp": [1, 1, 1],
                          "x1": [0.101, 0.5, 0.1], "y1": [0.2, 0.0, 0.2], "x2": [0.4, 0.7, 0.4],
                          "y2": [0.9, 0.3, 0.9], "score": [0.95, 0.99, 0.5]})
-    kfs = train.gt_keyframes(store, "s36", gt, dets, LABELMAP, 0.9, 0.9)
+    kfs = train.gt_keyframes(store, gt, dets, LABELMAP, 0.9, 0.9)
     assert len(kfs) == 7
     first = kfs[0]
     assert (first.video, first.timestamp, first.index) == ("vid_a", 1, 0)
@@ -175,8 +175,9 @@ def test_disk_loader_yields_every_keyframe_once_per_epoch(tmp_path, world, worke
             shares = [[(k.video, k.index) for k in kfs] for kfs, *_ in loader]
             assert shares == [b[rank::world] for b in batches]   # this rank's, in order
             seen += sum(shares, [])
-        for kfs, context, rois, targets in train.epoch_loader(data, epoch, cfg, workers):
+        for kfs, context, rois, valid, targets in train.epoch_loader(data, epoch, cfg, workers):
             assert len(rois) == len(targets) == len(kfs)
+            assert valid.tolist() == [[5, 6]] * len(kfs)   # 48x36 of 48x48 inputs, stride 8
             for b, k in enumerate(kfs):               # each keyframe got its own map
                 want = memory.context(k.video, k.index).astype(np.float32)
                 np.testing.assert_array_equal(context[b].numpy(), want)
@@ -210,7 +211,9 @@ def test_every_head_trains_and_predicts_on_cached_features(head, train_inputs, t
     row = train.run(cfg, fs, det, gt, lm, tmp_path / "m.pt", val_annotations=gt)
     assert np.isfinite(row["loss"]) and 0 <= row["val_mAP"] <= 1
     ckpt = load_checkpoint(tmp_path / "m.pt")
-    assert ckpt["head"] == head and ckpt["hparams"] == TINY_HPARAMS[head]
+    assert ckpt["head"] == head and ckpt["hparams"] == inference.head_spec(head,
+                                                                          TINY_HPARAMS[head])
+    assert TINY_HPARAMS[head].items() <= ckpt["hparams"].items()   # the full spec, as set
     torch.manual_seed(cfg.seed)                     # the same initialisation as train.run
     init = build_head(head, 8, LABELMAP.num_classes, **TINY_HPARAMS[head]).state_dict()
     changed = [k for k, v in ckpt["state_dict"].items()
@@ -262,3 +265,138 @@ def test_training_runs_with_deterministic_algorithms_and_restores_the_flag(monke
     train.run(train.TrainConfig(), "f.zarr", "d.parquet", "a.csv", "l.pbtxt", "o.pt")
     assert seen == [(True, True)]
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+# ---- the image's region of each map (valid) ---------------------------------------------
+
+def test_valid_region_of_a_16_9_view_counts_the_image_cells_from_the_top_left():
+    from pipeline.artifacts.features import ViewSpec
+    from pipeline.keyframes import valid_cells, valid_region
+
+    # 1280x720 at short side 160: 284x160, padded to 288x288; stride 16: an 18x18 map
+    wide = ViewSpec("s160", 160, False, (288, 288), (0, 0, 284, 160), 16.0)
+    flipped = ViewSpec("s160_flip", 160, True, (288, 288), (0, 0, 284, 160), 16.0)
+    assert valid_cells(wide, 18, 18) == (10, 18)          # ceil(160/16), ceil(284/16)
+    assert valid_cells(flipped, 18, 18) == (10, 18)       # flipped before padding: top-left
+    assert valid_cells(wide, 9, 16) == (9, 16)            # clipped to the map
+    tall = ViewSpec("s160", 160, False, (288, 288), (0, 0, 160, 284), 16.0)
+    region = valid_region([wide, tall, flipped], 18, 18)
+    assert region.dtype == torch.int64 and region.tolist() == [[10, 18], [18, 10], [10, 18]]
+    square = ViewSpec("s160", 160, False, (160, 160), (0, 0, 160, 160), 16.0)
+    assert valid_region([square, square], 10, 10) is None  # whole maps: the old path
+
+
+def test_every_head_call_gets_the_valid_region(train_inputs, tmp_path, monkeypatch):
+    """train, the validator and prediction pass ``valid`` of the batch to the head."""
+    fs, det, gt, lm = train_inputs
+    from pipeline.models.linear import LinearHead
+
+    seen, real = [], LinearHead.forward
+
+    def spy(self, context, rois, bank=None, valid=None):
+        seen.append(None if valid is None else valid.tolist())
+        return real(self, context, rois, bank=bank, valid=valid)
+
+    monkeypatch.setattr(LinearHead, "forward", spy)
+    train.run(train.TrainConfig(epochs=1, batch_size=4), fs, det, gt, lm, tmp_path / "m.pt",
+              val_annotations=gt)
+    assert seen and all(v is not None and set(map(tuple, v)) == {(5, 6)} for v in seen)
+
+
+# ---- typed hyper-parameters and old checkpoints ----------------------------------------
+
+def test_an_unknown_hyper_parameter_is_a_one_line_error_before_any_file_is_read(tmp_path):
+    from pipeline.artifacts import ArtifactError
+
+    cfg = train.TrainConfig(head="acar", hparams={"hidden_dim": 8, "hiden_dim": 8})
+    with pytest.raises(ArtifactError, match=r"^heads\.acar\.hparams: .*'acar'.*'hiden_dim'") \
+            as err:
+        train.run(cfg, str(tmp_path / "missing.zarr"), "d.parquet", "a.csv", "l.pbtxt",
+                  tmp_path / "o.pt")
+    assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_written_the_old_way_still_loads(train_inputs, tmp_path):
+    """acar-checkpoint/1 written before typed specs: ``hparams`` held only the keys set."""
+    from pipeline.artifacts import ArtifactError
+    from pipeline.artifacts.checkpoint import save_checkpoint
+
+    fs, det, gt, lm = train_inputs
+    hp = TINY_HPARAMS["acar"]
+    train.run(train.TrainConfig(head="acar", hparams=hp, epochs=1, batch_size=3), fs, det, gt,
+              lm, tmp_path / "new.pt")
+    new = load_checkpoint(tmp_path / "new.pt")
+    old = {k: v for k, v in new.items() if k != "format"} | {"hparams": dict(hp)}
+    save_checkpoint(old, tmp_path / "old.pt")
+    assert torch.load(tmp_path / "old.pt", weights_only=True)["hparams"] == hp
+    store = FeatureStore(fs)
+    kf = Keyframe("vid_a", 1, 0, np.array([[0.1, 0.2, 0.5, 0.9]], np.float32))
+    from pipeline.keyframes import batch
+
+    ctx, rois, valid = batch([kf], FeatureCache(store, "s36"))
+    heads = [inference.load_head(load_checkpoint(tmp_path / n)) for n in ("new.pt", "old.pt")]
+    with torch.no_grad():
+        torch.testing.assert_close(heads[0](ctx, rois, valid=valid),
+                                   heads[1](ctx, rois, valid=valid), rtol=0, atol=0)
+    save_checkpoint(old | {"hparams": {**hp, "colour": 1}}, tmp_path / "bad.pt")
+    with pytest.raises(ArtifactError, match=f"^{tmp_path / 'bad.pt'}: .*'colour'"):
+        inference.load_head(load_checkpoint(tmp_path / "bad.pt"), tmp_path / "bad.pt")
+    save_checkpoint(old | {"hparams": {**hp, "hidden_dim": 16}}, tmp_path / "other.pt")
+    with pytest.raises(ArtifactError, match="weights do not fit an? 'acar' head") as err:
+        inference.load_head(load_checkpoint(tmp_path / "other.pt"), tmp_path / "other.pt")
+    assert "\n" not in str(err.value)
+
+
+# ---- reading maps from the store on disk ------------------------------------------------
+
+def _view_store(url: str, k: int) -> tuple[FeatureStore, np.ndarray]:
+    store = FeatureStore(url, mode="a")
+    store.begin_video("v", np.arange(k), {"backbone": "x"})
+    data = np.random.default_rng(1).standard_normal((k, 3, 2, 2)).astype(np.float16)
+    return store, data
+
+
+@pytest.mark.parametrize("url", ["local", "memory://acar-read-rows/f.zarr"])
+def test_row_reader_equals_zarr_across_shards_and_empty_chunks(tmp_path, url):
+    """Local stores are decoded by RowReader itself, others through zarr: same rows."""
+    from pipeline.artifacts.features import SHARD_KEYFRAMES, ViewSpec
+    from pipeline.keyframes import RowReader
+
+    k = 2 * SHARD_KEYFRAMES + 5                        # 3 shards, the last one partial
+    store, data = _view_store(str(tmp_path / "f.zarr") if url == "local" else url, k)
+    arr = store.create_view("v", ViewSpec("s", 32, False, (32, 32), (0, 0, 32, 32), 16.0),
+                            data.shape)
+    arr[:SHARD_KEYFRAMES] = data[:SHARD_KEYFRAMES]     # shard 1 never written: no file
+    arr[2 * SHARD_KEYFRAMES + 1] = data[2 * SHARD_KEYFRAMES + 1]   # one chunk of shard 2
+    want = np.asarray(arr[:])
+    assert (want[SHARD_KEYFRAMES:] == 0).sum() > 0 and want[:SHARD_KEYFRAMES].any()
+    for lo, hi in [(0, k), (3, 11), (SHARD_KEYFRAMES - 2, 2 * SHARD_KEYFRAMES + 3),
+                   (k - 1, k), (7, 7), (60, k + 10)]:
+        got = RowReader(arr)[lo:hi]
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, want[lo:hi])
+    reader = RowReader(arr)                             # shard indexes read once, kept
+    np.testing.assert_array_equal(reader[5], want[5])
+    np.testing.assert_array_equal(reader[[1, 40]], want[[1, 40]])
+    np.testing.assert_array_equal(reader[2:9], want[2:9])
+
+
+def test_row_reader_of_other_layouts_and_a_corrupt_shard_index(tmp_path):
+    from pipeline.artifacts import ArtifactError
+    from pipeline.artifacts.features import ViewSpec
+    from pipeline.keyframes import RowReader
+
+    store, data = _view_store(str(tmp_path / "f.zarr"), 5)
+    plain = store.group("v").create_array("plain", shape=data.shape, chunks=(1, 3, 2, 2),
+                                          dtype="float16")     # unsharded: read by zarr
+    plain[:] = data
+    np.testing.assert_array_equal(RowReader(plain)[1:4], data[1:4])
+    arr = store.create_view("v", ViewSpec("s", 32, False, (32, 32), (0, 0, 32, 32), 16.0),
+                            data.shape)
+    arr[:] = data
+    shard = next((tmp_path / "f.zarr" / "v" / "s").rglob("0/0/0/0"))
+    raw = bytearray(shard.read_bytes())
+    raw[-20] ^= 0xFF                                   # a byte of the shard index
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="checksum"):
+        RowReader(arr)[0:2]

@@ -4,7 +4,9 @@ Keys::
 
     format: "acar-checkpoint/1"
     head: str                 # name in pipeline.models.HEADS
-    hparams: dict             # constructor kwargs of the head
+    hparams: dict             # the head's spec: dataclasses.asdict(pipeline.models.head_config)
+                              # (every hyper-parameter; checkpoints written before typed
+                              # specs hold only the keys that were set, defaults fill the rest)
     in_channels: int, num_classes: int
     labelmap: LabelMap.to_dict()
     feature_spec: dict        # FeatureSpec.to_dict() of the features it was trained on

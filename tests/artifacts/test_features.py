@@ -3,10 +3,8 @@ import pytest
 
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.features import (
-    SHARD_KEYFRAMES,
     FeatureSpec,
     FeatureStore,
-    RowReader,
     ViewSpec,
     boxes_to_input,
 )
@@ -79,49 +77,3 @@ def test_views_are_sharded_into_few_files(tmp_path):
     np.testing.assert_array_equal(FeatureStore(str(tmp_path / "f.zarr")).read("v", "s64"), data)
     np.testing.assert_array_equal(FeatureStore(str(tmp_path / "f.zarr")).read("v", "s64", 40),
                                   data[40])
-
-
-def _view_store(url: str, k: int) -> tuple[FeatureStore, np.ndarray]:
-    store = FeatureStore(url, mode="a")
-    store.begin_video("v", np.arange(k), {"backbone": "x"})
-    data = np.random.default_rng(1).standard_normal((k, 3, 2, 2)).astype(np.float16)
-    return store, data
-
-
-@pytest.mark.parametrize("url", ["local", "memory://acar-read-rows/f.zarr"])
-def test_row_reader_equals_zarr_across_shards_and_empty_chunks(tmp_path, url):
-    """Local stores are decoded by RowReader itself, others through zarr: same rows."""
-    k = 2 * SHARD_KEYFRAMES + 5                        # 3 shards, the last one partial
-    store, data = _view_store(str(tmp_path / "f.zarr") if url == "local" else url, k)
-    arr = store.create_view("v", ViewSpec("s", 32, False, (32, 32), (0, 0, 32, 32), 16.0),
-                            data.shape)
-    arr[:SHARD_KEYFRAMES] = data[:SHARD_KEYFRAMES]     # shard 1 never written: no file
-    arr[2 * SHARD_KEYFRAMES + 1] = data[2 * SHARD_KEYFRAMES + 1]   # one chunk of shard 2
-    want = np.asarray(arr[:])
-    assert (want[SHARD_KEYFRAMES:] == 0).sum() > 0 and want[:SHARD_KEYFRAMES].any()
-    for lo, hi in [(0, k), (3, 11), (SHARD_KEYFRAMES - 2, 2 * SHARD_KEYFRAMES + 3),
-                   (k - 1, k), (7, 7), (60, k + 10)]:
-        got = RowReader(arr)[lo:hi]
-        assert got.dtype == np.float16
-        np.testing.assert_array_equal(got, want[lo:hi])
-    reader = RowReader(arr)                             # shard indexes read once, kept
-    np.testing.assert_array_equal(reader[5], want[5])
-    np.testing.assert_array_equal(reader[[1, 40]], want[[1, 40]])
-    np.testing.assert_array_equal(reader[2:9], want[2:9])
-
-
-def test_row_reader_of_other_layouts_and_a_corrupt_shard_index(tmp_path):
-    store, data = _view_store(str(tmp_path / "f.zarr"), 5)
-    plain = store.group("v").create_array("plain", shape=data.shape, chunks=(1, 3, 2, 2),
-                                          dtype="float16")     # unsharded: read by zarr
-    plain[:] = data
-    np.testing.assert_array_equal(RowReader(plain)[1:4], data[1:4])
-    arr = store.create_view("v", ViewSpec("s", 32, False, (32, 32), (0, 0, 32, 32), 16.0),
-                            data.shape)
-    arr[:] = data
-    shard = next((tmp_path / "f.zarr" / "v" / "s").rglob("0/0/0/0"))
-    raw = bytearray(shard.read_bytes())
-    raw[-20] ^= 0xFF                                   # a byte of the shard index
-    shard.write_bytes(bytes(raw))
-    with pytest.raises(ArtifactError, match="checksum"):
-        RowReader(arr)[0:2]
