@@ -9,7 +9,7 @@ through their :class:`ViewSpec`) before the activation.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
         config = head_config(head, dict(hparams))
     except ValueError as err:
         raise ArtifactError(where or f"heads.{head}.hparams", str(err)) from None
-    return asdict(config) if is_dataclass(config) else dict(config)
+    return asdict(config)
 
 
 def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
