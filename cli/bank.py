@@ -18,8 +18,8 @@ from .common import config, fail_if, parse_shard, stage_command
               help="acfb: GT boxes (AVA CSV, repeatable) used instead of detections on the "
                    "keyframes they label (give the train CSVs).")
 @click.option("--pool", type=click.Choice(["none", "2x2", "4x4"]), default=None,
-              help="acfb: max-pool of the stored maps (size against detail); heads.acfb.hparams.pool "
-                   "must match")
+              help="acfb: max-pool of the stored maps (size against detail); "
+                   "heads.acfb.hparams.pool must match")
 @click.option("--det-threshold", type=float, default=None,
               help="Detections with at least this score are banked")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")

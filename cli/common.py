@@ -53,16 +53,15 @@ class StageCommand(click.Command):
 
     def run_values(self, ctx: click.Context) -> dict[str, list[tuple[str, str, Any]]]:
         """field -> [(section, source, value)] per section: what a run would use."""
-        from pipeline.config import check_params, read_params, section_values, stage_configs
+        from pipeline.config import check_params, config_class, read_params, section_values
 
         path = _params(ctx)
         data = read_params(path)
         where = Path(path or DEFAULT_PARAMS).name
-        check_params(data, path or DEFAULT_PARAMS)
-        classes = stage_configs()
+        check_params(data, path or DEFAULT_PARAMS, list(self.sections))
         out: dict[str, list[tuple[str, str, Any]]] = {}
         for section in self.sections:
-            cls = classes[section]
+            cls = config_class(section)
             given = section_values(cls, section, data, where)
             for f in dataclasses.fields(cls):
                 if f.name in given:

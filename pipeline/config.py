@@ -14,6 +14,7 @@ and so are coupled parameters that disagree (:data:`COUPLED`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import os
 from pathlib import Path
@@ -38,30 +39,36 @@ COUPLED = [
 ]
 
 
-def stage_configs() -> dict[str, type]:
-    """Section of the params file -> the config dataclass it fills.
+# Section of the params file -> the config dataclass it fills, as "module:Class".  The
+# classes are imported when a section is checked or loaded, not with this module: scoring a
+# CSV (`acar eval --predictions`) loads no params, so imports no torch.  `heads` holds one
+# section per head of pipeline.models.HEADS, each a TrainConfig merged over `train`.
+SECTIONS: dict[str, str] = {
+    "synth": "pipeline.synth:SynthConfig",
+    "detect": "pipeline.detect:DetectConfig",
+    "extract": "pipeline.extract:ExtractConfig",
+    "bank.lfb": "pipeline.bank:BankConfig",
+    "bank.acfb": "pipeline.bank:BankConfig",
+    "train": "pipeline.train:TrainConfig",
+    "heads": "pipeline.train:TrainConfig",
+    "eval": "pipeline.evaluate:EvalConfig",
+    "report": "pipeline.report:ReportConfig",
+    "viz": "pipeline.viz:VizConfig",
+    "demo": "pipeline.demo:DemoConfig",
+}
 
-    ``heads.<name>`` (one per head of ``pipeline.models.HEADS``) fills a ``TrainConfig``
-    too, merged over ``train``.  The stage modules are imported here, when params are
-    loaded, not when this module is: scoring a CSV (``acar eval --predictions``) loads no
-    params, so imports no torch.  (Importing every stage to check the file does not make
-    a stage depend on the others' code: its outputs depend only on its own section.)
+
+def config_class(section: str) -> type:
+    """The dataclass of ``section`` (``heads.<name>``: TrainConfig), imported now.
+
+    (Importing every stage to check the whole file does not make a stage depend on the
+    others' code: its outputs depend only on its own section.)
     """
-    from .bank import BankConfig
-    from .demo import DemoConfig
-    from .detect import DetectConfig
-    from .evaluate import EvalConfig
-    from .extract import ExtractConfig
-    from .models import HEADS
-    from .report import ReportConfig
-    from .synth import SynthConfig
-    from .train import TrainConfig
-    from .viz import VizConfig
-
-    return {"synth": SynthConfig, "detect": DetectConfig, "extract": ExtractConfig,
-            "bank.lfb": BankConfig, "bank.acfb": BankConfig, "train": TrainConfig,
-            **{f"heads.{name}": TrainConfig for name in HEADS},
-            "eval": EvalConfig, "report": ReportConfig, "viz": VizConfig, "demo": DemoConfig}
+    key = "heads" if section.startswith("heads.") else section
+    if key not in SECTIONS:
+        raise KeyError(f"no params section '{section}'")
+    module, _, name = SECTIONS[key].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def read_params(path: str | os.PathLike | None) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def _hparam(head: str, hparams: dict[str, Any], key: str) -> Any:
     return inspect.signature(HEADS[head].__init__).parameters[key].default
 
 
-def _value(data: dict[str, Any], classes: dict[str, type], dotted: str) -> Any:
+def _value(data: dict[str, Any], dotted: str) -> Any:
     """The value a run would use for ``dotted`` (a ``COUPLED`` key)."""
     if ".hparams." in dotted:
         section, key = dotted.split(".hparams.")
@@ -125,48 +132,64 @@ def _value(data: dict[str, Any], classes: dict[str, type], dotted: str) -> Any:
     node = _get(data, section) or {}
     if key in node:
         return node[key]
-    return {f.name: f.default for f in dataclasses.fields(classes[section])}[key]
+    return {f.name: f.default for f in dataclasses.fields(config_class(section))}[key]
 
 
-def check_params(data: dict[str, Any], path: object = DEFAULT_PARAMS) -> None:
+def check_params(data: dict[str, Any], path: object = DEFAULT_PARAMS,
+                 sections: list[str] | None = None) -> None:
     """Every section, head, key and head hyper-parameter of ``data`` is known, and the
-    :data:`COUPLED` parameters agree; else a one-line ``ArtifactError`` naming them."""
-    from .models import head_config
+    :data:`COUPLED` parameters agree; else a one-line ``ArtifactError`` naming them.
 
-    classes = stage_configs()
-    tops = list(dict.fromkeys(s.split(".")[0] for s in classes))
+    ``sections``: check only the section names and these sections' keys (cheap: imports
+    only their dataclasses), e.g. for a ``--help``; None: all of it.
+    """
+    tops = list(dict.fromkeys(s.split(".")[0] for s in SECTIONS))
+    subs = {top: [s.split(".", 1)[1] for s in SECTIONS if s.startswith(f"{top}.")]
+            for top in tops}
     for top, node in data.items():
         if top not in tops:
             raise ArtifactError(path, f"unknown section '{top}'; known: {', '.join(tops)}")
         node = _mapping(path, top, node)
-        if top in classes:
-            _check_keys(path, top, node, [f.name for f in dataclasses.fields(classes[top])])
+        if top == "heads":
+            if sections is None:
+                _check_heads(path, node)
             continue
-        subs = [s.split(".", 1)[1] for s in classes if s.startswith(f"{top}.")]
+        if not subs[top]:
+            if sections is None or top in sections:
+                _check_keys(path, top, node, _fields(top))
+            continue
         for sub, subnode in node.items():
             section = f"{top}.{sub}"
-            if sub not in subs and top == "heads":
-                raise ArtifactError(path, f"unknown head '{sub}' in section 'heads'; "
-                                          f"known: {', '.join(subs)}")
-            if sub not in subs:
+            if sub not in subs[top]:
                 raise ArtifactError(path, f"unknown section '{section}'; known: "
-                                          f"{', '.join(f'{top}.{s}' for s in subs)}")
-            subnode = _mapping(path, section, subnode)
-            names = [f.name for f in dataclasses.fields(classes[section])]
-            if top == "heads":
-                names.remove("head")           # the section's name is the head
-            _check_keys(path, section, subnode, names)
-            if top == "heads":
-                hparams = _mapping(path, f"{section}.hparams", subnode.get("hparams"))
-                try:
-                    head_config(sub, hparams)
-                except ValueError as err:
-                    raise ArtifactError(path, f"{section}.hparams: {err}") from None
-    if _get(data, "heads.acfb") is not None:
+                                          f"{', '.join(f'{top}.{s}' for s in subs[top])}")
+            if sections is None or section in sections:
+                _check_keys(path, section, _mapping(path, section, subnode), _fields(section))
+    if sections is None and _get(data, "heads.acfb") is not None:
         for key, other, why in COUPLED:
-            a, b = _value(data, classes, key), _value(data, classes, other)
+            a, b = _value(data, key), _value(data, other)
             if a != b:
                 raise ArtifactError(path, f"{key} ({a!r}) must equal {other} ({b!r}): {why}")
+
+
+def _fields(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_class(section))]
+
+
+def _check_heads(path: object, heads: dict[str, Any]) -> None:
+    from .models import HEADS, head_config
+
+    for name, node in heads.items():
+        if name not in HEADS:
+            raise ArtifactError(path, f"unknown head '{name}' in section 'heads'; "
+                                      f"known: {', '.join(HEADS)}")
+        section = f"heads.{name}"
+        node = _mapping(path, section, node)
+        _check_keys(path, section, node, [n for n in _fields(section) if n != "head"])
+        try:
+            head_config(name, _mapping(path, f"{section}.hparams", node.get("hparams")))
+        except ValueError as err:
+            raise ArtifactError(path, f"{section}.hparams: {err}") from None
 
 
 def section_values(cls: type, section: str | list[str], data: dict[str, Any],
