@@ -62,7 +62,7 @@ class StageCommand(click.Command):
         out: dict[str, list[tuple[str, str, Any]]] = {}
         for section in self.sections:
             cls = config_class(section)
-            given = section_values(cls, section, data, where)
+            given = section_values(section, data, where)
             for f in dataclasses.fields(cls):
                 if f.name in given:
                     item = (section, where, given[f.name])

@@ -192,9 +192,9 @@ def _check_heads(path: object, heads: dict[str, Any]) -> None:
             raise ArtifactError(path, f"{section}.hparams: {err}") from None
 
 
-def section_values(cls: type, section: str | list[str], data: dict[str, Any],
+def section_values(section: str | list[str], data: dict[str, Any],
                    path: object = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The keys ``data`` sets for ``cls`` in ``section`` (later sections of a list update
+    """The keys ``data`` sets in ``section`` (later sections of a list update
     earlier ones, e.g. ``["train", "heads.acar"]``)."""
     values: dict[str, Any] = {}
     for sec in [section] if isinstance(section, str) else section:
@@ -214,7 +214,7 @@ def load_config(cls: type[T], section: str | list[str], params: str | os.PathLik
     data = read_params(params)
     path = params or DEFAULT_PARAMS
     check_params(data, path)
-    values = section_values(cls, section, data, path)
+    values = section_values(section, data, path)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
