@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import click
 
-from .common import config, fail_if, parse_shard
+from .common import config, fail_if, parse_shard, stage_command
 
 
-@click.command()
+@stage_command("bank.lfb", "bank.acfb")
 @click.option("--kind", type=click.Choice(["lfb", "acfb"]), default="lfb", show_default=True,
               help="lfb: actor vectors of the detections; acfb: first-order actor-context "
                    "maps of a trained acar.")
@@ -18,10 +18,10 @@ from .common import config, fail_if, parse_shard
               help="acfb: GT boxes (AVA CSV, repeatable) used instead of detections on the "
                    "keyframes they label (give the train CSVs).")
 @click.option("--pool", type=click.Choice(["none", "2x2", "4x4"]), default=None,
-              help="acfb: max-pool of the stored maps (size against detail)  "
-                   "[stages.yaml bank.acfb.pool]")
+              help="acfb: max-pool of the stored maps (size against detail); "
+                   "heads.acfb.hparams.pool must match")
 @click.option("--det-threshold", type=float, default=None,
-              help="Detections with at least this score are banked  [0.9]")
+              help="Detections with at least this score are banked")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def bank(ctx, kind, features, detections, out, model, annotations, pool, det_threshold,

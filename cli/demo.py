@@ -4,10 +4,10 @@ import time
 
 import click
 
-from .common import config, int_list
+from .common import config, int_list, stage_command
 
 
-@click.command()
+@stage_command("demo")
 @click.argument("video", type=click.Path(dir_okay=True))
 @click.option("--model", required=True, type=click.Path(dir_okay=False),
               help="A checkpoint of `acar train`; its feature spec sets the backbone, "
@@ -15,28 +15,28 @@ from .common import config, int_list
 @click.option("--out", "out_dir", default="demo", show_default=True,
               type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--detector", type=click.Choice(["yolo", "gt"]), default=None,
-              help="Person boxes: ultralytics YOLO, or the boxes of --annotations  [yolo]")
+              help="Person boxes: ultralytics YOLO, or the boxes of --annotations")
 @click.option("--weights", default=None,
               help="yolo: weights name (downloads when online) or a path to any ultralytics "
-                   "checkpoint  [yolov8n.pt]")
-@click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1  [0]")
+                   "checkpoint")
+@click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1")
 @click.option("--annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="gt: AVA annotation CSV(s) with boxes for this video (video_id = file stem).")
 @click.option("--det-threshold", type=float, default=None,
-              help="Persons scoring at least this get actions  [0.35]")
-@click.option("--threshold", type=float, default=None, help="Minimum action score drawn  [0.3]")
-@click.option("--top-k", type=int, default=None, help="Actions drawn per person  [3]")
+              help="Persons scoring at least this get actions")
+@click.option("--threshold", type=float, default=None, help="Minimum action score drawn")
+@click.option("--top-k", type=int, default=None, help="Actions drawn per person")
 @click.option("--heatmap", is_flag=True, default=None,
               help="Relation heads (acrn, acar, acfb): class activation map of each "
                    "person's top action, OUT/heatmaps/<name>_<t>_<person>_<class>.png")
-@click.option("--keyframe-interval", type=int, default=None, help="Seconds between keyframes  [1]")
+@click.option("--keyframe-interval", type=int, default=None, help="Seconds between keyframes")
 @click.option("--time-offset", type=int, default=None,
-              help="timestamp = video time + offset (AVA 15-minute cuts: 900)  [0]")
+              help="timestamp = video time + offset (AVA 15-minute cuts: 900)")
 @click.option("--backbone-weights", default=None, type=click.Path(dir_okay=False),
               help="The backbone weights file, when the checkpoint's features used one.")
 @click.option("--bank-model", default=None, type=click.Path(dir_okay=False),
               help="acfb: the acar checkpoint that built its bank.")
-@click.option("--device", default=None, help="auto, cpu or cuda[:i]  [auto]")
+@click.option("--device", default=None, help="auto, cpu or cuda[:i]")
 @click.pass_context
 def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, det_threshold,
          threshold, top_k, heatmap, keyframe_interval, time_offset, backbone_weights,

@@ -2,17 +2,17 @@ from __future__ import annotations
 
 import click
 
-from .common import config, fail_if, int_list
+from .common import config, fail_if, int_list, stage_command
 
 
-@click.command()
+@stage_command("detect")
 @click.argument("proposals", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory of videos; video_id is the file stem.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output detections.parquet (video_id, timestamp, x1..y2, score).")
 @click.option("--source", type=click.Choice(["yolo", "gt", "proposals"]), default=None,
-              help="Where boxes come from  [stages.yaml detect.source]")
+              help="Where boxes come from")
 @click.option("--annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="AVA annotation CSV(s): the boxes for --source gt.  Repeatable.")
 @click.option("--timestamps", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -21,18 +21,18 @@ from .common import config, fail_if, int_list
                    "[one keyframe per second]")
 @click.option("--weights", default=None,
               help="yolo: ultralytics weights name (downloads when online) or a path to any "
-                   "ultralytics checkpoint  [yolo11n.pt]")
-@click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1  [0]")
+                   "ultralytics checkpoint")
+@click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1")
 @click.option("--min-score", type=float, default=None,
-              help="Keep every box scoring at least this  [0.1]")
+              help="Keep every box scoring at least this")
 @click.option("--keyframe-interval", type=int, default=None,
-              help="yolo: seconds between keyframes without --timestamps  [1]")
+              help="yolo: seconds between keyframes without --timestamps")
 @click.option("--time-offset", type=int, default=None,
-              help="timestamp = video time + offset (AVA 15-minute cuts: 900)  [0]")
-@click.option("--batch-size", type=int, default=None, help="yolo: frames per batch  [16]")
-@click.option("--imgsz", type=int, default=None, help="yolo: inference size  [640]")
-@click.option("--device", default=None, help="yolo: auto, cpu or cuda[:i]  [auto]")
-@click.option("--half/--no-half", default=None, help="yolo: float16 on cuda  [no]")
+              help="timestamp = video time + offset (AVA 15-minute cuts: 900)")
+@click.option("--batch-size", type=int, default=None, help="yolo: frames per batch")
+@click.option("--imgsz", type=int, default=None, help="yolo: inference size")
+@click.option("--device", default=None, help="yolo: auto, cpu or cuda[:i]")
+@click.option("--half/--no-half", default=None, help="yolo: float16 on cuda")
 @click.pass_context
 def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights, classes,
            min_score, keyframe_interval, time_offset, batch_size, imgsz, device, half) -> None:

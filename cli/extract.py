@@ -4,10 +4,10 @@ import sys
 
 import click
 
-from .common import config, fail_if, int_list, parse_shard
+from .common import config, fail_if, int_list, parse_shard, stage_command
 
 
-@click.command()
+@stage_command("extract")
 @click.option("--videos", type=click.Path(exists=True, file_okay=False),
               help="Directory of videos; video_id is the file stem.  [required]")
 @click.option("--detections", type=click.Path(exists=True, dir_okay=False),
@@ -24,8 +24,7 @@ from .common import config, fail_if, int_list, parse_shard
                    "summary; never writes to the store.")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
-                   "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)  "
-                   "[r2plus1d_18]")
+                   "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)")
 @click.option("--weights", default=None,
               help="Backbone weights: a state-dict path (offline) or a torchvision weights "
                    "name (downloads)  [the backbone's torchvision Kinetics weights]")
@@ -37,8 +36,9 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--clip-stride", type=int, default=None,
               help="Frames between samples at --clip-fps  [the backbone's, e.g. 2]")
 @click.option("--clip-fps", type=float, default=None,
-              help="The stride counts frames at this rate; 0: the video's own frames  [30]")
-@click.option("--short-side", type=int, default=None, help="Default view's scale S  [256]")
+              help="The stride counts frames at this rate; 0 (null in the params file): the "
+                   "video's own frames")
+@click.option("--short-side", type=int, default=None, help="Default view's scale S")
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--pad-multiple", type=int, default=None,
               help="Pad the input to a square whose side is a multiple of this (a multiple "
@@ -47,10 +47,10 @@ from .common import config, fail_if, int_list, parse_shard
 @click.option("--time-offset", type=float, default=None,
               help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "
                    "[the detections', else 0]")
-@click.option("--batch-size", type=int, default=None, help="Clips per forward pass  [4]")
+@click.option("--batch-size", type=int, default=None, help="Clips per forward pass")
 @click.option("--num-workers", type=int, default=None, help="Decoding workers  [auto]")
-@click.option("--device", default=None, help="auto, cpu or cuda[:i]  [auto]")
-@click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda  [no]")
+@click.option("--device", default=None, help="auto, cpu or cuda[:i]")
+@click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, check, backbone, weights, random_init, dilate_last,

@@ -40,8 +40,10 @@ def cli(ctx: click.Context, params: str | None) -> None:
       demo     actions on any video file       -> <name>_actions.mp4 (+ heatmaps)
       report   compare the heads per family    -> report.md, report.png
 
-    Every option defaults from its stage's section in stages.yaml; flags override it.
-    `dvc repro` runs the whole DAG (dvc.yaml).
+    Every option defaults from its stage's section in stages.yaml (`acar STAGE --help`
+    shows the value a run would use), else the stage's dataclass; flags override it.  A
+    misspelled section, head or key in the file is an error.  `dvc repro` runs the whole
+    DAG (dvc.yaml).
     """
     ctx.obj = {"params": params}
 

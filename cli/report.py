@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config
+from .common import config, stage_command
 
 
 def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
@@ -19,7 +19,7 @@ def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@click.command()
+@stage_command("report")
 @click.option("--metrics", "metrics", multiple=True, required=True, metavar="HEAD=PATH",
               callback=parse_metrics,
               help="A head's metrics.json (acar eval), e.g. acar=data/eval/acar/metrics.json. "
@@ -30,10 +30,9 @@ def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
               help="Label map whose `superclass` fields define the action families.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for report.md and report.png.")
-@click.option("--title", default=None, help="Report and chart title  [stages.yaml report.title]")
+@click.option("--title", default=None, help="Report and chart title")
 @click.option("--families", default=None,
-              help="Comma-separated superclasses to show, in order  "
-                   "[stages.yaml report.families: pose,context,relation,longterm]")
+              help="Comma-separated superclasses to show, in order")
 @click.pass_context
 def report(ctx, metrics, annotations, labelmap, out, title, families) -> None:
     """Compare heads: AP per action family and mAP -> report.md + report.png.

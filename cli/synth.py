@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import click
 
-from .common import config
+from .common import config, stage_command
 
 
-@click.command()
+@stage_command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: videos/, train.csv, val.csv, labelmap.pbtxt, excluded.csv")
-@click.option("--seed", type=int, default=None, help="World seed  [stages.yaml synth.seed]")
+@click.option("--seed", type=int, default=None, help="World seed")
 @click.pass_context
 def synth(ctx: click.Context, out: str, seed: int | None) -> None:
     """Generate the default synthetic dataset (mp4 videos with AVA-format labels).

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import click
 
-from .common import config
+from .common import config, stage_command
 
 
-@click.command()
-@click.option("--head", default=None, help="Head name: linear, ...  [stages.yaml train.head]")
+@stage_command("train")
+@click.option("--head", default=None,
+              help="Head name: linear, actor_actor, acrn, acar, acfb or lfb; its settings "
+                   "are stages.yaml heads.<HEAD>")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),

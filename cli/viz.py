@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import click
 
-from .common import config
+from .common import config, stage_command
 
 
-@click.command()
+@stage_command("viz")
 @click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False),
               help="AVA result CSV (video_id, timestamp, x1..y2, action_id, score).")
 @click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
@@ -16,8 +16,8 @@ from .common import config
               help="Label map, for class names (otherwise ids are shown).")
 @click.option("--out", "out_dir", default="viz", show_default=True,
               type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--threshold", type=float, default=None, help="Minimum score drawn  [0.3]")
-@click.option("--top-k", type=int, default=None, help="Actions per person  [3]")
+@click.option("--threshold", type=float, default=None, help="Minimum score drawn")
+@click.option("--top-k", type=int, default=None, help="Actions per person")
 @click.pass_context
 def viz(ctx, predictions, videos, annotations, labelmap, out_dir, threshold, top_k) -> None:
     """Render an AVA predictions file over its videos: OUT/<video_id>_actions.mp4.

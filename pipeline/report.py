@@ -44,21 +44,37 @@ FAMILY_NAMES = {"pose": "pose (actor)", "context": "context (actor–context)",
 MAP = "mAP"
 ALL = "*"   # in a check: every head of the report
 
-# The papers' orderings: (id, family, kind, head, others, threshold, statement), in AP points.
-#   ratio:   AP(head) / max AP(others)              >= threshold
-#   margin:  AP(head) - max AP(others)              >= threshold
-#   between: AP(head) lies in [min, max] of others  (margin to the nearer end >= threshold)
-CHECKS: list[tuple[str, str, str, str, tuple[str, ...] | str, float, str]] = [
-    ("a", "pose", "ratio", "linear", ALL, 0.8,
-     "linear reaches ≥ 80% of the best head's AP on pose"),
-    ("b", "context", "margin", "acrn", ("linear",), 10.0,
-     "acrn − linear ≥ 10 AP points on context"),
-    ("c", "relation", "margin", "acar", ("linear", "actor_actor", "acrn"), 10.0,
-     "acar − max(linear, actor_actor, acrn) ≥ 10 AP points on relation"),
-    ("d", "longterm", "margin", "acfb", ("acar",), 10.0,
-     "acfb − acar ≥ 10 AP points on longterm"),
-    ("e", "longterm", "between", "lfb", ("acar", "acfb"), 0.0,
-     "lfb lies between acar and acfb on longterm"),
+
+@dataclass(frozen=True)
+class Ordering:
+    """One of the papers' orderings between heads, checked on one family, in AP points.
+
+    ``kind``: ``ratio``: AP(head) / max AP(others) >= threshold; ``margin``: AP(head) -
+    max AP(others) >= threshold; ``between``: AP(head) lies in [min, max] of others
+    (margin to the nearer end >= threshold).  ``others`` may be :data:`ALL`: every other
+    head of the report.
+    """
+
+    id: str
+    family: str
+    kind: str
+    head: str
+    others: tuple[str, ...] | str
+    threshold: float
+    statement: str
+
+
+CHECKS: list[Ordering] = [
+    Ordering("a", "pose", "ratio", "linear", ALL, 0.8,
+             "linear reaches ≥ 80% of the best head's AP on pose"),
+    Ordering("b", "context", "margin", "acrn", ("linear",), 10.0,
+             "acrn − linear ≥ 10 AP points on context"),
+    Ordering("c", "relation", "margin", "acar", ("linear", "actor_actor", "acrn"), 10.0,
+             "acar − max(linear, actor_actor, acrn) ≥ 10 AP points on relation"),
+    Ordering("d", "longterm", "margin", "acfb", ("acar",), 10.0,
+             "acfb − acar ≥ 10 AP points on longterm"),
+    Ordering("e", "longterm", "between", "lfb", ("acar", "acfb"), 0.0,
+             "lfb lies between acar and acfb on longterm"),
 ]
 
 
@@ -90,9 +106,11 @@ def chance(annotations: str | os.PathLike, labelmap: LabelMap,
     return out
 
 
-def _check(check: tuple, table: dict[str, dict[str, float | None]], families: list[str]) -> dict:
-    key, fam, kind, head, others, thr, statement = check
-    others = [h for h in table if h != head] if others == ALL else list(others)
+def _check(check: Ordering, table: dict[str, dict[str, float | None]],
+           families: list[str]) -> dict:
+    key, fam, kind, head, thr, statement = (check.id, check.family, check.kind, check.head,
+                                            check.threshold, check.statement)
+    others = [h for h in table if h != head] if check.others == ALL else list(check.others)
     res = {"id": key, "statement": statement, "family": fam, "kind": kind, "head": head,
            "others": others, "threshold": thr, "values": {}, "measured": None,
            "passed": None, "skipped": None}

@@ -1,8 +1,15 @@
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from pipeline.artifacts import ArtifactError
-from pipeline.config import load_config
+from pipeline.config import SECTIONS, check_params, config_class, load_config
 from pipeline.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = [ROOT / "stages.yaml", ROOT / "tests" / "stages_tiny.yaml"]
 
 
 def test_sections_then_overrides(tmp_path):
@@ -11,14 +18,14 @@ def test_sections_then_overrides(tmp_path):
                  "    hparams: {depth: 1}\n")
     cfg = load_config(TrainConfig, ["train", "heads.acar"], p, {"epochs": None, "seed": 7})
     assert (cfg.epochs, cfg.lr, cfg.seed, cfg.hparams) == (3, 0.2, 7, {"depth": 1})
-    assert load_config(TrainConfig, ["train", "heads.missing"], p).lr == 0.5
+    assert load_config(TrainConfig, ["train", "heads.linear"], p).lr == 0.5
 
 
-def test_unknown_key_is_a_clear_error(tmp_path):
+def test_unknown_override_is_a_clear_error(tmp_path):
     p = tmp_path / "stages.yaml"
-    p.write_text("train:\n  epoch: 3\n")
+    p.write_text("train:\n  epochs: 3\n")
     with pytest.raises(ArtifactError, match=r"unknown TrainConfig parameter\(s\) \['epoch'\]"):
-        load_config(TrainConfig, "train", p)
+        load_config(TrainConfig, "train", p, {"epoch": 1})
 
 
 def test_bad_yaml(tmp_path):
@@ -28,23 +35,83 @@ def test_bad_yaml(tmp_path):
         load_config(TrainConfig, "train", p)
 
 
-def test_repo_stages_yaml_fills_every_stage_config():
-    """The shipped stages.yaml only uses keys the dataclasses know."""
-    from pathlib import Path
+def mutated(change) -> dict:
+    data = yaml.safe_load(PARAMS[0].read_text())
+    change(data)
+    return data
 
-    import yaml
 
-    from pipeline.bank import BankConfig
-    from pipeline.detect import DetectConfig
-    from pipeline.evaluate import EvalConfig
-    from pipeline.extract import ExtractConfig
-    from pipeline.synth import SynthConfig
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(trian={"epochs": 1}),
+     "stages.yaml: unknown section 'trian'; known: synth, detect, extract, bank, train, heads"),
+    (lambda d: d["bank"].update(lbf={}), "stages.yaml: unknown section 'bank.lbf'; known: "),
+    (lambda d: d["heads"].update(acr={}), "stages.yaml: unknown head 'acr' in section 'heads'"),
+    (lambda d: d["train"].update(epoch=1), "stages.yaml: unknown key 'epoch' in section 'train'"),
+    (lambda d: d["extract"].update(short_sid=1),
+     "stages.yaml: unknown key 'short_sid' in section 'extract'"),
+    (lambda d: d["bank"]["lfb"].update(det_treshold=1),
+     "stages.yaml: unknown key 'det_treshold' in section 'bank.lfb'"),
+    (lambda d: d["heads"]["acrn"].update(head="acar"),
+     "stages.yaml: unknown key 'head' in section 'heads.acrn'"),
+    (lambda d: d["heads"]["acrn"].update(epoch=1),
+     "stages.yaml: unknown key 'epoch' in section 'heads.acrn'"),
+    (lambda d: d["heads"]["acar"]["hparams"].update(hiden_dim=1),
+     "stages.yaml: heads.acar.hparams: head 'acar': unknown hyper-parameter 'hiden_dim'"),
+    (lambda d: d.update(report=[1]), "stages.yaml: section 'report' must be a mapping"),
+])
+def test_a_misspelling_anywhere_is_a_one_line_error(change, message):
+    with pytest.raises(ArtifactError) as err:
+        check_params(mutated(change))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
-    root = Path(__file__).resolve().parents[1]
-    for params in [root / "stages.yaml", root / "tests" / "stages_tiny.yaml"]:
-        for cls, sec in [(SynthConfig, "synth"), (DetectConfig, "detect"),
-                         (ExtractConfig, "extract"), (BankConfig, "bank.lfb"),
-                         (BankConfig, "bank.acfb"), (EvalConfig, "eval")]:
-            load_config(cls, sec, params)
-        for head in yaml.safe_load(params.read_text())["heads"]:
-            load_config(TrainConfig, ["train", f"heads.{head}"], params)
+
+def test_any_stage_loading_the_file_checks_all_of_it(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("synth: {seed: 1}\ntrain: {epoch: 3}\n")
+    with pytest.raises(ArtifactError, match=re.escape(f"{p}: unknown key 'epoch'")):
+        load_config(config_class("synth"), "synth", p)
+
+
+@pytest.mark.parametrize("change, keys", [
+    (lambda d: d["bank"]["acfb"].update(pool="2x2"),
+     ("heads.acfb.hparams.pool", "bank.acfb.pool")),
+    (lambda d: d["bank"].pop("acfb"), None),          # the default pool: none, as acfb's
+    (lambda d: d["heads"]["acar"]["hparams"].update(hidden_dim=16),
+     ("heads.acfb.hparams.hidden_dim", "heads.acar.hparams.hidden_dim")),
+    (lambda d: d["heads"]["acfb"]["hparams"].update(reduce_dim=32),
+     ("heads.acfb.hparams.reduce_dim", "heads.acar.hparams.reduce_dim")),
+    (lambda d: d["heads"].pop("acfb"), None),         # no acfb head: nothing to agree with
+])
+def test_coupled_parameters_must_agree(change, keys):
+    data = mutated(change)
+    if keys is None:
+        check_params(data)
+        return
+    with pytest.raises(ArtifactError) as err:
+        check_params(data)
+    assert all(k in str(err.value) for k in keys) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.name)
+def test_shipped_params_fill_every_stage_config(params):
+    check_params(yaml.safe_load(params.read_text()), params)
+    data = yaml.safe_load(params.read_text())
+    for head in data["heads"]:
+        load_config(config_class(f"heads.{head}"), ["train", f"heads.{head}"], params)
+    for section in SECTIONS:
+        if section != "heads" and section.split(".")[0] in data:
+            load_config(config_class(section), section, params)
+
+
+def test_eval_predictions_does_not_import_torch(tmp_path):
+    """Loading the config module (and the CLI) must not pull the stages in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli.main, pipeline.config; "
+            "print(sorted(m for m in ('torch', 'pipeline.train', 'pipeline.models') "
+            "if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

