@@ -2,6 +2,7 @@
 checkpoint), keyframe choice, failures, proposals import, offline weights names."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -193,6 +194,26 @@ def test_uncached_weights_name_offline_is_one_clear_line(tmp_path, monkeypatch, 
     assert not (tmp_path / "d.parquet").exists()
     with pytest.raises(ArtifactError, match="weights file not found"):
         detect.load_yolo(str(tmp_path / "missing.pt"))
+
+
+def test_loading_yolo_turns_autoinstall_off_without_touching_the_environment(tmp_path,
+                                                                            monkeypatch):
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils
+    import ultralytics.utils.checks
+
+    for mod in (ultralytics.utils, ultralytics.utils.checks):      # restored after the test
+        monkeypatch.setattr(mod, "AUTOINSTALL", True)
+    monkeypatch.delenv("YOLO_AUTOINSTALL", raising=False)
+    before = dict(os.environ)
+    with pytest.raises(ArtifactError, match="weights file not found"):
+        detect.load_yolo(str(tmp_path / "missing.pt"))
+    assert dict(os.environ) == before
+    assert not ultralytics.utils.AUTOINSTALL and not ultralytics.utils.checks.AUTOINSTALL
+    monkeypatch.setenv("YOLO_AUTOINSTALL", "true")                 # the user's choice wins
+    with pytest.raises(ArtifactError):
+        detect.load_yolo(str(tmp_path / "missing.pt"))
+    assert ultralytics.utils.checks.AUTOINSTALL
 
 
 # ---- proposals ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore, boxes_to_input
 from pipeline.backbones import build_backbone
+from pipeline.shards import shard_items
 from pipeline.video import Video, VideoInfo, write_video
 
 
@@ -290,7 +291,7 @@ def test_interrupted_run_resumes_from_the_first_incomplete_video(world_and_dets,
 def test_spec_change_redoes_and_shards_partition(world_and_dets, reference, tmp_path):
     world, dets = world_and_dets
     a = str(tmp_path / "a.zarr")
-    assert extract.shard_videos(["c", "a", "b"], (0, 2)) == ["a", "c"]
+    assert shard_items(["c", "a", "b"], (0, 2)) == ["a", "c"]
     extract.run(CFG, world / "videos", dets, a, shard=(1, 2))
     assert FeatureStore(a).videos() == ["train_001"]
     extract.run(CFG, world / "videos", dets, a, shard=(0, 2))
@@ -630,6 +631,21 @@ def test_check_does_not_import_torch():
     """--check must start fast on a login node: metadata only, no torch."""
     code = "import sys, pipeline.extract_check; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_cudnn_benchmark_is_restored_after_a_run():
+    before = torch.backends.cudnn.benchmark
+    for setting in (False, True):
+        torch.backends.cudnn.benchmark = setting
+        with extract.cudnn_benchmark(True):
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark is setting
+        with pytest.raises(RuntimeError), extract.cudnn_benchmark(True):
+            raise RuntimeError("a failing run")
+        assert torch.backends.cudnn.benchmark is setting
+        with extract.cudnn_benchmark(False):             # a cpu run leaves it as it is
+            assert torch.backends.cudnn.benchmark is setting
+    torch.backends.cudnn.benchmark = before
 
 
 def test_default_pad_multiple_fits_the_backbone():
