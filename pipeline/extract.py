@@ -10,7 +10,10 @@ shifted to stay inside the video.  Each frame is scaled so that its short side i
 when it is non-learned, e.g. ``hoghof``), zero-padded to a square
 (right and bottom) whose side is a multiple of ``pad_multiple``, and the clip goes
 through the backbone; the map is averaged over time: one (C, H, W) float16 map per
-keyframe and view.  The layout is :mod:`pipeline.artifacts.features`.
+keyframe and view.  A backbone that ``sees_image`` (``hoghof``) is told the image's size
+and ignores the padding, so its map inside the image does not depend on ``pad_multiple``;
+a learned one sees the padding (zeros = the mean colour) near the image's edges.
+The layout is :mod:`pipeline.artifacts.features`.
 
 Throughput: the keyframes of a video are cut into segments of ``segment_keyframes``;
 DataLoader workers decode and resize segments (each frame of a video is decoded once,
@@ -542,7 +545,7 @@ class _Context:
             x = clips[scale].to(self.device, non_blocking=True)
             x = normalise_clips(x, self.mean, self.std, flip, side)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-                fmap = self.net(x)
+                fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
             fmap = fmap.float().mean(dim=2).half().cpu().numpy()     # (B, C, H', W')
             name = view_name(scale, flip)
             if name not in st.arrays:
