@@ -22,7 +22,7 @@ from pipeline import detect, extract, extract_check
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore, boxes_to_input
-from pipeline.backbones import build_backbone
+from pipeline.backbones import BACKBONES, build_backbone, feature_stride
 from pipeline.shards import shard_items
 from pipeline.video import Video, VideoInfo, write_video
 
@@ -176,14 +176,17 @@ def test_non_learned_hoghof_backbone(world_and_dets, tmp_path):
     store = FeatureStore(url)
     spec = store.spec("val_000")
     assert (spec.backbone, spec.weights, spec.random_init) == ("hoghof", "non-learned", False)
-    assert (spec.channels, spec.clip_frames, spec.clip_stride) == (30, 8, 2)
+    bb = BACKBONES["hoghof"]                                      # its own clip defaults
+    assert (spec.channels, spec.clip_frames, spec.clip_stride) == (bb.channels, bb.clip_frames,
+                                                                   bb.clip_stride)
     view = store.view("val_000", "s40")
-    assert view.input_size == (60, 60) and view.feature_stride == 20.0
+    assert view.input_size == (60, 60) and view.feature_stride == bb.stride
     feats = store.read("val_000", "s40")
-    assert feats.shape == (3, 30, 3, 3) and np.isfinite(feats).all()
+    assert feats.shape == (3, bb.channels, 3, 3) and np.isfinite(feats).all()
     net, bb, _ = build_backbone("hoghof")
     video = Video(world / "videos" / "val_000.mp4")
-    idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info, 8, 2, 8)
+    idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info,
+                               spec.clip_frames, spec.clip_stride, 8)
     x, _, (_, _, w, h) = extract.preprocess(video.read(idx), 40, False, 20, bb.mean, bb.std)
     want = net(x[None], image=(h, w)).mean(dim=2)[0].numpy()
     np.testing.assert_allclose(feats[1].astype(np.float32), want, rtol=1e-2, atol=1e-2)
@@ -692,8 +695,8 @@ def test_cudnn_benchmark_is_restored_after_a_run():
 
 def test_default_pad_multiple_fits_the_backbone():
     """stages.yaml leaves pad_multiple unset: switching backbones must not break it."""
-    pad = extract.default_pad_multiple
-    assert pad(extract.ExtractConfig(backbone="r2plus1d_18")) == 32
-    assert pad(extract.ExtractConfig(backbone="r2plus1d_18", dilate_last=True)) == 32
-    assert pad(extract.ExtractConfig(backbone="s3d")) == 32
-    assert pad(extract.ExtractConfig(backbone="hoghof")) == 40
+    for name, bb in BACKBONES.items():
+        for dilate in (False, True) if bb.resnet else (False,):
+            cfg = extract.ExtractConfig(backbone=name, dilate_last=dilate)
+            pad, stride = extract.default_pad_multiple(cfg), feature_stride(bb, dilate)
+            assert pad % stride == 0 and 32 <= pad < 32 + stride, (name, dilate)
