@@ -40,6 +40,11 @@ Cost: ~0.03 s (measured 27 ms) per 8-frame 160x160 clip, batch 8, one CPU thread
 (``torch.set_num_threads(1)``); the output stride is the cell size (20); T' = 1 (extract
 averages over time anyway).  No parameters, no randomness: a clip always gives the
 same map.
+
+Padding: told the image's size in a padded input (``image=(h, w)``, which extract
+passes), the descriptor sees only the image, so its cells inside the image are the same
+whatever the padding (a 16:9 frame in a square canvas); a square unpadded input takes
+the plain path, unchanged.
 """
 
 from __future__ import annotations
