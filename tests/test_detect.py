@@ -229,7 +229,7 @@ def test_proposals_import(tmp_path):
                                    str(out)])
     assert res.exit_code == 0, res.output
     df, meta = read_detections(out)
-    assert meta["source"] == "proposals" and meta["min_score"] == 0.1
+    assert meta["source"] == "proposals" and meta["min_score"] == detect.DetectConfig().min_score
     assert df[["video_id", "timestamp"]].values.tolist() == [["vid_a", 902], ["vid_b", 903]]
     assert df["score"].tolist() == pytest.approx([0.98, 0.8])
     np.testing.assert_allclose(df[["x1", "y1", "x2", "y2"]].to_numpy()[0], [0.1, 0.2, 0.5, 0.9])
