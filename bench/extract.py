@@ -9,6 +9,15 @@ keyframe of the default view in the store.  Writes bench/results/extract.json.
     uv run python bench/extract.py            # r2plus1d_18, S=256, random init, CPU
 
 The backbone is randomly initialised (seeded): the speed does not depend on the weights.
+
+``--padding A B`` measures instead how much the map inside the image (cells
+[0, ceil(h / stride)) x [0, ceil(w / stride))) of one clip at 1 s changes between two
+``pad_multiple`` values: max |a - b| / max |a| overall, and the largest per-cell
+relative difference in each column of cells (the right edge is where a 16:9 image
+meets its padding).  Writes bench/results/extract_padding.json.
+
+    uv run python bench/extract.py --padding 16 64 --video ../shared/videos/hug_1080p.mp4 \
+        --short-side 112
 """
 
 from __future__ import annotations
@@ -88,6 +97,30 @@ def store_bytes(store: Path, video: str, view: str) -> dict:
             "uncompressed_bytes_per_keyframe": raw}
 
 
+def padding_difference(cfg: extract.ExtractConfig, video: Video, pads: list[int]) -> dict:
+    """The map inside the image of the clip at 1 s with two paddings: how far apart."""
+    net, bb, _ = build_backbone(cfg.backbone, random_init=True, seed=cfg.seed)
+    frames, stride = cfg.clip_frames or bb.clip_frames, bb.stride
+    idx = extract.clip_indices(1.0, video.info, frames, cfg.clip_stride or bb.clip_stride)
+    clip = video.read(idx)                                               # (T, H0, W0, 3)
+    maps = []
+    for pad in pads:
+        x, _, (_, _, w, h) = extract.preprocess(clip, cfg.short_side, False, pad, bb.mean,
+                                                bb.std)
+        with torch.inference_mode():
+            fmap = net(x[None], image=(h, w)) if bb.sees_image else net(x[None])
+        maps.append(fmap.mean(dim=2)[0].numpy())                         # (C, H', W')
+    rows, cols = math.ceil(h / stride), math.ceil(w / stride)
+    a, b = (m[:, :rows, :cols] for m in maps)
+    diff = np.abs(a - b)
+    per_cell = diff.max(0) / np.abs(a).max(0).clip(1e-6)                # (rows, cols)
+    return {"backbone": cfg.backbone, "image": [w, h], "cells": [rows, cols],
+            "pad_multiple": pads, "canvases": [m.shape[-1] * stride for m in maps],
+            "max_rel_diff": float(diff.max() / np.abs(a).max()),
+            "mean_rel_diff": float(diff.mean() / np.abs(a).mean()),
+            "per_column_max_rel_diff": [float(v) for v in per_cell.max(0)]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
@@ -100,12 +133,25 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=int, default=2, help="bare forward runs (median)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract.json")
+    ap.add_argument("--padding", type=int, nargs=2, metavar=("A", "B"),
+                    help="compare the map inside the image with these two pad_multiple")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/extract.json (extract_padding.json)")
     args = ap.parse_args()
     if not args.video.exists():
         raise SystemExit(f"{args.video}: not found (pass --video)")
     torch.set_num_threads(args.threads)
     video = Video(args.video)
+    results = ROOT / "bench" / "results"
+    if args.padding:
+        cfg = extract.ExtractConfig(backbone=args.backbone, clip_frames=args.clip_frames,
+                                    clip_stride=args.clip_stride, short_side=args.short_side)
+        result = padding_difference(cfg, video, args.padding)
+        out = args.out or results / "extract_padding.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     stamps = [t for t in range(1, args.keyframes + 1) if t < video.info.duration]
     cfg = extract.ExtractConfig(backbone=args.backbone, random_init=True,
                                 clip_frames=args.clip_frames, clip_stride=args.clip_stride,
@@ -130,8 +176,9 @@ def main() -> None:
         "ratio": (n / full) / (n / bare_s),
         **sizes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or results / "extract.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"ratio full/bare = {result['ratio']:.3f}; "
           f"{math.ceil(sizes['view_bytes_per_keyframe'])} bytes per keyframe on disk")

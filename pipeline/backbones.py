@@ -27,7 +27,9 @@ hoghof        30     20      non-learned HOG + HOF + colour per 20x20 cell   8 x
 Input constraints: every trunk takes any H, W that are multiples of its stride
 (``extract`` pads to a multiple of ``pad_multiple``, which must be a multiple of the
 stride; by default the smallest such from 32 on: 32, or 40 for ``hoghof``) and any clip
-length from ``min_frames`` on.
+length from ``min_frames`` on.  A trunk with ``sees_image`` (``hoghof``) is also told
+where the image lies in the padded input and ignores the padding; the learned trunks
+see the padding (zeros after normalising) and their border cells depend on it.
 torchvision's MViT ``forward`` fixes the token grid to its constructor's 16x224x224;
 the trunk here takes the grid from the patch embedding instead, and torchvision's
 relative-position code interpolates its tables to the grid (as MViTv2 does), so MViT
@@ -145,6 +147,10 @@ class Backbone:
     head_prefixes: tuple[str, ...] = ("fc.", "head.", "classifier.")
     norm: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
                                          # (mean, std) when there are no weights
+    sees_image: bool = False             # the trunk takes ``image=(h, w)``, the image's size
+                                         # at the top-left of the padded input, and then
+                                         # describes only the image (its map inside the
+                                         # image does not depend on the padding)
 
     @property
     def learned(self) -> bool:
@@ -191,7 +197,7 @@ BACKBONES: dict[str, Backbone] = {
     "swin3d_b": Backbone(tvv.swin3d_b, "Swin3D_B_Weights.DEFAULT", SwinTrunk, 1024, 32),
     "hoghof": Backbone(_hoghof, None, _identity, HogHof.channels, HogHof.stride,
                        clip_frames=8, clip_stride=2, min_frames=2,
-                       norm=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+                       norm=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), sees_image=True),
 }
 
 

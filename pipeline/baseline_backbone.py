@@ -40,6 +40,11 @@ Cost: ~0.03 s (measured 27 ms) per 8-frame 160x160 clip, batch 8, one CPU thread
 (``torch.set_num_threads(1)``); the output stride is the cell size (20); T' = 1 (extract
 averages over time anyway).  No parameters, no randomness: a clip always gives the
 same map.
+
+Padding: told the image's size in a padded input (``image=(h, w)``, which extract
+passes), the descriptor sees only the image, so its cells inside the image are the same
+whatever the padding (a 16:9 frame in a square canvas); a square unpadded input takes
+the plain path, unchanged.
 """
 
 from __future__ import annotations
@@ -94,50 +99,89 @@ def hellinger(hist: torch.Tensor) -> torch.Tensor:
     return (hist / (hist.sum(1, keepdim=True) + HIST_EPS)).sqrt()
 
 
+def masked_cell_mean(x: torch.Tensor, b: int, cell: int, rows: int, cols: int
+                     ) -> torch.Tensor:
+    """(b * T, K, h, w) -> (b, K, rows, cols): mean over each cell's pixels inside the
+    (h, w) image (the last row and column of cells may be partial) and over T."""
+    hh, ww = rows * cell - x.shape[-2], cols * cell - x.shape[-1]
+    ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    total = F.avg_pool2d(F.pad(x, (0, ww, 0, hh)), cell)                 # (b*T, K, r, c)
+    share = F.avg_pool2d(F.pad(ones, (0, ww, 0, hh)), cell)              # image share
+    x = total / share
+    return x.view(b, -1, *x.shape[1:]).mean(1)
+
+
 class HogHof(nn.Module):
-    """(B, 3, T, H, W) in [-1, 1] -> (B, 30, 1, H // 20, W // 20); see the module docstring."""
+    """(B, 3, T, H, W) in [-1, 1] -> (B, 30, 1, H // 20, W // 20); see the module docstring.
+
+    ``image=(h, w)``: the image's size at the top-left of a zero-padded input.  The
+    descriptor then sees only the image: gradients and motion replicate its edges as
+    they do the input's, each cell pools only its pixels inside the image, the
+    surroundings only the cells inside it, and the cells outside it are 0.  The
+    features inside the image are then the same whatever the padding.  Without
+    ``image`` (or with the input's own size) the whole input is the image.
+    """
 
     channels = CHANNELS
     stride = CELL
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, image: tuple[int, int] | None = None) -> torch.Tensor:
         B, _, T, H, W = x.shape
         x = x.float()
         if T == 1:                                   # one frame: no motion, not an error
             x = x.expand(B, 3, 2, H, W)
-            T = 2
-        rgb = x.transpose(1, 2).reshape(B * T, 3, H, W)                  # (B*T, 3, H, W)
-        gray = rgb.mean(1)                                               # (B*T, H, W)
+        if image is None or tuple(image) == (H, W):
+            return (GAIN * _describe(x, cell_mean)).unsqueeze(2)         # (B, 30, 1, h, w)
+        h, w = (int(v) for v in image)
+        rows, cols = math.ceil(h / CELL), math.ceil(w / CELL)
+        if not (0 < h <= H and 0 < w <= W):
+            raise ValueError(f"image {h}x{w} does not fit the {H}x{W} input")
 
-        # HOG: orientation histograms of every frame, averaged over the clip
-        gx, gy = gradients(gray)                                         # (B*T, H, W) x2
-        mag = torch.sqrt(gx * gx + gy * gy)
-        theta = torch.atan2(gy, gx).remainder(math.pi)                   # unsigned [0, pi)
-        hog = cell_mean(soft_histogram(theta, mag, HOG_BINS, math.pi), B, CELL)  # (B,9,h,w)
-        grad_energy = cell_mean(mag[:, None], B, CELL)                   # (B, 1, h, w)
+        def pool(v: torch.Tensor, b: int, cell: int) -> torch.Tensor:
+            return masked_cell_mean(v, b, cell, rows, cols)
 
-        # HOF: normal flow between consecutive frames, at half resolution
-        half = F.avg_pool2d(gray[:, None], 2)[:, 0]                      # (B*T, H/2, W/2)
-        half = half.view(B, T, *half.shape[1:])
-        a, b = half[:, :-1], half[:, 1:]                                 # (B, T-1, H/2, W/2)
-        it = (b - a).flatten(0, 1)                                       # (B*(T-1), H/2, W/2)
-        fx, fy = gradients(((a + b) / 2).flatten(0, 1))
-        den = fx * fx + fy * fy + FLOW_EPS
-        vx, vy = -it * fx / den, -it * fy / den                          # normal flow (px)
-        speed = torch.sqrt(vx * vx + vy * vy).clamp_(max=FLOW_CAP)
-        direction = torch.atan2(vy, vx).remainder(2 * math.pi)           # signed [0, 2 pi)
-        moving = soft_histogram(direction, speed, HOF_BINS, 2 * math.pi)  # (N, 8, .., ..)
-        static = torch.sqrt(den - FLOW_EPS) * (1 - speed / STATIC_SPEED).clamp_(min=0)
-        hof = torch.cat([moving, static[:, None]], 1)                    # (N, 9, H/2, W/2)
-        hof = cell_mean(hof, B, CELL // 2)                               # (B, 9, h, w)
-        motion = cell_mean(torch.stack([speed, it.abs()], 1), B, CELL // 2)  # (B, 2, h, w)
-
-        # colour: the cell's mean and spread, and its surroundings' mean
-        mean = cell_mean(rgb, B, CELL)                                   # (B, 3, h, w)
-        sq = cell_mean(rgb * rgb, B, CELL)
-        std = (sq - mean * mean).clamp_(min=0).sqrt()                    # (B, 3, h, w)
-        around = F.avg_pool2d(mean, 3, stride=1, padding=1, count_include_pad=False)
-
-        out = torch.cat([hellinger(hog), grad_energy.sqrt(), hellinger(hof), motion.sqrt(),
-                         mean, std, around], 1)                          # (B, 30, h, w)
+        inside = _describe(x[..., :h, :w], pool, half_ceil=True)        # (B, 30, rows, cols)
+        out = inside.new_zeros(B, CHANNELS, H // CELL, W // CELL)
+        out[..., :rows, :cols] = inside
         return (GAIN * out).unsqueeze(2)                                 # (B, 30, 1, h, w)
+
+
+def _describe(x: torch.Tensor, pool, half_ceil: bool = False) -> torch.Tensor:
+    """(B, 3, T >= 2, H, W) -> (B, 30, h, w) before the gain; ``pool(maps, B, cell)`` pools
+    (B*T, K, H, W) pixel maps into cells and over T (``half_ceil``: the half-resolution
+    image keeps a last odd row or column)."""
+    B, _, T, H, W = x.shape
+    rgb = x.transpose(1, 2).reshape(B * T, 3, H, W)                      # (B*T, 3, H, W)
+    gray = rgb.mean(1)                                                   # (B*T, H, W)
+
+    # HOG: orientation histograms of every frame, averaged over the clip
+    gx, gy = gradients(gray)                                             # (B*T, H, W) x2
+    mag = torch.sqrt(gx * gx + gy * gy)
+    theta = torch.atan2(gy, gx).remainder(math.pi)                       # unsigned [0, pi)
+    hog = pool(soft_histogram(theta, mag, HOG_BINS, math.pi), B, CELL)   # (B, 9, h, w)
+    grad_energy = pool(mag[:, None], B, CELL)                            # (B, 1, h, w)
+
+    # HOF: normal flow between consecutive frames, at half resolution
+    half = F.avg_pool2d(gray[:, None], 2, ceil_mode=half_ceil)[:, 0]     # (B*T, H/2, W/2)
+    half = half.view(B, T, *half.shape[1:])
+    a, b = half[:, :-1], half[:, 1:]                                     # (B, T-1, H/2, W/2)
+    it = (b - a).flatten(0, 1)                                           # (B*(T-1), H/2, W/2)
+    fx, fy = gradients(((a + b) / 2).flatten(0, 1))
+    den = fx * fx + fy * fy + FLOW_EPS
+    vx, vy = -it * fx / den, -it * fy / den                              # normal flow (px)
+    speed = torch.sqrt(vx * vx + vy * vy).clamp_(max=FLOW_CAP)
+    direction = torch.atan2(vy, vx).remainder(2 * math.pi)               # signed [0, 2 pi)
+    moving = soft_histogram(direction, speed, HOF_BINS, 2 * math.pi)     # (N, 8, .., ..)
+    static = torch.sqrt(den - FLOW_EPS) * (1 - speed / STATIC_SPEED).clamp_(min=0)
+    hof = torch.cat([moving, static[:, None]], 1)                        # (N, 9, H/2, W/2)
+    hof = pool(hof, B, CELL // 2)                                        # (B, 9, h, w)
+    motion = pool(torch.stack([speed, it.abs()], 1), B, CELL // 2)       # (B, 2, h, w)
+
+    # colour: the cell's mean and spread, and its surroundings' mean
+    mean = pool(rgb, B, CELL)                                            # (B, 3, h, w)
+    sq = pool(rgb * rgb, B, CELL)
+    std = (sq - mean * mean).clamp_(min=0).sqrt()                        # (B, 3, h, w)
+    around = F.avg_pool2d(mean, 3, stride=1, padding=1, count_include_pad=False)
+
+    return torch.cat([hellinger(hog), grad_energy.sqrt(), hellinger(hof), motion.sqrt(),
+                      mean, std, around], 1)                             # (B, 30, h, w)

@@ -107,13 +107,24 @@ def _device(name: str) -> str:
     return name
 
 
+def _no_autoinstall() -> None:
+    """Turn ultralytics' run-time pip installs off through its own flag (read once, at
+    its import, from ``YOLO_AUTOINSTALL``), leaving ``os.environ`` alone; a
+    ``YOLO_AUTOINSTALL`` that the user set is still obeyed."""
+    import ultralytics.utils
+    import ultralytics.utils.checks
+
+    allowed = ultralytics.utils.env_bool("YOLO_AUTOINSTALL", False)
+    ultralytics.utils.AUTOINSTALL = ultralytics.utils.checks.AUTOINSTALL = allowed
+
+
 def load_yolo(weights: str):
     """An ultralytics YOLO detector from a path, a cached name, or a download.
 
     Offline with a name that is not cached, this fails at once with an ArtifactError
     saying how to pass a path (ultralytics itself would try to download).
     """
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")   # never pip-install at run time
+    _no_autoinstall()
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS, is_online
 

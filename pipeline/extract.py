@@ -10,7 +10,10 @@ shifted to stay inside the video.  Each frame is scaled so that its short side i
 when it is non-learned, e.g. ``hoghof``), zero-padded to a square
 (right and bottom) whose side is a multiple of ``pad_multiple``, and the clip goes
 through the backbone; the map is averaged over time: one (C, H, W) float16 map per
-keyframe and view.  The layout is :mod:`pipeline.artifacts.features`.
+keyframe and view.  A backbone that ``sees_image`` (``hoghof``) is told the image's size
+and ignores the padding, so its map inside the image does not depend on ``pad_multiple``;
+a learned one sees the padding (zeros = the mean colour) near the image's edges.
+The layout is :mod:`pipeline.artifacts.features`.
 
 Throughput: the keyframes of a video are cut into segments of ``segment_keyframes``;
 DataLoader workers decode and resize segments (each frame of a video is decoded once,
@@ -25,10 +28,13 @@ sorted detections, so N processes fill one store without touching each other's g
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +50,8 @@ from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, feature_stride, get_backbone
-from .video import Video, VideoInfo, fingerprint, list_videos, nearest_frames, shard_videos
+from .shards import shard_items
+from .video import Video, VideoInfo, fingerprint, list_videos, nearest_frames
 
 
 @dataclass
@@ -174,6 +181,39 @@ class _Segment:
     stop: int
 
 
+@dataclass(frozen=True)
+class _SegmentStart:
+    """What the main process learns with a segment's first piece."""
+    clips: torch.Tensor      # (K, T) frame indices of the segment's keyframes' clips
+    size: tuple[int, int]    # (W, H) of the original frames
+    fps: float
+    num_clips: int           # keyframes of the whole video
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A worker's message: decoded, resized frames of one segment of one video."""
+    video: str
+    start: int                          # the segment's first keyframe
+    ids: torch.Tensor                   # (P,) frame indices
+    refs: torch.Tensor                  # (P,) clips of the video that need each frame
+    frames: dict[int, torch.Tensor]     # scale -> (P, 3, h, w) uint8
+    first: _SegmentStart | None = None  # with the segment's first piece only
+
+    def pin_memory(self) -> _Piece:
+        """Pinned copies of the frames (the DataLoader's ``pin_memory`` calls this)."""
+        return dataclasses.replace(self, frames={s: f.pin_memory()
+                                                 for s, f in self.frames.items()})
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A worker's message: the segment's video failed (one line naming the file)."""
+    video: str
+    start: int
+    error: str
+
+
 @dataclass
 class _Plan:
     video: Video
@@ -190,7 +230,7 @@ class _SegmentFrames(IterableDataset):
         self.scales = scales
         self._plan: tuple[Path, _Plan] | None = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[_Piece | _Failure]:
         info = get_worker_info()
         w, n = (info.id, info.num_workers) if info is not None else (0, 1)
         for seg in self.segments[w::n]:
@@ -199,7 +239,7 @@ class _SegmentFrames(IterableDataset):
             except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
                 msg = str(err) if isinstance(err, ArtifactError) else \
                     f"{seg.path}: {err.__class__.__name__}: {str(err)[:200]}"
-                yield {"video": seg.video, "start": seg.start, "error": msg}
+                yield _Failure(seg.video, seg.start, msg)
 
     def plan(self, seg: _Segment) -> _Plan:
         if self._plan is None or self._plan[0] != seg.path:
@@ -213,7 +253,7 @@ class _SegmentFrames(IterableDataset):
             self._plan = (seg.path, _Plan(video, clips, refs))
         return self._plan[1]
 
-    def _pieces(self, seg: _Segment):
+    def _pieces(self, seg: _Segment) -> Iterator[_Piece]:
         plan = self.plan(seg)
         video, clips = plan.video, plan.clips[seg.start:seg.stop]
         if video.seekable:   # a frame belongs to the first segment that needs it
@@ -224,8 +264,8 @@ class _SegmentFrames(IterableDataset):
             owned = np.unique(plan.clips) if seg.start == 0 else np.zeros(0, np.int64)
         sizes = {s: view_geometry(video.width, video.height, s, self.cfg.pad_multiple)[:2]
                  for s in self.scales}
-        head = {"clips": torch.from_numpy(clips), "size": (video.width, video.height),
-                "fps": video.fps, "num_clips": len(plan.clips)}
+        first = _SegmentStart(torch.from_numpy(clips), (video.width, video.height),
+                              float(video.fps), len(plan.clips))
         step = max(1, self.cfg.piece_frames)
         for p in range(0, max(len(owned), 1), step):
             ids = owned[p:p + step]
@@ -234,14 +274,11 @@ class _SegmentFrames(IterableDataset):
                 raw = torch.from_numpy(video.read(ids[q:q + 8])).permute(0, 3, 1, 2)
                 for s in self.scales:
                     resized[s].append(resize_frames(raw, sizes[s]))
-            piece = {"video": seg.video, "start": seg.start, "ids": torch.from_numpy(ids),
-                     "refs": torch.from_numpy(plan.refs[ids]),
-                     "frames": {s: torch.cat(v) if v else torch.zeros(0, 3, *sizes[s][::-1],
-                                                                         dtype=torch.uint8)
-                                for s, v in resized.items()}}
-            if p == 0:
-                piece.update(head)
-            yield piece
+            frames = {s: torch.cat(v) if v else torch.zeros(0, 3, *sizes[s][::-1],
+                                                            dtype=torch.uint8)
+                      for s, v in resized.items()}
+            yield _Piece(seg.video, seg.start, torch.from_numpy(ids),
+                         torch.from_numpy(plan.refs[ids]), frames, first if p == 0 else None)
 
 
 # ---- the main process -------------------------------------------------------------------
@@ -267,16 +304,14 @@ class _VideoState:
         self.writes: list[Future] = []
         self.size = (0, 0)                         # (W, H) of the original frames
 
-    def add(self, piece: dict) -> None:
-        if "clips" in piece:
-            start = int(piece["start"])
-            for j, clip in enumerate(np.asarray(piece["clips"])):
-                self.clips[start + j] = clip
-                self.waiting.append(start + j)
-        ids = np.asarray(piece["ids"]).tolist()
-        for j, (fid, ref) in enumerate(zip(ids, np.asarray(piece["refs"]).tolist(),
-                                           strict=True)):
-            self.frames[fid] = {s: f[j] for s, f in piece["frames"].items()}
+    def add(self, piece: _Piece) -> None:
+        if piece.first is not None:
+            for j, clip in enumerate(piece.first.clips.numpy()):
+                self.clips[piece.start + j] = clip
+                self.waiting.append(piece.start + j)
+        ids = piece.ids.tolist()
+        for j, (fid, ref) in enumerate(zip(ids, piece.refs.tolist(), strict=True)):
+            self.frames[fid] = {s: f[j] for s, f in piece.frames.items()}
             self.refs[fid] = ref
         still = []
         for k in self.waiting:
@@ -318,6 +353,19 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` (if true) inside, restored
+    after: a run must not change the process's settings for later code."""
+    before = torch.backends.cudnn.benchmark
+    if enabled:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _workers(n: int | None) -> int:
@@ -387,7 +435,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     if cfg.pad_multiple is None:
         cfg = ExtractConfig(**{**cfg.__dict__, "pad_multiple": default_pad_multiple(cfg)})
     paths = list_videos(videos_dir)
-    wanted = shard_videos(sorted(set(dets["video_id"])), shard)
+    wanted = shard_items(set(dets["video_id"]), shard)
     net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed,
                                        cfg.dilate_last)
     spec, views = make_spec(cfg, identity)
@@ -397,8 +445,6 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                    "the store records it", file=sys.stderr)
     device = _device(cfg.device)
     net = net.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     store = open_output(out)
     failures: list[str] = []
     todo = []
@@ -430,41 +476,44 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     bar = tqdm(total=sum(len(stamps[v]) for v in todo), desc="extract", unit="clip",
                dynamic_ncols=True)
     writer = ThreadPoolExecutor(max_workers=1)
-    try:
-        for piece in loader:
-            video = piece["video"]
-            if video in failed:
-                continue
-            if "error" in piece:
-                failed.add(video)
-                failures.append(piece["error"])
-                tqdm.write(f"error: {piece['error']}", file=sys.stderr)
-                st = states.pop(video, None)
-                bar.update(len(stamps[video]) - (st.done if st else 0))
-                continue
-            st = states.get(video)
-            if st is None:
-                st = states[video] = _VideoState(video, stamps[video], int(piece["num_clips"]),
-                                                 cfg.batch_size)
-                w, h = (int(x) for x in piece["size"])
-                store.begin_video(video, stamps[video], {**spec.to_dict(), "frame_size": [w, h],
-                                                         "fps": float(piece["fps"]),
-                                                         "source": fingerprint(paths[video])})
-                st.size = (w, h)
-            st.add(piece)
-            bar.set_postfix_str(video, refresh=False)
-            while (ks := st.next_group()) is not None:
-                bar.update(ctx.forward(st, ks, writer))
-            if st.done == st.num_clips:
-                for fut in st.writes:
-                    fut.result()
-                store.finish_video(video)
-                del states[video]
-        for video in states:       # not reached unless a worker lost a piece
-            failures.append(f"{video}: incomplete (internal error: missing frames)")
-    finally:
-        writer.shutdown(wait=True)
-        bar.close()
+    with cudnn_benchmark(device.type == "cuda"):
+        try:
+            for piece in loader:
+                video = piece.video
+                if video in failed:
+                    continue
+                if isinstance(piece, _Failure):
+                    failed.add(video)
+                    failures.append(piece.error)
+                    tqdm.write(f"error: {piece.error}", file=sys.stderr)
+                    st = states.pop(video, None)
+                    bar.update(len(stamps[video]) - (st.done if st else 0))
+                    continue
+                st = states.get(video)
+                if st is None:     # a video's first piece is the first of one of its segments
+                    first = piece.first
+                    assert first is not None, "internal error: a segment's head piece is missing"
+                    st = states[video] = _VideoState(video, stamps[video], first.num_clips,
+                                                     cfg.batch_size)
+                    w, h = first.size
+                    store.begin_video(video, stamps[video], {
+                        **spec.to_dict(), "frame_size": [w, h], "fps": first.fps,
+                        "source": fingerprint(paths[video])})
+                    st.size = (w, h)
+                st.add(piece)
+                bar.set_postfix_str(video, refresh=False)
+                while (ks := st.next_group()) is not None:
+                    bar.update(ctx.forward(st, ks, writer))
+                if st.done == st.num_clips:
+                    for fut in st.writes:
+                        fut.result()
+                    store.finish_video(video)
+                    del states[video]
+            for video in states:       # not reached unless a worker lost a piece
+                failures.append(f"{video}: incomplete (internal error: missing frames)")
+        finally:
+            writer.shutdown(wait=True)
+            bar.close()
     return failures
 
 
@@ -496,7 +545,7 @@ class _Context:
             x = clips[scale].to(self.device, non_blocking=True)
             x = normalise_clips(x, self.mean, self.std, flip, side)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-                fmap = self.net(x)
+                fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
             fmap = fmap.float().mean(dim=2).half().cpu().numpy()     # (B, C, H', W')
             name = view_name(scale, flip)
             if name not in st.arrays:

@@ -157,9 +157,49 @@ def _free_poses(rng, seconds: int, allowed: tuple[int, ...]) -> np.ndarray:
     return np.array(poses)
 
 
+@dataclass
+class _Draft:
+    """A scene being scripted: the random stream, the sizes, and what is still free."""
+    rng: np.random.Generator
+    cfg: SynthConfig
+    scene: Scene
+    colors: list[tuple[int, int, int]]          # unused body colours (popped from the end)
+    occupied: list[tuple[float, float]] = field(default_factory=list)  # x intervals of
+                                                # the cart, the lecture and the fire
+    free: list[Person] = field(default_factory=list)   # standing people, free to act
+
+    @property
+    def frames(self) -> int:
+        return self.cfg.duration * self.cfg.fps
+
+
 def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
-    W, H, fps, secs = cfg.width, cfg.height, cfg.fps, cfg.duration
-    F = secs * fps
+    """Where everyone is and what they do, per frame (the draws' order fixes the world)."""
+    scene = _room(rng, cfg)
+    n = int(rng.integers(1, cfg.max_people + 1))
+    colors = [tuple(int(c) for c in rng.integers(90, 255, 3)) for _ in range(n + 2)]
+    d = _Draft(rng, cfg, scene, colors)
+    n -= _cart(d, n)
+    n -= _lecture(d, n)
+    _fire(d)
+    _free_people(d, n)
+    rng.shuffle(d.free)
+    _handover(d)
+    talker = d.free.pop() if len(scene.people) >= 2 and d.free and rng.random() < P_TALK \
+        else None
+    if talker is not None:
+        _talk(rng, talker, cfg.duration, cfg.fps, least=3)
+    for p in d.free:
+        _free_moves(d, p)
+    if talker is not None:
+        _turn_to_nearest(scene, talker, d.frames)
+    return scene
+
+
+def _room(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
+    """The background (a wall and a darker floor), the screen and the static distractors:
+    an off-screen-like dark panel and an orange crate, sometimes."""
+    W, H = cfg.width, cfg.height
     u = max(min(W, H), MIN_CANVAS) / 160
     base = rng.integers(20, 90, 3)
     grad = np.linspace(0, 1, H)[:, None, None] * rng.integers(0, 60, 3)
@@ -171,151 +211,179 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     sx = int(rng.uniform(4 * u, W - sw - 4 * u))
     scene = Scene(W, H, u, background, (sx, int(0.1 * H), sx + sw, int(0.1 * H) + sh),
                   bool(rng.random() < P_SCREEN_ON))
-    # distractors: an off-screen-like dark panel and an orange crate, sometimes
     for colour in ((30, 30, 34), (235, 120, 20)):
         if rng.random() < 0.5:
             cw, ch = int(rng.uniform(10, 24) * u), int(rng.uniform(8, 16) * u)
             cx = int(rng.uniform(0, W - cw))
             cy = int(rng.uniform(0.12 * H, 0.5 * H)) if colour[0] < 100 else floor - ch
             scene.crates.append((cx, cy, cx + cw, cy + ch, colour))
+    return scene
 
-    n = int(rng.integers(1, cfg.max_people + 1))
-    colors = [tuple(int(c) for c in rng.integers(90, 255, 3)) for _ in range(n + 2)]
-    occupied: list[tuple[float, float]] = []       # x intervals of the cart and the fire
 
-    def feet() -> float:
-        return float(rng.uniform(0.72, 0.95) * H)
+def _cart(d: _Draft, n: int) -> int:
+    """Maybe a cart: a driver seat at the wheel end, passengers behind.  Returns how many
+    of the ``n`` people sit in it."""
+    rng, scene, u, W, H = d.rng, d.scene, d.scene.unit, d.cfg.width, d.cfg.height
+    if not (rng.random() < P_CART and W >= 100 * u):
+        return 0
+    cw = 64 * u
+    x1 = float(rng.uniform(2 * u, W - cw - 2 * u))
+    yb = float(rng.uniform(0.82, 0.95) * H)
+    scene.cart = (x1, yb - 14 * u, x1 + cw, yb)
+    scene.wheel_side = int(rng.choice([-1, 1]))
+    d.occupied.append((x1 - 6 * u, x1 + cw + 6 * u))
+    n_in = int(rng.integers(1, min(3, n) + 1))
+    driver = rng.random() < P_DRIVER
+    front = x1 + cw - 12 * u if scene.wheel_side > 0 else x1 + 12 * u
+    for k in range(n_in):
+        x = front - scene.wheel_side * (k + (0 if driver else 1)) * 17 * u
+        scene.people.append(Person(d.colors.pop(), y=yb - 4 * u, in_cart=True,
+                                   driver=driver and k == 0,
+                                   **_static(d.frames, x, SIT, scene.wheel_side)))
+    return n_in
 
-    # the cart: a driver seat at the wheel end, passengers behind
-    if rng.random() < P_CART and W >= 100 * u:
-        cw = 64 * u
-        x1 = float(rng.uniform(2 * u, W - cw - 2 * u))
-        yb = float(rng.uniform(0.82, 0.95) * H)
-        scene.cart = (x1, yb - 14 * u, x1 + cw, yb)
-        scene.wheel_side = int(rng.choice([-1, 1]))
-        occupied.append((x1 - 6 * u, x1 + cw + 6 * u))
-        n_in = int(rng.integers(1, min(3, n) + 1))
-        driver = rng.random() < P_DRIVER
-        front = x1 + cw - 12 * u if scene.wheel_side > 0 else x1 + 12 * u
-        for k in range(n_in):
-            is_driver = driver and k == 0
-            x = front - scene.wheel_side * (k + (0 if driver else 1)) * 17 * u
-            p = Person(colors.pop(), y=yb - 4 * u, in_cart=True, driver=is_driver,
-                       **_static(F, x, SIT, scene.wheel_side))
-            scene.people.append(p)
-        n -= n_in
-    # a lecture: a lectern, a bench 30-64 px away on the side the speaker faces
-    if scene.cart is None and n > 0 and rng.random() < P_LECTURE and W >= 100 * u:
-        lx = float(rng.uniform(8 * u, W / 2 - 8 * u))
-        side = 1
-        if rng.random() < 0.5:
-            lx, side = W - lx, -1
-        yb = float(rng.uniform(0.8, 0.93) * H)
-        b1, b2 = sorted((lx + side * 30 * u, lx + side * 64 * u))
-        scene.lectern, scene.bench = (lx, yb, side), (b1, b2, yb)
-        occupied.append((min(lx, b1) - 6 * u, max(lx, b2) + 6 * u))
-        if rng.random() < P_SPEAKER:
-            p = Person(colors.pop(), y=yb, speaker=True, **_static(F, lx, STAND, side))
-            _talk(rng, p, secs, fps, least=4)
-            scene.people.append(p)
-            n -= 1
-        for k in range(int(rng.integers(1, min(2, n) + 1)) if n > 0 else 0):
-            x = lx + side * (38 + 17 * k) * u
-            scene.people.append(Person(colors.pop(), y=yb, audience=True,
-                                       **_static(F, x, SIT, -side)))
-            n -= 1
-    if rng.random() < P_FIRE:
-        # the lecture's people stay clearly away from a fire, as free people do
-        lecture = [q.x[0] for q in scene.people if q.speaker or q.audience]
-        for _ in range(20):
-            fx = float(rng.uniform(8 * u, W - 8 * u))
-            if all(not (a - 10 * u < fx < b + 10 * u) for a, b in occupied) and \
-                    all(abs(fx - x) >= FAR_FROM_FIRE * u for x in lecture):
-                scene.fire = (fx, float(rng.uniform(0.8, 0.92) * H))
-                occupied.append((fx - 8 * u, fx + 8 * u))
-                break
 
-    def place(warm: bool) -> float | None:
-        for _ in range(40):
-            if warm:
-                x = scene.fire[0] + rng.choice([-1, 1]) * rng.uniform(*WARM_RANGE) * u
-            else:
-                x = rng.uniform(8 * u, W - 8 * u)
-            if not 6 * u < x < W - 6 * u:
-                continue
-            if any(a - 6 * u < x < b + 6 * u for a, b in occupied):
-                continue
-            if scene.fire is not None and not warm and abs(x - scene.fire[0]) < FAR_FROM_FIRE * u:
-                continue
-            if any(abs(x - q.x[0]) < 7 * u for q in scene.people if not q.in_cart):
-                continue
-            return float(x)
-        return None
+def _lecture(d: _Draft, n: int) -> int:
+    """Maybe (no cart, people left) a lectern with a bench 30-64 px away on the side the
+    speaker faces, a speaker and one or two listeners.  Returns how many people it took."""
+    rng, scene, u, W, H = d.rng, d.scene, d.scene.unit, d.cfg.width, d.cfg.height
+    if not (scene.cart is None and n > 0 and rng.random() < P_LECTURE and W >= 100 * u):
+        return 0
+    lx = float(rng.uniform(8 * u, W / 2 - 8 * u))
+    side = 1
+    if rng.random() < 0.5:
+        lx, side = W - lx, -1
+    yb = float(rng.uniform(0.8, 0.93) * H)
+    b1, b2 = sorted((lx + side * 30 * u, lx + side * 64 * u))
+    scene.lectern, scene.bench = (lx, yb, side), (b1, b2, yb)
+    d.occupied.append((min(lx, b1) - 6 * u, max(lx, b2) + 6 * u))
+    taken = 0
+    if rng.random() < P_SPEAKER:
+        p = Person(d.colors.pop(), y=yb, speaker=True, **_static(d.frames, lx, STAND, side))
+        _talk(rng, p, d.cfg.duration, d.cfg.fps, least=4)
+        scene.people.append(p)
+        taken += 1
+    left = n - taken
+    for k in range(int(rng.integers(1, min(2, left) + 1)) if left > 0 else 0):
+        x = lx + side * (38 + 17 * k) * u
+        scene.people.append(Person(d.colors.pop(), y=yb, audience=True,
+                                   **_static(d.frames, x, SIT, -side)))
+        taken += 1
+    return taken
 
-    free: list[Person] = []
+
+def _fire(d: _Draft) -> None:
+    """Maybe a fire, clear of the cart and the lecture (whose people stay clearly away
+    from it, as free people do)."""
+    rng, scene, u, W, H = d.rng, d.scene, d.scene.unit, d.cfg.width, d.cfg.height
+    if not rng.random() < P_FIRE:
+        return
+    lecture = [q.x[0] for q in scene.people if q.speaker or q.audience]
+    for _ in range(20):
+        fx = float(rng.uniform(8 * u, W - 8 * u))
+        if all(not (a - 10 * u < fx < b + 10 * u) for a, b in d.occupied) and \
+                all(abs(fx - x) >= FAR_FROM_FIRE * u for x in lecture):
+            scene.fire = (fx, float(rng.uniform(0.8, 0.92) * H))
+            d.occupied.append((fx - 8 * u, fx + 8 * u))
+            return
+
+
+def _place(d: _Draft, warm: bool) -> float | None:
+    """An x for a free person: by the fire (``warm``) or clearly away from it, clear of
+    the occupied stretches and of other standing people; None after 40 tries."""
+    rng, scene, u, W = d.rng, d.scene, d.scene.unit, d.cfg.width
+    for _ in range(40):
+        if warm:
+            x = scene.fire[0] + rng.choice([-1, 1]) * rng.uniform(*WARM_RANGE) * u
+        else:
+            x = rng.uniform(8 * u, W - 8 * u)
+        if not 6 * u < x < W - 6 * u:
+            continue
+        if any(a - 6 * u < x < b + 6 * u for a, b in d.occupied):
+            continue
+        if scene.fire is not None and not warm and abs(x - scene.fire[0]) < FAR_FROM_FIRE * u:
+            continue
+        if any(abs(x - q.x[0]) < 7 * u for q in scene.people if not q.in_cart):
+            continue
+        return float(x)
+    return None
+
+
+def _free_people(d: _Draft, n: int) -> None:
+    """The ``n`` people left stand somewhere free, half of them by the fire if any."""
+    rng, scene = d.rng, d.scene
     for _ in range(n):
         warm = scene.fire is not None and rng.random() < 0.5
-        x = place(warm)
+        x = _place(d, warm)
         if x is None:
             continue
-        p = Person(colors.pop(), y=feet(), **_static(F, x, STAND, int(rng.choice([-1, 1]))))
+        y = float(rng.uniform(0.72, 0.95) * d.cfg.height)        # feet
+        p = Person(d.colors.pop(), y=y, **_static(d.frames, x, STAND, int(rng.choice([-1, 1]))))
         scene.people.append(p)
-        free.append(p)
-    rng.shuffle(free)
+        d.free.append(p)
 
-    # a hand-over: the giver stays, the receiver takes the object and leaves the scene
-    giver = None
-    if free and secs >= 6 and rng.random() < P_HANDOVER:
-        giver = free.pop()
-        side = int(rng.choice([-1, 1]))
-        rx = giver.x[0] + side * rng.uniform(14, 20) * u
-        if 6 * u < rx < W - 6 * u:
-            t_h = int(rng.integers(1, secs - WAIT_RANGE[0]))
-            giver.handover = t_h
-            giver.face[:] = side
-            giver.holding[: t_h * fps] = True
-            recv = Person(colors.pop(), y=giver.y + float(rng.uniform(-3, 3) * u),
-                          **_static(F, rx, STAND, -side))
-            recv.holding[t_h * fps:] = True
-            out = 1 if rx > W / 2 else -1                       # the nearest edge
-            go = int((t_h + 0.5) * fps)
-            speed = (W / 2 + 20 * u) / (1.5 * fps)
-            for f in range(go, F):
-                recv.x[f] = recv.x[f - 1] + out * speed
-                recv.pose[f], recv.face[f] = WALK, out
-            recv.visible = (recv.x > -4 * u) & (recv.x < W + 4 * u)
-            scene.people.append(recv)
-        else:
-            giver = None
-    # the others: a talker, holders, and free poses (stand / sit / walk)
-    talker = free.pop() if len(scene.people) >= 2 and free and rng.random() < P_TALK else None
-    if talker is not None:
-        _talk(rng, talker, secs, fps, least=3)
-    for p in free:
-        if rng.random() < P_HOLDER:
-            p.holding[:] = True
-        near_fire = scene.fire is not None and abs(p.x[0] - scene.fire[0]) < FAR_FROM_FIRE * u
-        still = not p.holding.any() and rng.random() < P_STILL
-        poses = np.full(secs, STAND) if still else \
-            _free_poses(rng, secs, (STAND, SIT) if near_fire else (STAND, SIT, WALK))
-        anchor, v = p.x[0], float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.4) * u)
-        x = anchor
-        for f in range(F):
-            p.pose[f] = poses[f // fps]
-            if p.pose[f] == WALK:
-                if abs(x + v - anchor) > 24 * u or not 6 * u < x + v < W - 6 * u:
-                    v = -v
-                x += v
-                p.face[f] = 1 if v > 0 else -1
-            elif not still and f % fps == 0 and rng.random() < 0.2:
-                p.face[f:] = -p.face[f]
-            p.x[f] = x
-    if talker is not None:   # turns to its nearest visible neighbour, frame by frame
-        for f in range(F):
-            j = _nearest(scene.people, talker, f)
-            if j is not None:
-                talker.face[f] = 1 if scene.people[j].x[f] > talker.x[f] else -1
-    return scene
+
+def _handover(d: _Draft) -> None:
+    """Maybe a hand-over: a free person (the giver, who stays) hands an object to a new
+    one (the receiver), who takes it and leaves the scene by the nearest edge."""
+    rng, scene, u, W = d.rng, d.scene, d.scene.unit, d.cfg.width
+    secs, fps, F = d.cfg.duration, d.cfg.fps, d.frames
+    if not (d.free and secs >= 6 and rng.random() < P_HANDOVER):
+        return
+    giver = d.free.pop()
+    side = int(rng.choice([-1, 1]))
+    rx = giver.x[0] + side * rng.uniform(14, 20) * u
+    if not 6 * u < rx < W - 6 * u:
+        return
+    t_h = int(rng.integers(1, secs - WAIT_RANGE[0]))
+    giver.handover = t_h
+    giver.face[:] = side
+    giver.holding[: t_h * fps] = True
+    recv = Person(d.colors.pop(), y=giver.y + float(rng.uniform(-3, 3) * u),
+                  **_static(F, rx, STAND, -side))
+    recv.holding[t_h * fps:] = True
+    out = 1 if rx > W / 2 else -1                       # the nearest edge
+    go = int((t_h + 0.5) * fps)
+    speed = (W / 2 + 20 * u) / (1.5 * fps)
+    for f in range(go, F):
+        recv.x[f] = recv.x[f - 1] + out * speed
+        recv.pose[f], recv.face[f] = WALK, out
+    recv.visible = (recv.x > -4 * u) & (recv.x < W + 4 * u)
+    scene.people.append(recv)
+
+
+def _free_moves(d: _Draft, p: Person) -> None:
+    """A free person: maybe holds an object all along (a distractor), maybe stands still
+    all along, else changes pose each second (stand / sit, and walk away from a fire),
+    walking back and forth within 24 px and now and then turning round."""
+    rng, u, W = d.rng, d.scene.unit, d.cfg.width
+    secs, fps, fire = d.cfg.duration, d.cfg.fps, d.scene.fire
+    if rng.random() < P_HOLDER:
+        p.holding[:] = True
+    near_fire = fire is not None and abs(p.x[0] - fire[0]) < FAR_FROM_FIRE * u
+    still = not p.holding.any() and rng.random() < P_STILL
+    poses = np.full(secs, STAND) if still else \
+        _free_poses(rng, secs, (STAND, SIT) if near_fire else (STAND, SIT, WALK))
+    anchor, v = p.x[0], float(rng.choice([-1, 1]) * rng.uniform(0.8, 1.4) * u)
+    x = anchor
+    for f in range(d.frames):
+        p.pose[f] = poses[f // fps]
+        if p.pose[f] == WALK:
+            if abs(x + v - anchor) > 24 * u or not 6 * u < x + v < W - 6 * u:
+                v = -v
+            x += v
+            p.face[f] = 1 if v > 0 else -1
+        elif not still and f % fps == 0 and rng.random() < 0.2:
+            p.face[f:] = -p.face[f]
+        p.x[f] = x
+
+
+def _turn_to_nearest(scene: Scene, talker: Person, frames: int) -> None:
+    """A talker away from the lectern turns to its nearest visible neighbour, per frame."""
+    for f in range(frames):
+        j = _nearest(scene.people, talker, f)
+        if j is not None:
+            talker.face[f] = 1 if scene.people[j].x[f] > talker.x[f] else -1
 
 
 def _nearest(people: list[Person], p: Person, f: int) -> int | None:

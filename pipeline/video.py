@@ -231,12 +231,6 @@ def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
 
 
-def shard_videos(videos: list[str], shard: tuple[int, int]) -> list[str]:
-    """Every N-th video (from i) of the sorted list: deterministic, disjoint, complete."""
-    i, n = shard
-    return [v for k, v in enumerate(sorted(videos)) if k % n == i]
-
-
 def fingerprint(path: str | os.PathLike) -> dict:
     """Cheap identity of a video file: its size and a hash of its first and last MiB."""
     path = Path(path)

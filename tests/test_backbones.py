@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models import video as tvv
 
 from pipeline import backbones, baseline_backbone
@@ -33,10 +34,6 @@ def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation(
         enum = bb.weights_enum
         assert "Kinetics" in enum.meta["_docs"] or "KINETICS" in str(enum), name
         assert bb.mean == tuple(enum.transforms().mean) and len(bb.std) == 3
-    assert BACKBONES["mvit_v2_s"].mean == (0.45, 0.45, 0.45)
-    assert BACKBONES["swin3d_t"].std == (0.229, 0.224, 0.225)
-    assert (BACKBONES["mvit_v2_s"].clip_frames, BACKBONES["mvit_v2_s"].clip_stride) == (16, 4)
-    assert (BACKBONES["r2plus1d_18"].clip_frames, BACKBONES["r2plus1d_18"].clip_stride) == (32, 2)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -190,9 +187,8 @@ def _moving_shapes(batch: int = 4, t_max: int = 8, size: int = 160, seed: int = 
 def test_hoghof_is_registered_as_non_learned():
     net, bb, identity = build_backbone("hoghof", random_init=True, seed=3)   # ignored
     assert identity == "non-learned" and not net.training and bb.weights is None
-    assert (bb.mean, bb.std) == ((0.5,) * 3, (0.5,) * 3) and bb.weights_enum is None
-    assert (bb.channels, bb.stride, feature_stride(bb)) == (30, 20, 20)
-    assert (bb.clip_frames, bb.clip_stride, bb.min_frames) == (8, 2, 2)
+    assert bb.norm is not None and bb.weights_enum is None and bb.sees_image
+    assert (bb.channels, feature_stride(bb)) == (net.channels, net.stride)
     assert list(net.parameters()) == [] and isinstance(net, baseline_backbone.HogHof)
     with pytest.raises(ArtifactError, match="x: hoghof is non-learned and takes no weights"):
         build_backbone("hoghof", weights="x")
@@ -247,3 +243,17 @@ def test_hoghof_output_is_of_order_one():
     y = baseline_backbone.HogHof()(_moving_shapes())
     assert 0.2 <= float(y.std()) <= 5 and float(y.abs().max()) < 20
     assert (y.std(dim=(0, 2, 3, 4)) > 0).all()              # every channel varies
+
+
+def test_hoghof_told_the_image_size_ignores_the_padding():
+    net = baseline_backbone.HogHof()
+    x = _moving_shapes(batch=2)[..., :70, :110]        # partial cells at the bottom and right
+    rows, cols = 4, 6                                  # ceil(70 / 20), ceil(110 / 20)
+    a, b = (net(F.pad(x, (0, side - 110, 0, side - 70)), image=(70, 110)) for side in (120, 200))
+    torch.testing.assert_close(a[..., :rows, :cols], b[..., :rows, :cols])
+    assert b[..., rows:, :].abs().max() == 0 and b[..., cols:].abs().max() == 0
+    # an image of whole cells: as if it were given unpadded (edges replicated, not zeros)
+    y = x[..., :60, :100]
+    inside = net(F.pad(y, (0, 60, 0, 100)), image=(60, 100))[..., :3, :5]
+    torch.testing.assert_close(inside, net(y), rtol=1e-5, atol=1e-5)
+    assert torch.equal(net(y, image=(60, 100)), net(y))     # no padding: the plain path

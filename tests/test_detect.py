@@ -2,6 +2,7 @@
 checkpoint), keyframe choice, failures, proposals import, offline weights names."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -195,6 +196,26 @@ def test_uncached_weights_name_offline_is_one_clear_line(tmp_path, monkeypatch, 
         detect.load_yolo(str(tmp_path / "missing.pt"))
 
 
+def test_loading_yolo_turns_autoinstall_off_without_touching_the_environment(tmp_path,
+                                                                            monkeypatch):
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils
+    import ultralytics.utils.checks
+
+    for mod in (ultralytics.utils, ultralytics.utils.checks):      # restored after the test
+        monkeypatch.setattr(mod, "AUTOINSTALL", True)
+    monkeypatch.delenv("YOLO_AUTOINSTALL", raising=False)
+    before = dict(os.environ)
+    with pytest.raises(ArtifactError, match="weights file not found"):
+        detect.load_yolo(str(tmp_path / "missing.pt"))
+    assert dict(os.environ) == before
+    assert not ultralytics.utils.AUTOINSTALL and not ultralytics.utils.checks.AUTOINSTALL
+    monkeypatch.setenv("YOLO_AUTOINSTALL", "true")                 # the user's choice wins
+    with pytest.raises(ArtifactError):
+        detect.load_yolo(str(tmp_path / "missing.pt"))
+    assert ultralytics.utils.checks.AUTOINSTALL
+
+
 # ---- proposals ----------------------------------------------------------------------------------
 
 def test_proposals_import(tmp_path):
@@ -208,7 +229,7 @@ def test_proposals_import(tmp_path):
                                    str(out)])
     assert res.exit_code == 0, res.output
     df, meta = read_detections(out)
-    assert meta["source"] == "proposals" and meta["min_score"] == 0.1
+    assert meta["source"] == "proposals" and meta["min_score"] == detect.DetectConfig().min_score
     assert df[["video_id", "timestamp"]].values.tolist() == [["vid_a", 902], ["vid_b", 903]]
     assert df["score"].tolist() == pytest.approx([0.98, 0.8])
     np.testing.assert_allclose(df[["x1", "y1", "x2", "y2"]].to_numpy()[0], [0.1, 0.2, 0.5, 0.9])

@@ -22,7 +22,8 @@ from pipeline import detect, extract, extract_check
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore, boxes_to_input
-from pipeline.backbones import build_backbone
+from pipeline.backbones import BACKBONES, build_backbone, feature_stride
+from pipeline.shards import shard_items
 from pipeline.video import Video, VideoInfo, write_video
 
 
@@ -175,16 +176,19 @@ def test_non_learned_hoghof_backbone(world_and_dets, tmp_path):
     store = FeatureStore(url)
     spec = store.spec("val_000")
     assert (spec.backbone, spec.weights, spec.random_init) == ("hoghof", "non-learned", False)
-    assert (spec.channels, spec.clip_frames, spec.clip_stride) == (30, 8, 2)
+    bb = BACKBONES["hoghof"]                                      # its own clip defaults
+    assert (spec.channels, spec.clip_frames, spec.clip_stride) == (bb.channels, bb.clip_frames,
+                                                                   bb.clip_stride)
     view = store.view("val_000", "s40")
-    assert view.input_size == (60, 60) and view.feature_stride == 20.0
+    assert view.input_size == (60, 60) and view.feature_stride == bb.stride
     feats = store.read("val_000", "s40")
-    assert feats.shape == (3, 30, 3, 3) and np.isfinite(feats).all()
+    assert feats.shape == (3, bb.channels, 3, 3) and np.isfinite(feats).all()
     net, bb, _ = build_backbone("hoghof")
     video = Video(world / "videos" / "val_000.mp4")
-    idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info, 8, 2, 8)
-    x, _, _ = extract.preprocess(video.read(idx), 40, False, 20, bb.mean, bb.std)
-    want = net(x[None]).mean(dim=2)[0].numpy()
+    idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info,
+                               spec.clip_frames, spec.clip_stride, 8)
+    x, _, (_, _, w, h) = extract.preprocess(video.read(idx), 40, False, 20, bb.mean, bb.std)
+    want = net(x[None], image=(h, w)).mean(dim=2)[0].numpy()
     np.testing.assert_allclose(feats[1].astype(np.float32), want, rtol=1e-2, atol=1e-2)
     # the demo rebuilds the same settings from the spec (no weights to pass)
     again = extract_config(spec.to_dict(), device="cpu")
@@ -221,6 +225,48 @@ def test_views_map_boxes_onto_the_image_content(tmp_path):
         assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1, name
         assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, name
         assert store.read("sq", name).shape[-1] == view.input_size[0] / view.feature_stride
+
+
+@pytest.fixture(scope="module")
+def wide_clip(tmp_path_factory) -> tuple[Path, Path]:
+    """A 16:9 video (128x72, 3 s at 8 fps: textured, with shapes moving to the right
+    edge) and detections on its keyframes 1 and 2."""
+    root = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(0)
+    w, h = 128, 72
+    base = rng.integers(30, 200, (h, w, 3)).astype(np.uint8)
+    frames = []
+    for f in range(24):
+        img = base.copy()
+        img[10:40, 90 + f:110 + f] = (250, 40, 40)            # leaves through the right edge
+        img[45:70, 5 + 2 * f:25 + 2 * f] = (30, 220, 60)
+        frames.append(img)
+    (root / "v").mkdir()
+    write_video(frames, root / "v" / "wide.mp4", fps=8, lossless=True)
+    dets = root / "d.parquet"
+    write_detections(pd.DataFrame({"video_id": ["wide"] * 2, "timestamp": [1, 2],
+                                   "x1": [0.1] * 2, "y1": [0.1] * 2, "x2": [0.5] * 2,
+                                   "y2": [0.9] * 2, "score": [0.9] * 2}), dets, {})
+    return root / "v", dets
+
+
+def test_hoghof_features_inside_the_image_do_not_depend_on_the_padding(wide_clip, tmp_path):
+    videos, dets = wide_clip
+    maps = {}
+    for pad in (20, 60):                          # canvas 140x140 (7x7 cells) or 180x180
+        url = str(tmp_path / f"p{pad}.zarr")
+        cfg = _cfg(backbone="hoghof", clip_frames=None, clip_stride=None, clip_fps=None,
+                   short_side=72, flip=True, pad_multiple=pad)
+        assert extract.run(cfg, videos, dets, url) == []
+        store = FeatureStore(url)
+        for name in store.spec("wide").views:
+            maps[pad, name] = store.read("wide", name).astype(np.float32)
+            assert tuple(store.view("wide", name).valid) == (0, 0, 128, 72)
+    rows, cols = 4, 7                                        # ceil(72 / 20), ceil(128 / 20)
+    for name in ("s72", "s72_flip"):
+        a, b = (maps[pad, name][:, :, :rows, :cols] for pad in (20, 60))
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3, err_msg=name)
+        assert np.abs(a).max() > 0.5                         # not a blank map
 
 
 def test_each_needed_frame_is_decoded_once(world_and_dets, reference, tmp_path, monkeypatch):
@@ -290,7 +336,7 @@ def test_interrupted_run_resumes_from_the_first_incomplete_video(world_and_dets,
 def test_spec_change_redoes_and_shards_partition(world_and_dets, reference, tmp_path):
     world, dets = world_and_dets
     a = str(tmp_path / "a.zarr")
-    assert extract.shard_videos(["c", "a", "b"], (0, 2)) == ["a", "c"]
+    assert shard_items(["c", "a", "b"], (0, 2)) == ["a", "c"]
     extract.run(CFG, world / "videos", dets, a, shard=(1, 2))
     assert FeatureStore(a).videos() == ["train_001"]
     extract.run(CFG, world / "videos", dets, a, shard=(0, 2))
@@ -632,10 +678,25 @@ def test_check_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
+def test_cudnn_benchmark_is_restored_after_a_run():
+    before = torch.backends.cudnn.benchmark
+    for setting in (False, True):
+        torch.backends.cudnn.benchmark = setting
+        with extract.cudnn_benchmark(True):
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark is setting
+        with pytest.raises(RuntimeError), extract.cudnn_benchmark(True):
+            raise RuntimeError("a failing run")
+        assert torch.backends.cudnn.benchmark is setting
+        with extract.cudnn_benchmark(False):             # a cpu run leaves it as it is
+            assert torch.backends.cudnn.benchmark is setting
+    torch.backends.cudnn.benchmark = before
+
+
 def test_default_pad_multiple_fits_the_backbone():
     """stages.yaml leaves pad_multiple unset: switching backbones must not break it."""
-    pad = extract.default_pad_multiple
-    assert pad(extract.ExtractConfig(backbone="r2plus1d_18")) == 32
-    assert pad(extract.ExtractConfig(backbone="r2plus1d_18", dilate_last=True)) == 32
-    assert pad(extract.ExtractConfig(backbone="s3d")) == 32
-    assert pad(extract.ExtractConfig(backbone="hoghof")) == 40
+    for name, bb in BACKBONES.items():
+        for dilate in (False, True) if bb.resnet else (False,):
+            cfg = extract.ExtractConfig(backbone=name, dilate_last=dilate)
+            pad, stride = extract.default_pad_multiple(cfg), feature_stride(bb, dilate)
+            assert pad % stride == 0 and 32 <= pad < 32 + stride, (name, dilate)

@@ -91,21 +91,78 @@ def test_relation_rules_need_another_actor(scenes):
     assert listens > 20 and silent > 20 and screen > 20
 
 
-def test_context_rules(scenes):
+@pytest.fixture(scope="module")
+def rendered(scenes):
+    """The keyframes of 50 scripted scenes, as a viewer sees them: {(scene, f): image}."""
     cfg, scs = scenes
+    rng = np.random.default_rng(2)
+    return {(k, t * cfg.fps): synth._frame(sc, t * cfg.fps, rng)
+            for k, sc in enumerate(scs[:50]) for t in range(1, cfg.duration)}
+
+
+def _drawn(img, sc, colour, x1=0.0, x2=None, y1=0.0, y2=None) -> int:
+    """Pixels of exactly ``colour`` in the window that differ from the scene's background."""
+    h, w = img.shape[:2]
+    x1, y1 = max(int(x1), 0), max(int(y1), 0)
+    x2, y2 = min(int(np.ceil(w if x2 is None else x2)), w), \
+        min(int(np.ceil(h if y2 is None else y2)), h)
+    win, bg = img[y1:y2, x1:x2], sc.background[y1:y2, x1:x2]
+    return int(((win == colour).all(-1) & (win != bg).any(-1)).sum())
+
+
+def _flames(img, x1, x2) -> int:
+    """Flame pixels (R 255, B 20, flickering G) between columns x1 and x2."""
+    win = img[:, max(int(x1), 0):max(int(x2), 0)]
+    r, g, b = win[..., 0], win[..., 1], win[..., 2]
+    return int(((r == 255) & (b == 20) & (g >= 90) & (g < 200)).sum())
+
+
+def test_context_labels_are_visible_in_the_frame(scenes, rendered):
+    cfg, scs = scenes
+    scs = scs[:50]
+    index = {id(sc): k for k, sc in enumerate(scs)}
+    seen = dict.fromkeys(("watch", "warm", "hold", "drive", "ride", "listen", "off"), 0)
     for sc, _i, p, f, _t, labels in _labelled(cfg, scs):
-        near = sc.fire is not None and abs(p.x[f] - sc.fire[0]) <= synth.WARM_RANGE[1] * sc.unit
-        assert (synth.WARM in labels) == (near and not p.in_cart)
-        if sc.fire is not None and not p.in_cart and (p.pose != synth.WALK).all():
-            # people who never move are either by the fire or clearly away from it
-            d = abs(p.x[f] - sc.fire[0]) / sc.unit
-            assert d <= synth.WARM_RANGE[1] + 1e-6 or d >= synth.FAR_FROM_FIRE - 1e-6
-            if synth.WARM in labels:
-                assert d >= synth.WARM_RANGE[0] - 1e-6
-        assert (synth.WATCH in labels) == (sc.screen_on and labels[0] != synth.WALK
-                                           and not p.in_cart)
-        assert (synth.DRIVE in labels) == p.driver
-        assert (synth.HOLD in labels) == bool(p.holding[f])
+        img, u, cx = rendered[index[id(sc)], f], sc.unit, p.x[f]
+        x1, y1, x2, y2 = synth.box_of(sc, p, f)
+        sx1, sy1, sx2, sy2 = sc.screen
+        screen = img[sy1:sy2, sx1:sx2]
+        lit = (screen != screen[0, 0]).any() and screen.std() > 20   # a picture, not a panel
+        if synth.WATCH in labels:                          # watchers have a picture to watch
+            assert lit
+            seen["watch"] += 1
+        if not lit:
+            seen["off"] += 1
+        if synth.WARM in labels:                           # flames within reach
+            assert _flames(img, cx - 48 * u, cx + 48 * u) > 0
+            seen["warm"] += 1
+        elif not p.in_cart:                                # no flames anywhere near
+            assert _flames(img, cx - 30 * u, cx + 30 * u) == 0
+        hand = x2 if p.face[f] > 0 else x1                 # the box's side the person faces
+        side = (hand, hand + 10 * u) if p.face[f] > 0 else (hand - 10 * u, hand)
+        if synth.HOLD in labels and 0 <= side[0] and side[1] <= sc.width:
+            # a yellow box in the hand, outside the person's box (unless out of the frame)
+            assert _drawn(img, sc, synth.YELLOW, *side, y1, y2) > 0
+            seen["hold"] += 1
+        if synth.DRIVE in labels:                          # the steering wheel at the hands
+            assert _drawn(img, sc, (15, 15, 15), cx - 14 * u, cx + 14 * u, y1, y2) > 0
+            seen["drive"] += 1
+        if p.in_cart:                 # riders share the cart with someone at its wheel
+            wx = sc.cart[2] - 2 * u if sc.wheel_side > 0 else sc.cart[0] + 2 * u
+            at_wheel = [q for q in sc.people if q is not p and q.in_cart and
+                        _drawn(img, sc, q.color, wx - 12 * u, wx + 12 * u, y1, sc.cart[1]) > 0]
+            assert (synth.RIDE in labels) == (bool(at_wheel) and synth.DRIVE not in labels)
+            seen["ride"] += synth.RIDE in labels
+        if synth.LISTEN in labels:
+            # a dark screen, a bench below, someone at the lectern with an arm out, talking
+            lx, ly, side = sc.lectern
+            arm = sorted((lx + side * 6 * u, lx + side * 9 * u))
+            assert not lit
+            assert _drawn(img, sc, (120, 80, 40), x1, x2, y2 - 8 * u, y2) > 0
+            assert any(_drawn(img, sc, q.color, *arm, ly - 40 * u, ly - 24 * u) > 0
+                       for q in sc.people if q is not p)
+            seen["listen"] += 1
+    assert min(seen.values()) > 10, seen
 
 
 def test_waiters_handed_over_outside_the_clip(scenes):
