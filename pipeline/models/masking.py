@@ -142,6 +142,15 @@ def covers(valid: Tensor | None, height: int, width: int, length: int | None = N
     return lo[0] == height and lo[1] == width
 
 
+def needed(valid: Tensor | None, x: Tensor) -> Tensor | None:
+    """``valid`` (L, 2) for ``x`` (L, ..., h, w), on ``x``'s device, or None when it covers
+    the whole map (checked, one sync): a head calls this once on entry, so that the masking
+    functions below all take their unmasked path, bitwise, when there is nothing to mask."""
+    if covers(valid, x.shape[-2], x.shape[-1], len(x)):
+        return None
+    return valid.to(x.device)
+
+
 def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int, int]:
     """``ViewSpec.valid`` (x0, y0, x1, y1) in input pixels -> ``(rows, cols)``: the context
     cells that hold any image pixel, ``(ceil(y1 / stride), ceil(x1 / stride))``.
