@@ -118,31 +118,29 @@ class ACARHead(Head):
                     valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The first-order part: A (N, D) and the actor-context maps F (N, d, H-2, W-2),
         before ``downsample`` (what ``acar bank --kind acfb`` stores, after its own pool);
-        F is 0 outside the image (``first_order_extent``)."""
+        F is 0 outside the image."""
+        return self._first_order(context, rois, valid)[:2]
+
+    def _first_order(self, context: Tensor, rois: Tensor, valid: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, D), F (N, d, H-2, W-2) and the extents of F (N, 2) (None: the whole map)."""
         valid = needed(valid, context)                              # (B, 2) | None
+        ext = extent_after(actor_valid(valid, rois), self.conv2)   # (N, 2): rows-2, cols-2
+        if ext is not None and len(ext) and int(ext.min()) < 1:
+            raise ValueError("valid: acar needs at least 3x3 context cells inside the image, "
+                             f"got (rows, cols) down to {tuple((ext.amin(0) + 2).tolist())}")
         b = rois[:, 0].long()                                       # (N,)
         v = self.reduce(context)                                    # (B, D, H, W)
         a = self.actors(v, rois, valid)                             # (N, D)
         f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]  # (N, d, H, W)
         f = self.conv2(f.relu()).relu()       # (N, d, H-2, W-2), no padding: cell i reads i..i+2
-        return a, zero_outside(f, self.first_order_extent(valid, rois))
+        return a, zero_outside(f, ext), ext
 
-    def first_order_extent(self, valid: Tensor | None, rois: Tensor) -> Tensor | None:
-        """(B, 2) keyframe extents -> (N, 2): those of each actor's F after conv2 (rows - 2,
-        cols - 2); a keyframe whose image is under 3x3 cells is a one-line ValueError."""
-        ext = extent_after(actor_valid(valid, rois), self.conv2)   # (N, 2) | None
-        if ext is not None and len(ext) and int(ext.min()) < 1:
-            raise ValueError("valid: acar needs at least 3x3 context cells inside the image, "
-                             f"got (rows, cols) down to {tuple((ext.amin(0) + 2).tolist())}")
-        return ext
-
-    def pooled_first_order(self, context: Tensor, rois: Tensor, valid: Tensor | None
-                           ) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _pooled_first_order(self, context: Tensor, rois: Tensor, valid: Tensor | None
+                            ) -> tuple[Tensor, Tensor, Tensor | None]:
         """A (N, D), F = downsample(first-order maps) (N, d, h, w), 0 outside the image, and
         the extents of F (N, 2) (None: the whole map)."""
-        valid = needed(valid, context)                              # (B, 2) | None
-        a, f = self.first_order(context, rois, valid)               # (N, D), (N, d, H-2, W-2)
-        ext = self.first_order_extent(valid, rois)                  # (N, 2) | None
+        a, f, ext = self._first_order(context, rois, valid)         # (N, D), (N, d, H-2, W-2)
         f, ext = masked_max_pool(f, ext, self.downsample)           # (N, d, h, w), (N, 2)
         return a, f, ext
 
@@ -157,9 +155,7 @@ class ACARHead(Head):
                   valid: Tensor | None = None) -> Tensor:
         """The first-order maps to bank for acfb, max-pooled by ``pool``: (N, d, h, w), 0
         outside the image of each actor's keyframe (``valid`` (B, 2) | None)."""
-        valid = needed(valid, context)                              # (B, 2) | None
-        f = self.first_order(context, rois, valid)[1]               # (N, d, H-2, W-2)
-        ext = self.first_order_extent(valid, rois)                  # (N, 2) | None
+        _, f, ext = self._first_order(context, rois, valid)         # (N, d, H-2, W-2)
         return masked_max_pool(f, ext, self._bank_pool(pool))[0]    # (N, d, h, w)
 
     def bank_item_shape(self, height: int, width: int, pool: str) -> tuple[int, int, int]:
@@ -181,7 +177,7 @@ class ACARHead(Head):
     def maps(self, context: Tensor, rois: Tensor, bank: Any = None,
              valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """A (N, D), F (N, d, h, w) after HR2O and the extents of F (N, 2) (None: whole)."""
-        a, f, ext = self.pooled_first_order(context, rois, valid)   # (N, D), (N, d, h, w)
+        a, f, ext = self._pooled_first_order(context, rois, valid)  # (N, D), (N, d, h, w)
         index, mask = group_actors(rois, len(context))              # (B, M), (B, M)
         return a, self.hr2o(f, index, mask, valid=ext), ext         # (N, d, h, w)
 

@@ -94,7 +94,7 @@ class ACFBHead(ACARHead):
         (0 outside the image), and their extents (N, 2) (None: the whole map);
         ``features`` and ``relation_maps`` (ACAR's) read them."""
         valid = needed(valid, context)                               # (B, 2) | None
-        a, f, ext = self.pooled_first_order(context, rois, valid)    # (N, D), (N, d, h, w)
+        a, f, ext = self._pooled_first_order(context, rois, valid)   # (N, D), (N, d, h, w)
         mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
         mem = zero_outside(mem, extent_through(valid, [self.conv2, self.downsample]))
         index, mask = group_actors(rois, len(context))               # (B, M), (B, M)
