@@ -34,7 +34,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from . import masking
 from .actor import actor_vectors
 
 BANK_KINDS = ("lfb", "acfb")
@@ -157,8 +156,7 @@ class Head(nn.Module):
         """(B, C, H, W), (N, 5), valid (B, 2) | None -> A (N, C): RoIAlign ``roi_size`` x
         ``roi_size``, max-pool, on ``x`` with its cells outside ``valid`` replaced by the
         nearest image cell (so RoIAlign samples what it samples on the cropped map)."""
-        x = masking.replicate_edges(x, valid)                        # (B, C, H, W)
-        return actor_vectors(x, rois, self.config.roi_size)          # (N, C)
+        return actor_vectors(x, rois, self.config.roi_size, valid)   # (N, C)
 
     def add_classifier(self, in_features: int, num_classes: int, bias: bool = True) -> None:
         """Dropout(``config.dropout``) and Linear(in_features -> num_classes)."""

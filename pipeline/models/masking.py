@@ -57,16 +57,17 @@ Where each function goes
 ------------------------
 
 Where ``valid`` comes from: per keyframe and view, ``cells_inside(view.valid,
-view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps.  Each
+view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps
+(:func:`valid_extents` of the keyframes' views).  Each
 head's public entry points (``forward``/``features``, ``relation_maps``, acar's
 ``first_order`` and ``bank_maps``) call :func:`needed` first, so a ``valid`` covering the
 map costs one check and then nothing.
 
-* Every head: :meth:`pipeline.models.base.Head.actors` RoIAligns
-  ``replicate_edges(X, valid)``, X the map it RoIAligns (the context, or acar's reduced V:
-  a 1x1 conv without bias commutes with the replication).  ``linear``, ``actor_actor`` and
-  ``lfb`` need nothing else (lfb's banked actor vectors come from ``bank.py``, which needs
-  the same replication with the banked keyframe's ``valid``).
+* Every head: :meth:`pipeline.models.base.Head.actors` is ``actor_vectors(X, rois, size,
+  valid)``, which RoIAligns ``replicate_edges(X, valid)``, X the map it RoIAligns (the
+  context, or acar's reduced V: a 1x1 conv without bias commutes with the replication).
+  ``linear``, ``actor_actor`` and ``lfb`` need nothing else (lfb's banked actor vectors
+  come from ``bank.py``'s ``actor_vectors``, which needs the banked keyframes' ``valid``).
 * ``acrn`` (``ACRNHead.maps``): :func:`box_embedding` and :func:`location_embedding` with
   the extents, :func:`zero_outside` after the 1x1 relation conv and after each 3x3 conv
   (extents ``actor_valid(valid, rois)``), :func:`masked_spatial_mean` for AvgPool(R).
@@ -139,6 +140,14 @@ def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int
                          "the image at the top-left corner, (0, 0, x1 > 0, y1 > 0)")
     eps = 1e-6                                          # 160 / (160 / 10) may be 10.0000001
     return math.ceil(y1 / feature_stride - eps), math.ceil(x1 / feature_stride - eps)
+
+
+def valid_extents(views: Sequence) -> Tensor:
+    """B views (each with ``valid`` (x0, y0, x1, y1) in input pixels and ``feature_stride``,
+    as ``ViewSpec``) -> ``valid`` (B, 2) int64: what a batch of their context maps passes to
+    a head (``cells_inside`` of each)."""
+    rows = [cells_inside(v.valid, v.feature_stride) for v in views]
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), 2)  # (B, 2)
 
 
 def valid_mask(valid: Tensor, height: int, width: int) -> Tensor:

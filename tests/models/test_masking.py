@@ -100,6 +100,16 @@ def test_cells_inside_a_view():
         M.cells_inside((8, 0, 160, 96), 16.0)
 
 
+def test_valid_extents_of_a_batch_of_views():
+    from types import SimpleNamespace as View
+
+    views = [View(valid=(0, 0, 160, 90), feature_stride=16.0),
+             View(valid=(0, 0, 160, 160), feature_stride=16.0)]
+    valid = M.valid_extents(views)
+    assert valid.dtype == torch.int64 and valid.tolist() == [[6, 10], [10, 10]]
+    assert M.valid_extents([]).shape == (0, 2)
+
+
 @pytest.mark.parametrize("bad, msg", [
     (torch.tensor([9, 12]), "shape"),
     (torch.tensor([[9, 12, 1]] * 3), "shape"),
@@ -186,11 +196,15 @@ def test_replicate_edges_values_and_gradient():
     assert (x.grad[~M.valid_mask(VALID, H, W)[:, None].expand_as(x)] == 0).all()
 
 
-def test_actor_vectors_on_replicated_context():
+def test_actor_vectors_with_valid_are_the_cropped_ones():
+    """What lfb's bank builder computes: ``actor_vectors(context, rois, valid=valid)``."""
     context, rois = padded_map(), boxes_inside()
-    got = actor_vectors(M.replicate_edges(context, VALID), rois)
+    got = actor_vectors(context, rois, valid=VALID)
+    torch.testing.assert_close(got, actor_vectors(M.replicate_edges(context, VALID), rois),
+                               atol=0, rtol=0)
     for ctx_b, rois_b, pos in crop_per_keyframe(context, rois, VALID):
         torch.testing.assert_close(got[pos], actor_vectors(ctx_b, rois_b), atol=1e-5, rtol=1e-5)
+    assert torch.equal(actor_vectors(context, rois, valid=None), actor_vectors(context, rois))
 
 
 # ---- convs -------------------------------------------------------------------------------
