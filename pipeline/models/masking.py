@@ -108,6 +108,9 @@ def covers(valid: Tensor | None, height: int, width: int, length: int | None = N
         want = f"({length}, 2)" if length is not None else "(L, 2)"
         raise ValueError(f"valid: expected a {want} tensor of (rows, cols), "
                          f"got shape {tuple(valid.shape)}")
+    if valid.dtype.is_floating_point or valid.dtype in (torch.bool, torch.uint8):
+        raise ValueError(f"valid: expected an integer (int64) tensor of (rows, cols), "
+                         f"got {valid.dtype}")
     if valid.numel() == 0:
         return True
     lo, hi = valid.amin(0).tolist(), valid.amax(0).tolist()   # one sync: [rows, cols] each

@@ -115,6 +115,7 @@ def test_valid_extents_of_a_batch_of_views():
     (torch.tensor([[9, 12, 1]] * 3), "shape"),
     (torch.tensor([[9, 12], [0, 7], [6, 5]]), "1..12"),
     (torch.tensor([[9, 13], [12, 7], [6, 5]]), "1..12"),
+    (torch.tensor([[9.0, 12.0], [12.0, 7.0], [6.0, 5.0]]), "int64"),
 ])
 def test_bad_valid_is_a_one_line_error(bad, msg):
     with pytest.raises(ValueError, match=msg) as err:
@@ -490,6 +491,8 @@ def plain_acar(head, context, rois, bank=None):
     return head.fc2(head.dropout(torch.cat([head.fc1(a).relu(), f.mean(dim=(2, 3))], 1)))
 
 
+# actor_actor and lfb: their relation parts are unchanged by masking (only ``actors`` reads
+# ``valid``, and ``actor_vectors(..., valid=None)`` is checked bitwise above)
 PLAIN = {"linear": plain_linear, "acrn": plain_acrn, "acar": plain_acar, "acfb": plain_acar}
 
 
