@@ -97,7 +97,7 @@ class ACRNHead(Head):
         r = (self.rel_context(context)[b]                               # (N, d, H, W)
              + self.rel_actor(torch.cat([a, box], 1))[:, :, None, None]  # (N, d, 1, 1)
              + (xy if len(xy) == 1 else xy[b]))                         # (1 | N, d, H, W)
-        r = zero_outside(r.relu(), ext)
+        r = zero_outside(r.relu(), ext)       # 0 outside: the 3x3 convs' zero padding there
         for conv in self.convs:
             r = zero_outside(conv(r).relu(), ext)                       # (N, d, H, W)
         return a, r, ext

@@ -18,7 +18,9 @@ Conventions:
   map (:func:`covers`): the toy world's square maps compute bitwise what they compute today.
 * A bad ``valid`` (wrong shape, an extent outside ``1..h`` x ``1..w``) is a one-line
   ValueError.  The check (:func:`covers`) reads ``valid``'s min and max once per call: one
-  host sync per call when ``valid`` lives on the GPU, and a data-dependent branch.
+  host sync per call when ``valid`` lives on the GPU, and a data-dependent branch.  A head
+  syncs once on entry (:func:`needed`) and, only when there is something to mask, once per
+  masking call after that (14 for acar with two HR2O blocks); ``valid=None`` never syncs.
 
 Why each operator needs what it gets:
 
