@@ -21,6 +21,13 @@ Defaults (those of the official code, ``Siyu-C/ACAR-Net``, ``models/heads/acar.p
 MaxPool(5, stride 4, pad 2) (h = ceil((H-2)/4)), "global" = global max-pool (h = 1),
 "none".  The context map must be at least 3x3 (the 3x3 conv has no padding).
 
+With ``valid`` (B, 2), the (rows, cols) of each keyframe's image on the context map, every
+step sees only the image (:mod:`pipeline.models.masking`): A from the image cells, F zeroed
+outside the extents that conv2 and ``downsample`` leave (rows - 2, then e.g.
+ceil((rows - 2) / 2)), the max-pool and the HR2O blocks' GroupNorm over the image cells,
+AvgPool(F) over them too.  Each keyframe gets what it gets from its map cropped to
+``[:rows, :cols]``, and F is 0 outside the image.
+
 The 1x1 conv over [V; tile(A_i)] is linear, so it is computed as
 ``Conv1x1(V)[b_i] + Linear(A_i)`` broadcast over the map: the same result without
 materialising the (N, 2D, H, W) tile.
@@ -37,6 +44,14 @@ from torch import Tensor, nn
 from .actor import group_actors
 from .base import BANK_POOLS, Head, HeadConfig
 from .hr2o import HR2O, KINDS
+from .masking import (
+    actor_valid,
+    extent_after,
+    masked_max_pool,
+    masked_spatial_mean,
+    needed,
+    zero_outside,
+)
 
 DOWNSAMPLE = {
     "none": lambda: nn.Identity(),
@@ -99,14 +114,35 @@ class ACARHead(Head):
         self.fc1 = nn.Linear(D, d, bias=False)
         self.add_classifier(2 * d, num_classes, bias=cfg.bias)
 
-    def first_order(self, context: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+    def first_order(self, context: Tensor, rois: Tensor,
+                    valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The first-order part: A (N, D) and the actor-context maps F (N, d, H-2, W-2),
-        before ``downsample`` (what ``acar bank --kind acfb`` stores, after its own pool)."""
+        before ``downsample`` (what ``acar bank --kind acfb`` stores, after its own pool);
+        F is 0 outside the image."""
+        return self._first_order(context, rois, valid)[:2]
+
+    def _first_order(self, context: Tensor, rois: Tensor, valid: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, D), F (N, d, H-2, W-2) and the extents of F (N, 2) (None: the whole map)."""
+        valid = needed(valid, context)                              # (B, 2) | None
+        ext = extent_after(actor_valid(valid, rois), self.conv2)   # (N, 2): rows-2, cols-2
+        if ext is not None and len(ext) and int(ext.min()) < 1:
+            raise ValueError("valid: acar needs at least 3x3 context cells inside the image, "
+                             f"got (rows, cols) down to {tuple((ext.amin(0) + 2).tolist())}")
         b = rois[:, 0].long()                                       # (N,)
         v = self.reduce(context)                                    # (B, D, H, W)
-        a = self.actors(v, rois)                                    # (N, D)
+        a = self.actors(v, rois, valid)                             # (N, D)
         f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]  # (N, d, H, W)
-        return a, self.conv2(f.relu()).relu()                       # (N, D), (N, d, H-2, W-2)
+        f = self.conv2(f.relu()).relu()       # (N, d, H-2, W-2), no padding: cell i reads i..i+2
+        return a, zero_outside(f, ext), ext
+
+    def _pooled_first_order(self, context: Tensor, rois: Tensor, valid: Tensor | None
+                            ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, D), F = downsample(first-order maps) (N, d, h, w), 0 outside the image, and
+        the extents of F (N, 2) (None: the whole map)."""
+        a, f, ext = self._first_order(context, rois, valid)         # (N, D), (N, d, H-2, W-2)
+        f, ext = masked_max_pool(f, ext, self.downsample)           # (N, d, h, w), (N, 2)
+        return a, f, ext
 
     # ---- what ``acar bank --kind acfb`` needs of a trained acar ---------------------
     @staticmethod
@@ -117,8 +153,10 @@ class ACARHead(Head):
 
     def bank_maps(self, context: Tensor, rois: Tensor, pool: str,
                   valid: Tensor | None = None) -> Tensor:
-        """The first-order maps to bank for acfb, max-pooled by ``pool``: (N, d, h, w)."""
-        return self._bank_pool(pool)(self.first_order(context, rois)[1])
+        """The first-order maps to bank for acfb, max-pooled by ``pool``: (N, d, h, w), 0
+        outside the image of each actor's keyframe (``valid`` (B, 2) | None)."""
+        _, f, ext = self._first_order(context, rois, valid)         # (N, d, H-2, W-2)
+        return masked_max_pool(f, ext, self._bank_pool(pool))[0]    # (N, d, h, w)
 
     def bank_item_shape(self, height: int, width: int, pool: str) -> tuple[int, int, int]:
         """(d, h, w) of one banked map for an H x W context map (the 3x3 conv takes 2)."""
@@ -127,16 +165,21 @@ class ACARHead(Head):
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
-        a, f = self.relation_maps(context, rois, bank, valid)       # (N, D), (N, d, h, w)
-        return [self.fc1(a).relu(), f.mean(dim=(2, 3))]             # [(N, d), (N, d)]
+        a, f, ext = self.maps(context, rois, bank, valid)           # (N, D), (N, d, h, w)
+        return [self.fc1(a).relu(), masked_spatial_mean(f, ext)]    # [(N, d), (N, d)]
 
     def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """A (N, D) and the high-order relation maps F (N, d, h, w) before pooling."""
-        a, f = self.first_order(context, rois)                      # (N, D), (N, d, H-2, W-2)
-        f = self.downsample(f)                                      # (N, d, h, w)
+        """A (N, D) and the high-order relation maps F (N, d, h, w) before pooling, 0
+        outside the image."""
+        return self.maps(context, rois, bank, valid)[:2]
+
+    def maps(self, context: Tensor, rois: Tensor, bank: Any = None,
+             valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, D), F (N, d, h, w) after HR2O and the extents of F (N, 2) (None: whole)."""
+        a, f, ext = self._pooled_first_order(context, rois, valid)  # (N, D), (N, d, h, w)
         index, mask = group_actors(rois, len(context))              # (B, M), (B, M)
-        return a, self.hr2o(f, index, mask)                         # (N, d, h, w)
+        return a, self.hr2o(f, index, mask, valid=ext), ext         # (N, d, h, w)
 
     @property
     def relation_weight(self) -> Tensor:

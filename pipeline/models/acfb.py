@@ -18,6 +18,11 @@ keyframe (live maps) *and* to the banked first-order maps of all actors in the w
 The blocks are acar's own (``hr2o.HR2O`` of ``nl`` blocks), given the bank as their
 ``memory``: keys and values beside the live actors.
 
+With ``valid`` (B, 2), everything is acar's masking (see ``acar.py``); the banked maps of
+a keyframe come from its own video (the same image size, so the same extents) and are
+zeroed outside those extents too, so each keyframe gets what it gets from its cropped map
+and a bank of cropped maps.
+
 The bank gives a keyframe its window *without* second t itself (``exclude_current``): the
 current actors are there as live maps.  Masked slots are zeroed and get the most negative
 finite score, so their attention weight is exactly 0.  With an empty bank (``bank=None`` or
@@ -40,6 +45,7 @@ from torch import Tensor
 from .acar import BANK_POOL_DOWNSAMPLE, ACARHead, check_common
 from .actor import group_actors
 from .base import BANK_POOLS, BankRequest, HeadConfig, bank_slots
+from .masking import extent_through, needed, zero_outside
 
 
 @dataclass(frozen=True)
@@ -82,15 +88,17 @@ class ACFBHead(ACARHead):
         self.bank_request = BankRequest("acfb", cfg.window, None, exclude_current=True,
                                         dim=cfg.hidden_dim, pool=cfg.pool)
 
-    def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
-                      valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """A (N, D) and the relation maps F (N, d, h, w) after the bank blocks, before
-        pooling; ``features`` (ACAR's) pools them for the classifier."""
-        a, f = self.first_order(context, rois)                       # (N, D), (N, d, H-2, W-2)
-        f = self.downsample(f)                                       # (N, d, h, w)
-        memory = self.slots(bank, f, len(context))                   # (B, S, d, h, w), (B, S)
+    def maps(self, context: Tensor, rois: Tensor, bank: Any = None,
+             valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, D), the relation maps F (N, d, h, w) after the bank blocks, before pooling
+        (0 outside the image), and their extents (N, 2) (None: the whole map);
+        ``features`` and ``relation_maps`` (ACAR's) read them."""
+        valid = needed(valid, context)                               # (B, 2) | None
+        a, f, ext = self._pooled_first_order(context, rois, valid)   # (N, D), (N, d, h, w)
+        mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
+        mem = zero_outside(mem, extent_through(valid, [self.conv2, self.downsample]))
         index, mask = group_actors(rois, len(context))               # (B, M), (B, M)
-        return a, self.hr2o(f, index, mask, memory)                  # (N, d, h, w)
+        return a, self.hr2o(f, index, mask, (mem, mem_mask), valid=ext), ext  # (N, d, h, w)
 
     @staticmethod
     def slots(bank: Any, f: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

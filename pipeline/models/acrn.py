@@ -10,6 +10,11 @@ context cell V(p); 3x3 convs then accumulate neighbouring relations::
     R_i     = ReLU(Conv3x3(R_i)), ``num_convs`` times (pad 1)  (N, d, H, W)
     logits  = Linear(Dropout([A_i; AvgPool(R_i)]))              (N, K)
 
+With ``valid`` (B, 2), H and W in the coordinates are the keyframe's image extents (rows,
+cols), R_i is zeroed outside them before every conv (what the 3x3 convs' zero padding sees
+on the cropped map), and AvgPool averages over the image cells: each keyframe gets what it
+gets from its cropped map, and R is 0 outside the image.
+
 The 1x1 conv over the concatenation is linear, so it is computed as
 ``Conv1x1(V)[b_i] + Linear([A_i; box_i]) + Conv1x1(xy)``, broadcast over the map: the same
 result without materialising the (N, 2C+6, H, W) tile.
@@ -27,6 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from .base import Head, HeadConfig
+from .masking import (
+    actor_valid,
+    box_embedding,
+    location_embedding,
+    masked_spatial_mean,
+    needed,
+    zero_outside,
+)
 
 
 @dataclass(frozen=True)
@@ -42,20 +55,6 @@ class ACRNConfig(HeadConfig):
         self.check_range("num_convs", 0)
         self.check_dropout("dropout")
         self.check_range("roi_size", 1)
-
-
-def box_embedding(rois: Tensor, height: int, width: int) -> Tensor:
-    """(N, 5) rois in feature-map pixels -> (N, 4) box corners normalised to [0, 1]."""
-    scale = rois.new_tensor([width, height, width, height])
-    return rois[:, 1:] / scale
-
-
-def location_embedding(height: int, width: int, like: Tensor) -> Tensor:
-    """-> (2, H, W): x and y of every cell centre, normalised to [0, 1]."""
-    ys = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) / height
-    xs = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) / width
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x, y])
 
 
 class ACRNHead(Head):
@@ -76,23 +75,32 @@ class ACRNHead(Head):
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
-        a, r = self.relation_maps(context, rois, bank, valid)           # (N, C), (N, d, H, W)
-        return [a, r.mean(dim=(2, 3))]                                  # [(N, C), (N, d)]
+        a, r, ext = self.maps(context, rois, valid)                     # (N, C), (N, d, H, W)
+        return [a, masked_spatial_mean(r, ext)]                         # [(N, C), (N, d)]
 
     def relation_maps(self, context: Tensor, rois: Tensor, bank: Any = None,
                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """A (N, C) and the relation maps R (N, d, H, W) before pooling (for CAMs)."""
+        """A (N, C) and the relation maps R (N, d, H, W) before pooling (for CAMs), 0
+        outside the image."""
+        return self.maps(context, rois, valid)[:2]
+
+    def maps(self, context: Tensor, rois: Tensor,
+             valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A (N, C), R (N, d, H, W) and the extents of R (N, 2) (None: the whole map)."""
         B, C, H, W = context.shape
+        valid = needed(valid, context)                                  # (B, 2) | None
         b = rois[:, 0].long()                                           # (N,)
-        a = self.actors(context, rois)                                  # (N, C)
-        actor = torch.cat([a, box_embedding(rois, H, W).to(a.dtype)], 1)  # (N, C+4)
+        ext = actor_valid(valid, rois)                                  # (N, 2) | None
+        a = self.actors(context, rois, valid)                           # (N, C)
+        box = box_embedding(rois, valid, H, W).to(a.dtype)              # (N, 4)
+        xy = self.rel_xy(location_embedding(H, W, context, valid))      # (1 | B, d, H, W)
         r = (self.rel_context(context)[b]                               # (N, d, H, W)
-             + self.rel_actor(actor)[:, :, None, None]                  # (N, d, 1, 1)
-             + self.rel_xy(location_embedding(H, W, context)[None]))    # (1, d, H, W)
-        r = r.relu()
+             + self.rel_actor(torch.cat([a, box], 1))[:, :, None, None]  # (N, d, 1, 1)
+             + (xy if len(xy) == 1 else xy[b]))                         # (1 | N, d, H, W)
+        r = zero_outside(r.relu(), ext)       # 0 outside: the 3x3 convs' zero padding there
         for conv in self.convs:
-            r = conv(r).relu()                                          # (N, d, H, W)
-        return a, r
+            r = zero_outside(conv(r).relu(), ext)                       # (N, d, H, W)
+        return a, r, ext
 
     @property
     def relation_weight(self) -> Tensor:

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from .masking import replicate_edges
+
 
 def actor_maps(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
     """(B, C, H, W), (N, 5) -> (N, C, size, size) RoIAligned actor maps."""
@@ -22,9 +24,16 @@ def actor_maps(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
                      sampling_ratio=0, aligned=True)
 
 
-def actor_vectors(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
-    """(B, C, H, W), (N, 5) -> (N, C): RoIAlign then spatial max-pool (A_i in the papers)."""
-    return actor_maps(context, rois, size).amax(dim=(2, 3))
+def actor_vectors(context: Tensor, rois: Tensor, size: int = 7,
+                  valid: Tensor | None = None) -> Tensor:
+    """(B, C, H, W), (N, 5) -> (N, C): RoIAlign then spatial max-pool (A_i in the papers).
+
+    ``valid`` (B, 2) ``(rows, cols)`` | None: RoIAlign on the context with its cells
+    outside the image replaced by the nearest image cell, which gives what RoIAlign gives
+    on each keyframe's map cropped to ``[:rows, :cols]`` (see ``masking.replicate_edges``).
+    """
+    context = replicate_edges(context, valid)                        # (B, C, H, W)
+    return actor_maps(context, rois, size).amax(dim=(2, 3))          # (N, C)
 
 
 def group_actors(rois: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

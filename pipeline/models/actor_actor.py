@@ -80,7 +80,7 @@ class ActorActorHead(Head):
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
-        a = self.actors(context, rois)                         # (N, C)
+        a = self.actors(context, rois, valid)                  # (N, C), image cells only
         index, mask = group_actors(rois, len(context))         # (B, M), (B, M)
         x = pack(self.proj(a).relu(), index)                   # (B, M, d)
         x = self.norm(x + self.attn_dropout(self.attn(x, mask)))

@@ -19,7 +19,11 @@ Every head is called as ``head(context, rois, bank=None, valid=None)``:
 * ``bank``: ``(slots (B, S, ...), mask (B, S))`` for a head whose ``bank_request`` is not
   None, else ignored;
 * ``valid`` (B, 2) int64: ``(rows, cols)`` of context cells inside the image, from the
-  top-left corner (``extract`` pads right and bottom).  ``None``: the whole map.
+  top-left corner (``extract`` pads right and bottom).  ``None``: the whole map.  A head
+  with ``valid`` computes, for each keyframe, what it computes on that keyframe's map
+  cropped to ``[:rows, :cols]``: every pooling, attention and RoI path ignores the cells
+  outside (the operators of :mod:`pipeline.models.masking`).  With ``valid=None``, or a
+  ``valid`` covering the map, it computes bitwise what it computes without.
 """
 
 from __future__ import annotations
@@ -148,9 +152,11 @@ class Head(nn.Module):
         super().__init__()
         self.config = self.Config.from_dict(hparams)
 
-    def actors(self, x: Tensor, rois: Tensor) -> Tensor:
-        """(B, C, H, W), (N, 5) -> A (N, C): RoIAlign ``roi_size`` x ``roi_size``, max-pool."""
-        return actor_vectors(x, rois, self.config.roi_size)
+    def actors(self, x: Tensor, rois: Tensor, valid: Tensor | None = None) -> Tensor:
+        """(B, C, H, W), (N, 5), valid (B, 2) | None -> A (N, C): RoIAlign ``roi_size`` x
+        ``roi_size``, max-pool, on ``x`` with its cells outside ``valid`` replaced by the
+        nearest image cell (so RoIAlign samples what it samples on the cropped map)."""
+        return actor_vectors(x, rois, self.config.roi_size, valid)   # (N, C)
 
     def add_classifier(self, in_features: int, num_classes: int, bias: bool = True) -> None:
         """Dropout(``config.dropout``) and Linear(in_features -> num_classes)."""

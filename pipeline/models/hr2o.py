@@ -29,6 +29,12 @@ The ``nl`` message (and so a block or a stack of ``nl`` blocks) also takes an op
 actor of the keyframe attends to as well, as keys and values beside the live actors (the
 acfb bank, see ``acfb.py``); masked memory slots get weight exactly 0.
 
+Heads see only the image: blocks and stacks take ``valid`` (N, 2), the (rows, cols) of each
+actor's map inside the image (None: the whole map), and ``x`` zeroed outside.  Every message
+reads one cell of every actor at a time, so at image cells it is the message of the cropped
+maps; a block normalises over the image cells only and zeroes the cells outside again
+(:mod:`pipeline.models.masking`), so its output is the cropped block's, 0 outside.
+
 Note: the official code uses 3x3 Q/K/V and output convs by default (``kernel_size=3``);
 ``kernel_size=1`` gives the 1x1 variant of the original non-local block.
 """
@@ -39,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .masking import masked_group_norm, zero_outside
 from .packing import masked_mean, masked_softmax, pack, unpack
 
 KINDS = ("nl", "avg", "rn", "gattn")
@@ -127,7 +134,7 @@ MESSAGES: dict[str, type[nn.Module]] = {
 
 
 class HR2OBlock(nn.Module):
-    """F <- F + Dropout(Conv(ReLU(GroupNorm(message(F)))))."""
+    """F <- F + Dropout(Conv(ReLU(GroupNorm(message(F))))), over the cells inside ``valid``."""
 
     def __init__(self, kind: str, dim: int, kernel_size: int = 3, dropout: float = 0.2):
         super().__init__()
@@ -136,15 +143,17 @@ class HR2OBlock(nn.Module):
         self.conv = conv(dim, dim, kernel_size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, index: Tensor, mask: Tensor,
-                memory: Memory | None = None) -> Tensor:
+    def forward(self, x: Tensor, index: Tensor, mask: Tensor, memory: Memory | None = None,
+                valid: Tensor | None = None) -> Tensor:
+        """x (N, d, h, w), 0 outside ``valid`` (N, 2) | None -> (N, d, h, w), 0 outside."""
         if memory is None:
             m = self.message(x, index, mask)                             # (N, d, h, w)
         elif isinstance(self.message, NonLocalMessage):
             m = self.message(x, index, mask, memory)                     # (N, d, h, w)
         else:
             raise ValueError("only the 'nl' HR2O message reads a memory")
-        return x + self.dropout(self.conv(self.norm(m).relu()))
+        y = self.conv(masked_group_norm(m, valid, self.norm).relu())    # norm: 0 outside
+        return zero_outside(x + self.dropout(y), valid)                  # (N, d, h, w)
 
 
 class HR2O(nn.Module):
@@ -158,8 +167,9 @@ class HR2O(nn.Module):
         self.blocks = nn.ModuleList(
             HR2OBlock(kind, dim, kernel_size, dropout) for _ in range(depth))
 
-    def forward(self, x: Tensor, index: Tensor, mask: Tensor,
-                memory: Memory | None = None) -> Tensor:
+    def forward(self, x: Tensor, index: Tensor, mask: Tensor, memory: Memory | None = None,
+                valid: Tensor | None = None) -> Tensor:
+        """x (N, d, h, w), 0 outside ``valid`` (N, 2) | None -> (N, d, h, w), 0 outside."""
         for block in self.blocks:
-            x = block(x, index, mask, memory)
+            x = block(x, index, mask, memory, valid)
         return x

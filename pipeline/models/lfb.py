@@ -107,7 +107,7 @@ class LFBHead(Head):
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
         b = rois[:, 0].long()                                        # (N,)
-        a = self.actors(context, rois)                               # (N, C)
+        a = self.actors(context, rois, valid)                        # (N, C), image cells only
         x = self.input_dropout(self.reduce(a))                       # (N, d)
         mem, mask = self.slots(bank, a, len(context))                # (B, S, C'), (B, S)
         mem = self.bank_dropout(self.bank_proj(mem))                 # (B, S, d)

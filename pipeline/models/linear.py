@@ -1,6 +1,6 @@
 """``linear``: the 3D-CNN baseline.  A_i -> dropout -> linear -> logits::
 
-    A       = actors(context, rois)              (N, C)   RoIAlign 7x7 + max-pool
+    A       = actors(context, rois)              (N, C)   RoIAlign 7x7 + max-pool, image only
     logits  = Linear(Dropout(A))                 (N, K)
 
 Defaults: ``dropout`` = 0.0, ``roi_size`` = 7.
@@ -37,4 +37,4 @@ class LinearHead(Head):
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
-        return [self.actors(context, rois)]              # [(N, C)]
+        return [self.actors(context, rois, valid)]       # [(N, C)]

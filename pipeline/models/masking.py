@@ -18,7 +18,9 @@ Conventions:
   map (:func:`covers`): the toy world's square maps compute bitwise what they compute today.
 * A bad ``valid`` (wrong shape, an extent outside ``1..h`` x ``1..w``) is a one-line
   ValueError.  The check (:func:`covers`) reads ``valid``'s min and max once per call: one
-  host sync per call when ``valid`` lives on the GPU, and a data-dependent branch.
+  host sync per call when ``valid`` lives on the GPU, and a data-dependent branch.  A head
+  syncs once on entry (:func:`needed`) and, only when there is something to mask, once per
+  masking call after that (14 for acar with two HR2O blocks); ``valid=None`` never syncs.
 
 Why each operator needs what it gets:
 
@@ -53,65 +55,40 @@ Why each operator needs what it gets:
   image cells are the cropped ones as long as the convs that make Q/K/V see zeroed padding.
   Only the output needs masking (GroupNorm over image cells, zero after the residual).
 
-Recipe: where each function goes in each head (``b = rois[:, 0].long()``)
-----------------------------------------------------------------------------
+Where each function goes
+------------------------
 
 Where ``valid`` comes from: per keyframe and view, ``cells_inside(view.valid,
-view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps.
+view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps
+(:func:`valid_extents` of the keyframes' views).  Each
+head's public entry points (``forward``/``features``, ``relation_maps``, acar's
+``first_order`` and ``bank_maps``) call :func:`needed` first, so a ``valid`` covering the
+map costs one check and then nothing.
 
-Every head: ``actor_vectors(replicate_edges(X, valid), rois, ...)`` where X is the map it
-RoIAligns (the context, or acar's reduced ``V``; a 1x1 conv without bias commutes with the
-replication, so either order is exact).
-
-* ``linear``, ``actor_actor``: that line only.  ``lfb``: that line only (its bank vectors
-  come from ``bank.py``'s ``actor_vectors``, which needs the same line with the banked
-  keyframe's ``valid``).
-* ``acrn`` (``relation_maps``)::
-
-      B, C, H, W = context.shape
-      a     = actor_vectors(replicate_edges(context, valid), rois, self.roi_size)
-      actor = torch.cat([a, masking.box_embedding(rois, valid, H, W).to(a.dtype)], 1)
-      xy    = self.rel_xy(masking.location_embedding(H, W, context, valid))  # (1|B, d, H, W)
-      r     = (self.rel_context(context)[b] + self.rel_actor(actor)[:, :, None, None]
-               + (xy if len(xy) == 1 else xy[b]))
-      ext   = actor_valid(valid, rois)                                     # (N, 2) | None
-      r     = zero_outside(r.relu(), ext)
-      for conv in self.convs:
-          r = zero_outside(conv(r).relu(), ext)
-
-  and in ``forward``: ``r = masked_spatial_mean(r, actor_valid(valid, rois))`` instead of
-  ``r.mean(dim=(2, 3))``.
-* ``acar``: ``first_order(context, rois, valid)``::
-
-      v = self.reduce(context)
-      a = actor_vectors(replicate_edges(v, valid), rois, self.roi_size)
-      f = self.conv1_context(v)[b] + self.conv1_actor(a)[:, :, None, None]
-      f = self.conv2(f.relu()).relu()                   # no padding: reads image rows only
-      f = zero_outside(f, extent_after(actor_valid(valid, rois), self.conv2))
-
-  ``relation_maps``: ``ext = extent_after(actor_valid(valid, rois), self.conv2)``, then
-  ``f, ext = masked_max_pool(f, ext, self.downsample)`` instead of ``self.downsample(f)``,
-  then HR2O with ``ext`` passed down to every block; ``forward`` pools with
-  ``masked_spatial_mean(f, ext)`` (``ext = extent_through(actor_valid(valid, rois),
-  [self.conv2, self.downsample])``).  ``bank_maps(context, rois, pool, valid)``:
-  ``masked_max_pool(f, ext, self._bank_pool(pool))[0]`` (banked maps are 0 outside).
-* HR2O, in ``HR2OBlock.forward(x, index, mask, valid=None)`` (``x`` is 0 outside already)::
-
-      m = self.message(x, index, mask)                  # per location: image cells exact
-      y = self.conv(masked_group_norm(m, valid, self.norm).relu())   # norm output 0 outside
-      return zero_outside(x + self.dropout(y), valid)
-
-  and ``HR2O.forward(x, index, mask, valid=None)`` passes ``valid`` to each block.
-* ``acfb``: as ``acar``; the bank slots (B, S, d, h, w) of a keyframe come from the same
-  video (same image size, so the same extents): ``mem = zero_outside(mem, ext_b)`` with
-  ``ext_b = extent_through(valid, [self.conv2, self.downsample])`` (B, 2), and each block
-  as the HR2O block above with ``bank_message`` for ``self.message``.  ``bank.py``'s acfb
-  builder passes the banked keyframes' ``valid`` to ``bank_maps``.
+* Every head: :meth:`pipeline.models.base.Head.actors` is ``actor_vectors(X, rois, size,
+  valid)``, which RoIAligns ``replicate_edges(X, valid)``, X the map it RoIAligns (the
+  context, or acar's reduced V: a 1x1 conv without bias commutes with the replication).
+  ``linear``, ``actor_actor`` and ``lfb`` need nothing else (lfb's banked actor vectors
+  come from ``bank.py``'s ``actor_vectors``, which needs the banked keyframes' ``valid``).
+* ``acrn`` (``ACRNHead.maps``): :func:`box_embedding` and :func:`location_embedding` with
+  the extents, :func:`zero_outside` after the 1x1 relation conv and after each 3x3 conv
+  (extents ``actor_valid(valid, rois)``), :func:`masked_spatial_mean` for AvgPool(R).
+* ``acar`` (``ACARHead._first_order``, ``_pooled_first_order``, ``maps``): after conv2 (no
+  padding) :func:`zero_outside` with ``extent_after(actor_valid(valid, rois), conv2)``;
+  ``downsample`` as :func:`masked_max_pool`; the HR2O blocks get those extents;
+  :func:`masked_spatial_mean` for AvgPool(F).  ``bank_maps`` pools with
+  :func:`masked_max_pool` too, so banked maps are 0 outside.
+* HR2O (``HR2OBlock.forward(..., valid)``, ``x`` 0 outside): the message as it is (per
+  location), :func:`masked_group_norm`, the conv, then :func:`zero_outside` after the
+  residual.
+* ``acfb`` (``ACFBHead.maps``): as acar; the bank slots (B, S, d, h, w) of a keyframe come
+  from the same video (the same extents), zeroed with ``extent_through(valid, [conv2,
+  downsample])`` (B, 2); its blocks are HR2O's.  ``bank.py``'s acfb builder passes the
+  banked keyframes' ``valid`` to ``bank_maps``.
 
 ``relation_maps`` then returns maps that are 0 outside the image (the demo's heatmaps).
-``tests/models/test_masking.py`` holds this recipe applied by hand to acar and acrn
-(``recipe_acar``, ``recipe_acrn``: equal to the cropped heads), and the test every head
-must pass once masked (marked xfail until then).
+``tests/models/test_masking.py`` checks every head against the head on each keyframe's
+cropped map, and the heads with ``valid=None`` against the heads as written before masking.
 """
 
 from __future__ import annotations
@@ -133,6 +110,9 @@ def covers(valid: Tensor | None, height: int, width: int, length: int | None = N
         want = f"({length}, 2)" if length is not None else "(L, 2)"
         raise ValueError(f"valid: expected a {want} tensor of (rows, cols), "
                          f"got shape {tuple(valid.shape)}")
+    if valid.dtype.is_floating_point or valid.dtype in (torch.bool, torch.uint8):
+        raise ValueError(f"valid: expected an integer (int64) tensor of (rows, cols), "
+                         f"got {valid.dtype}")
     if valid.numel() == 0:
         return True
     lo, hi = valid.amin(0).tolist(), valid.amax(0).tolist()   # one sync: [rows, cols] each
@@ -140,6 +120,15 @@ def covers(valid: Tensor | None, height: int, width: int, length: int | None = N
         raise ValueError(f"valid: (rows, cols) must lie in 1..{height} x 1..{width} for a "
                          f"{height}x{width} map, got rows {lo[0]}..{hi[0]}, cols {lo[1]}..{hi[1]}")
     return lo[0] == height and lo[1] == width
+
+
+def needed(valid: Tensor | None, x: Tensor) -> Tensor | None:
+    """``valid`` (L, 2) for ``x`` (L, ..., h, w), on ``x``'s device, or None when it covers
+    the whole map (checked, one sync): a head calls this once on entry, so that the masking
+    functions below all take their unmasked path, bitwise, when there is nothing to mask."""
+    if covers(valid, x.shape[-2], x.shape[-1], len(x)):
+        return None
+    return valid.to(x.device)
 
 
 def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int, int]:
@@ -156,6 +145,14 @@ def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int
                          "the image at the top-left corner, (0, 0, x1 > 0, y1 > 0)")
     eps = 1e-6                                          # 160 / (160 / 10) may be 10.0000001
     return math.ceil(y1 / feature_stride - eps), math.ceil(x1 / feature_stride - eps)
+
+
+def valid_extents(views: Sequence) -> Tensor:
+    """B views (each with ``valid`` (x0, y0, x1, y1) in input pixels and ``feature_stride``,
+    as ``ViewSpec``) -> ``valid`` (B, 2) int64: what a batch of their context maps passes to
+    a head (``cells_inside`` of each)."""
+    rows = [cells_inside(v.valid, v.feature_stride) for v in views]
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), 2)  # (B, 2)
 
 
 def valid_mask(valid: Tensor, height: int, width: int) -> Tensor:
@@ -312,8 +309,8 @@ def masked_group_norm(x: Tensor, valid: Tensor | None, norm: nn.GroupNorm) -> Te
 
 def box_embedding(rois: Tensor, valid: Tensor | None, height: int, width: int) -> Tensor:
     """(N, 5) rois in feature-map pixels -> (N, 4) ``[x1/cols, y1/rows, x2/cols, y2/rows]``
-    with the extents of each actor's keyframe (``acrn.box_embedding``'s H, W when ``valid``
-    covers the map, computed the same way)."""
+    with the extents of each actor's keyframe (``[x1/W, y1/H, x2/W, y2/H]`` when ``valid``
+    covers the map: ACRN's box coordinates)."""
     if covers(valid, height, width):
         scale = rois.new_tensor([width, height, width, height])
         return rois[:, 1:] / scale
@@ -324,10 +321,10 @@ def box_embedding(rois: Tensor, valid: Tensor | None, height: int, width: int) -
 
 def location_embedding(height: int, width: int, like: Tensor,
                        valid: Tensor | None = None) -> Tensor:
-    """-> (1, 2, H, W) when ``valid`` covers the map (``acrn.location_embedding(...)[None]``,
-    computed the same way), else (B, 2, H, W): x and y of every cell centre divided by the
-    keyframe's extents, ``[(u + 0.5) / cols, (v + 0.5) / rows]`` (values outside the image
-    exceed 1 and are masked later)."""
+    """-> (1, 2, H, W) when ``valid`` covers the map, ``[(u + 0.5) / W, (v + 0.5) / H]`` at
+    cell (u, v) (ACRN's location coordinates), else (B, 2, H, W): x and y of every cell
+    centre divided by the keyframe's extents, ``[(u + 0.5) / cols, (v + 0.5) / rows]``
+    (values outside the image exceed 1 and are masked later)."""
     if covers(valid, height, width):
         ys = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) / height
         xs = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) / width

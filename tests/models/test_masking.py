@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from pipeline.models import HEADS, build_head
+from pipeline.models import HEADS, RelationHead, build_head
 from pipeline.models import masking as M
 from pipeline.models.actor import actor_vectors, group_actors
 from pipeline.models.hr2o import MESSAGES, HR2OBlock
@@ -100,11 +100,22 @@ def test_cells_inside_a_view():
         M.cells_inside((8, 0, 160, 96), 16.0)
 
 
+def test_valid_extents_of_a_batch_of_views():
+    from types import SimpleNamespace as View
+
+    views = [View(valid=(0, 0, 160, 90), feature_stride=16.0),
+             View(valid=(0, 0, 160, 160), feature_stride=16.0)]
+    valid = M.valid_extents(views)
+    assert valid.dtype == torch.int64 and valid.tolist() == [[6, 10], [10, 10]]
+    assert M.valid_extents([]).shape == (0, 2)
+
+
 @pytest.mark.parametrize("bad, msg", [
     (torch.tensor([9, 12]), "shape"),
     (torch.tensor([[9, 12, 1]] * 3), "shape"),
     (torch.tensor([[9, 12], [0, 7], [6, 5]]), "1..12"),
     (torch.tensor([[9, 13], [12, 7], [6, 5]]), "1..12"),
+    (torch.tensor([[9.0, 12.0], [12.0, 7.0], [6.0, 5.0]]), "int64"),
 ])
 def test_bad_valid_is_a_one_line_error(bad, msg):
     with pytest.raises(ValueError, match=msg) as err:
@@ -134,10 +145,12 @@ def test_no_masking_when_valid_covers_the_map(full):
         assert torch.equal(y, pool(x))
         assert ext is None if valid is None else torch.equal(ext, torch.tensor(
             [list(pool(x).shape[-2:])] * 3))
-    from pipeline.models import acrn
-    rois = boxes_inside()
-    assert torch.equal(M.box_embedding(rois, valid, H, W), acrn.box_embedding(rois, H, W))
-    assert torch.equal(M.location_embedding(H, W, x, valid), acrn.location_embedding(H, W, x)[None])
+    rois = boxes_inside()                       # acrn's coordinates as they always were
+    assert torch.equal(M.box_embedding(rois, valid, H, W),
+                       rois[:, 1:] / rois.new_tensor([W, H, W, H]))
+    ys, xs = (torch.arange(H) + 0.5) / H, (torch.arange(W) + 0.5) / W
+    y, x_ = torch.meshgrid(ys, xs, indexing="ij")
+    assert torch.equal(M.location_embedding(H, W, x, valid), torch.stack([x_, y])[None])
 
 
 # ---- RoIAlign ------------------------------------------------------------------------
@@ -184,11 +197,15 @@ def test_replicate_edges_values_and_gradient():
     assert (x.grad[~M.valid_mask(VALID, H, W)[:, None].expand_as(x)] == 0).all()
 
 
-def test_actor_vectors_on_replicated_context():
+def test_actor_vectors_with_valid_are_the_cropped_ones():
+    """What lfb's bank builder computes: ``actor_vectors(context, rois, valid=valid)``."""
     context, rois = padded_map(), boxes_inside()
-    got = actor_vectors(M.replicate_edges(context, VALID), rois)
+    got = actor_vectors(context, rois, valid=VALID)
+    torch.testing.assert_close(got, actor_vectors(M.replicate_edges(context, VALID), rois),
+                               atol=0, rtol=0)
     for ctx_b, rois_b, pos in crop_per_keyframe(context, rois, VALID):
         torch.testing.assert_close(got[pos], actor_vectors(ctx_b, rois_b), atol=1e-5, rtol=1e-5)
+    assert torch.equal(actor_vectors(context, rois, valid=None), actor_vectors(context, rois))
 
 
 # ---- convs -------------------------------------------------------------------------------
@@ -305,16 +322,14 @@ def test_masked_group_norm_is_group_norm_of_the_cropped_map(groups):
 # ---- ACRN's coordinates ----------------------------------------------------------------
 
 def test_acrn_embeddings_use_the_valid_extents():
-    from pipeline.models import acrn
-
     context, rois = padded_map(), boxes_inside()
     box = M.box_embedding(rois, VALID, H, W)                        # (N, 4)
     xy = M.location_embedding(H, W, context, VALID)                 # (B, 2, H, W)
     assert xy.shape == (3, 2, H, W)
     for b, (ctx_b, rois_b, pos) in enumerate(crop_per_keyframe(context, rois, VALID)):
         r, c = ctx_b.shape[-2:]
-        torch.testing.assert_close(box[pos], acrn.box_embedding(rois_b, r, c))
-        torch.testing.assert_close(xy[b, :, :r, :c], acrn.location_embedding(r, c, ctx_b))
+        torch.testing.assert_close(box[pos], M.box_embedding(rois_b, None, r, c))
+        torch.testing.assert_close(xy[b, :, :r, :c], M.location_embedding(r, c, ctx_b)[0])
     assert (box <= 1).all() and (box >= 0).all()
 
 
@@ -356,100 +371,35 @@ def test_hr2o_messages_are_per_cell(kind):
         torch.testing.assert_close(y[pos, :, :r, :c], msg(xb, ib, mb), atol=1e-5, rtol=1e-5)
 
 
-def masked_block(block: HR2OBlock, x, index, mask, valid):
-    """HR2OBlock.forward with the masking of the recipe (masking.py's docstring)."""
-    m = block.message(x, index, mask)
-    y = block.conv(M.masked_group_norm(m, valid, block.norm).relu())
-    return M.zero_outside(x + block.dropout(y), valid)
+def plain_block(block: HR2OBlock, x, index, mask, memory=None):
+    """An HR2O block as written before masking: x + Dropout(Conv(ReLU(GroupNorm(m))))."""
+    m = block.message(x, index, mask) if memory is None else block.message(x, index, mask,
+                                                                          memory)
+    return x + block.dropout(block.conv(block.norm(m).relu()))
 
 
-def test_a_masked_hr2o_block_is_the_cropped_block():
+@pytest.mark.parametrize("kind", list(MESSAGES))
+def test_a_masked_hr2o_block_is_the_cropped_block(kind):
     torch.manual_seed(0)
-    block = HR2OBlock("nl", 4, kernel_size=3).eval()
+    block = HR2OBlock(kind, 4, kernel_size=3).eval()
     nn.init.normal_(block.norm.weight)
     nn.init.normal_(block.norm.bias)
     x, rois, ext = actor_maps_batch()
     index, mask = group_actors(rois, 3)
-    y = masked_block(block, x, index, mask, ext)
-    for xb, ib, mb, pos in per_keyframe(x, rois, ext):
-        r, c = xb.shape[-2:]
-        torch.testing.assert_close(y[pos, :, :r, :c], block(xb, ib, mb), atol=1e-5, rtol=1e-4)
-    with torch.no_grad():                       # valid=None: the block as it is, bitwise
-        assert torch.equal(masked_block(block, x, index, mask, None), block(x, index, mask))
-
-
-# ---- the recipe, applied by hand to acar and acrn (reference for the integrator) --------
-
-ACAR_SMALL = dict(reduce_dim=8, hidden_dim=4)
-
-
-def recipe_acar(head, context, rois, valid):
-    """ACARHead.forward with the recipe of masking.py, written against the head's modules."""
-    b = rois[:, 0].long()
-    v = head.reduce(context)
-    a = actor_vectors(M.replicate_edges(v, valid), rois, head.roi_size)
-    f = head.conv1_context(v)[b] + head.conv1_actor(a)[:, :, None, None]
-    ext = M.extent_after(M.actor_valid(valid, rois), head.conv2)
-    f = M.zero_outside(head.conv2(f.relu()).relu(), ext)
-    f, ext = M.masked_max_pool(f, ext, head.downsample)
-    index, mask = group_actors(rois, len(context))
-    for block in head.hr2o.blocks:
-        f = masked_block(block, f, index, mask, ext)
-    x = torch.cat([head.fc1(a).relu(), M.masked_spatial_mean(f, ext)], 1)
-    return head.fc2(head.dropout(x))
-
-
-def recipe_acrn(head, context, rois, valid):
-    """ACRNHead.forward with the recipe of masking.py, written against the head's modules."""
-    B, _, Hc, Wc = context.shape
-    b = rois[:, 0].long()
-    a = actor_vectors(M.replicate_edges(context, valid), rois, head.roi_size)
-    actor = torch.cat([a, M.box_embedding(rois, valid, Hc, Wc).to(a.dtype)], 1)
-    xy = head.rel_xy(M.location_embedding(Hc, Wc, context, valid))
-    r = (head.rel_context(context)[b] + head.rel_actor(actor)[:, :, None, None]
-         + (xy if len(xy) == 1 else xy[b]))
-    ext = M.actor_valid(valid, rois)
-    r = M.zero_outside(r.relu(), ext)
-    for conv in head.convs:
-        r = M.zero_outside(conv(r).relu(), ext)
-    return head.fc(head.dropout(torch.cat([a, M.masked_spatial_mean(r, ext)], 1)))
-
-
-RECIPES = {
-    **{f"acar-{k}-{ds}": ("acar", dict(ACAR_SMALL, hr2o=k, downsample=ds), recipe_acar)
-       for k, ds in [("nl", "max2x2"), ("avg", "max4x4"), ("rn", "global"), ("gattn", "none")]},
-    "acrn": ("acrn", dict(hidden_dim=4), recipe_acrn),
-}
-
-
-@pytest.mark.parametrize("rid", list(RECIPES))
-def test_recipe_gives_the_cropped_logits(rid):
-    name, hp, recipe = RECIPES[rid]
-    torch.manual_seed(0)
-    head = build_head(name, C, K, **hp).eval()
-    context, rois = padded_map(), boxes_inside()
     with torch.no_grad():
-        out = recipe(head, context, rois, VALID)
-        for ctx_b, rois_b, pos in crop_per_keyframe(context, rois, VALID):
-            torch.testing.assert_close(out[pos], head(ctx_b, rois_b), atol=1e-5, rtol=1e-4)
-        # valid=None: the head as it is, bitwise
-        assert torch.equal(recipe(head, context, rois, None), head(context, rois))
-
-
-@pytest.mark.parametrize("rid", list(RECIPES))
-def test_recipe_trains_without_looking_at_the_padding(rid):
-    """In training, the padding cells get exactly zero gradient; the rest stays finite."""
-    name, hp, recipe = RECIPES[rid]
-    torch.manual_seed(0)
-    head = build_head(name, C, K, **hp).train()
-    context = padded_map().requires_grad_(True)
-    recipe(head, context, boxes_inside(), VALID).square().sum().backward()
-    outside = ~M.valid_mask(VALID, H, W)[:, None].expand_as(context)
-    assert (context.grad[outside] == 0).all() and context.grad[~outside].abs().sum() > 0
-    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+        y = block(x, index, mask, valid=ext)                        # (N, d, H, W)
+        for xb, ib, mb, pos in per_keyframe(x, rois, ext):
+            r, c = xb.shape[-2:]
+            torch.testing.assert_close(y[pos, :, :r, :c], block(xb, ib, mb),
+                                       atol=1e-5, rtol=1e-4)
+        assert (y[~M.valid_mask(ext, H, W)[:, None].expand_as(y)] == 0).all()
+        # valid=None: the block as it was, bitwise
+        assert torch.equal(block(x, index, mask), plain_block(block, x, index, mask))
 
 
 # ---- the pattern for every head in HEADS -------------------------------------------------
+
+ACAR_SMALL = dict(reduce_dim=8, hidden_dim=4)
 
 # id -> (head name, hparams); small sizes, every head and every acar downsample
 HEAD_CONFIGS = {
@@ -502,9 +452,54 @@ def make_bank(head, valid: torch.Tensor, slots: int = 3, seed: int = 1, height: 
                                    mask[b:b + 1])
 
 
+# ---- valid=None: the heads as written before masking, from their own modules -------------
+
+def plain_actors(head, x, rois):
+    return actor_vectors(x, rois, head.config.roi_size)             # (N, C)
+
+
+def plain_linear(head, context, rois, bank=None):
+    return head.fc(head.dropout(plain_actors(head, context, rois)))
+
+
+def plain_acrn(head, context, rois, bank=None):
+    _, _, h, w = context.shape
+    b = rois[:, 0].long()
+    a = plain_actors(head, context, rois)
+    box = rois[:, 1:] / rois.new_tensor([w, h, w, h])
+    y, x = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w,
+                          indexing="ij")
+    r = (head.rel_context(context)[b] + head.rel_actor(torch.cat([a, box], 1))[:, :, None, None]
+         + head.rel_xy(torch.stack([x, y])[None]))
+    r = r.relu()
+    for conv in head.convs:
+        r = conv(r).relu()
+    return head.fc(head.dropout(torch.cat([a, r.mean(dim=(2, 3))], 1)))
+
+
+def plain_acar(head, context, rois, bank=None):
+    """acar, and acfb (whose blocks always read the bank slots, maybe none)."""
+    b = rois[:, 0].long()
+    v = head.reduce(context)
+    a = plain_actors(head, v, rois)
+    f = head.conv1_context(v)[b] + head.conv1_actor(a)[:, :, None, None]
+    f = head.downsample(head.conv2(f.relu()).relu())
+    index, mask = group_actors(rois, len(context))
+    memory = head.slots(bank, f, len(context)) if head.bank_request is not None else None
+    for block in head.hr2o.blocks:
+        f = plain_block(block, f, index, mask, memory)
+    return head.fc2(head.dropout(torch.cat([head.fc1(a).relu(), f.mean(dim=(2, 3))], 1)))
+
+
+# actor_actor and lfb: their relation parts are unchanged by masking (only ``actors`` reads
+# ``valid``, and ``actor_vectors(..., valid=None)`` is checked bitwise above)
+PLAIN = {"linear": plain_linear, "acrn": plain_acrn, "acar": plain_acar, "acfb": plain_acar}
+
+
 @pytest.mark.parametrize("cid, with_bank", HEAD_CASES, ids=CASE_IDS)
 def test_valid_none_or_covering_changes_nothing(cid, with_bank):
-    """valid=None and a valid covering the whole map give the head's logits bitwise."""
+    """valid=None and a valid covering the whole map give the head's logits bitwise, and,
+    for the heads written out above, the logits of the head as written before masking."""
     name, hp = HEAD_CONFIGS[cid]
     torch.manual_seed(0)
     head = build_head(name, C, K, **hp).eval()
@@ -515,9 +510,10 @@ def test_valid_none_or_covering_changes_nothing(cid, with_bank):
         out = head(context, rois, bank=bank)
         assert torch.equal(head(context, rois, bank=bank, valid=None), out)
         assert torch.equal(head(context, rois, bank=bank, valid=full), out)
+        if name in PLAIN:
+            assert torch.equal(PLAIN[name](head, context, rois, bank), out)
 
 
-@pytest.mark.xfail(reason="heads not yet masked", strict=False)
 @pytest.mark.parametrize("cid, with_bank", HEAD_CASES, ids=CASE_IDS)
 def test_head_with_valid_equals_the_head_on_each_cropped_keyframe(cid, with_bank):
     """head(padded, rois, valid) = head on each keyframe alone, cropped to [:rows, :cols]
@@ -534,7 +530,6 @@ def test_head_with_valid_equals_the_head_on_each_cropped_keyframe(cid, with_bank
                                        atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.xfail(reason="heads not yet masked", strict=False)
 @pytest.mark.parametrize("cid, with_bank", HEAD_CASES, ids=CASE_IDS)
 def test_two_paddings_give_the_same_logits(cid, with_bank):
     """Issue 15's check: the same images on a 12x12 and a 16x16 canvas (different garbage in
@@ -560,7 +555,6 @@ def test_two_paddings_give_the_same_logits(cid, with_bank):
                                    atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.xfail(reason="heads not yet masked", strict=False)
 @pytest.mark.parametrize("cid, with_bank", HEAD_CASES, ids=CASE_IDS)
 def test_padding_cells_get_no_gradient(cid, with_bank):
     """Training with valid: the padding cells of the context get exactly zero gradient."""
@@ -573,3 +567,72 @@ def test_padding_cells_get_no_gradient(cid, with_bank):
     outside = ~M.valid_mask(VALID, H, W)[:, None].expand_as(context)
     assert (context.grad[outside] == 0).all() and context.grad[~outside].abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+
+
+# ---- what the demo and the acfb bank builder read --------------------------------------
+
+RELATION_CASES = [(cid, bank) for cid, bank in HEAD_CASES
+                  if isinstance(build_head(HEAD_CONFIGS[cid][0], C, K, **HEAD_CONFIGS[cid][1]),
+                                RelationHead)]
+
+
+def test_the_relation_heads_have_cases():
+    assert {HEAD_CONFIGS[cid][0] for cid, _ in RELATION_CASES} == {"acrn", "acar", "acfb"}
+
+
+@pytest.mark.parametrize("cid, with_bank", RELATION_CASES,
+                         ids=[f"{c}{'-bank' if b else ''}" for c, b in RELATION_CASES])
+def test_relation_maps_are_the_cropped_maps_and_zero_outside_the_image(cid, with_bank):
+    """The demo's heatmaps: inside the image, each keyframe's cropped relation maps; 0
+    outside (the extents after the head's convs and pools)."""
+    name, hp = HEAD_CONFIGS[cid]
+    torch.manual_seed(0)
+    head = build_head(name, C, K, **hp).eval()
+    context, rois = padded_map(), boxes_inside()
+    bank, bank_of = make_bank(head, VALID) if with_bank else (None, lambda b: None)
+    with torch.no_grad():
+        a, maps = head.relation_maps(context, rois, bank, VALID)    # (N, c), (N, d, h, w)
+        for b, (ctx_b, rois_b, pos) in enumerate(crop_per_keyframe(context, rois, VALID)):
+            a_b, maps_b = head.relation_maps(ctx_b, rois_b, bank_of(b))
+            torch.testing.assert_close(a[pos], a_b, atol=1e-5, rtol=1e-4)
+            r, c = maps_b.shape[-2:]
+            torch.testing.assert_close(maps[pos, :, :r, :c], maps_b, atol=1e-5, rtol=1e-4)
+            assert (maps[pos, :, r:] == 0).all() and (maps[pos, :, :, c:] == 0).all()
+            assert maps_b.abs().sum() > 0
+
+
+@pytest.mark.parametrize("pool", ["none", "2x2", "4x4"])
+def test_bank_maps_and_first_order_are_the_cropped_ones_and_zero_outside(pool):
+    torch.manual_seed(0)
+    head = build_head("acar", C, K, **ACAR_SMALL).eval()
+    context, rois = padded_map(), boxes_inside()
+    with torch.no_grad():
+        banked = head.bank_maps(context, rois, pool, VALID)         # (N, d, h, w)
+        first = head.first_order(context, rois, VALID)[1]           # (N, d, H-2, W-2)
+        assert banked.shape[1:] == head.bank_item_shape(H, W, pool)
+        for ctx_b, rois_b, pos in crop_per_keyframe(context, rois, VALID):
+            for got, want in [(banked, head.bank_maps(ctx_b, rois_b, pool)),
+                              (first, head.first_order(ctx_b, rois_b)[1])]:
+                r, c = want.shape[-2:]
+                torch.testing.assert_close(got[pos, :, :r, :c], want, atol=1e-5, rtol=1e-4)
+                assert (got[pos, :, r:] == 0).all() and (got[pos, :, :, c:] == 0).all()
+        full = torch.tensor([[H, W]] * 3)                           # nothing to mask: bitwise
+        assert torch.equal(head.bank_maps(context, rois, pool, full),
+                           head.bank_maps(context, rois, pool))
+
+
+@pytest.mark.parametrize("name", ["acar", "acfb"])
+def test_acar_needs_three_by_three_image_cells(name):
+    head = build_head(name, C, K, **ACAR_SMALL).eval()
+    small = torch.tensor([[9, 12], [2, 7], [6, 5]])
+    with pytest.raises(ValueError, match="3x3") as err, torch.no_grad():
+        head(padded_map(small), boxes_inside(VALID), valid=small)
+    assert "\n" not in str(err.value)
+
+
+def test_a_bad_valid_is_a_one_line_error_from_every_head():
+    for name, hp in HEAD_CONFIGS.values():
+        head = build_head(name, C, K, **hp).eval()
+        with pytest.raises(ValueError, match="valid") as err, torch.no_grad():
+            head(padded_map(), boxes_inside(), valid=VALID[:2])
+        assert "\n" not in str(err.value), name
