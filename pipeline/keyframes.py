@@ -12,7 +12,6 @@ read from the feature store by :class:`RowReader`, a decoder of the shards that
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from zarr.storage import LocalStore
 
 from .artifacts import ArtifactError
 from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input
+from .models.masking import cells_inside
 
 
 @dataclass
@@ -238,10 +238,8 @@ def valid_cells(view: ViewSpec, height: int, width: int) -> tuple[int, int]:
     cells count from the top-left corner, as the heads' ``valid`` does, up to the image's
     far edge (``valid[2:]``).
     """
-    _, _, x1, y1 = view.valid
-    rows = math.ceil(y1 / view.feature_stride - 1e-6)
-    cols = math.ceil(x1 / view.feature_stride - 1e-6)
-    return min(max(rows, 1), height), min(max(cols, 1), width)
+    rows, cols = cells_inside(view.valid, view.feature_stride)
+    return min(rows, height), min(cols, width)
 
 
 def valid_region(views: Sequence[ViewSpec], height: int, width: int) -> torch.Tensor | None:

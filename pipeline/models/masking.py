@@ -60,7 +60,7 @@ Where each function goes
 
 Where ``valid`` comes from: per keyframe and view, ``cells_inside(view.valid,
 view.feature_stride)``, stacked to (B, 2) int64 by whoever batches the context maps
-(:func:`valid_extents` of the keyframes' views).  Each
+(:func:`pipeline.keyframes.valid_region`).  Each
 head's public entry points (``forward``/``features``, ``relation_maps``, acar's
 ``first_order`` and ``bank_maps``) call :func:`needed` first, so a ``valid`` covering the
 map costs one check and then nothing.
@@ -145,14 +145,6 @@ def cells_inside(valid_box: Sequence[float], feature_stride: float) -> tuple[int
                          "the image at the top-left corner, (0, 0, x1 > 0, y1 > 0)")
     eps = 1e-6                                          # 160 / (160 / 10) may be 10.0000001
     return math.ceil(y1 / feature_stride - eps), math.ceil(x1 / feature_stride - eps)
-
-
-def valid_extents(views: Sequence) -> Tensor:
-    """B views (each with ``valid`` (x0, y0, x1, y1) in input pixels and ``feature_stride``,
-    as ``ViewSpec``) -> ``valid`` (B, 2) int64: what a batch of their context maps passes to
-    a head (``cells_inside`` of each)."""
-    rows = [cells_inside(v.valid, v.feature_stride) for v in views]
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), 2)  # (B, 2)
 
 
 def valid_mask(valid: Tensor, height: int, width: int) -> Tensor:

@@ -100,16 +100,6 @@ def test_cells_inside_a_view():
         M.cells_inside((8, 0, 160, 96), 16.0)
 
 
-def test_valid_extents_of_a_batch_of_views():
-    from types import SimpleNamespace as View
-
-    views = [View(valid=(0, 0, 160, 90), feature_stride=16.0),
-             View(valid=(0, 0, 160, 160), feature_stride=16.0)]
-    valid = M.valid_extents(views)
-    assert valid.dtype == torch.int64 and valid.tolist() == [[6, 10], [10, 10]]
-    assert M.valid_extents([]).shape == (0, 2)
-
-
 @pytest.mark.parametrize("bad, msg", [
     (torch.tensor([9, 12]), "shape"),
     (torch.tensor([[9, 12, 1]] * 3), "shape"),
