@@ -501,3 +501,42 @@ def test_one_nan_stops_training_with_one_line_naming_the_keyframe(train_inputs, 
     assert msg.startswith(f"{fs}: training loss is nan at epoch 1, step ")
     assert "non-finite features in keyframes vid_b@2)" in msg and "\n" not in msg
     assert out.read_bytes() == before and not (tmp_path / "m.pt.partial").exists()
+
+
+# ---- the checkpoint's features against the store's (issue 19, item 3) ------------------------
+
+def test_eval_refuses_a_store_of_other_features_naming_the_fields(train_inputs, tmp_path):
+    from pipeline import evaluate
+    from pipeline.artifacts import ArtifactError
+    from pipeline.artifacts.features import FeatureStore
+    from tests.conftest import make_feature_store
+
+    fs, det, gt, lm = train_inputs
+    train.run(train.TrainConfig(epochs=1, batch_size=3), fs, det, gt, lm, tmp_path / "m.pt")
+    small = str(tmp_path / "small.zarr")
+    make_feature_store(small, {"vid_a": 4, "vid_b": 3})
+    store = FeatureStore(small, mode="a")
+    for v in store.videos():
+        store.group(v).attrs["acar"] = {**store.attrs(v), "short_side": 80}
+    wide = str(tmp_path / "wide.zarr")
+    make_feature_store(wide, {"vid_a": 4, "vid_b": 3}, channels=16)
+    for url, diff in ((small, "short_side 36 != 80"), (wide, "channels 8 != 16")):
+        with pytest.raises(ArtifactError) as err:
+            evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", url, det, gt, lm,
+                         tmp_path / "metrics.json")
+        msg = str(err.value)
+        assert "trained on other features than those of 'vid_a'" in msg and diff in msg
+        assert "\n" not in msg and not (tmp_path / "metrics.json").exists()
+
+
+def test_spec_differences_name_every_differing_field():
+    from pipeline.artifacts.features import FeatureSpec
+    from pipeline.inference import spec_differences
+
+    a = FeatureSpec("r2plus1d_18", "kinetics", False, 8, 2, 120, 512, ("s120",), {"amp": False})
+    b = FeatureSpec("x3d_s", "kinetics", False, 16, 2, 80, 192, ("s80", "s80_flip"),
+                    {"amp": True})
+    assert spec_differences(a, a.to_dict()) == []
+    assert spec_differences(a.to_dict(), b) == [
+        "backbone r2plus1d_18 != x3d_s", "short_side 120 != 80", "clip_frames 8 != 16",
+        "channels 512 != 192", "views s120 != s80,s80_flip", "amp False != True"]
