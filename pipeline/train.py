@@ -299,6 +299,10 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         raise ArtifactError(features, "feature store has no complete videos")
     spec = store.spec(videos[0])
     view = cfg.view or spec.views[0]
+    for video in videos:
+        if view not in (views := store.spec(video).views):
+            raise ArtifactError(features, f"video '{video}' has no view '{view}' (train.view; "
+                                          f"it has {', '.join(views)})")
     dets, _ = read_detections(detections)
     samples = gt_keyframes(store, read_annotations(annotations), dets, lm,
                            cfg.det_threshold, cfg.match_iou)
