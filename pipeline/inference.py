@@ -137,7 +137,9 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
 def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
                       caches: list[FeatureCache], batch_size: int,
                       bank: BankReader | None = None) -> pd.DataFrame:
-    """Logits averaged over the views of ``caches``, then activated, as AVA result rows."""
+    """Logits averaged over the views of ``caches``, then activated, as AVA result rows.
+    A non-finite logit is an :class:`ArtifactError` naming the store and keyframes (no
+    row with a NaN score is ever returned)."""
     was_training = head.training
     head.eval()
     ids = np.asarray(labelmap.ids)
@@ -148,6 +150,14 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
                  for c in caches]
         logits = torch.stack([_forward(head, chunk, c, sl)
                               for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
+        if not torch.isfinite(logits).all():
+            bad = ~torch.isfinite(logits).all(1)                                    # (N,)
+            owner = np.repeat(np.arange(len(chunk)), [len(k.boxes) for k in chunk])
+            names = [f"{chunk[i].video}@{chunk[i].timestamp}"
+                     for i in sorted(set(owner[bad.numpy()].tolist()))]
+            raise ArtifactError(caches[0].store.url, "non-finite scores (NaN or inf features?) "
+                                f"at keyframes {', '.join(names[:6])}"
+                                + (f" (+{len(names) - 6} more)" if len(names) > 6 else ""))
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
         vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])

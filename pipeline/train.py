@@ -8,8 +8,9 @@ box's labels; unmatched detections are dropped).  Boxes are jittered by up to
 (:mod:`pipeline.losses`).  SGD with Nesterov momentum, linear warm-up, then step decay,
 stepped per iteration.  After every epoch but the last the resume state is written
 beside the output (``m.pt.partial``), so ``--resume`` continues an interrupted run with
-the same result; the output path only ever holds a finished model.  A non-finite loss
-stops the run at once (one line naming the epoch, step and keyframes): nothing is written.
+the same result; the output path (and its log: ``<log>.partial`` until then) only ever
+holds a finished model.  A non-finite loss stops the run at once (one line naming the
+epoch, step and keyframes): nothing is written.
 """
 
 from __future__ import annotations
@@ -323,6 +324,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
     log = Path(log) if log else Path(str(out) + ".log.csv")
+    partial_log = Path(str(log) + ".partial")
     rows: list[dict] = []
     start_epoch = 0
     partial = partial_path(out)
@@ -367,9 +369,10 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         ckpt["train"] = {"config": asdict(cfg), "epoch": epoch + 1, "log": rows,
                          "optimizer": opt.state_dict(), "complete": done}
         save_checkpoint(ckpt, out if done else partial)   # out: finished models only
+        _write_log(rows, log if done else partial_log)    # ...and the log of one
         if done:
             partial.unlink(missing_ok=True)
-        _write_log(rows, log)
+            partial_log.unlink(missing_ok=True)
         distributed.barrier(d)
     return rows[-1] if rows else {}
 

@@ -141,6 +141,11 @@ def other_videos(w: dict, tmp: Path) -> Path:
     return tmp / "x.csv"
 
 
+def vid_a_only(w: dict, tmp: Path) -> Path:
+    write_annotations(boxes_gt({"vid_a": 4}), tmp / "a.csv")
+    return tmp / "a.csv"
+
+
 def partial_of(key: str) -> Callable[[dict, Path], Path]:
     def make(w: dict, tmp: Path) -> Path:
         ckpt = load_checkpoint(w[key])
@@ -217,6 +222,9 @@ TRAIN_CASES = [
     ("features-a-bank", ["--features", good_file("bank")], "lfb.zarr"),
     ("features-nan", ["--features", nan_store],
      "training loss is nan at epoch 1, step"),
+    ("val-features-nan", ["--features", nan_store, "--annotations", vid_a_only,
+                          "--val-annotations", good_file("gt")],
+     "non-finite scores (NaN or inf features?) at keyframes vid_b@2"),
     ("detections-not-parquet", ["--detections", text_file("x")], "not a readable Parquet"),
     ("annotations-garbage", ["--annotations", text_file("a,b\n1,2\n", "a.csv")], "a.csv"),
     ("annotations-other-videos", ["--annotations", other_videos],

@@ -430,13 +430,14 @@ def test_a_killed_run_never_replaces_a_finished_model(train_inputs, tmp_path):
     fs, det, gt, lm = train_inputs
     out = tmp_path / "m.pt"
     train.run(train.TrainConfig(epochs=2, batch_size=3), fs, det, gt, lm, out)
-    before = out.read_bytes()
+    before, log = out.read_bytes(), (tmp_path / "m.pt.log.csv").read_bytes()
     cfg = train.TrainConfig(epochs=3, batch_size=3, lr=0.05)
     with pytest.MonkeyPatch.context() as mp:
         _kill_after_epochs(mp, 1)
         with pytest.raises(KeyboardInterrupt):
             train.run(cfg, fs, det, gt, lm, out)
-    assert out.read_bytes() == before
+    assert out.read_bytes() == before and (tmp_path / "m.pt.log.csv").read_bytes() == log
+    assert len((tmp_path / "m.pt.log.csv.partial").read_text().splitlines()) == 2
     partial = tmp_path / "m.pt.partial"
     for read in (load_checkpoint, lambda p: load_head(load_checkpoint(p), p),
                  lambda p: train.init_from(build_head("linear", 8, 4), p)):
@@ -446,7 +447,8 @@ def test_a_killed_run_never_replaces_a_finished_model(train_inputs, tmp_path):
         assert msg.startswith(f"{partial}: an unfinished training run (epoch 1 of 3)")
         assert "--resume" in msg and "\n" not in msg
     train.run(cfg, fs, det, gt, lm, out, resume=True)
-    assert not partial.exists()
+    assert not partial.exists() and not (tmp_path / "m.pt.log.csv.partial").exists()
+    assert len((tmp_path / "m.pt.log.csv").read_text().splitlines()) == 4
     resumed = load_checkpoint(out)
     train.run(cfg, fs, det, gt, lm, tmp_path / "straight.pt")
     straight = load_checkpoint(tmp_path / "straight.pt")
@@ -540,3 +542,19 @@ def test_spec_differences_name_every_differing_field():
     assert spec_differences(a.to_dict(), b) == [
         "backbone r2plus1d_18 != x3d_s", "short_side 120 != 80", "clip_frames 8 != 16",
         "channels 512 != 192", "views s120 != s80,s80_flip", "amp False != True"]
+
+
+def test_nan_features_of_a_val_keyframe_are_one_line_not_a_traceback(train_inputs, tmp_path):
+    """Training keyframes are fine (vid_a); a val keyframe (vid_b) has a NaN feature."""
+    from pipeline.artifacts import ArtifactError
+
+    fs, det, gt, lm = train_inputs
+    train_gt = tmp_path / "train_a.csv"
+    write_annotations(boxes_gt({"vid_a": 4}), train_gt)
+    _poison(fs, "vid_b", 0)
+    with pytest.raises(ArtifactError) as err:
+        train.run(train.TrainConfig(epochs=1, batch_size=3), fs, det, train_gt, lm,
+                  tmp_path / "m.pt", val_annotations=gt)
+    assert str(err.value).startswith(f"{fs}: non-finite scores (NaN or inf features?) at "
+                                     "keyframes vid_b@1")
+    assert not (tmp_path / "m.pt").exists()
