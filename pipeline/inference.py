@@ -47,14 +47,16 @@ SPEC_FIELDS = ("backbone", "weights", "random_init", "short_side", "clip_frames"
                "clip_stride", "channels", "views")
 
 
-def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec) -> list[str]:
+def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec,
+                     extra: bool = True) -> list[str]:
     """``field want != got`` for each field where the features a checkpoint was trained on
-    (``want``) differ from a store's (``got``); [] when they match."""
+    (``want``) differ from a store's (``got``); [] when they match.  ``extra``: compare the
+    keys of ``FeatureSpec.extra`` too (demo's own extraction sets some of them itself)."""
     a = want if isinstance(want, FeatureSpec) else FeatureSpec.from_dict(want)
     b = got if isinstance(got, FeatureSpec) else FeatureSpec.from_dict(got)
     out = [f"{k} {_shown(getattr(a, k))} != {_shown(getattr(b, k))}"
            for k in SPEC_FIELDS if getattr(a, k) != getattr(b, k)]
-    for k in sorted(set(a.extra) | set(b.extra)):
+    for k in sorted(set(a.extra) | set(b.extra)) if extra else ():
         if a.extra.get(k) != b.extra.get(k):
             out.append(f"{k} {_shown(a.extra.get(k))} != {_shown(b.extra.get(k))}")
     return out
@@ -65,7 +67,7 @@ def _shown(v: object) -> str:
 
 
 def check_feature_spec(want: dict | FeatureSpec, store: FeatureStore, videos: list[str],
-                       model: object = "checkpoint") -> None:
+                       model: object = "checkpoint", extra: bool = True) -> None:
     """The features of ``videos`` in ``store`` are those ``model`` was trained on (the
     checkpoint's ``feature_spec``), else one :class:`ArtifactError` line naming the fields
     that differ (trained != store's).  The one check of eval (through :func:`predict`),
@@ -77,7 +79,7 @@ def check_feature_spec(want: dict | FeatureSpec, store: FeatureStore, videos: li
         if key in seen:
             continue
         seen.add(key)
-        diff = spec_differences(want, got)
+        diff = spec_differences(want, got, extra)
         if diff:
             raise ArtifactError(model, f"trained on other features than those of '{video}' in "
                                        f"{store.url} (trained != store): {'; '.join(diff)}")

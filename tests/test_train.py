@@ -542,6 +542,7 @@ def test_spec_differences_name_every_differing_field():
     assert spec_differences(a.to_dict(), b) == [
         "backbone r2plus1d_18 != x3d_s", "short_side 120 != 80", "clip_frames 8 != 16",
         "channels 512 != 192", "views s120 != s80,s80_flip", "amp False != True"]
+    assert spec_differences(a, b, extra=False)[-1] == "views s120 != s80,s80_flip"
 
 
 def test_nan_features_of_a_val_keyframe_are_one_line_not_a_traceback(train_inputs, tmp_path):
