@@ -354,7 +354,11 @@ def load_config(cls: type[T], section: str | list[str], params: str | os.PathLik
                                   f"known: {sorted(names)}")
     first = section if isinstance(section, str) else section[0]
     check_values(first, flags, _flag)       # the file's values were checked above
-    return cls(**values)
+    cfg = cls(**values)
+    if getattr(cfg, "nesterov", False) and getattr(cfg, "momentum", None) == 0:
+        raise ArtifactError(_flag("momentum") if "momentum" in flags else path,
+                            f"{first}.momentum must be > 0 with nesterov: true, got 0")
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

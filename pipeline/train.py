@@ -336,6 +336,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             head.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(state["optimizer"])
             start_epoch, rows = state["epoch"], state.get("log", [])
+        else:
+            tqdm.write(f"resume: {source} was made with other settings; starting over")
     pose = lm.pose_indices
     model = head
     if d.active:   # same initial weights on every rank: seeded above, and DDP broadcasts

@@ -207,6 +207,8 @@ TRAIN_CASES = [
      "train.lr_steps items must be <= 1"),
     ("cache-unknown", ["--params", params_file("  cache: ram\n")],
      "train.cache must be one of auto, memory, disk"),
+    ("nesterov-without-momentum", ["--params", params_file("  momentum: 0\n")],
+     "train.momentum must be > 0 with nesterov: true, got 0"),
     ("jitter-negative", ["--params", params_file("  jitter: -0.1\n")],
      "train.jitter must be >= 0"),
     ("unknown-key", ["--params", params_file("  epoch: 3\n")], "unknown key 'epoch'"),

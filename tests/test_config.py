@@ -128,6 +128,7 @@ def test_eval_predictions_does_not_import_torch(tmp_path):
     ("train:\n  batch_size: 2.5\n", "train.batch_size must be an integer, got 2.5"),
     ("train:\n  batch_size: true\n", "train.batch_size must be an integer, got True"),
     ("train:\n  lr_steps: [0.5, 1.5]\n", "train.lr_steps items must be <= 1, got [0.5, 1.5]"),
+    ("train:\n  momentum: 0\n", "train.momentum must be > 0 with nesterov: true, got 0"),
     ("train:\n  cache: ram\n", "train.cache must be one of auto, memory, disk, got 'ram'"),
     ("train:\n  head: foo\n", "unknown head 'foo'"),
     ("heads:\n  acar:\n    lr: -1\n", "heads.acar.lr must be > 0, got -1"),
