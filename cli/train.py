@@ -26,7 +26,9 @@ from .common import config, stage_command
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (those that fit)  "
                    "[stages.yaml heads.<HEAD>.init]")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its resume state OUT.partial (written "
+                   "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
           log, epochs, lr, seed, init, resume) -> None:

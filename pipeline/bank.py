@@ -19,12 +19,17 @@ video whose image does not fill its maps records them as ``image_cells``).  A co
 video group is reused only when its recorded spec (features, view, boxes, threshold,
 image cells; for acfb the checkpoint's weight hash and the pool) equals the current one;
 anything else is rebuilt, one video at a time, so an interrupted run resumes and nothing
-finished is lost.
+finished is lost.  A group of a video that is not in the run's input (the feature store's
+complete videos) is removed, so the store equals a fresh build of the same inputs; a
+sharded run removes only those of its shard (:func:`stale_videos`).  For acfb the
+checkpoint's features must be the store's (:func:`pipeline.inference.check_feature_spec`),
+checked for every video before anything is written.
 The same inputs give the same bytes (batches never cross videos).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -41,7 +46,7 @@ from .artifacts.banks import BankStore, digest
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore
-from .inference import load_head
+from .inference import check_feature_spec, load_head
 from .keyframes import FeatureCache, Keyframe, batch, valid_cells
 from .models import BANK_POOLS
 from .models.actor import actor_vectors
@@ -99,7 +104,7 @@ class LFBMaker:
     def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
         return (fspec.channels,)
 
-    def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
+    def check(self, store: FeatureStore, videos: list[str]) -> None:
         pass
 
     def __call__(self, context: torch.Tensor, rois: torch.Tensor,
@@ -132,10 +137,10 @@ class ACFBMaker:
         """(d, h, w) of one banked map."""
         return self.head.bank_item_shape(height, width, self.pool)
 
-    def check(self, fspec: FeatureSpec, video: str, features: str) -> None:
-        if fspec != self.features:
-            raise ArtifactError(self.model, f"trained on other features than those of "
-                                            f"'{video}' in {features}")
+    def check(self, store: FeatureStore, videos: list[str]) -> None:
+        """The checkpoint was trained on the features of ``videos`` (one line naming the
+        fields that differ)."""
+        check_feature_spec(self.features, store, videos, self.model)
 
     def __call__(self, context: torch.Tensor, rois: torch.Tensor,
                  valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,6 +167,17 @@ def read_gt(annotations: list[str | os.PathLike] | tuple) -> dict:
     return {k: g for k, g in gt.groupby(["video_id", "timestamp"])}
 
 
+def stale_videos(banked: list[str], inputs: list[str], shard: tuple[int, int]) -> list[str]:
+    """The groups of ``banked`` whose video is not in ``inputs``, in ``shard``'s share: a
+    stale video belongs to the shard of the input position it would sort at (stable while
+    other shards remove theirs, and the N shards together cover every stale video)."""
+    order = sorted(inputs)
+    have = set(order)
+    i, n = shard
+    return [v for v in sorted(banked)
+            if v not in have and bisect.bisect_left(order, v) % n == i]
+
+
 @torch.inference_mode()
 def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         model: str | os.PathLike | None = None,
@@ -180,8 +196,19 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
     dets, _ = read_detections(detections, min_score=cfg.det_threshold)
     dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
     gt = read_gt(annotations) if cfg.kind == "acfb" else {}
+    inputs = src.videos()
+    if not inputs:                          # also keeps a wrong --features from emptying out
+        raise ArtifactError(features, "feature store has no complete videos")
+    videos = shard_items(inputs, shard)
+    for video in videos:                    # whole-run errors, before anything is written
+        fspec = src.spec(video)
+        if (cfg.view or fspec.views[0]) not in fspec.views:
+            raise ArtifactError(features, f"video '{video}' has no view '{cfg.view}' "
+                                          f"(it has {', '.join(fspec.views)})")
+    compute.check(src, videos)
     bank = BankStore(out, mode="a")
-    videos = shard_items(src.videos(), shard)
+    for video in stale_videos(bank.videos(complete_only=False), inputs, shard):
+        del bank.store.root[video]          # not in this run's input: a fresh build lacks it
     failures: list[str] = []
     reused = 0
     for video in tqdm(videos, desc=f"bank {cfg.kind}", unit="video"):
@@ -190,14 +217,6 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         timestamps = src.timestamps(video)
         kfs, scores, from_gt = video_boxes(video, timestamps, dets, gt)
         index = bank_index(kfs, scores, from_gt)
-        try:
-            if view not in fspec.views:
-                raise ArtifactError(features, f"video '{video}' has no view '{view}'")
-            compute.check(fspec, video, features)
-        except ArtifactError as err:
-            failures.append(str(err))
-            tqdm.write(f"error: {err}")
-            continue
         height, width = src.group(video)[view].shape[-2:]
         item = compute.item(fspec, height, width)
         cells = valid_cells(src.view(video, view), height, width)

@@ -8,7 +8,9 @@ its section changes.  A CLI flag that is given overrides the file; one that is o
 
 Loading checks the whole file, whichever stage asks (:func:`check_params`): a misspelled
 section, head, key or head hyper-parameter anywhere is a one-line :class:`ArtifactError`,
-and so are coupled parameters that disagree (:data:`COUPLED`).
+and so are coupled parameters that disagree (:data:`COUPLED`).  Every numeric parameter
+(and the few with a fixed set of values) is checked against :data:`RULES`, in the file
+and in the flags alike: ``train.batch_size must be >= 1, got 0``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +40,130 @@ COUPLED = [
     ("heads.acfb.hparams.reduce_dim", "heads.acar.hparams.reduce_dim",
      "acfb reads the bank that the trained acar makes"),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a parameter may be: an ``int`` or ``float`` (finite; a bool is neither) within
+    ``[lo, hi]`` (``lo_open``/``hi_open``: excluded), or one of ``choices``; ``null``: None
+    is allowed (the stage picks); ``items``: the rule is for each item of a list."""
+
+    kind: str = "float"                  # int | float | str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    null: bool = False
+    items: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` is allowed, else what is wrong with it ("must be >= 1")."""
+        if value is None:
+            return None if self.null else "must be set"
+        if self.items:
+            if not isinstance(value, (list, tuple)):
+                return "must be a list"
+            item = dataclasses.replace(self, items=False, null=False)
+            for v in value:
+                if (p := item.problem(v)) is not None:
+                    return f"items {p}"
+            return None
+        if self.choices is not None:
+            if value not in self.choices:
+                return f"must be one of {', '.join(self.choices)}"
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be {'an integer' if self.kind == 'int' else 'a number'}"
+        if self.kind == "int" and not isinstance(value, int):
+            return "must be an integer"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return f"must be {'>' if self.lo_open else '>='} {_num(self.lo)}"
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return f"must be {'<' if self.hi_open else '<='} {_num(self.hi)}"
+        return None
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _int(lo: float | None = None, **kw: Any) -> Rule:
+    return Rule("int", lo, **kw)
+
+
+POSITIVE = _int(1)                       # counts and sizes
+COUNT = _int(0)                          # may be zero (workers, seeds)
+FRACTION = Rule("float", 0, 1)           # scores, thresholds, probabilities
+ANY_INT = _int()
+
+# Section ("bank" for bank.<kind>, "train" also for heads.<name>) -> field -> Rule.  Fields
+# not listed (strings, flags, paths, hparams: checked by the head's config) are free.
+RULES: dict[str, dict[str, Rule]] = {
+    "synth": {"seed": COUNT, "num_train": POSITIVE, "num_val": COUNT, "duration": POSITIVE,
+              "fps": POSITIVE, "width": _int(8), "height": _int(8), "max_people": POSITIVE,
+              "label_noise": FRACTION},
+    "detect": {"classes": _int(0, items=True), "min_score": FRACTION, "iou": FRACTION,
+               "imgsz": _int(32), "max_det": POSITIVE, "batch_size": POSITIVE,
+               "keyframe_interval": POSITIVE, "time_offset": ANY_INT,
+               "num_workers": _int(0, null=True)},
+    "extract": {"seed": COUNT, "clip_frames": _int(1, null=True),
+                "clip_stride": _int(1, null=True),
+                "clip_fps": Rule("float", 0, lo_open=True, null=True),
+                "time_offset": Rule("float", null=True), "short_side": _int(8),
+                "scales": _int(8, items=True), "pad_multiple": _int(1, null=True),
+                "batch_size": POSITIVE, "num_workers": _int(0, null=True),
+                "segment_keyframes": POSITIVE, "piece_frames": POSITIVE},
+    "bank": {"kind": Rule("str", choices=("lfb", "acfb")),
+             "pool": Rule("str", choices=("none", "2x2", "4x4")),
+             "det_threshold": FRACTION, "batch_size": POSITIVE},
+    "train": {"epochs": POSITIVE, "batch_size": POSITIVE, "lr": Rule("float", 0, lo_open=True),
+              "momentum": FRACTION, "weight_decay": Rule("float", 0),
+              "warmup_epochs": Rule("float", 0), "warmup_factor": FRACTION,
+              "lr_steps": Rule("float", 0, 1, items=True),
+              "lr_gamma": Rule("float", 0, lo_open=True),
+              "det_threshold": FRACTION, "match_iou": FRACTION,
+              "jitter": Rule("float", 0, 0.5, hi_open=True), "seed": COUNT,
+              "cache": Rule("str", choices=("auto", "memory", "disk")),
+              "cache_max_gb": Rule("float", 0), "num_workers": COUNT},
+    "eval": {"det_threshold": FRACTION, "batch_size": POSITIVE},
+    "viz": {"threshold": FRACTION, "top_k": POSITIVE, "text_scale": Rule("float", 0, lo_open=True),
+            "chunk": POSITIVE},
+    "demo": {"classes": _int(0, items=True), "det_threshold": FRACTION, "threshold": FRACTION,
+             "top_k": POSITIVE, "keyframe_interval": POSITIVE, "time_offset": ANY_INT},
+}
+
+
+def rules_of(section: str) -> dict[str, Rule]:
+    """The :data:`RULES` of a params section (``bank.lfb``, ``heads.acar``...)."""
+    top = section.split(".")[0]
+    return RULES.get("train" if top == "heads" else top, {})
+
+
+def check_values(section: str, values: dict[str, Any], where: Any = DEFAULT_PARAMS) -> None:
+    """Each value of ``values`` (fields of ``section``) obeys its :data:`RULES`, else a
+    one-line :class:`ArtifactError`: ``<where>: train.batch_size must be >= 1, got 0``.
+    ``where``: the file, or a callable field -> what to name (a flag)."""
+    rules = rules_of(section)
+    for key, value in values.items():
+        rule = rules.get(key)
+        if rule is None or (p := rule.problem(value)) is None:
+            continue
+        name = where(key) if callable(where) else where
+        raise ArtifactError(name, f"{section}.{key} {p}, got {value!r}")
+    if "head" in values and section.split(".")[0] in ("train", "heads"):
+        from .models import HEADS
+
+        if values["head"] not in HEADS:
+            name = where("head") if callable(where) else where
+            raise ArtifactError(name, f"unknown head {values['head']!r}; known: "
+                                      f"{', '.join(HEADS)}")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 # Section of the params file -> the config dataclass it fills, as "module:Class".  The
@@ -157,6 +284,7 @@ def check_params(data: dict[str, Any], path: object = DEFAULT_PARAMS,
         if not subs[top]:
             if sections is None or top in sections:
                 _check_keys(path, top, node, _fields(top))
+                check_values(top, node, path)
             continue
         for sub, subnode in node.items():
             section = f"{top}.{sub}"
@@ -165,6 +293,7 @@ def check_params(data: dict[str, Any], path: object = DEFAULT_PARAMS,
                                           f"{', '.join(f'{top}.{s}' for s in subs[top])}")
             if sections is None or section in sections:
                 _check_keys(path, section, _mapping(path, section, subnode), _fields(section))
+                check_values(section, subnode or {}, path)
     if sections is None and _get(data, "heads.acfb") is not None:
         for key, other, why in COUPLED:
             a, b = _value(data, key), _value(data, other)
@@ -186,6 +315,7 @@ def _check_heads(path: object, heads: dict[str, Any]) -> None:
         section = f"heads.{name}"
         node = _mapping(path, section, node)
         _check_keys(path, section, node, [n for n in _fields(section) if n != "head"])
+        check_values(section, node, path)
         try:
             head_config(name, _mapping(path, f"{section}.hparams", node.get("hparams")))
         except ValueError as err:
@@ -215,13 +345,20 @@ def load_config(cls: type[T], section: str | list[str], params: str | os.PathLik
     path = params or DEFAULT_PARAMS
     check_params(data, path)
     values = section_values(section, data, path)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(flags)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ArtifactError(path, f"unknown {cls.__name__} parameter(s) {unknown}; "
                                   f"known: {sorted(names)}")
-    return cls(**values)
+    first = section if isinstance(section, str) else section[0]
+    check_values(first, flags, _flag)       # the file's values were checked above
+    cfg = cls(**values)
+    if getattr(cfg, "nesterov", False) and getattr(cfg, "momentum", None) == 0:
+        raise ArtifactError(_flag("momentum") if "momentum" in flags else path,
+                            f"{first}.momentum must be > 0 with nesterov: true, got 0")
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
-from .artifacts.features import FeatureStore
+from .artifacts.features import FeatureSpec, FeatureStore
 from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .ava_eval import frame_map
@@ -41,11 +41,57 @@ def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
     return asdict(config)
 
 
+# The fields of a FeatureSpec that make two stores' features interchangeable for a head
+# (``extra``'s keys are compared one by one: clip_fps, dilate_last, pad_multiple, ...).
+SPEC_FIELDS = ("backbone", "weights", "random_init", "short_side", "clip_frames",
+               "clip_stride", "channels", "views")
+
+
+def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec,
+                     extra: bool = True) -> list[str]:
+    """``field want != got`` for each field where the features a checkpoint was trained on
+    (``want``) differ from a store's (``got``); [] when they match.  ``extra``: compare the
+    keys of ``FeatureSpec.extra`` too (demo's own extraction sets some of them itself)."""
+    a = want if isinstance(want, FeatureSpec) else FeatureSpec.from_dict(want)
+    b = got if isinstance(got, FeatureSpec) else FeatureSpec.from_dict(got)
+    out = [f"{k} {_shown(getattr(a, k))} != {_shown(getattr(b, k))}"
+           for k in SPEC_FIELDS if getattr(a, k) != getattr(b, k)]
+    for k in sorted(set(a.extra) | set(b.extra)) if extra else ():
+        if a.extra.get(k) != b.extra.get(k):
+            out.append(f"{k} {_shown(a.extra.get(k))} != {_shown(b.extra.get(k))}")
+    return out
+
+
+def _shown(v: object) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+
+def check_feature_spec(want: dict | FeatureSpec, store: FeatureStore, videos: list[str],
+                       model: object = "checkpoint", extra: bool = True) -> None:
+    """The features of ``videos`` in ``store`` are those ``model`` was trained on (the
+    checkpoint's ``feature_spec``), else one :class:`ArtifactError` line naming the fields
+    that differ (trained != store's).  The one check of eval (through :func:`predict`),
+    ``bank --kind acfb`` and demo."""
+    seen: set[str] = set()
+    for video in videos:
+        got = store.spec(video)
+        key = repr(got)
+        if key in seen:
+            continue
+        seen.add(key)
+        diff = spec_differences(want, got, extra)
+        if diff:
+            raise ArtifactError(model, f"trained on other features than those of '{video}' in "
+                                       f"{store.url} (trained != store): {'; '.join(diff)}")
+
+
 def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
     """The trained head of a checkpoint (:func:`pipeline.artifacts.checkpoint.load_checkpoint`),
     in eval mode.  ``hparams`` may be the full spec (what ``train`` records) or, in a
     checkpoint written before specs were typed, only the keys that were set: the head's
-    defaults fill the others, as its constructor did then."""
+    defaults fill the others, as its constructor did then.  The head keeps the checkpoint's
+    ``feature_spec`` (``head.feature_spec``) and ``head.source``: :func:`predict` checks the
+    store's features against it (:func:`check_feature_spec`)."""
     where = path or "checkpoint"
     spec = head_spec(ckpt["head"], ckpt["hparams"], where)
     head = build_head(ckpt["head"], ckpt["in_channels"], ckpt["num_classes"], **spec)
@@ -56,6 +102,7 @@ def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Mod
         detail = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
         raise ArtifactError(where, f"its weights do not fit a '{ckpt['head']}' head with "
                             f"these hparams ({detail})") from None
+    head.feature_spec, head.source = ckpt.get("feature_spec"), where
     return head.eval()
 
 
@@ -77,7 +124,11 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
             videos: list[str], cfg: PredictConfig, default_views: list[str],
             bank: BankReader | None = None) -> pd.DataFrame:
     """AVA result rows (one per box and class) for the keyframes of ``videos``; ``bank``
-    gives bank heads their slots (deterministic: no sampling at evaluation)."""
+    gives bank heads their slots (deterministic: no sampling at evaluation).  A head from
+    :func:`load_head` must have been trained on the features of ``videos``
+    (:func:`check_feature_spec`)."""
+    if getattr(head, "feature_spec", None) is not None:
+        check_feature_spec(head.feature_spec, store, videos, getattr(head, "source", "checkpoint"))
     dets = dets[dets["score"] >= cfg.det_threshold]
     kfs = test_keyframes(store, dets, videos)
     caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
@@ -88,7 +139,9 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
 def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
                       caches: list[FeatureCache], batch_size: int,
                       bank: BankReader | None = None) -> pd.DataFrame:
-    """Logits averaged over the views of ``caches``, then activated, as AVA result rows."""
+    """Logits averaged over the views of ``caches``, then activated, as AVA result rows.
+    A non-finite logit is an :class:`ArtifactError` naming the store and keyframes (no
+    row with a NaN score is ever returned)."""
     was_training = head.training
     head.eval()
     ids = np.asarray(labelmap.ids)
@@ -99,6 +152,14 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
                  for c in caches]
         logits = torch.stack([_forward(head, chunk, c, sl)
                               for c, sl in zip(caches, slots, strict=True)]).mean(0)  # (N, K)
+        if not torch.isfinite(logits).all():
+            bad = ~torch.isfinite(logits).all(1)                                    # (N,)
+            owner = np.repeat(np.arange(len(chunk)), [len(k.boxes) for k in chunk])
+            names = [f"{chunk[i].video}@{chunk[i].timestamp}"
+                     for i in sorted(set(owner[bad.numpy()].tolist()))]
+            raise ArtifactError(caches[0].store.url, "non-finite scores (NaN or inf features?) "
+                                f"at keyframes {', '.join(names[:6])}"
+                                + (f" (+{len(names) - 6} more)" if len(names) > 6 else ""))
         probs = activate(logits, labelmap.pose_indices).numpy()
         boxes = np.concatenate([k.boxes for k in chunk])
         vid = np.concatenate([[k.video] * len(k.boxes) for k in chunk])

@@ -6,8 +6,11 @@ keyframe contributes its GT person boxes plus the detected boxes with score >=
 box's labels; unmatched detections are dropped).  Boxes are jittered by up to
 ±``jitter`` of their size.  Loss: per-class BCE with a softmax over the pose classes
 (:mod:`pipeline.losses`).  SGD with Nesterov momentum, linear warm-up, then step decay,
-stepped per iteration.  The checkpoint is rewritten after every epoch, so
-``--resume`` continues an interrupted run with the same result.
+stepped per iteration.  After every epoch but the last the resume state is written
+beside the output (``m.pt.partial``), so ``--resume`` continues an interrupted run with
+the same result; the output path (and its log: ``<log>.partial`` until then) only ever
+holds a finished model.  A non-finite loss stops the run at once (one line naming the
+epoch, step and keyframes): nothing is written.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from . import distributed
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import write_text_atomic
-from .artifacts.checkpoint import load_checkpoint, save_checkpoint
+from .artifacts.checkpoint import load_checkpoint, partial_path, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
@@ -204,13 +207,16 @@ def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: in
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
                 loader: DataLoader | Prefetcher,
                 pose: list[int], cfg: TrainConfig, epoch: int, actors: list[int],
-                d: Dist = SINGLE, banks: BankReader | None = None) -> list[float]:
+                d: Dist = SINGLE, banks: BankReader | None = None,
+                source: object = "features") -> list[float]:
     """One pass over ``loader``; the learning rate is set before every step.
 
     ``actors[s]`` is the number of boxes in global batch ``s``: each rank divides its
     summed loss by the global element count, so the gradients that DDP averages over
     ranks equal the single-process gradient of the whole batch.  ``banks`` gives bank
-    heads their slots (randomly subsampled, seeded by (seed, epoch, step)).
+    heads their slots (randomly subsampled, seeded by (seed, epoch, step)).  A non-finite
+    loss (on any rank) is an :class:`ArtifactError` naming ``source``, the epoch, the step
+    and the batch's keyframes, raised before the step changes any weight.
     """
     model.train()
     losses = []
@@ -232,12 +238,29 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
         loss = local * (d.world / elements)
         if len(rois) == 0:   # no actors on this rank: zero gradients keep DDP's collectives
             loss = loss + 0.0 * sum(p.sum() for p in model.parameters())   # in step
+        total = all_reduce_sum(local.item(), d) / elements   # every rank sees a NaN
+        if not math.isfinite(total):
+            raise ArtifactError(source, non_finite(total, epoch, s, kfs, context))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(all_reduce_sum(local.item(), d) / elements)
+        losses.append(total)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return losses
+
+
+def non_finite(loss: float, epoch: int, step: int, kfs: list[Keyframe],
+               context: torch.Tensor, shown: int = 6) -> str:
+    """The one-line problem of a non-finite loss: where, and which keyframes (those whose
+    features are non-finite, if any; else the whole batch)."""
+    bad = ~torch.isfinite(context.flatten(1).float()).all(1) if len(context) else None
+    suspects = [k for k, b in zip(kfs, bad.tolist(), strict=True) if b] \
+        if bad is not None and bool(bad.any()) else list(kfs)
+    what = "non-finite features in" if bad is not None and bool(bad.any()) else "batch of"
+    names = ", ".join(f"{k.video}@{k.timestamp}" for k in suspects[:shown])
+    more = f" (+{len(suspects) - shown} more)" if len(suspects) > shown else ""
+    return (f"training loss is {loss} at epoch {epoch + 1}, step {step + 1} ({what} keyframes "
+            f"{names}{more}); stopped, no model written")
 
 
 def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
@@ -277,6 +300,10 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         raise ArtifactError(features, "feature store has no complete videos")
     spec = store.spec(videos[0])
     view = cfg.view or spec.views[0]
+    for video in videos:
+        if view not in (views := store.spec(video).views):
+            raise ArtifactError(features, f"video '{video}' has no view '{view}' (train.view; "
+                                          f"it has {', '.join(views)})")
     dets, _ = read_detections(detections)
     samples = gt_keyframes(store, read_annotations(annotations), dets, lm,
                            cfg.det_threshold, cfg.match_iou)
@@ -297,15 +324,20 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
     log = Path(log) if log else Path(str(out) + ".log.csv")
+    partial_log = Path(str(log) + ".partial")
     rows: list[dict] = []
     start_epoch = 0
-    if resume and Path(out).exists():
-        ckpt = load_checkpoint(out)
+    partial = partial_path(out)
+    source = partial if partial.exists() else Path(out)
+    if resume and source.exists():                 # an unfinished run, or a finished one
+        ckpt = load_checkpoint(source, unfinished=True)
         state = ckpt.get("train", {})
         if state.get("config") == asdict(cfg):
             head.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(state["optimizer"])
             start_epoch, rows = state["epoch"], state.get("log", [])
+        else:
+            tqdm.write(f"resume: {source} was made with other settings; starting over")
     pose = lm.pose_indices
     model = head
     if d.active:   # same initial weights on every rank: seeded above, and DDP broadcasts
@@ -319,7 +351,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
         actors = [sum(len(samples[i].boxes) for i in b)
                   for b in global_batches(data, epoch, cfg)]
-        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d, banks)
+        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d, banks, features)
         if not d.main:
             distributed.barrier(d)          # rank 0 validates and writes
             continue
@@ -335,10 +367,14 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
         rows.append(row)
         tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}"
                    + (f" val mAP {row['val_mAP']:.4f}" if row["val_mAP"] != "" else ""))
+        done = epoch + 1 == cfg.epochs
         ckpt["train"] = {"config": asdict(cfg), "epoch": epoch + 1, "log": rows,
-                         "optimizer": opt.state_dict(), "complete": epoch + 1 == cfg.epochs}
-        save_checkpoint(ckpt, out)
-        _write_log(rows, log)
+                         "optimizer": opt.state_dict(), "complete": done}
+        save_checkpoint(ckpt, out if done else partial)   # out: finished models only
+        _write_log(rows, log if done else partial_log)    # ...and the log of one
+        if done:
+            partial.unlink(missing_ok=True)
+            partial_log.unlink(missing_ok=True)
         distributed.barrier(d)
     return rows[-1] if rows else {}
 

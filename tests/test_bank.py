@@ -350,3 +350,98 @@ def test_cli_builds_a_bank_and_reports_its_size(world, tmp_path):
     assert "bank acfb: 2 videos (0 reused), 10 keyframes, 20 actors" in res.output
     assert "bytes/keyframe" in res.output
     assert BankStore(str(tmp_path / "b.zarr")).spec("vid_a")["pool"] == "2x2"
+
+
+# ---- a run leaves its store equal to a fresh build (issue 19, items 4 and 11) -------------
+
+def _groups(url: str) -> list[str]:
+    return BankStore(url).videos(complete_only=False)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_bank_run_removes_the_groups_of_videos_not_in_its_input(tmp_path, sharded):
+    """A bank built on 3 videos, plus an unfinished group of a 4th, then rebuilt on a store
+    of 2: the same groups and bytes as a fresh build on the 2 (sharded: each shard removes
+    only its own share, the two together all)."""
+    f3, f2 = str(tmp_path / "f3.zarr"), str(tmp_path / "f2.zarr")
+    make_feature_store(f3, {**VIDEOS, "vid_c": 3})
+    make_feature_store(f2, VIDEOS)                     # same maps for vid_a, vid_b
+    dets = tmp_path / "d.parquet"
+    write_detections(det_rows(VIDEOS), dets, {"source": "test"})
+    out, fresh = str(tmp_path / "bank.zarr"), str(tmp_path / "fresh.zarr")
+    bank.run(bank.BankConfig(), f3, dets, out)
+    BankStore(out, mode="a").store.begin_video("vid_aa", np.arange(1, 3), {"kind": "lfb"})
+    assert _groups(out) == ["vid_a", "vid_aa", "vid_b", "vid_c"]
+    bank.run(bank.BankConfig(), f2, dets, fresh)
+    if sharded:
+        bank.run(bank.BankConfig(), f2, dets, out, shard=(1, 2))
+        assert _groups(out) == ["vid_a", "vid_b", "vid_c"]     # vid_aa sorts in shard 1
+        bank.run(bank.BankConfig(), f2, dets, out, shard=(0, 2))
+    else:
+        bank.run(bank.BankConfig(), f2, dets, out)
+    assert _groups(out) == _groups(fresh) == ["vid_a", "vid_b"]
+    assert_same_bytes(read_all(out), read_all(fresh))
+
+
+def test_stale_videos_of_shards_cover_each_stale_video_once():
+    inputs = ["b", "d", "f"]
+    banked = ["a", "b", "c", "d", "e", "f", "g"]
+    parts = [bank.stale_videos(banked, inputs, (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == ["a", "c", "e", "g"]
+    assert parts[0] == ["a", "g"] and bank.stale_videos(banked, inputs, (0, 1)) == \
+        ["a", "c", "e", "g"]
+
+
+def test_a_bank_run_on_an_empty_feature_store_removes_nothing(world, tmp_path):
+    features, dets, _ = world
+    out = str(tmp_path / "bank.zarr")
+    bank.run(bank.BankConfig(), features, dets, out)
+    empty = str(tmp_path / "empty.zarr")
+    FeatureStore(empty, mode="a")
+    with pytest.raises(ArtifactError, match="empty.zarr: feature store has no complete videos"):
+        bank.run(bank.BankConfig(), empty, dets, out)
+    assert _groups(out) == ["vid_a", "vid_b"]
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    """exit code and all output of `acar ARGS`, an ArtifactError shown as `acar` shows it."""
+    from cli.main import cli
+
+    res = CliRunner().invoke(cli, args)
+    out = res.output
+    if isinstance(res.exception, ArtifactError):
+        return 1, out + f"error: {res.exception}\n"
+    return res.exit_code, out
+
+
+def test_acfb_spec_mismatch_is_one_line_once_naming_the_fields(world, tmp_path):
+    features, dets, gt = world
+    ckpt = load_checkpoint(acar_checkpoint(tmp_path / "acar.pt", features))
+    ckpt["feature_spec"] = {**ckpt["feature_spec"], "short_side": 120, "backbone": "other"}
+    save_checkpoint(ckpt, tmp_path / "other.pt")
+    out = tmp_path / "b.zarr"
+    code, text = _cli(["bank", "--kind", "acfb", "--features", features, "--detections",
+                       str(dets), "--annotations", str(gt), "--model",
+                       str(tmp_path / "other.pt"), "--out", str(out)])
+    assert code != 0
+    lines = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1, text
+    assert "trained on other features" in lines[0] and "backbone other != test" in lines[0]
+    assert "short_side 120 != 36" in lines[0] and "other.pt" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_acfb_bank_refuses_a_checkpoint_that_is_not_acar(world, tmp_path):
+    features, dets, gt = world
+    ckpt = load_checkpoint(acar_checkpoint(tmp_path / "acar.pt", features))
+    acfb = build_head("acfb", 8, LABELMAP.num_classes, reduce_dim=16, hidden_dim=8)
+    save_checkpoint({**ckpt, "head": "acfb", "hparams": {"reduce_dim": 16, "hidden_dim": 8},
+                     "state_dict": acfb.state_dict()}, tmp_path / "acfb.pt")
+    out = tmp_path / "b.zarr"
+    code, text = _cli(["bank", "--kind", "acfb", "--features", features, "--detections",
+                       str(dets), "--annotations", str(gt), "--model",
+                       str(tmp_path / "acfb.pt"), "--out", str(out)])
+    assert code != 0 and not out.exists()
+    assert text.strip().splitlines() == [
+        f"error: {tmp_path / 'acfb.pt'}: a 'acfb' checkpoint: an acfb bank holds the "
+        "first-order maps of a trained acar head"]

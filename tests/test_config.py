@@ -1,3 +1,4 @@
+import dataclasses
 import re
 from pathlib import Path
 
@@ -115,3 +116,79 @@ def test_eval_predictions_does_not_import_torch(tmp_path):
                          cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+# ---- value rules (issue 19, item 7) ---------------------------------------------------------
+
+@pytest.mark.parametrize("text,message", [
+    ("train:\n  batch_size: 0\n", "train.batch_size must be >= 1, got 0"),
+    ("train:\n  batch_size: -2\n", "train.batch_size must be >= 1, got -2"),
+    ("train:\n  epochs: 0\n", "train.epochs must be >= 1, got 0"),
+    ("train:\n  lr: .nan\n", "train.lr must be a finite number, got nan"),
+    ("train:\n  batch_size: 2.5\n", "train.batch_size must be an integer, got 2.5"),
+    ("train:\n  batch_size: true\n", "train.batch_size must be an integer, got True"),
+    ("train:\n  lr_steps: [0.5, 1.5]\n", "train.lr_steps items must be <= 1, got [0.5, 1.5]"),
+    ("train:\n  momentum: 0\n", "train.momentum must be > 0 with nesterov: true, got 0"),
+    ("train:\n  cache: ram\n", "train.cache must be one of auto, memory, disk, got 'ram'"),
+    ("train:\n  head: foo\n", "unknown head 'foo'"),
+    ("heads:\n  acar:\n    lr: -1\n", "heads.acar.lr must be > 0, got -1"),
+    ("extract:\n  clip_frames: 0\n", "extract.clip_frames must be >= 1, got 0"),
+    ("extract:\n  pad_multiple: 0\n", "extract.pad_multiple must be >= 1, got 0"),
+    ("extract:\n  num_workers: -1\n", "extract.num_workers must be >= 0, got -1"),
+    ("synth:\n  label_noise: 2\n", "synth.label_noise must be <= 1, got 2"),
+    ("detect:\n  min_score: -0.1\n", "detect.min_score must be >= 0, got -0.1"),
+    ("bank:\n  acfb:\n    batch_size: 0\n", "bank.acfb.batch_size must be >= 1, got 0"),
+    ("bank:\n  lfb:\n    pool: 3x3\n", "bank.lfb.pool must be one of none, 2x2, 4x4"),
+    ("eval:\n  det_threshold: 1.5\n", "eval.det_threshold must be <= 1, got 1.5"),
+    ("demo:\n  top_k: 0\n", "demo.top_k must be >= 1, got 0"),
+    ("viz:\n  chunk: 0\n", "viz.chunk must be >= 1, got 0"),
+])
+def test_every_numeric_parameter_of_the_file_is_checked_on_load(tmp_path, text, message):
+    """Whichever stage loads the file, a bad value anywhere in it is one line naming the
+    file and the parameter."""
+    p = tmp_path / "stages.yaml"
+    p.write_text(text)
+    with pytest.raises(ArtifactError) as err:
+        load_config(TrainConfig, ["train", "heads.acar"], p)
+    assert str(err.value).startswith(f"{p}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"lr": float("nan")}, "--lr: train.lr must be a finite number, got nan"),
+    ({"lr": -1.0}, "--lr: train.lr must be > 0, got -1.0"),
+    ({"epochs": 0}, "--epochs: train.epochs must be >= 1, got 0"),
+    ({"epochs": -3}, "--epochs: train.epochs must be >= 1, got -3"),
+    ({"num_workers": -1}, "--num-workers: train.num_workers must be >= 0, got -1"),
+    ({"head": "foo"}, "--head: unknown head 'foo'; known: linear"),
+])
+def test_flags_are_checked_like_the_file(tmp_path, flags, message):
+    p = tmp_path / "stages.yaml"
+    p.write_text("train:\n  epochs: 3\n")
+    with pytest.raises(ArtifactError, match="^" + re.escape(message)):
+        load_config(TrainConfig, "train", p, flags)
+
+
+def test_clip_frames_zero_is_an_error_not_the_default(tmp_path):
+    from pipeline.extract import ExtractConfig
+
+    with pytest.raises(ArtifactError, match=r"^--clip-frames: extract.clip_frames must be >= 1"):
+        load_config(ExtractConfig, "extract", None, {"clip_frames": 0})
+    empty = tmp_path / "stages.yaml"
+    empty.write_text("extract: {}\n")
+    cfg = load_config(ExtractConfig, "extract", empty, {"clip_frames": None})
+    assert cfg.clip_frames is None     # not given: the backbone's
+
+
+def test_the_rules_name_real_fields_and_the_shipped_params_obey_them():
+    from pipeline.config import RULES
+
+    for top, rules in RULES.items():
+        section = {"bank": "bank.lfb"}.get(top, top)
+        names = {f.name for f in dataclasses.fields(config_class(section))}
+        assert set(rules) <= names, (top, set(rules) - names)
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING
+                    else f.default_factory() for f in dataclasses.fields(config_class(section))}
+        check_params({top: {"lfb": defaults} if top == "bank" else defaults}, "defaults")
+    for path in PARAMS:
+        check_params(yaml.safe_load(path.read_text()), path)

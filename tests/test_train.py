@@ -92,8 +92,11 @@ def test_training_is_deterministic_and_resumable(train_inputs, tmp_path):
         mp.setattr(train, "_write_log", dying_log)
         with pytest.raises(KeyboardInterrupt):
             train.run(cfg, fs, det, gt, lm, tmp_path / "c.pt")
-    assert load_checkpoint(tmp_path / "c.pt")["train"]["epoch"] == 2
+    assert not (tmp_path / "c.pt").exists()       # the output only holds finished models
+    partial = load_checkpoint(tmp_path / "c.pt.partial", unfinished=True)
+    assert partial["train"]["epoch"] == 2 and not partial["train"]["complete"]
     train.run(cfg, fs, det, gt, lm, tmp_path / "c.pt", resume=True)
+    assert not (tmp_path / "c.pt.partial").exists()
     c = load_checkpoint(tmp_path / "c.pt")
     assert c["train"]["epoch"] == 4 and len(c["train"]["log"]) == 4
     for k in a["state_dict"]:
@@ -400,3 +403,159 @@ def test_row_reader_of_other_layouts_and_a_corrupt_shard_index(tmp_path):
     shard.write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="checksum"):
         RowReader(arr)[0:2]
+
+
+# ---- killed runs and non-finite losses (issue 19, items 1 and 2) -----------------------------
+
+def _kill_after_epochs(mp: pytest.MonkeyPatch, n: int) -> None:
+    calls = []
+    real_log = train._write_log
+
+    def dying_log(rows, path):
+        real_log(rows, path)
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+
+    mp.setattr(train, "_write_log", dying_log)
+
+
+def test_a_killed_run_never_replaces_a_finished_model(train_inputs, tmp_path):
+    """Killed after epoch 1 of 3 of a second run: m.pt is still the first run's finished
+    model, byte for byte; the unfinished state is m.pt.partial, which every reader refuses
+    with one line naming --resume; --resume finishes it."""
+    from pipeline.artifacts import ArtifactError
+    from pipeline.inference import load_head
+
+    fs, det, gt, lm = train_inputs
+    out = tmp_path / "m.pt"
+    train.run(train.TrainConfig(epochs=2, batch_size=3), fs, det, gt, lm, out)
+    before, log = out.read_bytes(), (tmp_path / "m.pt.log.csv").read_bytes()
+    cfg = train.TrainConfig(epochs=3, batch_size=3, lr=0.05)
+    with pytest.MonkeyPatch.context() as mp:
+        _kill_after_epochs(mp, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(cfg, fs, det, gt, lm, out)
+    assert out.read_bytes() == before and (tmp_path / "m.pt.log.csv").read_bytes() == log
+    assert len((tmp_path / "m.pt.log.csv.partial").read_text().splitlines()) == 2
+    partial = tmp_path / "m.pt.partial"
+    for read in (load_checkpoint, lambda p: load_head(load_checkpoint(p), p),
+                 lambda p: train.init_from(build_head("linear", 8, 4), p)):
+        with pytest.raises(ArtifactError) as err:
+            read(partial)
+        msg = str(err.value)
+        assert msg.startswith(f"{partial}: an unfinished training run (epoch 1 of 3)")
+        assert "--resume" in msg and "\n" not in msg
+    train.run(cfg, fs, det, gt, lm, out, resume=True)
+    assert not partial.exists() and not (tmp_path / "m.pt.log.csv.partial").exists()
+    assert len((tmp_path / "m.pt.log.csv").read_text().splitlines()) == 4
+    resumed = load_checkpoint(out)
+    train.run(cfg, fs, det, gt, lm, tmp_path / "straight.pt")
+    straight = load_checkpoint(tmp_path / "straight.pt")
+    for k in straight["state_dict"]:
+        torch.testing.assert_close(resumed["state_dict"][k], straight["state_dict"][k],
+                                   rtol=0, atol=0)
+
+
+def test_an_unfinished_checkpoint_at_the_output_path_is_refused_by_eval(train_inputs, tmp_path):
+    """A checkpoint written before this fix (complete: False at the final path)."""
+    from pipeline import evaluate
+    from pipeline.artifacts import ArtifactError
+    from pipeline.artifacts.checkpoint import save_checkpoint
+
+    fs, det, gt, lm = train_inputs
+    train.run(train.TrainConfig(epochs=1, batch_size=3), fs, det, gt, lm, tmp_path / "m.pt")
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ckpt["train"] = {**ckpt["train"], "complete": False}
+    save_checkpoint(ckpt, tmp_path / "old.pt")
+    with pytest.raises(ArtifactError, match=r"old.pt: an unfinished training run .*--resume"):
+        evaluate.run(evaluate.EvalConfig(), tmp_path / "old.pt", fs, det, gt, lm,
+                     tmp_path / "metrics.json")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def _poison(url: str, video: str, index: int) -> None:
+    from pipeline.artifacts.features import FeatureStore
+
+    store = FeatureStore(url, mode="a")
+    for view in store.spec(video).views:
+        arr = store.group(video)[view]
+        row = np.asarray(arr[index])
+        row.flat[0] = np.nan
+        arr[index] = row
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_one_nan_stops_training_with_one_line_naming_the_keyframe(train_inputs, tmp_path,
+                                                                  with_val):
+    from pipeline.artifacts import ArtifactError
+
+    fs, det, gt, lm = train_inputs
+    out = tmp_path / "m.pt"
+    cfg = train.TrainConfig(epochs=2, batch_size=3)
+    train.run(cfg, fs, det, gt, lm, out)
+    before = out.read_bytes()
+    _poison(fs, "vid_b", 1)                      # keyframe at t=2
+    with pytest.raises(ArtifactError) as err:
+        train.run(train.TrainConfig(epochs=2, batch_size=3, seed=1), fs, det, gt, lm, out,
+                  val_annotations=gt if with_val else None)
+    msg = str(err.value)
+    assert msg.startswith(f"{fs}: training loss is nan at epoch 1, step ")
+    assert "non-finite features in keyframes vid_b@2)" in msg and "\n" not in msg
+    assert out.read_bytes() == before and not (tmp_path / "m.pt.partial").exists()
+
+
+# ---- the checkpoint's features against the store's (issue 19, item 3) ------------------------
+
+def test_eval_refuses_a_store_of_other_features_naming_the_fields(train_inputs, tmp_path):
+    from pipeline import evaluate
+    from pipeline.artifacts import ArtifactError
+    from pipeline.artifacts.features import FeatureStore
+    from tests.conftest import make_feature_store
+
+    fs, det, gt, lm = train_inputs
+    train.run(train.TrainConfig(epochs=1, batch_size=3), fs, det, gt, lm, tmp_path / "m.pt")
+    small = str(tmp_path / "small.zarr")
+    make_feature_store(small, {"vid_a": 4, "vid_b": 3})
+    store = FeatureStore(small, mode="a")
+    for v in store.videos():
+        store.group(v).attrs["acar"] = {**store.attrs(v), "short_side": 80}
+    wide = str(tmp_path / "wide.zarr")
+    make_feature_store(wide, {"vid_a": 4, "vid_b": 3}, channels=16)
+    for url, diff in ((small, "short_side 36 != 80"), (wide, "channels 8 != 16")):
+        with pytest.raises(ArtifactError) as err:
+            evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", url, det, gt, lm,
+                         tmp_path / "metrics.json")
+        msg = str(err.value)
+        assert "trained on other features than those of 'vid_a'" in msg and diff in msg
+        assert "\n" not in msg and not (tmp_path / "metrics.json").exists()
+
+
+def test_spec_differences_name_every_differing_field():
+    from pipeline.artifacts.features import FeatureSpec
+    from pipeline.inference import spec_differences
+
+    a = FeatureSpec("r2plus1d_18", "kinetics", False, 8, 2, 120, 512, ("s120",), {"amp": False})
+    b = FeatureSpec("x3d_s", "kinetics", False, 16, 2, 80, 192, ("s80", "s80_flip"),
+                    {"amp": True})
+    assert spec_differences(a, a.to_dict()) == []
+    assert spec_differences(a.to_dict(), b) == [
+        "backbone r2plus1d_18 != x3d_s", "short_side 120 != 80", "clip_frames 8 != 16",
+        "channels 512 != 192", "views s120 != s80,s80_flip", "amp False != True"]
+    assert spec_differences(a, b, extra=False)[-1] == "views s120 != s80,s80_flip"
+
+
+def test_nan_features_of_a_val_keyframe_are_one_line_not_a_traceback(train_inputs, tmp_path):
+    """Training keyframes are fine (vid_a); a val keyframe (vid_b) has a NaN feature."""
+    from pipeline.artifacts import ArtifactError
+
+    fs, det, gt, lm = train_inputs
+    train_gt = tmp_path / "train_a.csv"
+    write_annotations(boxes_gt({"vid_a": 4}), train_gt)
+    _poison(fs, "vid_b", 0)
+    with pytest.raises(ArtifactError) as err:
+        train.run(train.TrainConfig(epochs=1, batch_size=3), fs, det, train_gt, lm,
+                  tmp_path / "m.pt", val_annotations=gt)
+    assert str(err.value).startswith(f"{fs}: non-finite scores (NaN or inf features?) at "
+                                     "keyframes vid_b@1")
+    assert not (tmp_path / "m.pt").exists()

@@ -11,7 +11,13 @@ Keys::
     labelmap: LabelMap.to_dict()
     feature_spec: dict        # FeatureSpec.to_dict() of the features it was trained on
     state_dict: dict[str, Tensor]
-    train: dict               # train config + progress (epoch, optimizer state) for resume
+    train: dict               # train config + progress (epoch, optimizer state) for resume;
+                              # complete: False in an unfinished run's resume state
+
+A finished model is the only thing ``train`` writes at its ``--out`` path; the resume
+state of an unfinished run lies beside it (:func:`partial_path`, ``m.pt.partial``), and
+:func:`load_checkpoint` refuses an unfinished checkpoint wherever it lies (every reader:
+eval, bank, demo, ``--init``), unless asked for one (``train --resume``).
 
 Everything but tensors is plain Python data, so ``torch.load(weights_only=True)`` works.
 """
@@ -19,6 +25,7 @@ Everything but tensors is plain Python data, so ``torch.load(weights_only=True)`
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -30,6 +37,18 @@ REQUIRED = ("head", "hparams", "in_channels", "num_classes", "labelmap", "featur
             "state_dict")
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where an unfinished training run keeps its per-epoch resume state: ``<path>.partial``."""
+    return Path(str(path) + ".partial")
+
+
+def is_complete(ckpt: dict) -> bool:
+    """False for the resume state of an unfinished run (a checkpoint without training
+    progress, e.g. made by hand, counts as finished)."""
+    train = ckpt.get("train")
+    return not isinstance(train, dict) or train.get("complete", True) is not False
+
+
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
@@ -38,7 +57,9 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
         torch.save({"format": FORMAT, **ckpt}, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike, unfinished: bool = False) -> dict:
+    """The checkpoint at ``path``; an unfinished one (:func:`is_complete`) is an error
+    naming ``--resume`` unless ``unfinished``."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -47,4 +68,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ArtifactError(path, f"not a readable checkpoint ({err.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ArtifactError(path, f"not an acar checkpoint (expected format {FORMAT})")
+    if not unfinished and not is_complete(ckpt):
+        train = ckpt["train"]
+        epochs = (train.get("config") or {}).get("epochs", "?")
+        raise ArtifactError(path, f"an unfinished training run (epoch {train.get('epoch')} of "
+                                  f"{epochs}), not a model: finish it with `acar train "
+                                  "--resume` (same flags)")
     return ckpt
