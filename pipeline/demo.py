@@ -52,7 +52,7 @@ from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import write_predictions
 from .backbones import NON_LEARNED
 from .bank_reader import open_bank
-from .inference import PredictConfig, load_head, predict, test_keyframes
+from .inference import PredictConfig, check_feature_spec, load_head, predict, test_keyframes
 from .keyframes import FeatureCache, batch
 from .models import RelationHead
 from .video import Video, open_video
@@ -119,12 +119,7 @@ def extract_config(feature_spec: dict, backbone_weights: str | None = None,
 
 def check_features(store: FeatureStore, video: str, feature_spec: dict, model: str) -> None:
     """The demo's features must be those the checkpoint was trained on."""
-    want, got = FeatureSpec.from_dict(feature_spec), store.spec(video)
-    for key in ("backbone", "weights", "clip_frames", "clip_stride", "short_side", "channels",
-                "views"):
-        if getattr(want, key) != getattr(got, key):
-            raise ArtifactError(model, f"trained on features with {key} {getattr(want, key)}, "
-                                f"but the demo's have {getattr(got, key)}")
+    check_feature_spec(feature_spec, store, [video], model, extra=False)
 
 
 # ---- class activation maps ----------------------------------------------------------------
