@@ -68,7 +68,7 @@ def read_keyframes(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
     frames = []
     for path in paths:
         try:
-            with open(path) as fh:
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
                 first = next((ln for ln in fh if ln.strip()), "")
         except OSError:
             raise ArtifactError(path, "file not found") from None

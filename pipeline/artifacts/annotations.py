@@ -36,7 +36,7 @@ def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
 def _needs_slow(path: str | os.PathLike) -> bool:
     """AVA files always carry person_id; we also accept 7-column files (person_id omitted)."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
     except OSError:
         return False
