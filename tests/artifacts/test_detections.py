@@ -72,7 +72,7 @@ def test_bad_values_are_refused_on_read(tmp_path, change, problem):
 
 @pytest.mark.parametrize("column, values, problem", [
     ("timestamp", [1.5, 2.0, 1.0], "column 'timestamp' is double, expected integer seconds"),
-    ("timestamp", ["1", "2", "1"], "column 'timestamp' is (large_)?string, expected integer seconds"),
+    ("timestamp", ["1", "2", "1"], "'timestamp' is (large_)?string, expected integer seconds"),
     ("x1", ["0.1", "0.2", "0.3"], "column 'x1' is (large_)?string, expected a number"),
     ("video_id", [1, 2, 3], "column 'video_id' is int64, expected a string"),
     ("timestamp", [1, 2, 2**40], "columns do not fit the detections schema"),
