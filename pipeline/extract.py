@@ -387,10 +387,16 @@ def open_output(url: str, attempts: int = 5) -> FeatureStore:
         try:
             return FeatureStore(url, mode="a")
         except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError,
-                FileExistsError):
+                FileExistsError) as err:
             if attempt == attempts - 1:
-                raise
+                what = "a file, not a store" if Path(url).is_file() else \
+                    f"{err.__class__.__name__}"
+                raise ArtifactError(url, f"cannot open or create the feature store ({what})"
+                                    ) from None
             time.sleep(0.05 * (attempt + 1))
+        except OSError as err:             # a file on the path, no permission, ...
+            raise ArtifactError(url, f"cannot open or create the feature store "
+                                f"({err.__class__.__name__}: {err.strerror or err})") from None
     raise AssertionError("unreachable")
 
 
