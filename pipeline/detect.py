@@ -359,12 +359,14 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
         annotations: list[str | os.PathLike] | None = None,
         proposals: list[str | os.PathLike] | None = None,
         timestamps: list[str | os.PathLike] | None = None,
-        allow_empty: bool = False) -> list[str]:
+        allow_empty: bool = True) -> list[str]:
     """Detect persons and write ``out``; returns the failures (one line each).
 
     The detections of every video that worked are written even when others failed.
-    No detection at all (an empty videos folder, no row in the CSVs, no person found) is
-    an error and nothing is written, unless ``allow_empty``.
+    With ``allow_empty`` false (the CLI's default: ``--allow-empty`` sets it), no
+    detection at all (an empty videos folder, no row in the CSVs, no box) is an error and
+    nothing is written.  Library callers (the demo: a video may show nobody) get an empty
+    table by default.
     """
     failures: list[str] = []
     why_empty = ""

@@ -465,13 +465,13 @@ def remove_stale(store: FeatureStore, inputs: set[str], shard: tuple[int, int]) 
 
 
 def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
-        out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = False) -> list[str]:
+        out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = True) -> list[str]:
     """Extract features for every video of the detections (this shard); returns failures.
 
     Videos already complete with the same spec are skipped; a failing video is reported
     (one line naming the file) and the others are still processed.  Groups of videos
-    not in the detections are removed.  Detections without a row, or a videos folder
-    without a video, are an error unless ``allow_empty``.
+    not in the detections are removed.  With ``allow_empty`` false (the CLI's default),
+    detections without a row, or a videos folder without a video, are an error.
     """
     dets, meta = read_detections(detections, allow_empty=allow_empty)
     if cfg.time_offset is None:
