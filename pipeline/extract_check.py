@@ -2,9 +2,10 @@
 
 Reads metadata only (``--values``: also every shard of every view, to find truncated or
 corrupt shard files and non-finite values) and never writes; imports no torch, so it
-starts in a moment on a login node.  A check that finds no video to check fails.  :func:`check_store` decides which videos should be there, as
-:mod:`pipeline.extract` would; :func:`check_layout` audits each of them against the layout
-of :mod:`pipeline.artifacts.features` and reports in a :class:`StoreCheck`.
+starts in a moment on a login node.  A check that finds no video to check fails.
+:func:`check_store` decides which videos should be there, as :mod:`pipeline.extract`
+would; :func:`check_layout` audits each of them against the layout of
+:mod:`pipeline.artifacts.features` and reports in a :class:`StoreCheck`.
 """
 
 from __future__ import annotations
