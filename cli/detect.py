@@ -33,9 +33,13 @@ from .common import config, fail_if, int_list, stage_command
 @click.option("--imgsz", type=int, default=None, help="yolo: inference size")
 @click.option("--device", default=None, help="yolo: auto, cpu or cuda[:i]")
 @click.option("--half/--no-half", default=None, help="yolo: float16 on cuda")
+@click.option("--allow-empty", is_flag=True,
+              help="Write a table without rows when there is nothing to detect (else an "
+                   "error: an empty videos folder, or no box, usually means a wrong input).")
 @click.pass_context
 def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights, classes,
-           min_score, keyframe_interval, time_offset, batch_size, imgsz, device, half) -> None:
+           min_score, keyframe_interval, time_offset, batch_size, imgsz, device, half,
+           allow_empty) -> None:
     """Find persons on keyframes and write detections.parquet.
 
     \b
@@ -59,5 +63,6 @@ def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights
                  keyframe_interval=keyframe_interval, time_offset=time_offset,
                  batch_size=batch_size, imgsz=imgsz, device=device, half=half)
     failures = stage.run(cfg, videos, out, annotations=list(annotations),
-                         proposals=list(proposals), timestamps=list(timestamps))
+                         proposals=list(proposals), timestamps=list(timestamps),
+                         allow_empty=allow_empty)
     fail_if(failures, "videos")

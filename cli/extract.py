@@ -22,6 +22,12 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
                    "the layout's arrays, dtypes and shapes, all shards stored and, with "
                    "--videos, the same video file.  Prints one line per problem and a "
                    "summary; never writes to the store.")
+@click.option("--values", is_flag=True,
+              help="With --check: also read every shard of every view, finding truncated or "
+                   "corrupt shard files and non-finite values (reads all the data).")
+@click.option("--allow-empty", is_flag=True,
+              help="Accept detections without a row, a videos folder without a video, and "
+                   "(--check) a store with no video; else each is an error.")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
                    "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)")
@@ -53,7 +59,8 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def extract(ctx, videos, detections, out, check, backbone, weights, random_init, dilate_last,
+def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, weights,
+            random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
             time_offset,
             batch_size, num_workers, device, amp, shard) -> None:
@@ -67,13 +74,16 @@ def extract(ctx, videos, detections, out, check, backbone, weights, random_init,
     if check:
         from pipeline.extract_check import check_store
 
-        report = check_store(out, detections, videos, parse_shard(shard))
+        report = check_store(out, detections, videos, parse_shard(shard), values=values,
+                             allow_empty=allow_empty)
         for line in report.lines():
             click.echo(line)
         click.echo(report.summary())
         if not report.ok:
             sys.exit(1)
         return
+    if values:
+        raise click.UsageError("--values reads a store: it goes with --check")
     if videos is None or detections is None:
         raise click.UsageError("--videos and --detections are required (unless --check)")
     from pipeline import extract as stage
@@ -84,4 +94,5 @@ def extract(ctx, videos, detections, out, check, backbone, weights, random_init,
                  scales=int_list(scales), pad_multiple=pad_multiple, flip=flip,
                  time_offset=time_offset,
                  batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
-    fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard)), "videos")
+    fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard),
+                      allow_empty=allow_empty), "videos")

@@ -36,8 +36,9 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.detections import COLUMNS, write_detections
+from .artifacts.folders import no_videos_error
 from .artifacts.proposals import read_proposals
-from .video import Video, list_videos, read_image
+from .video import VIDEO_EXTS, Video, list_videos, read_image
 
 
 @dataclass
@@ -68,7 +69,7 @@ def read_keyframes(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
     frames = []
     for path in paths:
         try:
-            with open(path) as fh:
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
                 first = next((ln for ln in fh if ln.strip()), "")
         except OSError:
             raise ArtifactError(path, "file not found") from None
@@ -336,25 +337,52 @@ def from_proposals(paths: list[str | os.PathLike], videos: set[str] | None = Non
     return df[df["score"] >= min_score].reset_index(drop=True)
 
 
+def _video_ids(videos_dir: str | os.PathLike | None, allow_empty: bool) -> set[str] | None:
+    """The video ids of ``videos_dir`` (None: no folder given); a folder without a
+    video is an error naming what it holds, unless ``allow_empty``."""
+    if videos_dir is None:
+        return None
+    paths = list_videos(videos_dir)
+    if not paths and not allow_empty:
+        raise no_videos_error(videos_dir, VIDEO_EXTS)
+    return set(paths)
+
+
+def _none_kept(what: str, df_all: pd.DataFrame, videos_dir) -> str:
+    """Why a source with rows gave no detection: its videos are not in ``videos_dir``."""
+    ids = sorted(set(df_all["video_id"]))
+    return (f"none of the {len(ids)} videos of the {what} ({', '.join(ids[:3])}"
+            f"{', ...' if len(ids) > 3 else ''}) is in {videos_dir}")
+
+
 def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.PathLike,
         annotations: list[str | os.PathLike] | None = None,
         proposals: list[str | os.PathLike] | None = None,
-        timestamps: list[str | os.PathLike] | None = None) -> list[str]:
+        timestamps: list[str | os.PathLike] | None = None,
+        allow_empty: bool = True) -> list[str]:
     """Detect persons and write ``out``; returns the failures (one line each).
 
     The detections of every video that worked are written even when others failed.
+    With ``allow_empty`` false (the CLI's default: ``--allow-empty`` sets it), no
+    detection at all (an empty videos folder, no row in the CSVs, no box) is an error and
+    nothing is written.  Library callers (the demo: a video may show nobody) get an empty
+    table by default.
     """
     failures: list[str] = []
+    why_empty = ""
     if cfg.source == "gt":
         if not annotations:
             raise ArtifactError(out, "--source gt needs --annotations CSV")
-        videos = set(list_videos(videos_dir)) if videos_dir else None
+        videos = _video_ids(videos_dir, allow_empty)
         df = from_annotations(annotations, videos)
+        if videos is not None and df.empty:
+            why_empty = _none_kept("annotations", from_annotations(annotations),
+                                   videos_dir)
         meta = {"source": "gt", "annotations": [str(a) for a in annotations]}
     elif cfg.source == "proposals":
         if not proposals:
             raise ArtifactError(out, "--source proposals needs a proposals CSV")
-        videos = set(list_videos(videos_dir)) if videos_dir else None
+        videos = _video_ids(videos_dir, allow_empty)
         df = from_proposals(proposals, videos, cfg.min_score)
         meta = {"source": "proposals", "proposals": [str(p) for p in proposals],
                 "min_score": cfg.min_score}
@@ -362,6 +390,11 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
         if videos_dir is None:
             raise ArtifactError(out, "--source yolo needs --videos DIR")
         keyframes = read_keyframes(timestamps) if timestamps else None
+        if keyframes is None:
+            _video_ids(videos_dir, allow_empty)
+        elif not keyframes and not allow_empty:
+            raise ArtifactError(timestamps[0], "no (video_id, timestamp) row in the "
+                                "timestamps files")
         df, failures, det_meta = detect_videos(cfg, videos_dir, keyframes)
         meta = {"source": "yolo", **det_meta, "keyframes": [str(t) for t in timestamps or []]
                 or f"every {cfg.keyframe_interval} s", "failed": failures}
@@ -369,5 +402,10 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
         raise ArtifactError(out, f"unknown detection source '{cfg.source}'")
     meta["time_offset"] = cfg.time_offset
     meta["config"] = asdict(cfg)
-    write_detections(df, out, meta)
+    if df.empty and not allow_empty:
+        if failures:        # every video failed: the failures say why; write nothing
+            return failures
+        raise ArtifactError(out, f"not written: no detections ({why_empty or 'no box'}); pass "
+                            "--allow-empty to write an empty table")
+    write_detections(df, out, meta, allow_empty=allow_empty)
     return failures

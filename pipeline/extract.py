@@ -24,6 +24,11 @@ writes (in a background thread).  Memory stays bounded whatever the video's leng
 Resume: a video group is marked complete last; a rerun skips complete groups whose
 spec matches and rebuilds the others.  ``shard=(i, N)`` takes every N-th video of the
 sorted detections, so N processes fill one store without touching each other's groups.
+
+A run leaves its store equal to a fresh build of the same inputs: groups of videos that
+are not in the detections are removed (a sharded run removes those that
+:func:`stale_shard` gives to its shard).  A feature that is not finite is never written:
+its video fails with a line naming the video and the keyframe, and its group is removed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,9 +55,10 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
+from .artifacts.folders import no_videos_error
 from .backbones import build_backbone, feature_stride, get_backbone
 from .shards import shard_items
-from .video import Video, VideoInfo, fingerprint, list_videos, nearest_frames
+from .video import VIDEO_EXTS, Video, VideoInfo, fingerprint, list_videos, nearest_frames
 
 
 @dataclass
@@ -380,10 +387,16 @@ def open_output(url: str, attempts: int = 5) -> FeatureStore:
         try:
             return FeatureStore(url, mode="a")
         except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError,
-                FileExistsError):
+                FileExistsError) as err:
             if attempt == attempts - 1:
-                raise
+                what = "a file, not a store" if Path(url).is_file() else \
+                    f"{err.__class__.__name__}"
+                raise ArtifactError(url, f"cannot open or create the feature store ({what})"
+                                    ) from None
             time.sleep(0.05 * (attempt + 1))
+        except OSError as err:             # a file on the path, no permission, ...
+            raise ArtifactError(url, f"cannot open or create the feature store "
+                                f"({err.__class__.__name__}: {err.strerror or err})") from None
     raise AssertionError("unreachable")
 
 
@@ -422,20 +435,54 @@ def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
         raise ArtifactError(out, "scales must be >= 8 and batch_size >= 1")
 
 
+class NonFinite(Exception):
+    """A forward pass gave a non-finite feature (the message names video and keyframe)."""
+
+
+_CONCURRENT = (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError)
+
+
+def _another_writer(out: str, video: str, err: Exception) -> ArtifactError:
+    return ArtifactError(out, f"video '{video}' was written by another process meanwhile "
+                         f"({err.__class__.__name__}): two unsharded extract runs on one "
+                         "store? run them one after the other, or use --shard i/N")
+
+
+def stale_shard(video: str, shards: int) -> int:
+    """The shard that removes the group of ``video`` when it is not in the input: a hash
+    of its name (its rank among the inputs does not exist), the same in every process."""
+    return zlib.crc32(video.encode()) % shards
+
+
+def remove_stale(store: FeatureStore, inputs: set[str], shard: tuple[int, int]) -> list[str]:
+    """Delete the groups of videos not in ``inputs`` that belong to ``shard``."""
+    i, n = shard
+    stale = [v for v in store.videos(complete_only=False)
+             if v not in inputs and (n == 1 or stale_shard(v, n) == i)]
+    for v in stale:
+        del store.root[v]
+    return stale
+
+
 def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
-        out: str, shard: tuple[int, int] = (0, 1)) -> list[str]:
+        out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = True) -> list[str]:
     """Extract features for every video of the detections (this shard); returns failures.
 
     Videos already complete with the same spec are skipped; a failing video is reported
-    (one line naming the file) and the others are still processed.
+    (one line naming the file) and the others are still processed.  Groups of videos
+    not in the detections are removed.  With ``allow_empty`` false (the CLI's default),
+    detections without a row, or a videos folder without a video, are an error.
     """
-    dets, meta = read_detections(detections)
+    dets, meta = read_detections(detections, allow_empty=allow_empty)
     if cfg.time_offset is None:
         cfg = ExtractConfig(**{**cfg.__dict__, "time_offset": float(meta.get("time_offset", 0))})
     if cfg.pad_multiple is None:
         cfg = ExtractConfig(**{**cfg.__dict__, "pad_multiple": default_pad_multiple(cfg)})
     paths = list_videos(videos_dir)
-    wanted = shard_items(set(dets["video_id"]), shard)
+    inputs = set(dets["video_id"])
+    if inputs and not paths and not allow_empty:
+        raise no_videos_error(videos_dir, VIDEO_EXTS)
+    wanted = shard_items(inputs, shard)
     net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed,
                                        cfg.dilate_last)
     spec, views = make_spec(cfg, identity)
@@ -446,6 +493,10 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     device = _device(cfg.device)
     net = net.to(device)
     store = open_output(out)
+    if stale := remove_stale(store, inputs, shard):
+        tqdm.write(f"extract: removed {len(stale)} groups of videos not in {detections}: "
+                   f"{', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}",
+                   file=sys.stderr)
     failures: list[str] = []
     todo = []
     all_stamps = {v: np.sort(g["timestamp"].unique()).astype(np.int32)
@@ -496,14 +547,29 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                     st = states[video] = _VideoState(video, stamps[video], first.num_clips,
                                                      cfg.batch_size)
                     w, h = first.size
-                    store.begin_video(video, stamps[video], {
-                        **spec.to_dict(), "frame_size": [w, h], "fps": first.fps,
-                        "source": fingerprint(paths[video])})
+                    try:
+                        store.begin_video(video, stamps[video], {
+                            **spec.to_dict(), "frame_size": [w, h], "fps": first.fps,
+                            "source": fingerprint(paths[video])})
+                    except _CONCURRENT as err:
+                        raise _another_writer(out, video, err) from None
                     st.size = (w, h)
                 st.add(piece)
                 bar.set_postfix_str(video, refresh=False)
-                while (ks := st.next_group()) is not None:
-                    bar.update(ctx.forward(st, ks, writer))
+                try:
+                    while (ks := st.next_group()) is not None:
+                        bar.update(ctx.forward(st, ks, writer))
+                except NonFinite as err:
+                    for fut in st.writes:
+                        fut.result()
+                    del store.root[video], states[video]
+                    failed.add(video)
+                    failures.append(f"{paths[video]}: {err}")
+                    tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
+                    bar.update(len(stamps[video]) - st.done)
+                    continue
+                except _CONCURRENT as err:
+                    raise _another_writer(out, video, err) from None
                 if st.done == st.num_clips:
                     for fut in st.writes:
                         fut.result()
@@ -548,6 +614,12 @@ class _Context:
                 fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
             fmap = fmap.float().mean(dim=2).half().cpu().numpy()     # (B, C, H', W')
             name = view_name(scale, flip)
+            finite = np.isfinite(fmap).reshape(len(ks), -1).all(axis=1)   # (B,)
+            if not finite.all():
+                k = ks[int(np.flatnonzero(~finite)[0])]
+                raise NonFinite(f"non-finite feature (nan or inf, float16 range included) "
+                                f"at keyframe t={int(st.timestamps[k])} (view {name}); the "
+                                "video is not written")
             if name not in st.arrays:
                 vs = ViewSpec(name, scale, flip, (side, side), (0, 0, w, h),
                               side / fmap.shape[-1])

@@ -1,9 +1,11 @@
 """``acar extract --check``: is a feature store complete and consistent?
 
-Reads metadata only and never writes; imports no torch, so it starts in a moment on a
-login node.  :func:`check_store` decides which videos should be there, as
-:mod:`pipeline.extract` would; :func:`check_layout` audits each of them against the layout
-of :mod:`pipeline.artifacts.features` and reports in a :class:`StoreCheck`.
+Reads metadata only (``--values``: also every shard of every view, to find truncated or
+corrupt shard files and non-finite values) and never writes; imports no torch, so it
+starts in a moment on a login node.  A check that finds no video to check fails.
+:func:`check_store` decides which videos should be there, as :mod:`pipeline.extract`
+would; :func:`check_layout` audits each of them against the layout of
+:mod:`pipeline.artifacts.features` and reports in a :class:`StoreCheck`.
 """
 
 from __future__ import annotations
@@ -29,20 +31,23 @@ from .video import fingerprint, list_videos
 
 def check_store(out: str, detections: str | os.PathLike | None = None,
                 videos_dir: str | os.PathLike | None = None,
-                shard: tuple[int, int] = (0, 1)) -> StoreCheck:
+                shard: tuple[int, int] = (0, 1), values: bool = False,
+                allow_empty: bool = False) -> StoreCheck:
     """Verify the feature store ``out`` (path or fsspec URL) without writing to it.
 
     The videos that should be there are those of the detections (with exactly their
     keyframes), else the files of ``videos_dir``, else the store's own groups; ``shard``
     keeps a 1/N of them.  Each must be present, complete and consistent with the layout
     and the store's spec; with ``videos_dir``, its video file must also be the one it
-    was extracted from (else a rerun of extract would redo it).
+    was extracted from (else a rerun of extract would redo it).  ``values``: also read
+    every shard of every view (finds truncated or corrupt shard files and non-finite
+    values).  A check that finds no video to check fails unless ``allow_empty``.
     """
     store = FeatureStore(out)
     paths = list_videos(videos_dir) if videos_dir is not None else {}
     expected: dict[str, np.ndarray | None] | None = None
     if detections is not None:
-        dets, _ = read_detections(detections)
+        dets, _ = read_detections(detections, allow_empty=allow_empty)
         expected = {v: np.unique(g["timestamp"]).astype(np.int32)
                     for v, g in dets.groupby("video_id")}
     elif videos_dir is not None:
@@ -50,7 +55,8 @@ def check_store(out: str, detections: str | os.PathLike | None = None,
     if shard != (0, 1):
         names = store.videos(complete_only=False) if expected is None else list(expected)
         expected = {v: (expected or {}).get(v) for v in shard_items(names, shard)}
-    report = check_layout(store, expected)
+    report = check_layout(store, expected, values=values)
+    report.allow_empty = allow_empty
     for video in list(report.complete):
         recorded = store.attrs(video).get("source")
         if video in paths and recorded is not None and recorded != fingerprint(paths[video]):
@@ -60,14 +66,15 @@ def check_store(out: str, detections: str | os.PathLike | None = None,
 
 
 def check_layout(store: FeatureStore, expected: Mapping[str, np.ndarray | None] | None = None,
-                 threads: int = 16) -> StoreCheck:
+                 threads: int = 16, values: bool = False) -> StoreCheck:
     """Is every expected video present, complete and consistent with the layout?
 
     ``expected`` maps video_id -> the keyframe timestamps it should hold (None: any);
     None checks every video group of the store.  Complete groups must have the
     attributes, arrays, dtypes and shapes of the layout, every shard stored, and the
     same FeatureSpec as the store's (the one most of its videos record).  Reads
-    metadata only, ``threads`` videos at a time (remote stores are latency-bound).
+    metadata only, ``threads`` videos at a time (remote stores are latency-bound);
+    ``values`` also reads the data (:func:`_value_problems`).
     """
     present = set(store.videos(complete_only=False))
     if expected is None:
@@ -76,7 +83,8 @@ def check_layout(store: FeatureStore, expected: Mapping[str, np.ndarray | None] 
                         unexpected=sorted(present - set(expected)))
     found = sorted(present & set(expected))
     with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(partial(_check_video, store), found, [expected[v] for v in found]))
+        results = list(pool.map(partial(_check_video, store, values=values), found,
+                                [expected[v] for v in found]))
     specs: dict[str, FeatureSpec] = {}
     for video, (problems, spec) in zip(found, results, strict=True):
         if problems is None:
@@ -97,8 +105,8 @@ def check_layout(store: FeatureStore, expected: Mapping[str, np.ndarray | None] 
                             f"{len(specs)} videos): {_spec_difference(spec, store_spec)}")
     return report
 
-def _check_video(store: FeatureStore, video: str, timestamps: np.ndarray | None
-                 ) -> tuple[list[str] | None, FeatureSpec | None]:
+def _check_video(store: FeatureStore, video: str, timestamps: np.ndarray | None,
+                 values: bool = False) -> tuple[list[str] | None, FeatureSpec | None]:
     """(problems, spec) of a video group; problems None: not marked complete."""
     try:
         grp = store.group(video)
@@ -112,9 +120,38 @@ def _check_video(store: FeatureStore, video: str, timestamps: np.ndarray | None
     except (TypeError, ValueError) as err:
         return [f"attributes are not a FeatureSpec ({err})"], None
     try:
-        return _group_problems(grp, meta, spec, timestamps), spec
+        problems = _group_problems(grp, meta, spec, timestamps)
+        if values:
+            stamps = np.asarray(grp["timestamps"][:])
+            for name in spec.views:
+                if isinstance(arr := grp.get(name), zarr.Array):
+                    problems += [f"view {name}: {p}" for p in _value_problems(arr, stamps)]
+        return problems, spec
     except Exception as err:  # noqa: BLE001
         return [f"unreadable ({err.__class__.__name__}: {str(err)[:200]})"], spec
+
+
+def _value_problems(arr: zarr.Array, stamps: np.ndarray) -> list[str]:
+    """Read ``arr`` one shard file at a time: shards that cannot be read (truncated,
+    corrupt) and keyframes holding a non-finite value, one line each."""
+    rows = (arr.shards or arr.chunks)[0]
+    problems, nonfinite = [], []
+    for a in range(0, arr.shape[0], rows):
+        b = min(a + rows, arr.shape[0])
+        try:
+            block = np.asarray(arr[a:b])
+        except Exception as err:  # noqa: BLE001 - any decoding failure is a finding
+            first = (str(err).splitlines() or [""])[0][:120]
+            problems.append(f"shard of keyframes {a}-{b - 1} is unreadable (truncated or "
+                            f"corrupt: {err.__class__.__name__}: {first})")
+            continue
+        bad = ~np.isfinite(block.reshape(b - a, -1)).all(axis=1)
+        nonfinite += [a + int(k) for k in np.flatnonzero(bad)]
+    if nonfinite:
+        ts = stamps[nonfinite] if len(stamps) == arr.shape[0] else np.asarray(nonfinite)
+        problems.append(f"non-finite values (nan or inf) at {len(nonfinite)} keyframes: "
+                        f"t={_few(ts)}")
+    return problems
 
 
 @dataclass
@@ -127,10 +164,17 @@ class StoreCheck:
     incomplete: list[str] = field(default_factory=list)
     inconsistent: dict[str, list[str]] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)   # in the store, not expected
+    allow_empty: bool = False                              # no video to check is fine
+
+    @property
+    def empty(self) -> bool:
+        """No video was expected (an empty store, detections or videos folder)."""
+        return not (self.complete or self.missing or self.incomplete or self.inconsistent)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.incomplete or self.inconsistent)
+        return not (self.missing or self.incomplete or self.inconsistent
+                    or (self.empty and not self.allow_empty))
 
     def flag(self, video: str, problem: str) -> None:
         """Record a problem of ``video`` (a complete video becomes inconsistent)."""
@@ -144,7 +188,11 @@ class StoreCheck:
         found += [(v, "incomplete (not marked complete: an interrupted or running write)")
                   for v in self.incomplete]
         found += [(v, p) for v, ps in self.inconsistent.items() for p in ps]
-        return [f"{v}: {p}" for v, p in sorted(found, key=lambda vp: vp[0])]
+        lines = [f"{v}: {p}" for v, p in sorted(found, key=lambda vp: vp[0])]
+        if self.empty and not self.allow_empty:
+            lines.append(f"{self.url}: no video to check (an empty store, detections or "
+                         "videos folder; --allow-empty accepts it)")
+        return lines
 
     def summary(self) -> str:
         line = (f"{self.url}: {len(self.complete)} videos complete, {len(self.missing)} "

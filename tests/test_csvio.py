@@ -88,3 +88,21 @@ def test_annotations_with_and_without_person_id(tmp_path):
 def test_line_of_row(tmp_path):
     path = _write(tmp_path, "\n" + ROW + "  \n" + ROW)
     assert [line_of_row(path, r) for r in (0, 1)] == [2, 4]
+
+
+@pytest.mark.parametrize("text", [
+    "val_000,0902,0.1,0.2,0.3,0.4,12\nval_001,0903,0.1,0.2,0.3,0.4,3\n",     # 7 columns
+    "val_000,0902,0.1,0.2,0.3,0.4,12,0\n \nval_001,0903,0.1,0.2,0.3,0.4,3,1\n",  # line of blanks
+    "val_000,0902,0.1,0.2,0.3,0.4,12,0\nval_001,0903,0.1,0.2,0.3,0.4,3,1\n",    # fast path
+])
+def test_utf8_bom_does_not_reach_the_first_video_id(tmp_path, text):
+    """issue 19 item 5: the slow path read a BOM into the first id ('\\ufeffval_000')."""
+    path = _write(tmp_path, b"\xef\xbb\xbf" + text.encode(), mode="wb")
+    assert read_annotations(path)["video_id"].tolist() == ["val_000", "val_001"]
+
+
+def test_utf8_bom_in_a_bad_file_still_names_the_right_line(tmp_path):
+    path = _write(tmp_path, b"\xef\xbb\xbfa,1,0.1,0.2,0.3,0.4,1\nb,x,0.1,0.2,0.3,0.4,1\n",
+                  mode="wb")
+    with pytest.raises(ArtifactError, match=r"p.csv:2: column 'timestamp' must be an integer"):
+        read_annotations(path)

@@ -182,6 +182,7 @@ def test_uncached_weights_name_offline_is_one_clear_line(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")          # ultralytics' own offline switch
     (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"")      # the weights fail before any video
     monkeypatch.setattr(sys, "argv", ["acar", "detect", "--source", "yolo", "--videos",
                                       str(tmp_path / "v"), "--weights", "yolo11x.pt",
                                       "--out", str(tmp_path / "d.parquet")])

@@ -700,3 +700,154 @@ def test_default_pad_multiple_fits_the_backbone():
             cfg = extract.ExtractConfig(backbone=name, dilate_last=dilate)
             pad, stride = extract.default_pad_multiple(cfg), feature_stride(bb, dilate)
             assert pad % stride == 0 and 32 <= pad < 32 + stride, (name, dilate)
+
+
+# ---- issue 19: stale groups, non-finite features, two writers, --check --values, empty -----
+
+def _copy_store(src: str, dst: Path) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def _add_stale(url: str, video: str) -> None:
+    """A complete group of a video that the detections no longer have (issue 19 item 4)."""
+    store, ref = FeatureStore(url, mode="a"), FeatureStore(url)
+    first = ref.videos()[0]
+    store.begin_video(video, ref.timestamps(first), ref.attrs(first))
+    for name in ref.spec(first).views:
+        store.create_view(video, ref.view(first, name), ref.read(first, name).shape)[:] = \
+            ref.read(first, name)
+    store.finish_video(video)
+
+
+def test_groups_of_videos_not_in_the_input_are_removed(world_and_dets, reference, tmp_path):
+    world, dets = world_and_dets
+    url = _copy_store(reference, tmp_path / "f.zarr")
+    _add_stale(url, "train_077")
+    assert "train_077" in FeatureStore(url).videos()
+    assert extract.run(CFG, world / "videos", dets, url) == []
+    assert FeatureStore(url).videos() == FeatureStore(reference).videos()
+    assert_same_store(reference, url)
+
+
+def test_a_sharded_run_removes_only_the_stale_groups_of_its_shard(world_and_dets, reference,
+                                                                  tmp_path):
+    world, dets = world_and_dets
+    url = _copy_store(reference, tmp_path / "f.zarr")
+    stale = ["old_a", "old_b", "old_c", "old_d"]
+    for v in stale:
+        _add_stale(url, v)
+    mine = [v for v in stale if extract.stale_shard(v, 2) == 0]
+    assert 0 < len(mine) < len(stale)           # the test covers both shards
+    extract.run(CFG, world / "videos", dets, url, shard=(0, 2))
+    left = set(FeatureStore(url).videos()) - set(FeatureStore(reference).videos())
+    assert left == set(stale) - set(mine)
+    extract.run(CFG, world / "videos", dets, url, shard=(1, 2))
+    assert_same_store(reference, url)
+    assert FeatureStore(url).videos() == FeatureStore(reference).videos()
+
+
+class _NanOnce(torch.nn.Module):
+    """The backbone, but the ``call``-th forward pass gives NaN for clip ``clip``."""
+
+    def __init__(self, net, call: int, clip: int):
+        super().__init__()
+        self.net, self.call, self.clip, self.calls = net, call, clip, 0
+
+    def forward(self, x, **kw):
+        y = self.net(x, **kw)
+        self.calls += 1
+        if self.calls == self.call:
+            y = y.clone()
+            y[self.clip, 0, 0] = float("nan")
+        return y
+
+
+def test_a_non_finite_feature_is_never_written(world_and_dets, reference, tmp_path,
+                                               monkeypatch):
+    world, dets = world_and_dets
+
+    def nan_backbone(*args, **kw):
+        net, bb, identity = build_backbone(*args, **kw)
+        return _NanOnce(net, call=1, clip=1), bb, identity
+
+    monkeypatch.setattr(extract, "build_backbone", nan_backbone)
+    url = str(tmp_path / "f.zarr")
+    failures = extract.run(CFG, world / "videos", dets, url)
+    ref = FeatureStore(reference)
+    t = int(ref.timestamps("train_000")[1])     # call 1 = keyframes 0, 1 (batch 2); clip 1
+    assert failures == [f"{world / 'videos' / 'train_000.mp4'}: non-finite feature (nan or "
+                        f"inf, float16 range included) at keyframe t={t} (view s16); the "
+                        "video is not written"]
+    store = FeatureStore(url)
+    assert store.videos(complete_only=False) == ["train_001", "val_000"]
+    for v in store.videos():
+        np.testing.assert_array_equal(store.read(v, "s16"), ref.read(v, "s16"))
+
+
+def test_a_second_unsharded_writer_is_a_one_line_error(world_and_dets, tmp_path, monkeypatch):
+    """issue 19 item 10: two writers on one store gave a ContainsArrayError traceback."""
+    world, dets = world_and_dets
+    real = FeatureStore.create_view
+
+    def raced(self, video, view, shape, dtype="float16"):
+        real(self, video, view, shape, dtype)      # the other process got there first
+        return real(self, video, view, shape, dtype)
+
+    monkeypatch.setattr(FeatureStore, "create_view", raced)
+    url = str(tmp_path / "f.zarr")
+    with pytest.raises(ArtifactError) as err:
+        extract.run(CFG, world / "videos", dets, url)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{url}: video 'train_000' was written by "
+                                              "another process meanwhile (ContainsArrayError)")
+    assert "--shard i/N" in msg
+
+
+def _shard_file(url: str, video: str, view: str) -> Path:
+    files = [p for p in (Path(url) / video / view / "c").rglob("*") if p.is_file()]
+    assert len(files) == 1
+    return files[0]
+
+
+def test_check_values_finds_a_truncated_shard(feature_store, detections_file):
+    """issue 19 item 10: a truncated shard passed --check, then gave a 109-line traceback."""
+    shard = _shard_file(feature_store, "vid_a", "s36")
+    shard.write_bytes(shard.read_bytes()[:-40])
+    assert _check("--out", feature_store, "--detections", detections_file).exit_code == 0
+    before = _snapshot(Path(feature_store))
+    res = _check("--values", "--out", feature_store, "--detections", detections_file)
+    assert res.exit_code == 1, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(
+        "vid_a: view s36: shard of keyframes 0-3 is unreadable (truncated or corrupt: ")
+    assert lines[1].endswith("1 videos complete, 0 missing, 0 incomplete, 1 inconsistent")
+    assert _snapshot(Path(feature_store)) == before
+
+
+def test_check_values_finds_non_finite_values(feature_store, detections_file):
+    """issue 19 item 2: --check reported a store holding a NaN as fine."""
+    store = FeatureStore(feature_store, mode="a")
+    arr = store.root["vid_b"]["s36"]
+    row = np.asarray(arr[1])
+    row[3, 2, 1] = np.nan
+    arr[1] = row
+    assert _check("--out", feature_store, "--detections", detections_file).exit_code == 0
+    res = _check("--values", "--out", feature_store, "--detections", detections_file)
+    assert res.exit_code == 1
+    assert res.output.splitlines()[0] == ("vid_b: view s36: non-finite values (nan or inf) at "
+                                          "1 keyframes: t=2")
+
+
+def test_check_of_a_store_without_a_video_fails(tmp_path):
+    """issue 19 item 8: '0 videos complete, 0 missing, ...' passed with exit 0."""
+    url = str(tmp_path / "f.zarr")
+    FeatureStore(url, mode="a")
+    res = _check("--out", url)
+    assert res.exit_code == 1
+    assert res.output.splitlines()[0] == (f"{url}: no video to check (an empty store, "
+                                          "detections or videos folder; --allow-empty "
+                                          "accepts it)")
+    assert _check("--out", url, "--allow-empty").exit_code == 0

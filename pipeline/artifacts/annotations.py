@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import ArtifactError
-from .csvio import read_csv, write_csv
+from .csvio import line_of_row, read_csv, write_csv
 
 COLUMNS = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id"]
 SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "x2": "float",
@@ -36,7 +36,7 @@ def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
 def _needs_slow(path: str | os.PathLike) -> bool:
     """AVA files always carry person_id; we also accept 7-column files (person_id omitted)."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
     except OSError:
         return False
@@ -47,8 +47,12 @@ def _check_boxes(df: pd.DataFrame, path: str | os.PathLike) -> None:
     boxes = df[["x1", "y1", "x2", "y2"]].to_numpy()
     bad = ~((boxes >= -1e-6) & (boxes <= 1 + 1e-6)).all(axis=1)
     if bad.any():
-        line = int(np.flatnonzero(bad)[0]) + 1
+        line = line_of_row(path, int(np.flatnonzero(bad)[0]))
         raise ArtifactError(path, "box coordinates must be normalised to [0, 1]", line)
+    inverted = (boxes[:, 0] > boxes[:, 2] + 1e-6) | (boxes[:, 1] > boxes[:, 3] + 1e-6)
+    if inverted.any():
+        line = line_of_row(path, int(np.flatnonzero(inverted)[0]))
+        raise ArtifactError(path, "inverted box (x1 > x2 or y1 > y2)", line)
 
 
 def write_annotations(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -123,7 +123,7 @@ def _diagnose(path: Path, schema: dict[str, str], min_columns: int) -> list[list
     names, kinds = list(schema), list(schema.values())
     rows: list[list] = []
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # the fast path skips a BOM
             for lineno, fields in enumerate(csv.reader(fh), start=1):
                 if not fields or all(not f.strip() for f in fields):
                     continue

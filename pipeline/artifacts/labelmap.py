@@ -29,6 +29,25 @@ LABEL_TYPES = {"PERSON_MOVEMENT": "pose", "OBJECT_MANIPULATION": "object",
 
 _BLOCK_RE = re.compile(r"(item|label)\s*\{([^{}]*)\}", re.S)
 _FIELD_RE = re.compile(r"(\w+)\s*:\s*(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s}]+)")
+_COMMENT_RE = re.compile(r"#[^\n]*")
+_OPEN_RE = re.compile(r"(item|label)\s*\{")
+
+
+def _check_gap(path: Path, text: str, start: int, stop: int) -> None:
+    """Between blocks only blanks and ``#`` comments may stand: anything else is a block
+    that lost a brace (which would silently drop a class), or stray text."""
+    gap = _COMMENT_RE.sub(lambda m: " " * len(m.group()), text[start:stop])
+    stripped = gap.lstrip()
+    if not stripped:
+        return
+    at = start + len(gap) - len(stripped)
+    line = text.count("\n", 0, at) + 1
+    if m := _OPEN_RE.match(stripped):
+        raise ArtifactError(path, f"'{m.group(1)}' block is not closed (a '}}' is missing "
+                            "before the next block or the end of the file)", line)
+    shown = stripped.splitlines()[0].strip()[:40]
+    raise ArtifactError(path, f"unexpected text '{shown}' (expected 'item {{ name: ... id: "
+                        "... }' blocks)", line)
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,10 @@ def read_labelmap(path: str | os.PathLike, ava_defaults: bool = True) -> LabelMa
     except (OSError, UnicodeDecodeError) as err:
         raise ArtifactError(path, f"cannot read label map ({err.__class__.__name__})") from None
     ids, names, supers = [], [], []
+    end = 0
     for m in _BLOCK_RE.finditer(text):
+        _check_gap(path, text, end, m.start())
+        end = m.end()
         line = text.count("\n", 0, m.start()) + 1
         fields = {k: v.strip("\"'") for k, v in _FIELD_RE.findall(m.group(2))}
         raw_id = fields.get("id", fields.get("label_id"))
@@ -102,6 +124,7 @@ def read_labelmap(path: str | os.PathLike, ava_defaults: bool = True) -> LabelMa
         ids.append(action_id)
         names.append(fields["name"])
         supers.append(sup)
+    _check_gap(path, text, end, len(text))
     if not ids:
         raise ArtifactError(path, "no 'item { name: ... id: ... }' entries found")
     if ava_defaults and not any(supers):

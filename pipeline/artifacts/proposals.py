@@ -62,6 +62,16 @@ def read_proposals(path: str | os.PathLike) -> pd.DataFrame:
 
 def _check_lines(path: Path) -> None:
     """Slow pass that raises at the first bad line (8 columns, action_id may be empty)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for lineno, fields in enumerate(csv.reader(fh), start=1):
+                if any(f.strip() for f in fields) and len(fields) != 8:
+                    raise ArtifactError(path, f"expected 8 columns (video,sec,x1,y1,x2,y2,,"
+                                        f"score), got {len(fields)}", lineno)
+    except UnicodeDecodeError as err:
+        raise ArtifactError(path, f"not a text CSV file ({err.reason})") from None
     rows = _diagnose(path, SCHEMA, min_columns=6)
     for lineno, row in enumerate(rows, start=1):
         if isinstance(row[7], float) and np.isnan(row[7]):

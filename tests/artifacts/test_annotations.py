@@ -58,3 +58,10 @@ def test_excluded_round_trip(tmp_path):
     assert (tmp_path / "ex.csv").read_text() == "a,0902\nb,1798\n"
     pd.testing.assert_frame_equal(read_excluded(tmp_path / "ex.csv"), df)
     assert len(read_excluded(None)) == 0
+
+
+def test_inverted_box_is_rejected_at_its_line(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("v,1,0.1,0.1,0.5,0.5,1,0\n\nv,2,0.6,0.1,0.5,0.5,1,0\n")
+    with pytest.raises(ArtifactError, match=r"a.csv:3: inverted box"):
+        read_annotations(p)

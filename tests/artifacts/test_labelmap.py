@@ -51,3 +51,27 @@ def test_unreadable_labelmap(tmp_path):
     p.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(ArtifactError, match="cannot read label map"):
         read_labelmap(p)
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    # issue 19 item 6: a missing '}' used to swallow a class silently (10 -> 9 classes)
+    ('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 2\n\nitem {\n  name: "c"\n'
+     '  id: 3\n}\n', 5, "'item' block is not closed"),
+    ('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 2\n', 5,
+     "'item' block is not closed"),
+    ('item {\n  name: "a"\n  id: 1\n}\n}\n', 5, "unexpected text"),
+    ('item {\n  name: "a"\n  id: 1\n}\nitem \n  name: "b"\n  id: 2\n}\n', 5, "unexpected text"),
+    ('itme {\n  name: "a"\n  id: 1\n}\n', 1, "unexpected text 'itme {'"),
+])
+def test_malformed_block_is_an_error_naming_its_line(tmp_path, text, line, problem):
+    p = tmp_path / "bad.pbtxt"
+    p.write_text(text)
+    with pytest.raises(ArtifactError, match=rf"bad.pbtxt:{line}: .*{problem}"):
+        read_labelmap(p)
+
+
+def test_comments_and_blank_lines_between_blocks_are_fine(tmp_path):
+    p = tmp_path / "c.pbtxt"
+    p.write_text('# a label map\n\nitem {\n  name: "a"\n  id: 1\n}\n  # two\nitem { name: "b" '
+                 'id: 2 }\n\n')
+    assert read_labelmap(p).ids == (1, 2)
