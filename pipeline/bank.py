@@ -21,7 +21,7 @@ image cells; for acfb the checkpoint's weight hash and the pool) equals the curr
 anything else is rebuilt, one video at a time, so an interrupted run resumes and nothing
 finished is lost.  A group of a video that is not in the run's input (the feature store's
 complete videos) is removed, so the store equals a fresh build of the same inputs; a
-sharded run removes only those of its shard (:func:`stale_videos`).  For acfb the
+sharded run removes only those of its shard (:func:`pipeline.shards.stale_items`).  For acfb the
 checkpoint's features must be the store's (:func:`pipeline.inference.check_feature_spec`),
 checked for every video before anything is written.
 The same inputs give the same bytes (batches never cross videos).
@@ -29,7 +29,6 @@ The same inputs give the same bytes (batches never cross videos).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
@@ -50,7 +49,7 @@ from .inference import check_feature_spec, load_head
 from .keyframes import FeatureCache, Keyframe, batch, valid_cells
 from .models import BANK_POOLS
 from .models.actor import actor_vectors
-from .shards import shard_items
+from .shards import shard_items, stale_items
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
@@ -167,17 +166,6 @@ def read_gt(annotations: list[str | os.PathLike] | tuple) -> dict:
     return {k: g for k, g in gt.groupby(["video_id", "timestamp"])}
 
 
-def stale_videos(banked: list[str], inputs: list[str], shard: tuple[int, int]) -> list[str]:
-    """The groups of ``banked`` whose video is not in ``inputs``, in ``shard``'s share: a
-    stale video belongs to the shard of the input position it would sort at (stable while
-    other shards remove theirs, and the N shards together cover every stale video)."""
-    order = sorted(inputs)
-    have = set(order)
-    i, n = shard
-    return [v for v in sorted(banked)
-            if v not in have and bisect.bisect_left(order, v) % n == i]
-
-
 @torch.inference_mode()
 def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         model: str | os.PathLike | None = None,
@@ -207,8 +195,8 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                                           f"(it has {', '.join(fspec.views)})")
     compute.check(src, videos)
     bank = BankStore(out, mode="a")
-    for video in stale_videos(bank.videos(complete_only=False), inputs, shard):
-        del bank.store.root[video]          # not in this run's input: a fresh build lacks it
+    for video in stale_items(bank.videos(complete_only=False), inputs, shard):
+        bank.store.remove_video(video)      # not in this run's input: a fresh build lacks it
     failures: list[str] = []
     reused = 0
     for video in tqdm(videos, desc=f"bank {cfg.kind}", unit="video"):

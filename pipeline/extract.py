@@ -27,8 +27,9 @@ sorted detections, so N processes fill one store without touching each other's g
 
 A run leaves its store equal to a fresh build of the same inputs: groups of videos that
 are not in the detections are removed (a sharded run removes those that
-:func:`stale_shard` gives to its shard).  A feature that is not finite is never written:
-its video fails with a line naming the video and the keyframe, and its group is removed.
+:func:`pipeline.shards.stale_items` gives to its shard).  A feature that is not finite is
+never written: its video fails with a line naming the video and the keyframe, and its group
+is removed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import math
 import os
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +57,7 @@ from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .artifacts.folders import no_videos_error
 from .backbones import build_backbone, feature_stride, get_backbone
-from .shards import shard_items
+from .shards import shard_items, stale_items
 from .video import VIDEO_EXTS, Video, VideoInfo, fingerprint, list_videos, nearest_frames
 
 
@@ -448,22 +448,6 @@ def _another_writer(out: str, video: str, err: Exception) -> ArtifactError:
                          "store? run them one after the other, or use --shard i/N")
 
 
-def stale_shard(video: str, shards: int) -> int:
-    """The shard that removes the group of ``video`` when it is not in the input: a hash
-    of its name (its rank among the inputs does not exist), the same in every process."""
-    return zlib.crc32(video.encode()) % shards
-
-
-def remove_stale(store: FeatureStore, inputs: set[str], shard: tuple[int, int]) -> list[str]:
-    """Delete the groups of videos not in ``inputs`` that belong to ``shard``."""
-    i, n = shard
-    stale = [v for v in store.videos(complete_only=False)
-             if v not in inputs and (n == 1 or stale_shard(v, n) == i)]
-    for v in stale:
-        del store.root[v]
-    return stale
-
-
 def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
         out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = True) -> list[str]:
     """Extract features for every video of the detections (this shard); returns failures.
@@ -493,7 +477,10 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     device = _device(cfg.device)
     net = net.to(device)
     store = open_output(out)
-    if stale := remove_stale(store, inputs, shard):
+    stale = stale_items(store.videos(complete_only=False), inputs, shard)
+    for video in stale:
+        store.remove_video(video)
+    if stale:
         tqdm.write(f"extract: removed {len(stale)} groups of videos not in {detections}: "
                    f"{', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}",
                    file=sys.stderr)

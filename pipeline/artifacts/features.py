@@ -190,6 +190,10 @@ class FeatureStore:
         arr.attrs["acar"] = view.to_dict()
         return arr
 
+    def remove_video(self, video: str) -> None:
+        """Delete the group of ``video`` (complete or not), e.g. a video no longer in the input."""
+        del self.root[video]
+
     def finish_video(self, video: str, **extra: Any) -> None:
         grp = self.group(video)
         grp.attrs["acar"] = {**dict(grp.attrs["acar"]), **extra, "complete": True}
