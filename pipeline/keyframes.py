@@ -12,7 +12,8 @@ read from the feature store by :class:`RowReader`, a decoder of the shards that
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,8 +144,23 @@ class FeatureCache:
         """The video's (K, C, H, W) maps: in memory, or a reader of the store array."""
         if video not in self._arrays:
             arr = self.store.group(video)[self.view_name]
-            self._arrays[video] = np.asarray(arr[:]) if self.in_memory else self.reader(arr)
+            with self._unreadable(video):
+                self._arrays[video] = np.asarray(arr[:]) if self.in_memory else self.reader(arr)
         return self._arrays[video]
+
+    @contextmanager
+    def _unreadable(self, video: str) -> Iterator[None]:
+        """A shard that does not decode (truncated, corrupt) is one line naming the store,
+        the video and the view, not zarr's traceback."""
+        try:
+            yield
+        except ArtifactError:
+            raise
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ArtifactError(self.store.url, f"video '{video}' view '{self.view_name}': "
+                                f"unreadable data ({err.__class__.__name__}: "
+                                f"{str(err)[:120]}); run `acar extract --check --values`"
+                                ) from None
 
     def context(self, video: str, index: int) -> np.ndarray:
         """(C, H, W) float16 map of keyframe ``index``."""
@@ -158,7 +174,8 @@ class FeatureCache:
         """
         maps: dict[tuple[str, int], np.ndarray] = {}
         for video, run in index_runs(keys):
-            rows = self._array(video)[run.start:run.stop]
+            with self._unreadable(video):
+                rows = self._array(video)[run.start:run.stop]
             maps.update(((video, k), row) for k, row in zip(run, rows, strict=True))
         return [maps[key] for key in keys]
 

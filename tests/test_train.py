@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pipeline import inference, train
+from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.features import FeatureStore
@@ -11,7 +12,7 @@ from pipeline.distributed import Dist
 from pipeline.keyframes import FeatureCache, Keyframe, TrainKeyframes, index_runs, jitter_boxes
 from pipeline.losses import activate, ava_loss
 from pipeline.models import build_head
-from tests.conftest import LABELMAP, boxes_gt
+from tests.conftest import LABELMAP, boxes_gt, make_feature_store
 
 
 def test_jitter_stays_inside_image_and_keeps_boxes_valid():
@@ -559,3 +560,21 @@ def test_nan_features_of_a_val_keyframe_are_one_line_not_a_traceback(train_input
     assert str(err.value).startswith(f"{fs}: non-finite scores (NaN or inf features?) at "
                                      "keyframes vid_b@1")
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_truncated_shard_is_one_line_naming_the_store(tmp_path, in_memory):
+    """A shard file cut short (a killed copy, a full disk) fails with one line that says
+    which video and view, and how to find the others, not zarr's checksum traceback."""
+    url = str(tmp_path / "f.zarr")
+    make_feature_store(url, {"vid_a": 3})
+    store = FeatureStore(url)
+    view = store.spec("vid_a").views[0]
+    shard = next(p for p in (tmp_path / "f.zarr" / "vid_a" / view).rglob("*")
+                 if p.is_file() and p.name != "zarr.json")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    cache = FeatureCache(store, view, in_memory=in_memory)
+    with pytest.raises(ArtifactError, match=r"f\.zarr.*(unreadable data.*--check --values|"
+                                            r"shard index checksum mismatch)") as err:
+        cache.contexts([("vid_a", 0), ("vid_a", 1)])
+    assert "\n" not in str(err.value)
