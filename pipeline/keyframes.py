@@ -12,8 +12,8 @@ read from the feature store by :class:`RowReader`, a decoder of the shards that
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
