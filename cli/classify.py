@@ -16,10 +16,12 @@ import click
               help="Frames per clip  [the weights' official preprocessing]")
 @click.option("--short-side", type=int, default=None, help="Resize the short side to this")
 @click.option("--crop", type=int, default=None, help="Centre crop side")
+@click.option("--times", default=None,
+              help="Keyframes (s), comma-separated, e.g. 2,5.5  [every whole second]")
 @click.option("--top", type=int, default=5, show_default=True, help="Labels per keyframe")
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"t": seconds, "top5": [[label, prob], ...]}, ...] to stdout.')
-def classify(video, backbone, weights, frames, short_side, crop, top, as_json) -> None:
+def classify(video, backbone, weights, frames, short_side, crop, times, top, as_json) -> None:
     """Kinetics-400 top labels of VIDEO, one clip per keyframe (every second).
 
     The quick check that a backbone and its weights are loaded right: with the official
@@ -28,7 +30,12 @@ def classify(video, backbone, weights, frames, short_side, crop, top, as_json) -
     """
     from pipeline import classify as tool
 
+    try:
+        stamps = tuple(float(v) for v in times.split(",")) if times else None
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of seconds: {times!r}",
+                                 param_hint="--times") from None
     cfg = tool.ClassifyConfig(backbone=backbone, weights=weights, frames=frames,
-                              short_side=short_side, crop=crop, top=top)
+                              short_side=short_side, crop=crop, times=stamps, top=top)
     results = tool.run(video, cfg)
     click.echo(json.dumps(results) if as_json else tool.format_table(results))

@@ -82,9 +82,11 @@ def test_run_gives_top_k_per_keyframe_with_probabilities(tiny_video):
         classify.run(tiny_video.with_name("gone.mp4"), cfg, progress=False)
 
 
-def test_cli_registers_classify():
+def test_cli_registers_classify(tiny_video):
     res = CliRunner().invoke(cli, ["classify", "--help"])
     assert res.exit_code == 0 and "--json" in res.output and "--backbone" in res.output
+    res = CliRunner().invoke(cli, ["classify", str(tiny_video), "--times", "1,x"])
+    assert res.exit_code == 2 and "--times" in res.output
 
 
 @needs_real
@@ -95,12 +97,12 @@ def test_cli_registers_classify():
                                                              "dunking basketball"})])
 def test_shared_clips_get_their_class(clip, labels):
     # reduced clips (32 frames, short side 160 / crop 160: ~1/4 of the official cost) on 3
-    # keyframes; bench/ measures the official 64 x 224 x 224 on every keyframe
+    # keyframes; bench/classify.py runs the official 64 x 224 x 224 on every keyframe
     res = CliRunner().invoke(cli, ["classify", str(SHARED / clip), "--frames", "32",
-                                   "--short-side", "160", "--crop", "160", "--json"],
-                             catch_exceptions=False)
+                                   "--short-side", "160", "--crop", "160", "--times", "2,5,8",
+                                   "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert [r["t"] for r in out] == list(range(10))
+    assert [r["t"] for r in out] == [2, 5, 8]
     hits = [r["top5"][0][0] in labels for r in out]
     assert sum(hits) > len(hits) / 2, [r["top5"][0] for r in out]

@@ -70,7 +70,9 @@ def test_max_pool_pads_with_minus_infinity():
     x = -torch.rand(1, 2, 4, 4, 4) - 1                       # all negative
     y = i3d.max_pool_same(x, (3, 3, 3), (2, 2, 2))
     assert y.shape == (1, 2, 2, 2, 2) and (y < -1).all()     # no zero from the padding
-    assert y[0, 0, 0, 0, 0] == x[0, 0, :2, :2, :2].max()     # (0, 1) padding: before is 0
+    # (0, 1) padding: windows start at 0 and 2; the last one holds 2 real rows + padding
+    assert y[0, 0, 0, 0, 0] == x[0, 0, :3, :3, :3].max()
+    assert y[0, 0, 1, 1, 1] == x[0, 0, 2:, 2:, 2:].max()
 
 
 # ---- loading -------------------------------------------------------------------------------
