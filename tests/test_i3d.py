@@ -162,3 +162,31 @@ def test_values_equal_the_reference(net):
         logits = net.classify(_torch(synthetic_input(16, 224, 224)))
         assert rel_error(logits, ref["logits"]) <= 1e-4
     assert ref["logits"].shape == (1, 400) and ref["small_mixed_5c"].shape == (1, 1024, 2, 2, 2)
+
+
+@needs_weights
+def test_extract_stage_runs_i3d_through_the_registry_and_store(tmp_path):
+    import pandas as pd
+
+    from pipeline import extract
+    from pipeline.artifacts.detections import write_detections
+    from pipeline.artifacts.features import FeatureStore
+    from pipeline.video import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    write_video([rng.integers(0, 255, (48, 80, 3), dtype=np.uint8) for _ in range(24)],
+                videos / "v.mp4", fps=8)
+    dets = tmp_path / "det.parquet"
+    write_detections(pd.DataFrame({"video_id": "v", "timestamp": [1, 2], "x1": 0.1, "y1": 0.1,
+                                   "x2": 0.5, "y2": 0.9, "score": 0.9}), dets, {"source": "t"})
+    cfg = extract.ExtractConfig(backbone="i3d", clip_frames=8, short_side=64, num_workers=0,
+                                device="cpu")
+    assert not extract.run(cfg, videos, dets, str(tmp_path / "f.zarr"))
+    store = FeatureStore(str(tmp_path / "f.zarr"))
+    spec = store.spec("v")
+    assert (spec.backbone, spec.weights, spec.channels, spec.random_init) == (
+        "i3d", "kinetics400", 1024, False)
+    fmap = store.read("v", "s64")
+    assert fmap.shape == (2, 1024, 4, 4) and np.isfinite(fmap).all()   # 64 x 107 -> 128 pad
