@@ -7,8 +7,11 @@ torch threads.  Reports clips/s of both, their ratio (target >= 0.85), and the b
 keyframe of the default view in the store.  Writes bench/results/extract.json.
 
     uv run python bench/extract.py            # r2plus1d_18, S=256, random init, CPU
+    uv run python bench/extract.py --backbone i3d --weights kinetics400 --clip-frames 32 \
+        --clip-stride 1 --short-side 224 --video ../shared/videos/armwrestling.mp4
 
-The backbone is randomly initialised (seeded): the speed does not depend on the weights.
+The backbone is randomly initialised (seeded) unless ``--weights`` names its weights: the
+speed does not depend on the weights, the store's compressed size does a little.
 
 ``--padding A B`` measures instead how much the map inside the image (cells
 [0, ceil(h / stride)) x [0, ceil(w / stride))) of one clip at 1 s changes between two
@@ -48,9 +51,10 @@ DEFAULT_VIDEO = ROOT.parent / "shared" / "videos" / "pedestrians.mp4"
 
 def bare_forward(cfg: extract.ExtractConfig, video: Video, clips: int) -> float:
     """Seconds for the backbone alone on ``clips`` clips in the stage's batches."""
-    net, bb, _ = build_backbone(cfg.backbone, random_init=True, seed=cfg.seed)
+    net, bb, _ = build_backbone(cfg.backbone, cfg.weights, random_init=cfg.random_init,
+                                seed=cfg.seed)
     _, _, side = extract.view_geometry(video.width, video.height, cfg.short_side,
-                                       cfg.pad_multiple)
+                                       cfg.pad_multiple or extract.default_pad_multiple(cfg))
     t = cfg.clip_frames or bb.clip_frames
     sizes = [min(cfg.batch_size, clips - s) for s in range(0, clips, cfg.batch_size)]
     gen = torch.Generator().manual_seed(0)
@@ -125,6 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--backbone", default="r2plus1d_18")
+    ap.add_argument("--weights", default=None,
+                    help="the backbone's weights (e.g. kinetics400 for i3d); default: random")
     ap.add_argument("--short-side", type=int, default=256)
     ap.add_argument("--clip-frames", type=int, default=8)
     ap.add_argument("--clip-stride", type=int, default=2)
@@ -153,7 +159,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     stamps = [t for t in range(1, args.keyframes + 1) if t < video.info.duration]
-    cfg = extract.ExtractConfig(backbone=args.backbone, random_init=True,
+    cfg = extract.ExtractConfig(backbone=args.backbone, weights=args.weights,
+                                random_init=args.weights is None,
                                 clip_frames=args.clip_frames, clip_stride=args.clip_stride,
                                 short_side=args.short_side, batch_size=args.batch_size,
                                 num_workers=args.workers, device="cpu")
@@ -164,10 +171,12 @@ def main() -> None:
         sizes = store_bytes(store, args.video.stem, extract.view_name(args.short_side, False))
     bare += [bare_forward(cfg, video, n) for _ in range(args.repeats - 1)]
     bare_s = statistics.median(bare)
-    w, h, side = extract.view_geometry(video.width, video.height, args.short_side, 32)
+    w, h, side = extract.view_geometry(video.width, video.height, args.short_side,
+                                       extract.default_pad_multiple(cfg))
     result = {
         "video": str(args.video), "frame_size": [video.width, video.height],
-        "fps": video.fps, "backbone": args.backbone, "short_side": args.short_side,
+        "fps": video.fps, "backbone": args.backbone, "weights": args.weights or "random-init",
+        "short_side": args.short_side,
         "input": [3, args.clip_frames, side, side], "clips": n, "batch_size": args.batch_size,
         "torch_threads": args.threads, "decode_workers": args.workers,
         "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],

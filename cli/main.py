@@ -9,6 +9,7 @@ import click
 from pipeline.artifacts import ArtifactError
 
 from .bank import bank
+from .classify import classify
 from .demo import demo
 from .detect import detect
 from .evaluate import eval_cmd
@@ -40,6 +41,8 @@ def cli(ctx: click.Context, params: str | None) -> None:
       demo     actions on any video file       -> <name>_actions.mp4 (+ heatmaps)
       report   compare the heads per family    -> report.md, report.png
 
+    `acar classify VIDEO` checks a backbone: its Kinetics-400 labels, every second.
+
     Every option defaults from its stage's section in stages.yaml (`acar STAGE --help`
     shows the value a run would use), else the stage's dataclass; flags override it.  A
     misspelled section, head or key in the file is an error.  `dvc repro` runs the whole
@@ -48,7 +51,8 @@ def cli(ctx: click.Context, params: str | None) -> None:
     ctx.obj = {"params": params}
 
 
-for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo):
+for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,
+                classify):
     cli.add_command(command)
 
 

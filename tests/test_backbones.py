@@ -1,17 +1,21 @@
 """The backbone registry: every torchvision video model cut to a spatio-temporal map,
 weights from files / torchvision names / explicit random init, res5 dilation; the
-non-learned HOG/HOF/colour descriptor ``hoghof``."""
+non-learned HOG/HOF/colour descriptor ``hoghof``; the package layout (one module per
+family).  I3D has its own file, tests/test_i3d.py."""
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.models import video as tvv
 
-from pipeline import backbones, baseline_backbone
+import pipeline.backbones as backbones_pkg
 from pipeline.artifacts import ArtifactError
 from pipeline.backbones import BACKBONES, build_backbone, feature_stride
+from pipeline.backbones import hoghof as baseline_backbone
+from pipeline.backbones import torchvision as backbones
 
 NAMES = ["r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t", "swin3d_s",
          "swin3d_b"]
@@ -28,9 +32,11 @@ def fast_init(monkeypatch):
 
 
 def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation():
-    assert isinstance(BACKBONES, dict) and sorted(BACKBONES) == sorted([*NAMES, "hoghof"])
+    assert isinstance(BACKBONES, dict)
+    assert sorted(BACKBONES) == sorted([*NAMES, "hoghof", "i3d", "i3d_mixed_4f"])
     for name in NAMES:
         bb = BACKBONES[name]
+        assert bb.family == "torchvision" and bb.classifier is not None
         enum = bb.weights_enum
         assert "Kinetics" in enum.meta["_docs"] or "KINETICS" in str(enum), name
         assert bb.mean == tuple(enum.transforms().mean) and len(bb.std) == 3
@@ -257,3 +263,25 @@ def test_hoghof_told_the_image_size_ignores_the_padding():
     inside = net(F.pad(y, (0, 60, 0, 100)), image=(60, 100))[..., :3, :5]
     torch.testing.assert_close(inside, net(y), rtol=1e-5, atol=1e-5)
     assert torch.equal(net(y, image=(60, 100)), net(y))     # no padding: the plain path
+
+
+def test_the_package_keeps_the_public_names_and_one_module_per_family():
+    import pipeline.backbones as pkg
+
+    for name in ("BACKBONES", "NON_LEARNED", "Backbone", "build_backbone", "feature_stride",
+                 "get_backbone", "dilate_last_stage", "build_classifier"):
+        assert hasattr(pkg, name), name
+    assert {b.family for b in BACKBONES.values()} == {"torchvision", "i3d", "hoghof"}
+    for family in ("torchvision", "i3d", "hoghof"):
+        assert (Path(pkg.__file__).parent / f"{family}.py").is_file()
+    assert BACKBONES["hoghof"].classifier is None
+    with pytest.raises(ArtifactError, match="hoghof: has no classifier"):
+        pkg.build_classifier("hoghof")
+
+
+def test_a_torchvision_classifier_gives_kinetics_logits_with_its_labels():
+    clf = backbones_pkg.build_classifier("r3d_18", random_init=True, seed=0)
+    assert len(clf.labels) == 400 and clf.labels[6] == "arm wrestling"
+    assert clf.preset.crop == 112 and clf.identity == "random-init(seed=0)"
+    with torch.inference_mode():
+        assert clf.net(torch.randn(1, 3, 4, 32, 32)).shape == (1, 400)
