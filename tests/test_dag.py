@@ -204,7 +204,7 @@ def test_every_stage_has_a_command_module():
     for name, stage in stages().items():
         assert stage["cmd"].split()[1] in commands(), name
     assert commands()["eval"] == "cli/evaluate.py"
-    assert "pipeline/baseline_backbone.py" in stage_code("acar extract")
+    assert "pipeline/backbones/hoghof.py" in stage_code("acar extract")
 
 
 @pytest.mark.parametrize("name", sorted(stages()))
@@ -225,7 +225,7 @@ def test_code_deps_exist(name):
 # ---- the behaviour, with dvc -------------------------------------------------------------
 
 # (stage, a module it imports, and not through a dependency it shares with the others)
-EDITS = [("synth", "pipeline/video.py"), ("extract", "pipeline/baseline_backbone.py"),
+EDITS = [("synth", "pipeline/video.py"), ("extract", "pipeline/backbones/hoghof.py"),
          ("bank_lfb", "pipeline/models/actor.py"), ("train@acfb", "pipeline/distributed.py"),
          ("eval@acar", "pipeline/keyframes.py")]
 
