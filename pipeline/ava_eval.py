@@ -41,13 +41,10 @@ file, later ones first).  With distinct scores the result is the official one.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,7 +54,6 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .artifacts.metrics import write_metrics
 from .artifacts.predictions import read_predictions
 
 CAPACITY = 50
@@ -144,15 +140,12 @@ def _subset(mask: np.ndarray) -> np.ndarray | slice:
     return slice(None) if mask.all() else np.flatnonzero(mask)
 
 
-def evaluate_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
-                   labelmap: str | os.PathLike | LabelMap,
-                   excluded: str | os.PathLike | None = None,
-                   out: str | os.PathLike | None = None,
-                   plots_dir: str | os.PathLike | None = None) -> dict:
-    """Read the files, compute :func:`frame_map`, write ``out`` (metrics.json) and plots.
+def score_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                labelmap: str | os.PathLike | LabelMap,
+                excluded: str | os.PathLike | None = None) -> EvalResult:
+    """Read the files and compute :func:`frame_map` (nothing is written).
 
     Bad inputs raise :class:`pipeline.artifacts.ArtifactError` naming the file (and line).
-    Returns the metrics dict.
     """
     lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
     gt = read_annotations(annotations)
@@ -162,14 +155,7 @@ def evaluate_files(predictions: str | os.PathLike, annotations: str | os.PathLik
     if nan.any():
         row = int(np.argmax(nan))
         raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
-    result = frame_map(gt, pred, lm, ex)
-    if out is not None:
-        write_metrics(result.metrics, out)
-    if plots_dir is not None:
-        from .eval_plots import write_plots
-
-        write_plots(result, lm, plots_dir)
-    return result.metrics
+    return frame_map(gt, pred, lm, ex)
 
 
 # --------------------------------------------------------------------------- frames
@@ -537,30 +523,3 @@ def _nanmean_by_id(ids: Sequence[int], aps: np.ndarray) -> float:
     full = np.full(int(ids_arr.max()), np.nan)
     full[ids_arr - 1] = aps
     return float(np.nanmean(full))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.ava_eval",
-                                 description="Official AVA frame-mAP@0.5IoU.")
-    ap.add_argument("--predictions", required=True, type=Path)
-    ap.add_argument("--annotations", required=True, type=Path)
-    ap.add_argument("--labelmap", required=True, type=Path)
-    ap.add_argument("--excluded", type=Path)
-    ap.add_argument("--out", type=Path, help="metrics.json to write")
-    ap.add_argument("--plots-dir", type=Path)
-    args = ap.parse_args(argv)
-    try:
-        metrics = evaluate_files(args.predictions, args.annotations, args.labelmap,
-                                 args.excluded, args.out, args.plots_dir)
-    except ArtifactError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"mAP@0.5IoU = {metrics['mAP']:.6f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
