@@ -51,8 +51,10 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .artifacts import ArtifactError
+from .artifacts import annotations as ann
+from .artifacts import predictions as pred_artifact
 from .artifacts.annotations import read_annotations, read_excluded
-from .artifacts.csvio import line_of_row
+from .artifacts.csvio import line_of_row, read_csv
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.predictions import read_predictions
 
@@ -72,33 +74,138 @@ class EvalResult:
     num_gt: dict[int, int] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- modes
+
+
+@dataclass(frozen=True)
+class EvalMode:
+    """The switches in which the public AVA evaluators differ (see :data:`MODES`).
+
+    * ``cap``: per-frame top-k heap of the official reader (50), or ``None``: every row.
+    * ``exclusions``: the excluded-timestamps file: ``"drop"`` its frames' GT and
+      predictions; ``"dets"`` drop their predictions only, their GT still counts in each
+      class's number of GT boxes (mmaction2); ``"none"``: no such file is accepted.
+    * ``unlabelled``: predictions on a frame without GT: ``"fp"`` (false positives);
+      ``"ignore-absent"``: ignored when the frame is absent from the GT file (a row of any
+      class, or a 2-column ``video_id,timestamp`` row, makes it present); ``"ignore-empty"``:
+      ignored when the frame has no GT row of a label-map class.
+    * ``timestamps``: ``"int"`` (``%04d`` keys, a fractional timestamp is an error) or
+      ``"decimal"`` (``%.6f`` keys: ``902.5`` is a frame; 2-column GT rows list empty frames).
+    * ``float32``: boxes and scores cast to float32 before matching and ranking.
+    * ``drop_degenerate``: predictions with ``x1 >= x2`` or ``y1 >= y2`` removed.
+    * ``classes``: ``"gt"``: mAP over the classes with GT; ``"gt+det"``: over the classes
+      with GT and at least one counted prediction.
+    * ``sort``: each frame's predictions matched in descending score (``True``) or in file
+      order (``False``).
+    * ``gt_order``: order of a frame's GT boxes, which decides exact IoU ties: ``"heap"``
+      (descending person_id over the official reader's heap), ``"person_id"`` (a stable sort
+      by descending person_id), ``"file"``.
+    """
+
+    cap: int | None = CAPACITY
+    exclusions: str = "drop"
+    unlabelled: str = "fp"
+    timestamps: str = "int"
+    float32: bool = False
+    drop_degenerate: bool = True
+    classes: str = "gt"
+    sort: bool = True
+    gt_order: str = "heap"
+
+
+MODES: dict[str, EvalMode] = {
+    # ActivityNet get_ava_performance.py at 3fee089 (ACAR-Net, PySlowFast's offline path).
+    "official-2019": EvalMode(),
+    # ActivityNet get_ava_performance.py at HEAD.
+    "official-2020": EvalMode(exclusions="none", unlabelled="ignore-absent",
+                              timestamps="decimal"),
+    # mmaction2 mmaction/evaluation/functional/ava_utils.py ava_eval().
+    "mmaction2": EvalMode(cap=None, exclusions="dets", unlabelled="ignore-empty", float32=True,
+                          drop_degenerate=False, classes="gt+det", gt_order="person_id"),
+    # PySlowFast slowfast/utils/ava_eval_helper.py run_evaluation() (in-memory path).
+    "slowfast": EvalMode(cap=None, sort=False, gt_order="file"),
+}
+DEFAULT_MODE = "official-2019"
+
+SWITCH_DOC = {  # switch -> what it decides (README / --help table)
+    "cap": "top-k predictions kept per frame",
+    "exclusions": "excluded-timestamps file",
+    "unlabelled": "predictions on frames without GT",
+    "timestamps": "frame key",
+    "float32": "boxes and scores in float32",
+    "drop_degenerate": "x1>=x2 or y1>=y2 predictions dropped",
+    "classes": "classes in the mean",
+    "sort": "per-frame matching order",
+    "gt_order": "GT order (IoU ties)",
+}
+
+
+def get_mode(mode: str | EvalMode) -> EvalMode:
+    """``mode`` by name (one of :data:`MODES`) or as given."""
+    if isinstance(mode, EvalMode):
+        return mode
+    try:
+        return MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown eval mode '{mode}'; known: {', '.join(MODES)}") from None
+
+
+def switch_table() -> list[list[str]]:
+    """Rows ``[switch, meaning, value per mode...]`` of the switches table."""
+    rows = [["switch", "decides", *MODES]]
+    for name, doc in SWITCH_DOC.items():
+        rows.append([name, doc, *(_show(getattr(m, name)) for m in MODES.values())])
+    return rows
+
+
+def _show(v) -> str:
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 # --------------------------------------------------------------------------- public API
 
 
 def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
-              excluded: pd.DataFrame | None = None) -> EvalResult:
-    """Official AVA frame-mAP@0.5 of ``pred`` against ``gt``.
+              excluded: pd.DataFrame | None = None, mode: str | EvalMode = DEFAULT_MODE,
+              gt_frames: pd.DataFrame | None = None,
+              action_thr: float | None = None) -> EvalResult:
+    """AVA frame-mAP@0.5 of ``pred`` against ``gt``, scored as ``mode`` does.
 
     ``gt`` has the columns of ``annotations.COLUMNS`` (``person_id`` optional), ``pred``
-    those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``.
+    those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``;
+    ``gt_frames`` (``video_id, timestamp``, optional): keyframes the GT file lists without a
+    box (its 2-column rows; they matter where ``unlabelled`` is ``"ignore-absent"``).
+    ``action_thr``: predictions scoring ``<=`` it are dropped first (mmaction2's
+    ``action_thr``).  Timestamps are integers, or in ``"decimal"`` mode decimal strings or
+    numbers.
     """
+    m = get_mode(mode)
     ids = np.asarray(labelmap.ids, dtype=np.int64)
     score = pred["score"].to_numpy(np.float64)
     if np.isnan(score).any():
         raise ValueError(f"prediction score is NaN in row {int(np.argmax(np.isnan(score)))}")
-    if excluded is None:
-        excluded = pd.DataFrame({"video_id": pd.Series([], dtype=object),
-                                 "timestamp": pd.Series([], dtype=np.int64)})
+    if m.exclusions == "none" and excluded is not None and len(excluded):
+        raise ValueError("this mode takes no excluded timestamps: list empty keyframes as "
+                         "2-column 'video_id,timestamp' rows of the ground truth")
+    empty = pd.DataFrame({"video_id": pd.Series([], dtype=object),
+                          "timestamp": pd.Series([], dtype=np.int64)})
+    excluded = empty if excluded is None else excluded
+    gt_frames = empty if gt_frames is None else gt_frames
     # Predictions: label-map filter first (frames are numbered in order of first appearance
     # among the remaining rows, as the official reader's dict is), then grouped by frame.
     p_cls = _class_index(pred["action_id"].to_numpy(), ids)
-    rows = _subset(p_cls >= 0)
-    p_video, p_time = pred["video_id"], pred["timestamp"].to_numpy()
+    keep_row = p_cls >= 0
+    if action_thr is not None:
+        keep_row &= score > action_thr
+    rows = _subset(keep_row)
+    p_video, p_time = pred["video_id"], pred["timestamp"]
     if not isinstance(rows, slice):
-        p_video, p_time = p_video.iloc[rows], p_time[rows]
-    frame, g_frame, x_frame, n_frames = _frame_codes(
-        [(p_video, p_time), (gt["video_id"], gt["timestamp"]),
-         (excluded["video_id"], excluded["timestamp"])])
+        p_video, p_time = p_video.iloc[rows], p_time.iloc[rows]
+    stamp = _decimal_stamps if m.timestamps == "decimal" else _int_stamps
+    frame, g_frame, x_frame, e_frame, n_frames = _frame_codes(
+        [(p_video, stamp(p_time)), (gt["video_id"], stamp(gt["timestamp"])),
+         (excluded["video_id"], stamp(excluded["timestamp"])),
+         (gt_frames["video_id"], stamp(gt_frames["timestamp"]))])
     is_excluded = np.zeros(n_frames, dtype=bool)
     is_excluded[x_frame] = True
     rows = np.arange(len(pred))[rows]  # original row of each remaining row
@@ -112,27 +219,93 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
         return [r, *(pred[c].to_numpy(np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
                 pred["action_id"].to_numpy()[r]]
 
-    keep = _cap_mask(frame, score, tuple_keys, n_frames)
-    # Excluded frames (dropped whole, so after the cap is the same), then invalid boxes.
-    keep = np.flatnonzero(keep & ~is_excluded[frame]) if len(x_frame) else np.flatnonzero(keep)
+    keep = _cap_mask(frame, score, tuple_keys, n_frames, m.cap) if m.cap else \
+        np.ones(len(frame), dtype=bool)
+    # Whole frames dropped (so after the cap is the same), then invalid boxes.
+    g_cls_all = _class_index(gt["action_id"].to_numpy(), ids)
+    drop_frame = is_excluded.copy()
+    if m.unlabelled == "ignore-absent":
+        drop_frame[np.setdiff1d(np.arange(n_frames), np.concatenate([g_frame, e_frame]))] = True
+    elif m.unlabelled == "ignore-empty":
+        labelled = np.zeros(n_frames, dtype=bool)
+        labelled[g_frame[g_cls_all >= 0]] = True
+        drop_frame |= ~labelled
+    keep = np.flatnonzero(keep & ~drop_frame[frame]) if drop_frame.any() else \
+        np.flatnonzero(keep)
     kept = rows[keep]
     boxes = _boxes(pred, kept)
-    valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
-    keep, kept = keep[valid], kept[valid]
-    boxes = tuple(b[valid] for b in boxes)
+    if m.drop_degenerate:
+        valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
+        keep, kept = keep[valid], kept[valid]
+        boxes = tuple(b[valid] for b in boxes)
     frame, score, p_cls = frame[keep], score[keep], p_cls[kept]
+    rank_score = score
+    if m.float32:
+        boxes = tuple(b.astype(np.float32) for b in boxes)
+        rank_score = score.astype(np.float32).astype(np.float64)
 
     # Ground truth: label-map filter and excluded frames; all remaining rows count.
-    g_cls = _class_index(gt["action_id"].to_numpy(), ids)
-    g_rows = np.flatnonzero((g_cls >= 0) & ~is_excluded[g_frame])
-    gtab = _GroundTruth(gt, g_rows, g_frame[g_rows], g_cls[g_rows], len(ids), n_frames)
-    tp, tie_frames = _match(frame, p_cls, score, boxes, gtab)
-    if len(tie_frames):
+    matchable = (g_cls_all >= 0) & ~is_excluded[g_frame]
+    g_rows = np.flatnonzero(matchable)
+    gtab = _GroundTruth(gt, g_rows, g_frame[g_rows], g_cls_all[g_rows], len(ids), n_frames,
+                        m.gt_order, m.float32)
+    tp, tie_frames = _match(frame, p_cls, score, boxes, gtab, m.sort)
+    if len(tie_frames) and m.gt_order == "heap":
         gtab.use_heap_order(tie_frames, gt["action_id"].to_numpy()[g_rows])
-        tp, _ = _match(frame, p_cls, score, boxes, gtab)
+        tp, _ = _match(frame, p_cls, score, boxes, gtab, m.sort)
 
-    num_gt = np.bincount(gtab.cls, minlength=len(ids))
-    return _summarise(labelmap, p_cls, score, tp, num_gt)
+    counted = g_cls_all[g_cls_all >= 0] if m.exclusions == "dets" else gtab.cls
+    num_gt = np.bincount(counted, minlength=len(ids))
+    scored = num_gt > 0
+    if m.classes == "gt+det":
+        scored &= np.bincount(p_cls, minlength=len(ids)) > 0
+    return _summarise(labelmap, p_cls, rank_score, tp, num_gt, scored)
+
+
+def _int_stamps(col: pd.Series) -> np.ndarray:
+    """Integer seconds; strings such as ``'0902'`` are parsed, a fraction is a ValueError."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(np.int64)
+    codes, uniq = _video_codes(col)
+    try:
+        values = np.array([_int_stamp(u) for u in uniq], dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"{err} (fractional timestamps are read with --mode official-2020)"
+                         ) from None
+    return values[codes] if len(uniq) else np.zeros(len(col), dtype=np.int64)
+
+
+def _int_stamp(v) -> int:
+    if isinstance(v, str):
+        t = v.strip()
+        if not t.lstrip("+-").isdigit():
+            raise ValueError(f"timestamp '{v}' is not an integer")
+        return int(t)
+    if float(v) != int(v):
+        raise ValueError(f"timestamp '{v}' is not an integer")
+    return int(v)
+
+
+def _decimal_stamps(col: pd.Series) -> np.ndarray:
+    """Microseconds of the official 2020 key ``'%.6f' % decimal.Decimal(timestamp)``."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(np.int64) * 1_000_000
+    codes, uniq = _video_codes(col)
+    values = np.array([_decimal_stamp(u) for u in uniq], dtype=np.int64)
+    return values[codes] if len(uniq) else np.zeros(len(col), dtype=np.int64)
+
+
+def _decimal_stamp(v) -> int:
+    import decimal
+
+    try:
+        # the official expression: %-formatting goes through float, format() would not
+        key = "%.6f" % decimal.Decimal(v if isinstance(v, str) else repr(float(v)))  # noqa: UP031
+    except (decimal.InvalidOperation, ValueError, TypeError):
+        raise ValueError(f"timestamp '{v}' is not a decimal number") from None
+    whole, _, frac = key.partition(".")
+    sign = -1 if whole.startswith("-") else 1
+    return sign * (abs(int(whole)) * 1_000_000 + int(frac))
 
 
 def _subset(mask: np.ndarray) -> np.ndarray | slice:
@@ -142,20 +315,96 @@ def _subset(mask: np.ndarray) -> np.ndarray | slice:
 
 def score_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
                 labelmap: str | os.PathLike | LabelMap,
-                excluded: str | os.PathLike | None = None) -> EvalResult:
-    """Read the files and compute :func:`frame_map` (nothing is written).
+                excluded: str | os.PathLike | None = None,
+                mode: str | EvalMode = DEFAULT_MODE,
+                action_thr: float | None = None) -> EvalResult:
+    """Read the files and compute :func:`frame_map` under ``mode`` (nothing is written).
 
     Bad inputs raise :class:`pipeline.artifacts.ArtifactError` naming the file (and line).
     """
+    m = get_mode(mode)
     lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
-    gt = read_annotations(annotations)
+    if m.exclusions == "none" and excluded is not None:
+        raise ArtifactError(excluded, "this mode takes no excluded-timestamps file: list "
+                                      "empty keyframes as 2-column rows of the ground truth")
+    inputs = read_inputs(predictions, annotations, excluded, m.timestamps == "decimal")
+    try:
+        gt, pred, ex, gt_frames = inputs
+        return frame_map(gt, pred, lm, ex, m, gt_frames, action_thr)
+    except ValueError as err:  # a timestamp the mode cannot read: name the file
+        raise ArtifactError(_culprit(inputs, predictions, annotations, excluded, m),
+                            str(err)) from None
+
+
+def read_inputs(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                excluded: str | os.PathLike | None = None, decimal: bool = False
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """``(gt, pred, excluded, gt_frames)`` as :func:`frame_map` takes them.
+
+    Integer timestamps as the artifact readers read them, or (``decimal``) timestamps kept
+    as strings, and ground truth with 2-column ``video_id,timestamp`` rows (empty
+    keyframes, returned as ``gt_frames``), as the official 2020 reader accepts.
+    """
     ex = read_excluded(excluded) if excluded is not None else None
-    pred = read_predictions(predictions, categorical=True)
+    if decimal:
+        gt, gt_frames = _read_decimal(annotations, ann.SCHEMA, "person_id")
+        pred, _ = _read_decimal(predictions, pred_artifact.SCHEMA, "score", categorical=True)
+    else:
+        try:
+            gt = read_annotations(annotations)
+            pred = read_predictions(predictions, categorical=True)
+        except ArtifactError as err:
+            if "column 'timestamp' must be an integer" in str(err):
+                raise ArtifactError(err.path, f"{err.problem} (fractional timestamps are read "
+                                              "with --mode official-2020)", err.line) from None
+            raise
+        gt_frames = None
     nan = np.isnan(pred["score"].to_numpy())
     if nan.any():
         row = int(np.argmax(nan))
         raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
-    return frame_map(gt, pred, lm, ex)
+    return gt, pred, ex, gt_frames
+
+
+def _read_decimal(path: str | os.PathLike, schema: dict[str, str], last: str,
+                  categorical: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows with 7 or 8 columns (``last`` optional), and the 2-column rows apart."""
+    schema = {**schema, "timestamp": "str"}
+    try:
+        df = read_csv(path, schema, categorical=categorical)
+    except ArtifactError:  # short rows: the slow reader, which names a bad line
+        df = read_csv(path, schema, min_columns=2, categorical=categorical)
+    body = [c for c in schema if c not in ("video_id", "timestamp", last)]
+    present = df[body].notna().to_numpy()
+    partial = present.any(axis=1) & ~present.all(axis=1)
+    if partial.any():
+        raise ArtifactError(path, "expected 2, 7 or 8 columns",
+                            line_of_row(path, int(np.argmax(partial))))
+    full = present.all(axis=1)
+    frames = df.loc[~full, ["video_id", "timestamp"]].reset_index(drop=True)
+    df = df[full].reset_index(drop=True) if not full.all() else df
+    df["action_id"] = df["action_id"].astype(np.int64)
+    if last == "person_id":
+        df[last] = df[last].fillna(-1).astype(np.int64)
+    elif df[last].isna().any():
+        raise ArtifactError(path, f"empty value in column '{last}'")
+    boxes = df[["x1", "y1", "x2", "y2"]].to_numpy()
+    bad = ~((boxes >= -1e-6) & (boxes <= 1 + 1e-6)).all(axis=1)
+    if last == "person_id" and bad.any():
+        raise ArtifactError(path, "box coordinates must be normalised to [0, 1]")
+    return df, frames
+
+
+def _culprit(inputs, predictions, annotations, excluded, mode: EvalMode):
+    """The file whose timestamps ``mode`` cannot read."""
+    stamp = _decimal_stamps if mode.timestamps == "decimal" else _int_stamps
+    for df, path in zip(inputs, (annotations, predictions, excluded), strict=False):
+        try:
+            if df is not None:
+                stamp(df["timestamp"])
+        except ValueError:
+            return path
+    return predictions
 
 
 # --------------------------------------------------------------------------- frames
@@ -331,13 +580,17 @@ class _GroundTruth:
     (frame, class) to the run of GT rows holding them."""
 
     def __init__(self, gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray, cls: np.ndarray,
-                 n_classes: int, n_frames: int):
+                 n_classes: int, n_frames: int, order: str = "heap", float32: bool = False):
         self.n_classes, self.n_frames = max(n_classes, 1), n_frames
         self._rows, self._frame, self._cls = rows, frame, cls
         pid = gt["person_id"].to_numpy(np.float64)[rows] if "person_id" in gt else \
             np.full(len(rows), -1.0)
         self._pid = np.where(np.isnan(pid), -1.0, pid)
+        if order == "file":  # person ids play no part: file order inside a frame
+            self._pid = np.zeros(len(rows))
         self._boxes = np.stack(_boxes(gt, rows), axis=1)
+        if float32:
+            self._boxes = self._boxes.astype(np.float32)
         self._rank = np.arange(len(rows), dtype=np.int64)  # file order inside a frame
         self._sort()
 
@@ -398,18 +651,23 @@ def _official_gt_rank(frame: np.ndarray, pid: np.ndarray, action: np.ndarray,
 
 def _iou(pb: tuple[np.ndarray, ...], gb: tuple[np.ndarray, ...],
          garea: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of boxes ``y1, x1, y2, x2`` with ``np_box_ops.iou``'s float64 operations."""
+    """Row-wise IoU of boxes ``y1, x1, y2, x2`` with ``np_box_ops.iou``'s operations: for
+    float32 boxes, differences and areas in float32, the intersection (whose heights and
+    widths are clipped against a float64 zero array there) and the rest in float64."""
     h = np.maximum(0.0, np.minimum(pb[2], gb[2]) - np.maximum(pb[0], gb[0]))
     w = np.maximum(0.0, np.minimum(pb[3], gb[3]) - np.maximum(pb[1], gb[1]))
-    inter = h * w
+    inter = h.astype(np.float64) * w.astype(np.float64)
     parea = (pb[2] - pb[0]) * (pb[3] - pb[1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / (parea + garea - inter)
 
 
 def _match(frame: np.ndarray, cls: np.ndarray, score: np.ndarray,
-           boxes: tuple[np.ndarray, ...], gt: _GroundTruth) -> tuple[np.ndarray, np.ndarray]:
-    """True-positive flags of the predictions, and frames whose GT order could matter."""
+           boxes: tuple[np.ndarray, ...], gt: _GroundTruth,
+           by_score: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """True-positive flags of the predictions, and frames whose GT order could matter.
+    Each frame's predictions take their GT box in descending score (``by_score``, file
+    order among equal scores) or in file order."""
     tp = np.zeros(len(frame), dtype=bool)
     run = gt.runs(frame, cls)
     idx = np.flatnonzero(run >= 0)  # predictions with GT of their class in their frame
@@ -438,7 +696,7 @@ def _match(frame: np.ndarray, cls: np.ndarray, score: np.ndarray,
     hit = np.flatnonzero(~nan_hit & (best >= IOU_THRESHOLD))
     gidx, pred = best_g[hit], idx[hit]
     # The first prediction (descending score, then file order) on each GT box is the TP.
-    order = np.lexsort((pred, -score[pred], gidx))
+    order = np.lexsort((pred, -score[pred], gidx) if by_score else (pred, gidx))
     first = np.ones(len(order), dtype=bool)
     first[1:] = gidx[order][1:] != gidx[order][:-1]
     tp[pred[order][first]] = True
@@ -483,13 +741,15 @@ def _ranking(score: np.ndarray) -> np.ndarray:
 
 
 def _summarise(labelmap: LabelMap, cls: np.ndarray, score: np.ndarray, tp: np.ndarray,
-               num_gt: np.ndarray) -> EvalResult:
+               num_gt: np.ndarray, scored: np.ndarray | None = None) -> EvalResult:
+    """Per-class AP of the ``scored`` classes (default: those with GT), the others null."""
+    scored = num_gt > 0 if scored is None else scored
     n = len(labelmap.ids)
     order = np.argsort(cls.astype(np.uint16) if n <= 1 << 16 else cls, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=n))])
     result = EvalResult(metrics={})
     aps = np.full(n, np.nan)
-    for c in np.flatnonzero(num_gt > 0):
+    for c in np.flatnonzero(scored):
         seg = order[bounds[c]:bounds[c + 1]]
         ranked = _ranking(score[seg])
         aps[c], prec, rec = _average_precision(tp[seg][ranked], int(num_gt[c]))
@@ -499,7 +759,7 @@ def _summarise(labelmap: LabelMap, cls: np.ndarray, score: np.ndarray, tp: np.nd
         result.num_gt[a] = int(num_gt[c])
     per_super: dict[str, float | None] = {}
     for sup in dict.fromkeys(s for s in labelmap.superclasses if s):
-        vals = [aps[c] for c in range(n) if labelmap.superclasses[c] == sup and num_gt[c] > 0]
+        vals = [aps[c] for c in range(n) if labelmap.superclasses[c] == sup and scored[c]]
         per_super[sup] = float(np.mean(vals)) if vals else None
     result.metrics = {
         "mAP": _nanmean_by_id(labelmap.ids, aps),

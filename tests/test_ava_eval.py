@@ -292,7 +292,9 @@ def files(tmp_path):
 @pytest.mark.parametrize("bad, problem", [
     ("v,0902,0.1,0.1,0.4,0.4,1\n", "expected 8 columns, got 7"),
     ("v,0902,0.1,abc,0.4,0.4,1,0.5\n", "column 'y1' must be a number, got 'abc'"),
-    ("v,902.5,0.1,0.1,0.4,0.4,1,0.5\n", "column 'timestamp' must be an integer, got '902.5'"),
+    ("v,902.5,0.1,0.1,0.4,0.4,1,0.5\n", "column 'timestamp' must be an integer, got '902.5' "
+                                         "(fractional timestamps are read with --mode "
+                                         "official-2020)"),
     ("v,0902,0.1,0.1,0.4,0.4,1,\n", "empty value in column 'score'"),
     ("v,0902,0.1,0.1,0.4,0.4,1,nan\n", "score is not a number"),
 ])
