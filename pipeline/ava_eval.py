@@ -234,15 +234,19 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
         np.flatnonzero(keep)
     kept = rows[keep]
     boxes = _boxes(pred, kept)
+    if m.float32:
+        boxes = tuple(b.astype(np.float32) for b in boxes)
     if m.drop_degenerate:
         valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
         keep, kept = keep[valid], kept[valid]
         boxes = tuple(b[valid] for b in boxes)
+    else:  # kept; an inverted box is what such a tool refuses (np_box_list.BoxList)
+        inverted = (boxes[0] > boxes[2]) | (boxes[1] > boxes[3])
+        if inverted.any():
+            raise ValueError(f"prediction row {int(kept[np.argmax(inverted)])} has x1 > x2 "
+                             "or y1 > y2, which this mode's tool rejects")
     frame, score, p_cls = frame[keep], score[keep], p_cls[kept]
-    rank_score = score
-    if m.float32:
-        boxes = tuple(b.astype(np.float32) for b in boxes)
-        rank_score = score.astype(np.float32).astype(np.float64)
+    rank_score = score.astype(np.float32).astype(np.float64) if m.float32 else score
 
     # Ground truth: label-map filter and excluded frames; all remaining rows count.
     matchable = (g_cls_all >= 0) & ~is_excluded[g_frame]
