@@ -186,6 +186,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 64 videos")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", default="official-2019", help="acar eval --mode")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs (the best is reported)")
     ap.add_argument("--cache", type=Path,
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -210,7 +211,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         metrics_path = Path(tmp) / "metrics.json"
-        cmd = [sys.executable, "-c", ACAR, "eval",
+        cmd = [sys.executable, "-c", ACAR, "eval", "--mode", args.mode,
                "--predictions", str(paths["predictions"]), "--annotations",
                str(paths["annotations"]), "--labelmap", str(paths["labelmap"]),
                "--excluded", str(paths["excluded"]), "--out", str(metrics_path)]

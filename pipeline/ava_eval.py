@@ -1,4 +1,10 @@
-"""AVA frame-mAP, computed exactly as ActivityNet's ``get_ava_performance.py`` (2019) does, fast.
+"""AVA frame-mAP, computed exactly as ActivityNet's ``get_ava_performance.py`` (2019) does, fast,
+or as another public evaluator does (:data:`MODES`).
+
+A pure function: it reads its inputs and returns numbers; writing ``metrics.json`` and the
+plots is the eval stage's job (:mod:`pipeline.evaluate`).  The rules below are those of the
+default mode, ``official-2019``; the other modes (``official-2020``, ``mmaction2``,
+``slowfast``) change a few of them, each a switch of :class:`EvalMode`.
 
 The official evaluator (AVA v2.1/v2.2, with excluded timestamps) works frame by frame in
 Python; this module reproduces its numbers with whole-array numpy operations.  What the
@@ -44,7 +50,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -127,15 +133,15 @@ MODES: dict[str, EvalMode] = {
 }
 DEFAULT_MODE = "official-2019"
 
-SWITCH_DOC = {  # switch -> what it decides (README / --help table)
-    "cap": "top-k predictions kept per frame",
-    "exclusions": "excluded-timestamps file",
-    "unlabelled": "predictions on frames without GT",
+SWITCH_DOC = {  # switch -> what it decides (the table of README and --help)
+    "cap": "top-k rows per frame",
+    "exclusions": "excluded file",
+    "unlabelled": "dets on GT-less frames",
     "timestamps": "frame key",
-    "float32": "boxes and scores in float32",
-    "drop_degenerate": "x1>=x2 or y1>=y2 predictions dropped",
+    "float32": "float32 boxes, scores",
+    "drop_degenerate": "drop flat dets",
     "classes": "classes in the mean",
-    "sort": "per-frame matching order",
+    "sort": "match by score",
     "gt_order": "GT order (IoU ties)",
 }
 
@@ -148,6 +154,15 @@ def get_mode(mode: str | EvalMode) -> EvalMode:
         return MODES[mode]
     except KeyError:
         raise ValueError(f"unknown eval mode '{mode}'; known: {', '.join(MODES)}") from None
+
+
+def check_mode(mode: str | EvalMode, excluded: str | os.PathLike | None) -> EvalMode:
+    """The mode, after checking that it takes an excluded-timestamps file if one is given."""
+    m = get_mode(mode)
+    if m.exclusions == "none" and excluded is not None:
+        raise ArtifactError(excluded, "this mode takes no excluded-timestamps file: list "
+                                      "empty keyframes as 2-column rows of the ground truth")
+    return m
 
 
 def switch_table() -> list[list[str]]:
@@ -326,11 +341,8 @@ def score_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
 
     Bad inputs raise :class:`pipeline.artifacts.ArtifactError` naming the file (and line).
     """
-    m = get_mode(mode)
+    m = check_mode(mode, excluded)
     lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
-    if m.exclusions == "none" and excluded is not None:
-        raise ArtifactError(excluded, "this mode takes no excluded-timestamps file: list "
-                                      "empty keyframes as 2-column rows of the ground truth")
     inputs = read_inputs(predictions, annotations, excluded, m.timestamps == "decimal")
     try:
         gt, pred, ex, gt_frames = inputs
@@ -409,6 +421,103 @@ def _culprit(inputs, predictions, annotations, excluded, mode: EvalMode):
         except ValueError:
             return path
     return predictions
+
+
+# --------------------------------------------------------------------------- comparing modes
+
+
+@dataclass
+class ModeComparison:
+    """mAP under every mode, and under the base mode with one switch changed at a time.
+
+    ``maps``: mode -> mAP, or a string saying why that mode cannot score these inputs.
+    ``switches``: ``(switch, value, mAP or reason)``, each the base mode with only that
+    switch set to the value another mode uses.  ``notes``: how inputs were adapted.
+    """
+
+    base: str
+    maps: dict[str, float | str]
+    switches: list[tuple[str, str, float | str]]
+    notes: list[str] = field(default_factory=list)
+
+    def most(self) -> tuple[str, str, float] | None:
+        """The switch (and value) that moves the base mode's mAP most, with the change."""
+        ref = self.maps.get(self.base)
+        moved = [(abs(v - ref), name, value, v - ref) for name, value, v in self.switches
+                 if isinstance(v, float) and isinstance(ref, float) and v == v]
+        if not moved or max(t[0] for t in moved) == 0:
+            return None
+        _, name, value, delta = max(moved, key=lambda t: t[0])
+        return name, value, delta
+
+    def format(self) -> str:
+        ref = self.maps.get(self.base)
+
+        def cell(v: float | str) -> tuple[str, str]:
+            if not isinstance(v, float):
+                return "n/a", f"({v})"
+            d = f"{v - ref:+.6f}" if isinstance(ref, float) else ""
+            return f"{v:.6f}", d
+
+        lines = [f"{'mode':<16}{'mAP':>10}  {'vs ' + self.base}"]
+        for mode, v in self.maps.items():
+            m, d = cell(v)
+            lines.append(f"{mode:<16}{m:>10}  {'' if mode == self.base else d}".rstrip())
+        lines += ["", f"one switch at a time on {self.base}:",
+                  f"{'switch':<17}{'value':<15}{'mAP':>10}  delta"]
+        for name, value, v in self.switches:
+            m, d = cell(v)
+            lines.append(f"{name:<17}{value:<15}{m:>10}  {d}".rstrip())
+        most = self.most()
+        lines += ["", "moves it most: " + (f"{most[0]}={most[1]} ({most[2]:+.6f})" if most
+                                           else "nothing (no switch changes the mAP)")]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def compare_modes(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                  labelmap: str | os.PathLike | LabelMap,
+                  excluded: str | os.PathLike | None = None,
+                  action_thr: float | None = None) -> ModeComparison:
+    """Score the files under every mode of :data:`MODES` and name the switch that moves the
+    mAP most (``acar eval --compare-modes``).  The files are read once per timestamp
+    reading; a mode that cannot score them gets the one-line reason instead of a number.
+    The 2020 tool takes no excluded-timestamps file: it is scored without it (its rule for
+    frames absent from the GT then applies to the excluded frames)."""
+    lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
+    read: dict[bool, tuple | str] = {}
+    for decimal in (False, True):
+        try:
+            read[decimal] = read_inputs(predictions, annotations, excluded, decimal)
+        except ArtifactError as err:
+            read[decimal] = str(err)
+    notes = []
+
+    def run(m: EvalMode) -> float | str:
+        inputs = read[m.timestamps == "decimal"]
+        if isinstance(inputs, str):
+            return inputs
+        gt, pred, ex, gt_frames = inputs
+        if m.exclusions == "none":
+            ex = None
+        try:
+            return float(frame_map(gt, pred, lm, ex, m, gt_frames, action_thr).metrics["mAP"])
+        except ValueError as err:
+            return str(err)
+
+    maps = {name: run(m) for name, m in MODES.items()}
+    if excluded is not None:
+        notes.append("official-2020 scored without the excluded-timestamps file, which that "
+                     "tool does not take")
+    base = DEFAULT_MODE if isinstance(maps[DEFAULT_MODE], float) else "official-2020"
+    switches = []
+    for name in SWITCH_DOC:
+        mine = getattr(MODES[base], name)
+        for value in dict.fromkeys(getattr(m, name) for m in MODES.values()):
+            if value != mine:
+                variant = replace(MODES[base], **{name: value})
+                switches.append((name, _show(value), run(variant)))
+    return ModeComparison(base, maps, switches, notes)
 
 
 # --------------------------------------------------------------------------- frames

@@ -28,7 +28,7 @@ from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import read_predictions, write_predictions
-from .ava_eval import score_files
+from .ava_eval import DEFAULT_MODE, check_mode, score_files
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig
 from .shards import shard_items
@@ -44,14 +44,17 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         predictions_out: str | os.PathLike | None = None,
         excluded: str | os.PathLike | None = None,
         plots_dir: str | os.PathLike | None = None, shard: tuple[int, int] = (0, 1),
-        bank: str | None = None) -> dict:
+        bank: str | None = None, mode: str = DEFAULT_MODE,
+        action_thr: float | None = None) -> dict:
     """Predict on the videos of ``annotations``, write predictions and ``metrics.json``.
 
     ``bank``: the bank store a bank head reads (the checkpoint's ``bank`` says which kind).
     With ``shard=(i, N)``, N > 1, only every N-th video (from the i-th) is predicted and
     only the predictions are written (no metrics): merge the parts with
-    :func:`merge_predictions`, then :func:`score` them.
+    :func:`merge_predictions`, then :func:`score` them.  ``mode``, ``action_thr``: how
+    to score (:data:`pipeline.ava_eval.MODES`).
     """
+    check_mode(mode, excluded)  # a bad mode fails before the model runs
     from .artifacts.checkpoint import load_checkpoint
     from .artifacts.detections import read_detections
     from .artifacts.features import FeatureStore
@@ -83,7 +86,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
                      for name in PLOT_FILES} if plots_dir is not None else None
         tmp_pred = stack.enter_context(atomic_path(pred_path))
         write_predictions(pred, tmp_pred)
-        result = score_files(tmp_pred, annotations, lm, excluded)  # scores the file as written
+        # scores the file as written
+        result = score_files(tmp_pred, annotations, lm, excluded, mode, action_thr)
         if tmp_plots is not None:
             write_plots(result, lm, tmp_plots)
         write_metrics(result.metrics, tmp_out)
@@ -103,11 +107,12 @@ def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) ->
 
 def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
           labelmap: str | os.PathLike, excluded: str | os.PathLike | None,
-          out: str | os.PathLike, plots_dir: str | os.PathLike | None = None) -> dict:
+          out: str | os.PathLike, plots_dir: str | os.PathLike | None = None,
+          mode: str = DEFAULT_MODE, action_thr: float | None = None) -> dict:
     """Score any AVA result file (ours, SlowFast's, mmaction2's) -> ``metrics.json`` (and
-    the plots under ``plots_dir``); returns the metrics dict."""
+    the plots under ``plots_dir``), as ``mode`` scores; returns the metrics dict."""
     lm = read_labelmap(labelmap)
-    result = score_files(predictions, annotations, lm, excluded)
+    result = score_files(predictions, annotations, lm, excluded, mode, action_thr)
     if plots_dir is not None:
         write_plots(result, lm, {name: Path(plots_dir) / name for name in PLOT_FILES})
     write_metrics(result.metrics, out)

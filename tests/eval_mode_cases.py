@@ -14,7 +14,8 @@ Each case exercises every switch of :class:`pipeline.ava_eval.EvalMode`:
 * ``drop_degenerate``: predictions with ``x1 == x2`` or ``y1 == y2``;
 * ``classes``: a class with GT and no prediction, a class with predictions and no GT;
 * ``sort``: each frame's rows in a random order, several predictions on one GT box;
-* ``gt_order``: (dyadic cases) boxes on a coarse grid, equal person ids: exact IoU ties.
+* ``gt_order``: a frame where a prediction has the same IoU with two GT boxes and the GT
+  order decides which it takes (:func:`_tie_trap`); dyadic boxes add more exact IoU ties.
 
 Scores are distinct, also in float32 (multiples of 2**-14), so that every tool's result is
 defined; tolerance 1e-9.  The reference values in ``tests/data/eval_modes/reference.json``
@@ -63,7 +64,9 @@ def _near(rng: np.random.Generator, box: list[float], dyadic: bool) -> list[floa
         b = np.array([x1, y1, x2, round((y1 + y2) / 2, 4)])
     else:
         b = np.clip(np.round(np.array(box) + rng.normal(0, 0.04, 4), 3), 0, 1)
-    return [float(v) for v in b]
+    x1, x2 = sorted(b[[0, 2]])  # never inverted: mmaction2 refuses those (a unit test's job)
+    y1, y2 = sorted(b[[1, 3]])
+    return [float(x1), float(y1), float(x2), float(y2)]
 
 
 def make_case(seed: int) -> Case:
@@ -129,7 +132,24 @@ def make_case(seed: int) -> Case:
         case.pred += [rows[i] for i in rng.permutation(len(rows))]  # not in score order
     if rng.random() < 0.5:
         case.pred = [case.pred[i] for i in rng.permutation(len(case.pred))]
+    if rng.random() < 0.6:
+        _tie_trap(case, rng, scores, equal_ids=rng.random() < 0.5)
     return case
+
+
+def _tie_trap(case: Case, rng: np.random.Generator, scores, equal_ids: bool) -> None:
+    """A frame where the GT order decides a match.  GT boxes A = x[0, .75] and B =
+    x[.25, 1] (file order: B first); prediction P1 = x[.25, .75] has the same IoU (2/3) with
+    both, P2 = A (IoU 1 with A) scores lower.  If P1 takes A, P2 is a false positive; if it
+    takes B, P2 is a true positive.  Equal person ids: the official heap lists A first, file
+    order B; person ids 0 (B) and 1 (A): descending person id lists A first, file order B."""
+    a = int(rng.choice(LABELS[1:-1]))
+    t = "1500"
+    pid_b, pid_a = (0, 0) if equal_ids else (0, 1)
+    case.gt += [("tie", t, 0.25, 0.0, 1.0, 1.0, a, pid_b),
+                ("tie", t, 0.0, 0.0, 0.75, 1.0, a, pid_a)]
+    s1, s2 = sorted((float(next(scores)), float(next(scores))), reverse=True)
+    case.pred += [("tie", t, 0.25, 0.0, 0.75, 1.0, a, s1), ("tie", t, 0.0, 0.0, 0.75, 1.0, a, s2)]
 
 
 def labelmap_text() -> str:
