@@ -2,8 +2,9 @@
 
 Generates (seeded, cached) a ground-truth CSV, an excluded-timestamps CSV, AVA's 60-class
 label map and a predictions CSV shaped like a real submission (every class scored for every
-predicted person box), then runs ``python -m pipeline.ava_eval`` as a subprocess and
-records wall seconds and peak RSS in ``bench/results/eval.json``.
+predicted person box), then runs ``acar eval --predictions ...`` (the scoring path: no
+model, no torch) as a subprocess and records wall seconds and peak RSS in
+``bench/results/eval.json``.
 
     uv run python bench/eval.py              # full size: 57,408 frames, ~8.6M prediction rows
     uv run python bench/eval.py --scale 0.05 # quick check
@@ -28,6 +29,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "eval.json"
+ACAR = "import sys; from cli.main import main; sys.argv[0] = 'acar'; main()"  # `acar ...`
 
 # AVA v2.2 evaluation classes (ava_action_list_v2.2_for_activitynet_2019): id -> name.
 AVA60 = {
@@ -184,6 +186,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 64 videos")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", default="official-2019", help="acar eval --mode")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs (the best is reported)")
     ap.add_argument("--cache", type=Path,
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -201,13 +204,14 @@ def main() -> None:
     # recompile pandas in every new interpreter (~3 s here); a normal install has the .pyc
     # files, so write them once (an untimed import), then time the evaluator.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    _run([sys.executable, "-c", "import pipeline.ava_eval, pyarrow.csv, matplotlib"], env)
-    import_s, _ = _run([sys.executable, "-c", "import pipeline.ava_eval, pyarrow.csv"])
+    _run([sys.executable, "-c", "import cli.main, pipeline.evaluate, pyarrow.csv, matplotlib"],
+         env)
+    import_s, _ = _run([sys.executable, "-c", "import cli.main, pipeline.evaluate, pyarrow.csv"])
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         metrics_path = Path(tmp) / "metrics.json"
-        cmd = [sys.executable, "-m", "pipeline.ava_eval",
+        cmd = [sys.executable, "-c", ACAR, "eval", "--mode", args.mode,
                "--predictions", str(paths["predictions"]), "--annotations",
                str(paths["annotations"]), "--labelmap", str(paths["labelmap"]),
                "--excluded", str(paths["excluded"]), "--out", str(metrics_path)]
@@ -226,7 +230,7 @@ def main() -> None:
     result = {
         "case": {**info, "pred_csv_mb": round(paths["predictions"].stat().st_size / 2**20, 1),
                  "data_dir": str(data_dir), "generate_s": round(gen_s, 2)},
-        "command": " ".join(["python", *cmd[1:-1], "<tmp>/metrics.json"]),
+        "command": " ".join(["acar", *cmd[3:-1], "<tmp>/metrics.json"]),
         "wall_s": round(wall, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "runs": [{"wall_s": round(w, 3), "peak_rss_mb": round(m, 1)} for w, m in runs],

@@ -4,8 +4,37 @@ import click
 
 from .common import config, parse_shard
 
+MODE_NAMES = "official-2019 (default) | official-2020 | mmaction2 | slowfast"
 
-@click.command("eval")
+
+class _EvalCommand(click.Command):
+    """Appends the table of the eval modes' switches to --help (built from
+    ``pipeline.ava_eval.MODES``, imported only when help is shown)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from pipeline.ava_eval import switch_table
+
+        rows = switch_table()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        formatter.write_paragraph()
+        formatter.write_text("Modes: each is a set of switches over one evaluator:")
+        with formatter.indentation():
+            for r in rows:
+                line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                formatter.write(" " * formatter.current_indent + line.rstrip() + "\n")
+
+
+def _mode(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    from pipeline.ava_eval import DEFAULT_MODE, get_mode
+
+    try:
+        get_mode(value or DEFAULT_MODE)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    return value or DEFAULT_MODE
+
+
+@click.command("eval", cls=_EvalCommand)
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Checkpoint: run inference first (needs --features, --detections).")
 @click.option("--features", default=None, help="Feature store (path or fsspec URL).")
@@ -17,8 +46,9 @@ from .common import config, parse_shard
               help="Ground truth (AVA CSV); its videos are the ones evaluated.")
 @click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--excluded", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Excluded timestamps CSV (video_id, timestamp).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="metrics.json")
+              help="Excluded timestamps CSV (video_id, timestamp); not in official-2020.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="metrics.json (required unless --compare-modes)")
 @click.option("--predictions-out", default=None, type=click.Path(dir_okay=False),
               help="Where to write the model's predictions  [beside --out]")
 @click.option("--plots-dir", default=None, type=click.Path(file_okay=False),
@@ -28,10 +58,21 @@ from .common import config, parse_shard
                    "--predictions-out, without scoring.")
 @click.option("--bank", default=None,
               help="Bank store, for a model whose head reads a bank (acfb, lfb).")
+@click.option("--mode", default=None, callback=_mode,
+              help=f"Score as this evaluator does: {MODE_NAMES}; the switches are listed "
+                   "below.")
+@click.option("--compare-modes", is_flag=True,
+              help="With --predictions: print the mAP under every mode and the switch that "
+                   "moves it most (and write --out, if given, under --mode).")
+@click.option("--action-thr", default=None, type=float,
+              help="Drop predictions scoring <= this first (mmaction2's action_thr; its "
+                   "AVAMetric uses 0.002).  [default: keep all]")
 @click.pass_context
 def eval_cmd(ctx, model, features, detections, predictions, annotations, labelmap, excluded,
-             out, predictions_out, plots_dir, shard, bank) -> None:
-    """Frame-mAP at IoU 0.5 (the official AVA evaluator's rules) -> metrics.json.
+             out, predictions_out, plots_dir, shard, bank, mode, compare_modes,
+             action_thr) -> None:
+    """Frame-mAP at IoU 0.5 (the official AVA evaluator's rules, or another tool's with
+    --mode) -> metrics.json.
 
     \b
     Two forms:
@@ -44,11 +85,20 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
       acar eval --model M.pt ... --shard 0/2 --predictions-out part0.csv --out unused.json
       acar eval --model M.pt ... --shard 1/2 --predictions-out part1.csv --out unused.json
       acar eval --predictions part0.csv --predictions part1.csv --predictions-out all.csv ...
+
+    \b
+    How the evaluators papers report differ, on your predictions:
+      acar eval --predictions P.csv --annotations GT --labelmap L [--excluded E] --compare-modes
     """
     from pipeline import evaluate as stage
 
     if (model is None) == (not predictions):
         raise click.UsageError("give exactly one of --model or --predictions")
+    if compare_modes and model is not None:
+        raise click.UsageError("--compare-modes scores a file: give --predictions (e.g. the "
+                               "predictions.csv a --model run wrote)")
+    if out is None and not compare_modes:
+        raise click.UsageError("missing option '--out'")
     if predictions:
         path = predictions[0]
         if len(predictions) > 1:
@@ -56,7 +106,14 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
                 raise click.UsageError("merging several --predictions needs --predictions-out")
             stage.merge_predictions(list(predictions), predictions_out)
             path = predictions_out
-        metrics = stage.score(path, annotations, labelmap, excluded, out, plots_dir)
+        if compare_modes:
+            from pipeline.ava_eval import compare_modes as compare
+
+            click.echo(compare(path, annotations, labelmap, excluded, action_thr).format())
+            if out is None:
+                return
+        metrics = stage.score(path, annotations, labelmap, excluded, out, plots_dir, mode,
+                              action_thr)
     else:
         if features is None or detections is None:
             raise click.UsageError("--model needs --features and --detections")
@@ -65,8 +122,9 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
             raise click.UsageError("--shard needs --predictions-out")
         cfg = config(ctx, stage.EvalConfig, "eval")
         metrics = stage.run(cfg, model, features, detections, annotations, labelmap, out,
-                            predictions_out, excluded, plots_dir, (i, n), bank)
+                            predictions_out, excluded, plots_dir, (i, n), bank, mode,
+                            action_thr)
         if n > 1:
             click.echo(f"predictions of shard {i}/{n} -> {predictions_out}")
             return
-    click.echo(f"mAP {metrics['mAP']:.4f}  ({out})")
+    click.echo(f"mAP {metrics['mAP']:.4f}  ({out}, {mode})")

@@ -1,4 +1,10 @@
-"""AVA frame-mAP, computed exactly as ActivityNet's ``get_ava_performance.py`` (2019) does, fast.
+"""AVA frame-mAP, computed exactly as ActivityNet's ``get_ava_performance.py`` (2019) does, fast,
+or as another public evaluator does (:data:`MODES`).
+
+A pure function: it reads its inputs and returns numbers; writing ``metrics.json`` and the
+plots is the eval stage's job (:mod:`pipeline.evaluate`).  The rules below are those of the
+default mode, ``official-2019``; the other modes (``official-2020``, ``mmaction2``,
+``slowfast``) change a few of them, each a switch of :class:`EvalMode`.
 
 The official evaluator (AVA v2.1/v2.2, with excluded timestamps) works frame by frame in
 Python; this module reproduces its numbers with whole-array numpy operations.  What the
@@ -41,23 +47,21 @@ file, later ones first).  With distinct scores the result is the official one.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import os
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .artifacts import ArtifactError
+from .artifacts import annotations as ann
+from .artifacts import predictions as pred_artifact
 from .artifacts.annotations import read_annotations, read_excluded
-from .artifacts.csvio import line_of_row
+from .artifacts.csvio import line_of_row, read_csv
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .artifacts.metrics import write_metrics
 from .artifacts.predictions import read_predictions
 
 CAPACITY = 50
@@ -76,33 +80,147 @@ class EvalResult:
     num_gt: dict[int, int] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- modes
+
+
+@dataclass(frozen=True)
+class EvalMode:
+    """The switches in which the public AVA evaluators differ (see :data:`MODES`).
+
+    * ``cap``: per-frame top-k heap of the official reader (50), or ``None``: every row.
+    * ``exclusions``: the excluded-timestamps file: ``"drop"`` its frames' GT and
+      predictions; ``"dets"`` drop their predictions only, their GT still counts in each
+      class's number of GT boxes (mmaction2); ``"none"``: no such file is accepted.
+    * ``unlabelled``: predictions on a frame without GT: ``"fp"`` (false positives);
+      ``"ignore-absent"``: ignored when the frame is absent from the GT file (a row of any
+      class, or a 2-column ``video_id,timestamp`` row, makes it present); ``"ignore-empty"``:
+      ignored when the frame has no GT row of a label-map class.
+    * ``timestamps``: ``"int"`` (``%04d`` keys, a fractional timestamp is an error) or
+      ``"decimal"`` (``%.6f`` keys: ``902.5`` is a frame; 2-column GT rows list empty frames).
+    * ``float32``: boxes and scores cast to float32 before matching and ranking.
+    * ``drop_degenerate``: predictions with ``x1 >= x2`` or ``y1 >= y2`` removed.
+    * ``classes``: ``"gt"``: mAP over the classes with GT; ``"gt+det"``: over the classes
+      with GT and at least one counted prediction.
+    * ``sort``: each frame's predictions matched in descending score (``True``) or in file
+      order (``False``).
+    * ``gt_order``: order of a frame's GT boxes, which decides exact IoU ties: ``"heap"``
+      (descending person_id over the official reader's heap), ``"person_id"`` (a stable sort
+      by descending person_id), ``"file"``.
+    """
+
+    cap: int | None = CAPACITY
+    exclusions: str = "drop"
+    unlabelled: str = "fp"
+    timestamps: str = "int"
+    float32: bool = False
+    drop_degenerate: bool = True
+    classes: str = "gt"
+    sort: bool = True
+    gt_order: str = "heap"
+
+
+MODES: dict[str, EvalMode] = {
+    # ActivityNet get_ava_performance.py at 3fee089 (ACAR-Net, PySlowFast's offline path).
+    "official-2019": EvalMode(),
+    # ActivityNet get_ava_performance.py at HEAD.
+    "official-2020": EvalMode(exclusions="none", unlabelled="ignore-absent",
+                              timestamps="decimal"),
+    # mmaction2 mmaction/evaluation/functional/ava_utils.py ava_eval().
+    "mmaction2": EvalMode(cap=None, exclusions="dets", unlabelled="ignore-empty", float32=True,
+                          drop_degenerate=False, classes="gt+det", gt_order="person_id"),
+    # PySlowFast slowfast/utils/ava_eval_helper.py run_evaluation() (in-memory path).
+    "slowfast": EvalMode(cap=None, sort=False, gt_order="file"),
+}
+DEFAULT_MODE = "official-2019"
+
+SWITCH_DOC = {  # switch -> what it decides (the table of README and --help)
+    "cap": "top-k rows per frame",
+    "exclusions": "excluded file",
+    "unlabelled": "dets on GT-less frames",
+    "timestamps": "frame key",
+    "float32": "float32 boxes, scores",
+    "drop_degenerate": "drop flat dets",
+    "classes": "classes in the mean",
+    "sort": "match by score",
+    "gt_order": "GT order (IoU ties)",
+}
+
+
+def get_mode(mode: str | EvalMode) -> EvalMode:
+    """``mode`` by name (one of :data:`MODES`) or as given."""
+    if isinstance(mode, EvalMode):
+        return mode
+    try:
+        return MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown eval mode '{mode}'; known: {', '.join(MODES)}") from None
+
+
+def check_mode(mode: str | EvalMode, excluded: str | os.PathLike | None) -> EvalMode:
+    """The mode, after checking that it takes an excluded-timestamps file if one is given."""
+    m = get_mode(mode)
+    if m.exclusions == "none" and excluded is not None:
+        raise ArtifactError(excluded, "this mode takes no excluded-timestamps file: list "
+                                      "empty keyframes as 2-column rows of the ground truth")
+    return m
+
+
+def switch_table() -> list[list[str]]:
+    """Rows ``[switch, meaning, value per mode...]`` of the switches table."""
+    rows = [["switch", "decides", *MODES]]
+    for name, doc in SWITCH_DOC.items():
+        rows.append([name, doc, *(_show(getattr(m, name)) for m in MODES.values())])
+    return rows
+
+
+def _show(v) -> str:
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 # --------------------------------------------------------------------------- public API
 
 
 def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
-              excluded: pd.DataFrame | None = None) -> EvalResult:
-    """Official AVA frame-mAP@0.5 of ``pred`` against ``gt``.
+              excluded: pd.DataFrame | None = None, mode: str | EvalMode = DEFAULT_MODE,
+              gt_frames: pd.DataFrame | None = None,
+              action_thr: float | None = None) -> EvalResult:
+    """AVA frame-mAP@0.5 of ``pred`` against ``gt``, scored as ``mode`` does.
 
     ``gt`` has the columns of ``annotations.COLUMNS`` (``person_id`` optional), ``pred``
-    those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``.
+    those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``;
+    ``gt_frames`` (``video_id, timestamp``, optional): keyframes the GT file lists without a
+    box (its 2-column rows; they matter where ``unlabelled`` is ``"ignore-absent"``).
+    ``action_thr``: predictions scoring ``<=`` it are dropped first (mmaction2's
+    ``action_thr``).  Timestamps are integers, or in ``"decimal"`` mode decimal strings or
+    numbers.
     """
+    m = get_mode(mode)
     ids = np.asarray(labelmap.ids, dtype=np.int64)
     score = pred["score"].to_numpy(np.float64)
     if np.isnan(score).any():
         raise ValueError(f"prediction score is NaN in row {int(np.argmax(np.isnan(score)))}")
-    if excluded is None:
-        excluded = pd.DataFrame({"video_id": pd.Series([], dtype=object),
-                                 "timestamp": pd.Series([], dtype=np.int64)})
+    if m.exclusions == "none" and excluded is not None and len(excluded):
+        raise ValueError("this mode takes no excluded timestamps: list empty keyframes as "
+                         "2-column 'video_id,timestamp' rows of the ground truth")
+    empty = pd.DataFrame({"video_id": pd.Series([], dtype=object),
+                          "timestamp": pd.Series([], dtype=np.int64)})
+    excluded = empty if excluded is None else excluded
+    gt_frames = empty if gt_frames is None else gt_frames
     # Predictions: label-map filter first (frames are numbered in order of first appearance
     # among the remaining rows, as the official reader's dict is), then grouped by frame.
     p_cls = _class_index(pred["action_id"].to_numpy(), ids)
-    rows = _subset(p_cls >= 0)
-    p_video, p_time = pred["video_id"], pred["timestamp"].to_numpy()
+    keep_row = p_cls >= 0
+    if action_thr is not None:
+        keep_row &= score > action_thr
+    rows = _subset(keep_row)
+    p_video, p_time = pred["video_id"], pred["timestamp"]
     if not isinstance(rows, slice):
-        p_video, p_time = p_video.iloc[rows], p_time[rows]
-    frame, g_frame, x_frame, n_frames = _frame_codes(
-        [(p_video, p_time), (gt["video_id"], gt["timestamp"]),
-         (excluded["video_id"], excluded["timestamp"])])
+        p_video, p_time = p_video.iloc[rows], p_time.iloc[rows]
+    stamp = _decimal_stamps if m.timestamps == "decimal" else _int_stamps
+    frame, g_frame, x_frame, e_frame, n_frames = _frame_codes(
+        [(p_video, stamp(p_time)), (gt["video_id"], stamp(gt["timestamp"])),
+         (excluded["video_id"], stamp(excluded["timestamp"])),
+         (gt_frames["video_id"], stamp(gt_frames["timestamp"]))])
     is_excluded = np.zeros(n_frames, dtype=bool)
     is_excluded[x_frame] = True
     rows = np.arange(len(pred))[rows]  # original row of each remaining row
@@ -116,27 +234,97 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
         return [r, *(pred[c].to_numpy(np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
                 pred["action_id"].to_numpy()[r]]
 
-    keep = _cap_mask(frame, score, tuple_keys, n_frames)
-    # Excluded frames (dropped whole, so after the cap is the same), then invalid boxes.
-    keep = np.flatnonzero(keep & ~is_excluded[frame]) if len(x_frame) else np.flatnonzero(keep)
+    keep = _cap_mask(frame, score, tuple_keys, n_frames, m.cap) if m.cap else \
+        np.ones(len(frame), dtype=bool)
+    # Whole frames dropped (so after the cap is the same), then invalid boxes.
+    g_cls_all = _class_index(gt["action_id"].to_numpy(), ids)
+    drop_frame = is_excluded.copy()
+    if m.unlabelled == "ignore-absent":
+        drop_frame[np.setdiff1d(np.arange(n_frames), np.concatenate([g_frame, e_frame]))] = True
+    elif m.unlabelled == "ignore-empty":
+        labelled = np.zeros(n_frames, dtype=bool)
+        labelled[g_frame[g_cls_all >= 0]] = True
+        drop_frame |= ~labelled
+    keep = np.flatnonzero(keep & ~drop_frame[frame]) if drop_frame.any() else \
+        np.flatnonzero(keep)
     kept = rows[keep]
     boxes = _boxes(pred, kept)
-    valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
-    keep, kept = keep[valid], kept[valid]
-    boxes = tuple(b[valid] for b in boxes)
+    if m.float32:
+        boxes = tuple(b.astype(np.float32) for b in boxes)
+    if m.drop_degenerate:
+        valid = _subset((boxes[0] < boxes[2]) & (boxes[1] < boxes[3]))
+        keep, kept = keep[valid], kept[valid]
+        boxes = tuple(b[valid] for b in boxes)
+    else:  # kept; an inverted box is what such a tool refuses (np_box_list.BoxList)
+        inverted = (boxes[0] > boxes[2]) | (boxes[1] > boxes[3])
+        if inverted.any():
+            raise ValueError(f"prediction row {int(kept[np.argmax(inverted)])} has x1 > x2 "
+                             "or y1 > y2, which this mode's tool rejects")
     frame, score, p_cls = frame[keep], score[keep], p_cls[kept]
+    rank_score = score.astype(np.float32).astype(np.float64) if m.float32 else score
 
     # Ground truth: label-map filter and excluded frames; all remaining rows count.
-    g_cls = _class_index(gt["action_id"].to_numpy(), ids)
-    g_rows = np.flatnonzero((g_cls >= 0) & ~is_excluded[g_frame])
-    gtab = _GroundTruth(gt, g_rows, g_frame[g_rows], g_cls[g_rows], len(ids), n_frames)
-    tp, tie_frames = _match(frame, p_cls, score, boxes, gtab)
-    if len(tie_frames):
+    matchable = (g_cls_all >= 0) & ~is_excluded[g_frame]
+    g_rows = np.flatnonzero(matchable)
+    gtab = _GroundTruth(gt, g_rows, g_frame[g_rows], g_cls_all[g_rows], len(ids), n_frames,
+                        m.gt_order, m.float32)
+    tp, tie_frames = _match(frame, p_cls, score, boxes, gtab, m.sort)
+    if len(tie_frames) and m.gt_order == "heap":
         gtab.use_heap_order(tie_frames, gt["action_id"].to_numpy()[g_rows])
-        tp, _ = _match(frame, p_cls, score, boxes, gtab)
+        tp, _ = _match(frame, p_cls, score, boxes, gtab, m.sort)
 
-    num_gt = np.bincount(gtab.cls, minlength=len(ids))
-    return _summarise(labelmap, p_cls, score, tp, num_gt)
+    counted = g_cls_all[g_cls_all >= 0] if m.exclusions == "dets" else gtab.cls
+    num_gt = np.bincount(counted, minlength=len(ids))
+    scored = num_gt > 0
+    if m.classes == "gt+det":
+        scored &= np.bincount(p_cls, minlength=len(ids)) > 0
+    return _summarise(labelmap, p_cls, rank_score, tp, num_gt, scored)
+
+
+def _int_stamps(col: pd.Series) -> np.ndarray:
+    """Integer seconds; strings such as ``'0902'`` are parsed, a fraction is a ValueError."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(np.int64)
+    codes, uniq = _video_codes(col)
+    try:
+        values = np.array([_int_stamp(u) for u in uniq], dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"{err} (fractional timestamps are read with --mode official-2020)"
+                         ) from None
+    return values[codes] if len(uniq) else np.zeros(len(col), dtype=np.int64)
+
+
+def _int_stamp(v) -> int:
+    if isinstance(v, str):
+        t = v.strip()
+        if not t.lstrip("+-").isdigit():
+            raise ValueError(f"timestamp '{v}' is not an integer")
+        return int(t)
+    if float(v) != int(v):
+        raise ValueError(f"timestamp '{v}' is not an integer")
+    return int(v)
+
+
+def _decimal_stamps(col: pd.Series) -> np.ndarray:
+    """Microseconds of the official 2020 key ``'%.6f' % decimal.Decimal(timestamp)``."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(np.int64) * 1_000_000
+    codes, uniq = _video_codes(col)
+    values = np.array([_decimal_stamp(u) for u in uniq], dtype=np.int64)
+    return values[codes] if len(uniq) else np.zeros(len(col), dtype=np.int64)
+
+
+def _decimal_stamp(v) -> int:
+    import decimal
+
+    try:
+        # the official expression: %-formatting goes through float, format() would not
+        key = "%.6f" % decimal.Decimal(v if isinstance(v, str) else repr(float(v)))  # noqa: UP031
+    except (decimal.InvalidOperation, ValueError, TypeError):
+        raise ValueError(f"timestamp '{v}' is not a decimal number") from None
+    whole, _, frac = key.partition(".")
+    sign = -1 if whole.startswith("-") else 1
+    return sign * (abs(int(whole)) * 1_000_000 + int(frac))
 
 
 def _subset(mask: np.ndarray) -> np.ndarray | slice:
@@ -144,32 +332,192 @@ def _subset(mask: np.ndarray) -> np.ndarray | slice:
     return slice(None) if mask.all() else np.flatnonzero(mask)
 
 
-def evaluate_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
-                   labelmap: str | os.PathLike | LabelMap,
-                   excluded: str | os.PathLike | None = None,
-                   out: str | os.PathLike | None = None,
-                   plots_dir: str | os.PathLike | None = None) -> dict:
-    """Read the files, compute :func:`frame_map`, write ``out`` (metrics.json) and plots.
+def score_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                labelmap: str | os.PathLike | LabelMap,
+                excluded: str | os.PathLike | None = None,
+                mode: str | EvalMode = DEFAULT_MODE,
+                action_thr: float | None = None) -> EvalResult:
+    """Read the files and compute :func:`frame_map` under ``mode`` (nothing is written).
 
     Bad inputs raise :class:`pipeline.artifacts.ArtifactError` naming the file (and line).
-    Returns the metrics dict.
     """
+    m = check_mode(mode, excluded)
     lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
-    gt = read_annotations(annotations)
+    inputs = read_inputs(predictions, annotations, excluded, m.timestamps == "decimal")
+    try:
+        gt, pred, ex, gt_frames = inputs
+        return frame_map(gt, pred, lm, ex, m, gt_frames, action_thr)
+    except ValueError as err:  # a timestamp the mode cannot read: name the file
+        raise ArtifactError(_culprit(inputs, predictions, annotations, excluded, m),
+                            str(err)) from None
+
+
+def read_inputs(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                excluded: str | os.PathLike | None = None, decimal: bool = False
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """``(gt, pred, excluded, gt_frames)`` as :func:`frame_map` takes them.
+
+    Integer timestamps as the artifact readers read them, or (``decimal``) timestamps kept
+    as strings, and ground truth with 2-column ``video_id,timestamp`` rows (empty
+    keyframes, returned as ``gt_frames``), as the official 2020 reader accepts.
+    """
     ex = read_excluded(excluded) if excluded is not None else None
-    pred = read_predictions(predictions, categorical=True)
+    if decimal:
+        gt, gt_frames = _read_decimal(annotations, ann.SCHEMA, "person_id")
+        pred, _ = _read_decimal(predictions, pred_artifact.SCHEMA, "score", categorical=True)
+    else:
+        try:
+            gt = read_annotations(annotations)
+            pred = read_predictions(predictions, categorical=True)
+        except ArtifactError as err:
+            if "column 'timestamp' must be an integer" in str(err):
+                raise ArtifactError(err.path, f"{err.problem} (fractional timestamps are read "
+                                              "with --mode official-2020)", err.line) from None
+            raise
+        gt_frames = None
     nan = np.isnan(pred["score"].to_numpy())
     if nan.any():
         row = int(np.argmax(nan))
         raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
-    result = frame_map(gt, pred, lm, ex)
-    if out is not None:
-        write_metrics(result.metrics, out)
-    if plots_dir is not None:
-        from .eval_plots import write_plots
+    return gt, pred, ex, gt_frames
 
-        write_plots(result, lm, plots_dir)
-    return result.metrics
+
+def _read_decimal(path: str | os.PathLike, schema: dict[str, str], last: str,
+                  categorical: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows with 7 or 8 columns (``last`` optional), and the 2-column rows apart."""
+    schema = {**schema, "timestamp": "str"}
+    try:
+        df = read_csv(path, schema, categorical=categorical)
+    except ArtifactError:  # short rows: the slow reader, which names a bad line
+        df = read_csv(path, schema, min_columns=2, categorical=categorical)
+    body = [c for c in schema if c not in ("video_id", "timestamp", last)]
+    present = df[body].notna().to_numpy()
+    partial = present.any(axis=1) & ~present.all(axis=1)
+    if partial.any():
+        raise ArtifactError(path, "expected 2, 7 or 8 columns",
+                            line_of_row(path, int(np.argmax(partial))))
+    full = present.all(axis=1)
+    frames = df.loc[~full, ["video_id", "timestamp"]].reset_index(drop=True)
+    df = df[full].reset_index(drop=True) if not full.all() else df
+    df["action_id"] = df["action_id"].astype(np.int64)
+    if last == "person_id":
+        df[last] = df[last].fillna(-1).astype(np.int64)
+    elif df[last].isna().any():
+        raise ArtifactError(path, f"empty value in column '{last}'")
+    boxes = df[["x1", "y1", "x2", "y2"]].to_numpy()
+    bad = ~((boxes >= -1e-6) & (boxes <= 1 + 1e-6)).all(axis=1)
+    if last == "person_id" and bad.any():
+        raise ArtifactError(path, "box coordinates must be normalised to [0, 1]")
+    return df, frames
+
+
+def _culprit(inputs, predictions, annotations, excluded, mode: EvalMode):
+    """The file whose timestamps ``mode`` cannot read."""
+    stamp = _decimal_stamps if mode.timestamps == "decimal" else _int_stamps
+    for df, path in zip(inputs, (annotations, predictions, excluded), strict=False):
+        try:
+            if df is not None:
+                stamp(df["timestamp"])
+        except ValueError:
+            return path
+    return predictions
+
+
+# --------------------------------------------------------------------------- comparing modes
+
+
+@dataclass
+class ModeComparison:
+    """mAP under every mode, and under the base mode with one switch changed at a time.
+
+    ``maps``: mode -> mAP, or a string saying why that mode cannot score these inputs.
+    ``switches``: ``(switch, value, mAP or reason)``, each the base mode with only that
+    switch set to the value another mode uses.  ``notes``: how inputs were adapted.
+    """
+
+    base: str
+    maps: dict[str, float | str]
+    switches: list[tuple[str, str, float | str]]
+    notes: list[str] = field(default_factory=list)
+
+    def most(self) -> tuple[str, str, float] | None:
+        """The switch (and value) that moves the base mode's mAP most, with the change."""
+        ref = self.maps.get(self.base)
+        moved = [(abs(v - ref), name, value, v - ref) for name, value, v in self.switches
+                 if isinstance(v, float) and isinstance(ref, float) and v == v]
+        if not moved or max(t[0] for t in moved) == 0:
+            return None
+        _, name, value, delta = max(moved, key=lambda t: t[0])
+        return name, value, delta
+
+    def format(self) -> str:
+        ref = self.maps.get(self.base)
+
+        def cell(v: float | str) -> tuple[str, str]:
+            if not isinstance(v, float):
+                return "n/a", f"({v})"
+            d = f"{v - ref:+.6f}" if isinstance(ref, float) else ""
+            return f"{v:.6f}", d
+
+        lines = [f"{'mode':<16}{'mAP':>10}  {'vs ' + self.base}"]
+        for mode, v in self.maps.items():
+            m, d = cell(v)
+            lines.append(f"{mode:<16}{m:>10}  {'' if mode == self.base else d}".rstrip())
+        lines += ["", f"one switch at a time on {self.base}:",
+                  f"{'switch':<17}{'value':<15}{'mAP':>10}  delta"]
+        for name, value, v in self.switches:
+            m, d = cell(v)
+            lines.append(f"{name:<17}{value:<15}{m:>10}  {d}".rstrip())
+        most = self.most()
+        lines += ["", "moves it most: " + (f"{most[0]}={most[1]} ({most[2]:+.6f})" if most
+                                           else "nothing (no switch changes the mAP)")]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def compare_modes(predictions: str | os.PathLike, annotations: str | os.PathLike,
+                  labelmap: str | os.PathLike | LabelMap,
+                  excluded: str | os.PathLike | None = None,
+                  action_thr: float | None = None) -> ModeComparison:
+    """Score the files under every mode of :data:`MODES` and name the switch that moves the
+    mAP most (``acar eval --compare-modes``).  The files are read once per timestamp
+    reading; a mode that cannot score them gets the one-line reason instead of a number.
+    The 2020 tool takes no excluded-timestamps file: it is scored without it (its rule for
+    frames absent from the GT then applies to the excluded frames)."""
+    lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
+    read: dict[bool, tuple | str] = {}
+    for decimal in (False, True):
+        try:
+            read[decimal] = read_inputs(predictions, annotations, excluded, decimal)
+        except ArtifactError as err:
+            read[decimal] = str(err)
+    notes = []
+
+    def run(m: EvalMode) -> float | str:
+        inputs = read[m.timestamps == "decimal"]
+        if isinstance(inputs, str):
+            return inputs
+        gt, pred, ex, gt_frames = inputs
+        if m.exclusions == "none":
+            ex = None
+        try:
+            return float(frame_map(gt, pred, lm, ex, m, gt_frames, action_thr).metrics["mAP"])
+        except ValueError as err:
+            return str(err)
+
+    maps = {name: run(m) for name, m in MODES.items()}
+    if excluded is not None:
+        notes.append("official-2020 scored without the excluded-timestamps file, which that "
+                     "tool does not take")
+    base = DEFAULT_MODE if isinstance(maps[DEFAULT_MODE], float) else "official-2020"
+    switches = []
+    for name in SWITCH_DOC:
+        mine = getattr(MODES[base], name)
+        for value in dict.fromkeys(getattr(m, name) for m in MODES.values()):
+            if value != mine:
+                variant = replace(MODES[base], **{name: value})
+                switches.append((name, _show(value), run(variant)))
+    return ModeComparison(base, maps, switches, notes)
 
 
 # --------------------------------------------------------------------------- frames
@@ -345,13 +693,17 @@ class _GroundTruth:
     (frame, class) to the run of GT rows holding them."""
 
     def __init__(self, gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray, cls: np.ndarray,
-                 n_classes: int, n_frames: int):
+                 n_classes: int, n_frames: int, order: str = "heap", float32: bool = False):
         self.n_classes, self.n_frames = max(n_classes, 1), n_frames
         self._rows, self._frame, self._cls = rows, frame, cls
         pid = gt["person_id"].to_numpy(np.float64)[rows] if "person_id" in gt else \
             np.full(len(rows), -1.0)
         self._pid = np.where(np.isnan(pid), -1.0, pid)
+        if order == "file":  # person ids play no part: file order inside a frame
+            self._pid = np.zeros(len(rows))
         self._boxes = np.stack(_boxes(gt, rows), axis=1)
+        if float32:
+            self._boxes = self._boxes.astype(np.float32)
         self._rank = np.arange(len(rows), dtype=np.int64)  # file order inside a frame
         self._sort()
 
@@ -412,18 +764,23 @@ def _official_gt_rank(frame: np.ndarray, pid: np.ndarray, action: np.ndarray,
 
 def _iou(pb: tuple[np.ndarray, ...], gb: tuple[np.ndarray, ...],
          garea: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of boxes ``y1, x1, y2, x2`` with ``np_box_ops.iou``'s float64 operations."""
+    """Row-wise IoU of boxes ``y1, x1, y2, x2`` with ``np_box_ops.iou``'s operations: for
+    float32 boxes, differences and areas in float32, the intersection (whose heights and
+    widths are clipped against a float64 zero array there) and the rest in float64."""
     h = np.maximum(0.0, np.minimum(pb[2], gb[2]) - np.maximum(pb[0], gb[0]))
     w = np.maximum(0.0, np.minimum(pb[3], gb[3]) - np.maximum(pb[1], gb[1]))
-    inter = h * w
+    inter = h.astype(np.float64) * w.astype(np.float64)
     parea = (pb[2] - pb[0]) * (pb[3] - pb[1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / (parea + garea - inter)
 
 
 def _match(frame: np.ndarray, cls: np.ndarray, score: np.ndarray,
-           boxes: tuple[np.ndarray, ...], gt: _GroundTruth) -> tuple[np.ndarray, np.ndarray]:
-    """True-positive flags of the predictions, and frames whose GT order could matter."""
+           boxes: tuple[np.ndarray, ...], gt: _GroundTruth,
+           by_score: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """True-positive flags of the predictions, and frames whose GT order could matter.
+    Each frame's predictions take their GT box in descending score (``by_score``, file
+    order among equal scores) or in file order."""
     tp = np.zeros(len(frame), dtype=bool)
     run = gt.runs(frame, cls)
     idx = np.flatnonzero(run >= 0)  # predictions with GT of their class in their frame
@@ -452,7 +809,7 @@ def _match(frame: np.ndarray, cls: np.ndarray, score: np.ndarray,
     hit = np.flatnonzero(~nan_hit & (best >= IOU_THRESHOLD))
     gidx, pred = best_g[hit], idx[hit]
     # The first prediction (descending score, then file order) on each GT box is the TP.
-    order = np.lexsort((pred, -score[pred], gidx))
+    order = np.lexsort((pred, -score[pred], gidx) if by_score else (pred, gidx))
     first = np.ones(len(order), dtype=bool)
     first[1:] = gidx[order][1:] != gidx[order][:-1]
     tp[pred[order][first]] = True
@@ -497,13 +854,15 @@ def _ranking(score: np.ndarray) -> np.ndarray:
 
 
 def _summarise(labelmap: LabelMap, cls: np.ndarray, score: np.ndarray, tp: np.ndarray,
-               num_gt: np.ndarray) -> EvalResult:
+               num_gt: np.ndarray, scored: np.ndarray | None = None) -> EvalResult:
+    """Per-class AP of the ``scored`` classes (default: those with GT), the others null."""
+    scored = num_gt > 0 if scored is None else scored
     n = len(labelmap.ids)
     order = np.argsort(cls.astype(np.uint16) if n <= 1 << 16 else cls, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=n))])
     result = EvalResult(metrics={})
     aps = np.full(n, np.nan)
-    for c in np.flatnonzero(num_gt > 0):
+    for c in np.flatnonzero(scored):
         seg = order[bounds[c]:bounds[c + 1]]
         ranked = _ranking(score[seg])
         aps[c], prec, rec = _average_precision(tp[seg][ranked], int(num_gt[c]))
@@ -513,7 +872,7 @@ def _summarise(labelmap: LabelMap, cls: np.ndarray, score: np.ndarray, tp: np.nd
         result.num_gt[a] = int(num_gt[c])
     per_super: dict[str, float | None] = {}
     for sup in dict.fromkeys(s for s in labelmap.superclasses if s):
-        vals = [aps[c] for c in range(n) if labelmap.superclasses[c] == sup and num_gt[c] > 0]
+        vals = [aps[c] for c in range(n) if labelmap.superclasses[c] == sup and scored[c]]
         per_super[sup] = float(np.mean(vals)) if vals else None
     result.metrics = {
         "mAP": _nanmean_by_id(labelmap.ids, aps),
@@ -537,30 +896,3 @@ def _nanmean_by_id(ids: Sequence[int], aps: np.ndarray) -> float:
     full = np.full(int(ids_arr.max()), np.nan)
     full[ids_arr - 1] = aps
     return float(np.nanmean(full))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.ava_eval",
-                                 description="Official AVA frame-mAP@0.5IoU.")
-    ap.add_argument("--predictions", required=True, type=Path)
-    ap.add_argument("--annotations", required=True, type=Path)
-    ap.add_argument("--labelmap", required=True, type=Path)
-    ap.add_argument("--excluded", type=Path)
-    ap.add_argument("--out", type=Path, help="metrics.json to write")
-    ap.add_argument("--plots-dir", type=Path)
-    args = ap.parse_args(argv)
-    try:
-        metrics = evaluate_files(args.predictions, args.annotations, args.labelmap,
-                                 args.excluded, args.out, args.plots_dir)
-    except ArtifactError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"mAP@0.5IoU = {metrics['mAP']:.6f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

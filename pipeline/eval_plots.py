@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,17 @@ if TYPE_CHECKING:
     from .ava_eval import EvalResult
 
 PER_CLASS_COLUMNS = ["action_id", "name", "ap", "num_gt"]
+PLOT_FILES = ("per_class_ap.csv", "pr_curves.png")  # the files of a plots folder
 
 
-def write_plots(result: EvalResult, labelmap: LabelMap, plots_dir: str | os.PathLike,
+def write_plots(result: EvalResult, labelmap: LabelMap,
+                paths: str | os.PathLike | Mapping[str, str | os.PathLike],
                 top: int = 10) -> None:
-    plots_dir = Path(plots_dir)
-    write_per_class_ap(result, labelmap, plots_dir / "per_class_ap.csv")
-    plot_pr_curves(result, labelmap, plots_dir / "pr_curves.png", top=top)
+    """Write the :data:`PLOT_FILES` into the folder ``paths``, or each to ``paths[name]``."""
+    if not isinstance(paths, Mapping):
+        paths = {name: Path(paths) / name for name in PLOT_FILES}
+    write_per_class_ap(result, labelmap, paths["per_class_ap.csv"])
+    plot_pr_curves(result, labelmap, paths["pr_curves.png"], top=top)
 
 
 def write_per_class_ap(result: EvalResult, labelmap: LabelMap,

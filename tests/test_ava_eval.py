@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from pipeline import ava_eval
+from cli.main import cli
+from pipeline import ava_eval, evaluate
 from pipeline.artifacts import ArtifactError, annotations, predictions
 from pipeline.artifacts.labelmap import LabelMap, write_labelmap
-from pipeline.ava_eval import evaluate_files, frame_map
+from pipeline.ava_eval import frame_map, score_files
 
 try:  # tests/ is not a package: pytest puts it on sys.path
     from ava_reference import reference_frame_map
@@ -33,8 +35,8 @@ LABELMAP = LabelMap(LABELS, ("bend", "crouch", "dance", "carry", "talk"),
 
 def test_golden_mmaction2_fixture(tmp_path):
     """mmaction2's eval_detection fixture; the official evaluator gives 0.0938552."""
-    m = evaluate_files(DATA / "pred.csv", DATA / "gt.csv", DATA / "action_list.txt",
-                       out=tmp_path / "metrics.json", plots_dir=tmp_path / "plots")
+    m = evaluate.score(DATA / "pred.csv", DATA / "gt.csv", DATA / "action_list.txt", None,
+                       tmp_path / "metrics.json", plots_dir=tmp_path / "plots")
     assert m["mAP"] == pytest.approx(0.0938552, abs=1e-6)
     aps = [m["per_class"][k]["ap"] for k in ("1", "2", "3")]
     assert aps == pytest.approx([0.17045454545, 0.0, 0.11111111111], abs=1e-6)
@@ -177,7 +179,7 @@ def test_matches_reference_through_files(tmp_path):
             paths[name] = tmp_path / f"{name}{seed}.csv"
             paths[name].write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
         write_labelmap(LABELMAP, tmp_path / "lm.pbtxt")
-        m = evaluate_files(paths["pred"], paths["gt"], tmp_path / "lm.pbtxt", paths["ex"])
+        m = score_files(paths["pred"], paths["gt"], tmp_path / "lm.pbtxt", paths["ex"]).metrics
         _assert_same(m, reference_frame_map(gt_rows, pred_rows, LABELS, excluded))
         assert m["per_superclass"].keys() == {"pose", "object", "person"}
 
@@ -290,7 +292,9 @@ def files(tmp_path):
 @pytest.mark.parametrize("bad, problem", [
     ("v,0902,0.1,0.1,0.4,0.4,1\n", "expected 8 columns, got 7"),
     ("v,0902,0.1,abc,0.4,0.4,1,0.5\n", "column 'y1' must be a number, got 'abc'"),
-    ("v,902.5,0.1,0.1,0.4,0.4,1,0.5\n", "column 'timestamp' must be an integer, got '902.5'"),
+    ("v,902.5,0.1,0.1,0.4,0.4,1,0.5\n", "column 'timestamp' must be an integer, got '902.5' "
+                                         "(fractional timestamps are read with --mode "
+                                         "official-2020)"),
     ("v,0902,0.1,0.1,0.4,0.4,1,\n", "empty value in column 'score'"),
     ("v,0902,0.1,0.1,0.4,0.4,1,nan\n", "score is not a number"),
 ])
@@ -298,7 +302,7 @@ def test_malformed_prediction_row(files, bad, problem):
     good = "v,0902,0.1,0.1,0.4,0.4,1,0.9\n"
     (files / "pred.csv").write_text(good + "\n" + good + bad + good)  # bad row on line 4
     with pytest.raises(ArtifactError) as err:
-        evaluate_files(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt")
+        score_files(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt")
     assert str(err.value) == f"{files / 'pred.csv'}:4: {problem}"
 
 
@@ -306,16 +310,16 @@ def test_unreadable_labelmap(files):
     (files / "bad.pbtxt").write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n'
                                      "  id: one\n}\n")
     with pytest.raises(ArtifactError, match=r"bad\.pbtxt:5: id must be an integer"):
-        evaluate_files(files / "gt.csv", files / "gt.csv", files / "bad.pbtxt")
+        score_files(files / "gt.csv", files / "gt.csv", files / "bad.pbtxt")
     (files / "bin.pbtxt").write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ArtifactError, match=r"bin\.pbtxt"):
-        evaluate_files(files / "gt.csv", files / "gt.csv", files / "bin.pbtxt")
+        score_files(files / "gt.csv", files / "gt.csv", files / "bin.pbtxt")
 
 
 def test_empty_predictions_give_zero(files):
     (files / "pred.csv").write_text("")
-    m = evaluate_files(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt",
-                       out=files / "m.json")
+    m = evaluate.score(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt", None,
+                       files / "m.json")
     assert m["mAP"] == 0.0
     assert [m["per_class"][k]["ap"] for k in ("1", "3", "4")] == [0.0, 0.0, None]
     assert json.loads((files / "m.json").read_text())["per_class"]["4"]["ap"] is None
@@ -328,19 +332,19 @@ def test_nan_score_via_api_is_rejected():
         frame_map(gt, pred, LABELMAP)
 
 
-def test_cli(files, capsys):
+def test_cli(files):
     (files / "pred.csv").write_text("v,902,0.1,0.1,0.4,0.4,1,0.9\n")
-    rc = ava_eval.main(["--predictions", str(files / "pred.csv"), "--annotations",
-                        str(files / "gt.csv"), "--labelmap", str(files / "lm.pbtxt"),
-                        "--out", str(files / "out" / "metrics.json"),
-                        "--plots-dir", str(files / "plots")])
-    assert rc == 0
+    args = ["eval", "--predictions", str(files / "pred.csv"), "--annotations",
+            str(files / "gt.csv"), "--labelmap", str(files / "lm.pbtxt"),
+            "--out", str(files / "out" / "metrics.json")]
+    res = CliRunner().invoke(cli, [*args, "--plots-dir", str(files / "plots")])
+    assert res.exit_code == 0, res.output
     assert json.loads((files / "out" / "metrics.json").read_text())["mAP"] == 0.5
     assert (files / "plots" / "pr_curves.png").exists()
     (files / "pred.csv").write_text("v,902,0.1\n")
-    assert ava_eval.main(["--predictions", str(files / "pred.csv"), "--annotations",
-                          str(files / "gt.csv"), "--labelmap", str(files / "lm.pbtxt")]) == 2
-    assert "pred.csv:1: expected 8 columns" in capsys.readouterr().err
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code != 0
+    assert "pred.csv:1: expected 8 columns" in str(res.exception)
 
 
 def test_nan_iou_is_never_a_match():

@@ -1,5 +1,10 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline import evaluate, train
@@ -82,3 +87,52 @@ def test_sharded_inference_merges_to_the_unsharded_predictions(tmp_path, detecti
     assert (tmp_path / "mg.csv").read_bytes() == (tmp_path / "all.csv").read_bytes()
     merged = evaluate.score(tmp_path / "mg.csv", gt, labelmap_file, None, tmp_path / "m2.json")
     assert merged["mAP"] == full["mAP"]
+
+
+def test_a_failed_eval_leaves_old_outputs_untouched(tmp_path, feature_store, detections_file,
+                                                    labelmap_file, monkeypatch):
+    """Predictions, plots and metrics are renamed into place together, after scoring."""
+    gt = tmp_path / "gt.csv"
+    write_annotations(boxes_gt({"vid_a": 4, "vid_b": 3}), gt)
+    train.run(train.TrainConfig(epochs=1, batch_size=4), feature_store, detections_file, gt,
+              labelmap_file, tmp_path / "m.pt")
+    out, pred, plots = tmp_path / "e" / "metrics.json", tmp_path / "e" / "pred.csv", \
+        tmp_path / "e" / "plots"
+    args = (evaluate.EvalConfig(), tmp_path / "m.pt", feature_store, detections_file, gt,
+            labelmap_file, out, pred)
+    evaluate.run(*args, plots_dir=plots)
+    before = {p: p.read_bytes() for p in (out, pred, *plots.iterdir())}
+
+    def broken(*a, **k):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(evaluate, "score_files", broken)
+    pred.write_bytes(b"old predictions\n")
+    before[pred] = pred.read_bytes()
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        evaluate.run(*args, plots_dir=plots)
+    assert {p: p.read_bytes() for p in (out, pred, *plots.iterdir())} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "plots", "pred.csv"]
+
+
+def test_scoring_a_csv_imports_neither_torch_nor_the_heads(tmp_path):
+    """`acar eval --predictions` in a fresh interpreter: no torch, no pipeline.models."""
+    data = Path(__file__).parent / "data" / "eval_detection"
+    code = (
+        "import sys\n"
+        "from cli.main import main\n"
+        f"sys.argv = ['acar', 'eval', '--predictions', {str(data / 'pred.csv')!r},"
+        f" '--annotations', {str(data / 'gt.csv')!r}, '--labelmap',"
+        f" {str(data / 'action_list.txt')!r}, '--out', {str(tmp_path / 'm.json')!r},"
+        f" '--plots-dir', {str(tmp_path / 'plots')!r}]\n"
+        "main()\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'torch'"
+        " or m.startswith(('pipeline.models', 'pipeline.inference', 'pipeline.bank_reader'))"
+        " and m != 'pipeline.inference_config']\n"
+        "print('LOADED', bad)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED []" in res.stdout, res.stdout
+    assert read_metrics(tmp_path / "m.json")["mAP"] == pytest.approx(0.0938552, abs=1e-6)
