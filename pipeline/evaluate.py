@@ -65,7 +65,7 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     lm = read_labelmap(labelmap)
     if list(lm.ids) != list(ckpt["labelmap"]["ids"]):
         raise ArtifactError(labelmap, f"label map differs from the one {model} was trained on")
-    head = load_head(ckpt)
+    head = load_head(ckpt, model)
     store = FeatureStore(features)
     dets, _ = read_detections(detections)
     gt = read_annotations(annotations)

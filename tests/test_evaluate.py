@@ -21,8 +21,8 @@ from tests.conftest import LABELMAP, boxes_gt, make_feature_store
 def test_flipped_view_rois_mirror_the_box(tmp_path):
     store = make_feature_store(str(tmp_path / "f.zarr"), {"v": 1}, flip=True)
     kf = Keyframe("v", 1, 0, np.array([[0.1, 0.2, 0.3, 0.9]], np.float32))
-    _, rois = batch([kf], FeatureCache(store, "s36"))
-    _, rois_f = batch([kf], FeatureCache(store, "s36_flip"))
+    _, rois, _ = batch([kf], FeatureCache(store, "s36"))
+    _, rois_f, _ = batch([kf], FeatureCache(store, "s36_flip"))
     # 48 px wide input, 8 px per cell: x in [4.8, 14.4] -> flipped [33.6, 43.2] -> cells / 8
     np.testing.assert_allclose(rois[0].numpy(), [0, 0.6, 0.9, 1.8, 4.05], atol=1e-5)
     np.testing.assert_allclose(rois_f[0].numpy(), [0, 4.2, 0.9, 5.4, 4.05], atol=1e-5)
@@ -33,8 +33,10 @@ def test_tta_flip_view_gives_same_logits_for_flip_symmetric_head(tmp_path):
     store = make_feature_store(str(tmp_path / "f.zarr"), {"v": 2}, flip=True)
     head = build_head("linear", 8, 4)
     kf = Keyframe("v", 1, 0, np.array([[0.1, 0.2, 0.3, 0.9]], np.float32))
-    a = head(*batch([kf], FeatureCache(store, "s36")))
-    b = head(*batch([kf], FeatureCache(store, "s36_flip")))
+    ctx, rois, valid = batch([kf], FeatureCache(store, "s36"))
+    a = head(ctx, rois, valid=valid)
+    ctx, rois, valid = batch([kf], FeatureCache(store, "s36_flip"))
+    b = head(ctx, rois, valid=valid)
     torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
 
 

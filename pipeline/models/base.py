@@ -177,9 +177,11 @@ class Head(nn.Module):
         """The head's relation part: the (N, c_i) vectors the classifier reads."""
         raise NotImplementedError
 
-    def forward(self, context: Tensor, rois: Tensor, bank: Any = None,
+    def forward(self, context: Tensor, rois: Tensor, *, bank: Any = None,
                 valid: Tensor | None = None) -> Tensor:
-        """(B, C, H, W), (N, 5) -> logits (N, K); see the module docstring."""
+        """(B, C, H, W), (N, 5) -> logits (N, K); see the module docstring.  ``bank`` and
+        ``valid`` are keyword-only, so that ``head(*batch(...))`` cannot pass the valid
+        region as a bank."""
         return self.classify(self.features(context, rois, bank, valid))
 
 
