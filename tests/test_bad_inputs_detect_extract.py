@@ -121,26 +121,27 @@ def _gt(text: str | bytes, *extra: str):
     return make
 
 
+def _videos_dir(tmp: Path, layout: dict[str, bytes]) -> Path:
+    """A videos folder holding ``layout`` (relative path -> bytes)."""
+    videos = tmp / "videos"
+    videos.mkdir()
+    for rel, data in layout.items():
+        (videos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (videos / rel).write_bytes(data)
+    return videos
+
+
 def _yolo_videos(layout: dict[str, bytes]):
     def make(tmp: Path, world: Path) -> list[str]:
-        videos = tmp / "videos"
-        videos.mkdir()
-        for rel, data in layout.items():
-            (videos / rel).parent.mkdir(parents=True, exist_ok=True)
-            (videos / rel).write_bytes(data)
-        return ["--source", "yolo", "--videos", str(videos), "--weights", "no-such.pt"]
+        return ["--source", "yolo", "--videos", str(_videos_dir(tmp, layout)),
+                "--weights", "no-such.pt"]
     return make
 
 
 def _gt_with_videos(layout: dict[str, bytes]):
     def make(tmp: Path, world: Path) -> list[str]:
-        videos = tmp / "videos"
-        videos.mkdir()
-        for rel, data in layout.items():
-            (videos / rel).parent.mkdir(parents=True, exist_ok=True)
-            (videos / rel).write_bytes(data)
         return ["--source", "gt", "--annotations", str(_csv(tmp, ROW)), "--videos",
-                str(videos)]
+                str(_videos_dir(tmp, layout))]
     return make
 
 
@@ -326,7 +327,8 @@ EXTRACT_CASES = [
          "{tmp}/videos", "its subfolders hold videos: train/ (1), val/ (1)"),
     Case("pad-multiple-not-a-stride-multiple", _flags("--pad-multiple", "12"),
          "pad_multiple 12", "must be a multiple of mc3_18's output stride"),
-    Case("short-side-too-small", _flags("--short-side", "4"), "scales must be >= 8", ""),
+    Case("short-side-too-small", _flags("--short-side", "4"),
+         "--short-side: extract.short_side must be >= 8", ""),
     Case("bad-shard", _flags("--shard", "2/2"), "--shard", "need 0 <= i < N"),
     Case("values-without-check", _flags("--values"), "--values", "goes with --check"),
 ]
