@@ -93,3 +93,27 @@ def detections_file(tmp_path) -> Path:
     path = tmp_path / "detections.parquet"
     write_detections(det, path, {"source": "test"})
     return path
+
+
+@pytest.fixture(scope="session")
+def wide_clip(tmp_path_factory) -> tuple[Path, Path]:
+    """A 16:9 video (128x72, 3 s at 8 fps: textured, with shapes moving to the right
+    edge) in its own folder, and detections on its keyframes 1 and 2."""
+    from pipeline.video import write_video
+
+    root = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(0)
+    base = rng.integers(30, 200, (72, 128, 3)).astype(np.uint8)
+    frames = []
+    for f in range(24):
+        img = base.copy()
+        img[10:40, 90 + f:110 + f] = (250, 40, 40)            # leaves through the right edge
+        img[45:70, 5 + 2 * f:25 + 2 * f] = (30, 220, 60)
+        frames.append(img)
+    (root / "v").mkdir()
+    write_video(frames, root / "v" / "wide.mp4", fps=8, lossless=True)
+    dets = root / "d.parquet"
+    write_detections(pd.DataFrame({"video_id": ["wide"] * 2, "timestamp": [1, 2],
+                                   "x1": [0.1] * 2, "y1": [0.1] * 2, "x2": [0.5] * 2,
+                                   "y2": [0.9] * 2, "score": [0.9] * 2}), dets, {})
+    return root / "v", dets

@@ -227,29 +227,6 @@ def test_views_map_boxes_onto_the_image_content(tmp_path):
         assert store.read("sq", name).shape[-1] == view.input_size[0] / view.feature_stride
 
 
-@pytest.fixture(scope="module")
-def wide_clip(tmp_path_factory) -> tuple[Path, Path]:
-    """A 16:9 video (128x72, 3 s at 8 fps: textured, with shapes moving to the right
-    edge) and detections on its keyframes 1 and 2."""
-    root = tmp_path_factory.mktemp("wide")
-    rng = np.random.default_rng(0)
-    w, h = 128, 72
-    base = rng.integers(30, 200, (h, w, 3)).astype(np.uint8)
-    frames = []
-    for f in range(24):
-        img = base.copy()
-        img[10:40, 90 + f:110 + f] = (250, 40, 40)            # leaves through the right edge
-        img[45:70, 5 + 2 * f:25 + 2 * f] = (30, 220, 60)
-        frames.append(img)
-    (root / "v").mkdir()
-    write_video(frames, root / "v" / "wide.mp4", fps=8, lossless=True)
-    dets = root / "d.parquet"
-    write_detections(pd.DataFrame({"video_id": ["wide"] * 2, "timestamp": [1, 2],
-                                   "x1": [0.1] * 2, "y1": [0.1] * 2, "x2": [0.5] * 2,
-                                   "y2": [0.9] * 2, "score": [0.9] * 2}), dets, {})
-    return root / "v", dets
-
-
 def test_hoghof_features_inside_the_image_do_not_depend_on_the_padding(wide_clip, tmp_path):
     videos, dets = wide_clip
     maps = {}

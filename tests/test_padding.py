@@ -11,16 +11,13 @@ precision (hoghof sees only the image), so the logits agree to that precision to
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from pipeline import extract
-from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureStore
 from pipeline.keyframes import FeatureCache, Keyframe, batch
 from pipeline.models import HEADS, build_head
-from pipeline.video import write_video
 
 SMALL = {"linear": {}, "actor_actor": dict(hidden_dim=16, num_heads=2),
          "acrn": dict(hidden_dim=8), "acar": dict(reduce_dim=16, hidden_dim=8),
@@ -29,30 +26,17 @@ BOXES = np.array([[0.05, 0.1, 0.4, 0.95], [0.55, 0.2, 0.98, 0.99]], np.float32)
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory) -> dict[int, FeatureStore]:
-    """A 128x72 clip (3 s, 8 fps, textured, shapes moving to the right edge), extracted with
-    hoghof at pad_multiple 20 (a 140x140 canvas: 7x7 cells, the image 4x7) and 60 (180x180)."""
+def stores(wide_clip, tmp_path_factory) -> dict[int, FeatureStore]:
+    """The 16:9 clip (conftest) extracted with hoghof at pad_multiple 20 (a 140x140 canvas:
+    7x7 cells, the image 4x7) and 60 (180x180)."""
+    videos, dets = wide_clip
     root = tmp_path_factory.mktemp("pad")
-    rng = np.random.default_rng(0)
-    base = rng.integers(30, 200, (72, 128, 3)).astype(np.uint8)
-    frames = []
-    for f in range(24):
-        img = base.copy()
-        img[10:40, 90 + f:110 + f] = (250, 40, 40)
-        img[45:70, 5 + 2 * f:25 + 2 * f] = (30, 220, 60)
-        frames.append(img)
-    (root / "v").mkdir()
-    write_video(frames, root / "v" / "wide.mp4", fps=8, lossless=True)
-    dets = root / "d.parquet"
-    write_detections(pd.DataFrame({"video_id": ["wide"] * 2, "timestamp": [1, 2],
-                                   "x1": [0.1] * 2, "y1": [0.1] * 2, "x2": [0.5] * 2,
-                                   "y2": [0.9] * 2, "score": [0.9] * 2}), dets, {})
     out = {}
     for pad in (20, 60):
         url = str(root / f"p{pad}.zarr")
         cfg = extract.ExtractConfig(backbone="hoghof", short_side=72, flip=True,
                                     pad_multiple=pad, batch_size=2, num_workers=0)
-        assert extract.run(cfg, root / "v", dets, url) == []
+        assert extract.run(cfg, videos, dets, url) == []
         out[pad] = FeatureStore(url)
     return out
 
