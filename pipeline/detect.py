@@ -36,9 +36,8 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.detections import COLUMNS, write_detections
-from .artifacts.folders import no_videos_error
 from .artifacts.proposals import read_proposals
-from .video import VIDEO_EXTS, Video, list_videos, read_image
+from .video import VIDEO_EXTS, Video, list_videos, no_videos_error, read_image
 
 
 @dataclass

@@ -55,10 +55,17 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
-from .artifacts.folders import no_videos_error
 from .backbones import build_backbone, feature_stride, get_backbone
 from .shards import shard_items, stale_items
-from .video import VIDEO_EXTS, Video, VideoInfo, fingerprint, list_videos, nearest_frames
+from .video import (
+    VIDEO_EXTS,
+    Video,
+    VideoInfo,
+    fingerprint,
+    list_videos,
+    nearest_frames,
+    no_videos_error,
+)
 
 
 @dataclass

@@ -231,6 +231,35 @@ def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
 
 
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)})" if len(names) > n else "")
+
+
+def no_videos_error(directory: str | os.PathLike, exts: Iterable[str]) -> ArtifactError:
+    """The error for a videos folder without a video file: it says what was found."""
+    d = Path(directory)
+    exts = tuple(e.lower() for e in exts)
+    try:
+        entries = sorted(d.iterdir())
+    except OSError as err:
+        return ArtifactError(d, f"cannot list the videos folder ({err.__class__.__name__})")
+    subdirs = [p for p in entries if p.is_dir()]
+    nested = {p.name: sum(1 for q in p.rglob("*") if q.suffix.lower() in exts) for p in subdirs}
+    holding = [f"{name}/ ({n})" for name, n in nested.items() if n]
+    others = [p.name for p in entries if p.is_file()]
+    problem = f"no video file ({', '.join(exts)}) in this folder"
+    if holding:
+        return ArtifactError(d, f"{problem}; its subfolders hold videos: {_few(holding)} "
+                             "(pass a subfolder as --videos; subfolders are not searched)")
+    found = []
+    if others:
+        found.append(f"{len(others)} other files: {_few(others)}")
+    if subdirs:
+        found.append(f"{len(subdirs)} subfolders without videos: "
+                     f"{_few([p.name + '/' for p in subdirs])}")
+    return ArtifactError(d, f"{problem}; found {'; '.join(found) if found else 'nothing'}")
+
 def fingerprint(path: str | os.PathLike) -> dict:
     """Cheap identity of a video file: its size and a hash of its first and last MiB."""
     path = Path(path)
