@@ -28,7 +28,7 @@ from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import read_predictions, write_predictions
-from .ava_eval import DEFAULT_MODE, check_mode, score_files
+from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, score_files
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig
 from .shards import shard_items
@@ -87,7 +87,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         tmp_pred = stack.enter_context(atomic_path(pred_path))
         write_predictions(pred, tmp_pred)
         # scores the file as written
-        result = score_files(tmp_pred, annotations, lm, excluded, mode, action_thr)
+        result = scored(score_files(tmp_pred, annotations, lm, excluded, mode, action_thr),
+                        annotations)
         if tmp_plots is not None:
             write_plots(result, lm, tmp_plots)
         write_metrics(result.metrics, tmp_out)
@@ -105,6 +106,15 @@ def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) ->
     write_predictions(merged, out)
 
 
+def scored(result: EvalResult, annotations: str | os.PathLike) -> EvalResult:
+    """``result``, unless nothing was scored: annotations without one box of a label-map
+    class (outside the excluded frames) give no mAP, an error rather than ``mAP nan``."""
+    if not any(n > 0 for n in result.num_gt.values()):
+        raise ArtifactError(annotations, "no ground-truth box of a label-map class (outside "
+                                         "the excluded timestamps): nothing to score")
+    return result
+
+
 def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
           labelmap: str | os.PathLike, excluded: str | os.PathLike | None,
           out: str | os.PathLike, plots_dir: str | os.PathLike | None = None,
@@ -112,7 +122,8 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     """Score any AVA result file (ours, SlowFast's, mmaction2's) -> ``metrics.json`` (and
     the plots under ``plots_dir``), as ``mode`` scores; returns the metrics dict."""
     lm = read_labelmap(labelmap)
-    result = score_files(predictions, annotations, lm, excluded, mode, action_thr)
+    result = scored(score_files(predictions, annotations, lm, excluded, mode, action_thr),
+                    annotations)
     if plots_dir is not None:
         write_plots(result, lm, {name: Path(plots_dir) / name for name in PLOT_FILES})
     write_metrics(result.metrics, out)

@@ -15,7 +15,7 @@ from pipeline.artifacts.metrics import read_metrics
 from pipeline.artifacts.predictions import read_predictions
 from pipeline.keyframes import FeatureCache, Keyframe, batch
 from pipeline.models import build_head
-from tests.conftest import LABELMAP, boxes_gt, make_feature_store
+from tests.conftest import LABELMAP, ROOT, boxes_gt, make_feature_store
 
 
 def test_flipped_view_rois_mirror_the_box(tmp_path):
@@ -138,3 +138,21 @@ def test_scoring_a_csv_imports_neither_torch_nor_the_heads(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "LOADED []" in res.stdout, res.stdout
     assert read_metrics(tmp_path / "m.json")["mAP"] == pytest.approx(0.0938552, abs=1e-6)
+
+
+def test_scoring_annotations_without_a_box_is_one_line_and_writes_nothing(tmp_path):
+    """Empty ground truth gave `mAP nan` with exit 0; now a one-line error, no metrics."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    data = ROOT / "tests" / "data" / "eval_detection"
+    gt = tmp_path / "gt.csv"
+    gt.write_text("")
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["eval", "--predictions", str(data / "pred.csv"),
+                                   "--annotations", str(gt), "--labelmap",
+                                   str(data / "action_list.txt"), "--out", str(out)])
+    assert res.exit_code != 0 and not out.exists()
+    assert str(res.exception).startswith(f"{gt}: no ground-truth box")   # main() prints it
+    assert "\n" not in str(res.exception)
