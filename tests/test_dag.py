@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.test_dvc_pipeline import dvc
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cli", "pipeline")
@@ -228,15 +227,6 @@ def test_code_deps_exist(name):
 EDITS = [("synth", "pipeline/video.py"), ("extract", "pipeline/backbones/hoghof.py"),
          ("bank_lfb", "pipeline/models/actor.py"), ("train@acfb", "pipeline/distributed.py"),
          ("eval@acar", "pipeline/keyframes.py")]
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
-    res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
 
 
 def placeholder(path: Path) -> None:
