@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .artifacts import ArtifactError
@@ -28,7 +29,8 @@ from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import read_predictions, write_predictions
-from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, score_files
+from .artifacts.csvio import line_of_row
+from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, read_inputs, score_files
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig
 from .shards import shard_items
@@ -55,6 +57,7 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     to score (:data:`pipeline.ava_eval.MODES`).
     """
     check_mode(mode, excluded)  # a bad mode fails before the model runs
+    check_action_thr(action_thr)
     from .artifacts.checkpoint import load_checkpoint
     from .artifacts.detections import read_detections
     from .artifacts.features import FeatureStore
@@ -75,6 +78,10 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     views = store.spec(videos[0]).views
     banks = open_bank(bank, head, store.spec(videos[0]).to_dict(), cfg.in_memory)
     pred = predict(head, lm, store, dets, shard_items(videos, shard), cfg, list(views), banks)
+    if pred.empty and shard[1] == 1:
+        raise ArtifactError(detections, "no detection scores >= eval.det_threshold "
+                            f"({cfg.det_threshold}) on a keyframe of the evaluated videos "
+                            "in the feature store: nothing to predict")
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
     if shard[1] > 1:
@@ -100,6 +107,14 @@ def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) ->
     """Concatenate prediction CSVs (e.g. inference shards) into one, deterministically:
     rows ordered by (video_id, timestamp), each keyframe's rows in their part's order."""
     frames = [read_predictions(p) for p in parts]
+    seen: dict[tuple, str | os.PathLike] = {}
+    for part, df in zip(parts, frames, strict=True):  # a part given twice doubles its rows
+        keys = set(zip(df["video_id"], df["timestamp"], strict=True))
+        for key in keys:
+            if key in seen:
+                raise ArtifactError(part, f"keyframe {key[0]}@{key[1]} is also in {seen[key]}: "
+                                          "each keyframe's predictions belong to one part")
+        seen.update(dict.fromkeys(keys, part))
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: [] for c in PRED_COLUMNS})
     merged = merged.sort_values(["video_id", "timestamp"], kind="stable")
@@ -115,6 +130,55 @@ def scored(result: EvalResult, annotations: str | os.PathLike) -> EvalResult:
     return result
 
 
+def check_action_thr(action_thr: float | None) -> None:
+    """``--action-thr`` is None or a score in [0, 1] (NaN would drop every prediction)."""
+    if action_thr is not None and not 0.0 <= action_thr <= 1.0:
+        raise ArtifactError("--action-thr", f"must be a score in [0, 1], got {action_thr}")
+
+
+def check_predictions(pred: pd.DataFrame, gt: pd.DataFrame, label_ids: tuple[int, ...],
+                      path: str | os.PathLike) -> None:
+    """A result file fit to be scored against ``gt``, else one :class:`ArtifactError`
+    naming ``path`` (and the line): rows; finite scores in [0, 1]; finite boxes inside
+    [0, 1] (pixel boxes would score 0 in silence); no row twice (same keyframe, box and
+    class: a part merged twice); and something that can match: a video and keyframe of
+    the ground truth, an action id of the label map."""
+    if pred.empty:
+        raise ArtifactError(path, "no prediction rows: nothing to score")
+    score = pred["score"].to_numpy(np.float64)
+    boxes = pred[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)               # (N, 4)
+    tol = 1e-6
+    checks = [(~((score >= 0) & (score <= 1)), "score must be in [0, 1] (a probability)"),
+              (~((boxes >= -tol) & (boxes <= 1 + tol)).all(axis=1),
+               "box coordinates must be finite and normalised to [0, 1]")]
+    for bad, problem in checks:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ArtifactError(path, problem, line_of_row(path, row))
+    keys = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id"]
+    dup = pred.duplicated(keys).to_numpy()
+    if dup.any():
+        row = int(np.argmax(dup))
+        raise ArtifactError(path, "duplicate row (same keyframe, box and action_id as an "
+                                  "earlier row)", line_of_row(path, row))
+    videos = set(pred["video_id"].astype(str).unique())
+    gt_videos = set(gt["video_id"].astype(str).unique())
+    if gt_videos and not videos & gt_videos:
+        raise ArtifactError(path, f"none of its {len(videos)} videos is in the annotations "
+                                  f"(e.g. {sorted(videos)[0]!r}; annotations: "
+                                  f"{sorted(gt_videos)[0]!r}, ...)")
+    stamps = pd.api.types.is_integer_dtype(pred["timestamp"].dtype) and \
+        pd.api.types.is_integer_dtype(gt["timestamp"].dtype)
+    if stamps and gt_videos:
+        frames = set(zip(pred["video_id"].astype(str), pred["timestamp"], strict=True))
+        if not frames & set(zip(gt["video_id"].astype(str), gt["timestamp"], strict=True)):
+            raise ArtifactError(path, "none of its keyframes (video_id, timestamp) is in the "
+                                      "annotations (timestamps in another unit or offset?)")
+    if not pred["action_id"].isin(list(label_ids)).any():
+        raise ArtifactError(path, "none of its action ids is in the label map (ids "
+                                  f"{', '.join(map(str, label_ids[:5]))}...)")
+
+
 def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
           labelmap: str | os.PathLike, excluded: str | os.PathLike | None,
           out: str | os.PathLike, plots_dir: str | os.PathLike | None = None,
@@ -122,6 +186,10 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     """Score any AVA result file (ours, SlowFast's, mmaction2's) -> ``metrics.json`` (and
     the plots under ``plots_dir``), as ``mode`` scores; returns the metrics dict."""
     lm = read_labelmap(labelmap)
+    check_action_thr(action_thr)
+    gt, pred, _, _ = read_inputs(predictions, annotations, excluded,
+                                 check_mode(mode, excluded).timestamps == "decimal")
+    check_predictions(pred, gt, lm.ids, predictions)
     result = scored(score_files(predictions, annotations, lm, excluded, mode, action_thr),
                     annotations)
     if plots_dir is not None:
@@ -130,4 +198,5 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     return result.metrics
 
 
-__all__ = ["EvalConfig", "merge_predictions", "run", "score"]
+__all__ = ["EvalConfig", "check_action_thr", "check_predictions", "merge_predictions", "run",
+           "score"]

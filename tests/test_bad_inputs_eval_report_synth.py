@@ -1,0 +1,303 @@
+"""A catalogue of bad inputs to `acar eval`, `report`, `synth`, `viz`, `demo` and `classify`
+(issue 19, "beyond the list"; train, bank, detect and extract have theirs).
+
+Each case runs the CLI on a tiny good world with one thing wrong and asserts, as the other
+catalogues do (their helpers are reused): a non-zero exit; exactly one ``error:`` line,
+naming the file or parameter at fault; no traceback; and the output path as it was before
+(absent, or the previous finished output byte for byte: nothing lost).  The cases cover
+what crosses into these stages: predictions CSVs (NaN, inf, strings, out-of-range scores
+and boxes, duplicate rows, unknown videos, keyframes or classes), excluded-timestamps
+files, annotations, label maps, metrics files, checkpoints (unfinished, another kind,
+another feature spec), feature stores and banks, empty inputs, unwritable outputs and
+every setting (flags and the params file).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.artifacts.annotations import write_annotations
+from pipeline.artifacts.predictions import read_predictions, write_predictions
+from tests.conftest import boxes_gt
+from tests.test_bad_inputs_train_bank import (  # noqa: F401  (good: a fixture)
+    VIDEOS, _check, _realise, acar, bank_args, good, head_checkpoint, mismatched_weights,
+    nan_store, other_features, params_file, partial_of, snapshot, text_file, train_args,
+    wide_features)
+
+
+def eval_model_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    return ["--params", str(params or w["params"]), "eval", "--model", str(w["model"]),
+            "--features", str(w["features"]), "--detections", str(w["dets"]),
+            "--annotations", str(w["gt"]), "--labelmap", str(w["labelmap"]),
+            "--out", str(out), *extra]
+
+
+def eval_pred_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    return ["--params", str(params or w["params"]), "eval", "--predictions", str(w["pred"]),
+            "--annotations", str(w["gt"]), "--labelmap", str(w["labelmap"]),
+            "--out", str(out), *extra]
+
+
+def report_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    metrics = [] if "--metrics" in extra else ["--metrics", f"linear={w['metrics']}",
+                                               "--metrics", f"acar={w['metrics']}"]
+    return ["--params", str(params or w["params"]), "report", *metrics, "--annotations",
+            str(w["gt"]), "--labelmap", str(w["labelmap"]), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def world(good, tmp_path_factory) -> dict[str, Path]:
+    """``good`` (features, detections, annotations, label map, linear and acar models, an
+    lfb bank) and a finished eval (metrics.json + predictions.csv), an lfb model and a
+    finished report."""
+    w = dict(good)
+    root = tmp_path_factory.mktemp("eval_good")
+    w["eval"] = root / "eval"
+    code, out = acar(eval_model_args(w, w["eval"] / "metrics.json"))
+    assert code == 0, out
+    w["metrics"], w["pred"] = w["eval"] / "metrics.json", w["eval"] / "predictions.csv"
+    w["lfb_model"] = root / "lfb.pt"
+    code, out = acar(train_args(w, w["lfb_model"], "--head", "lfb", "--bank", str(w["bank"])))
+    assert code == 0, out
+    w["report"] = root / "report"
+    code, out = acar(report_args(w, w["report"]))
+    assert code == 0, out
+    return w
+
+
+# ---- makers of bad files: (world, tmp) -> path ------------------------------------------
+
+def predictions(change: Callable[[pd.DataFrame], pd.DataFrame], name: str = "p.csv"
+                ) -> Callable[[dict, Path], Path]:
+    """The good predictions after ``change``, written raw (as another tool might)."""
+    def make(w: dict, tmp: Path) -> Path:
+        df = change(read_predictions(w["pred"]).copy())
+        df.to_csv(tmp / name, header=False, index=False)
+        return tmp / name
+    return make
+
+
+def cell(col: str, value, row: int = 0) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        if isinstance(value, str):
+            df[col] = df[col].astype(object)
+        df.loc[row, col] = value
+        return df
+    return change
+
+
+def pred_lines(text: str, name: str = "p.csv") -> Callable[[dict, Path], Path]:
+    """The good predictions with ``text`` appended."""
+    def make(w: dict, tmp: Path) -> Path:
+        (tmp / name).write_text(w["pred"].read_text() + text)
+        return tmp / name
+    return make
+
+
+def annotations_of(videos: dict[str, int], name: str = "gt.csv") -> Callable[[dict, Path], Path]:
+    def make(w: dict, tmp: Path) -> Path:
+        write_annotations(boxes_gt(videos), tmp / name)
+        return tmp / name
+    return make
+
+
+def metrics_file(change: Callable[[dict], dict] | str) -> Callable[[dict, Path], Path]:
+    def make(w: dict, tmp: Path) -> Path:
+        path = tmp / "m.json"
+        if isinstance(change, str):
+            path.write_text(change)
+        else:
+            path.write_text(json.dumps(change(json.loads(w["metrics"].read_text()))))
+        return path
+    return make
+
+
+def with_key(key: str, value) -> Callable[[dict], dict]:
+    def change(m: dict) -> dict:
+        node = m
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+        return m
+    return change
+
+
+def good_file(key: str) -> Callable[[dict, Path], Path]:
+    return lambda w, tmp: w[key]
+
+
+def a_file(w: dict, tmp: Path) -> Path:
+    (tmp / "afile").write_text("x")
+    return tmp / "afile"
+
+
+def under_a_file(name: str) -> Callable[[dict, Path], Path]:
+    def make(w: dict, tmp: Path) -> Path:
+        (tmp / "afile").write_text("x")
+        return tmp / "afile" / name
+    return make
+
+
+# ---- eval --model: (id, flags, what the error line must contain) ----------------------
+
+EVAL_MODEL_CASES = [
+    ("model-not-a-checkpoint", ["--model", text_file("x", "m.pt")], "not a readable checkpoint"),
+    ("model-unfinished", ["--model", partial_of("model")], "--resume"),
+    ("model-weights-mismatch", ["--model", mismatched_weights], "its weights do not fit"),
+    ("model-short-side", ["--features", other_features], "short_side 36 != 80"),
+    ("model-channels", ["--features", wide_features], "channels 8 != 16"),
+    ("features-nan", ["--features", nan_store], "non-finite scores"),
+    ("features-missing", ["--features", lambda w, t: t / "nope.zarr"], "nope.zarr"),
+    ("features-a-bank", ["--features", good_file("bank")], "lfb.zarr"),
+    ("labelmap-other", ["--labelmap", text_file("item {\n  name: 'a'\n  id: 7\n}\n",
+                                                "lm.pbtxt")], "lm.pbtxt"),
+    ("labelmap-garbage", ["--labelmap", text_file("item {\n  name: 'x'\n", "lm.pbtxt")],
+     "lm.pbtxt"),
+    ("annotations-other-videos", ["--annotations", annotations_of({"vid_x": 2})],
+     "none of its videos are in the feature store"),
+    ("annotations-garbage", ["--annotations", text_file("a,b\n1,2\n", "a.csv")], "a.csv"),
+    ("annotations-empty", ["--annotations", text_file("", "a.csv")], "a.csv"),
+    ("detections-not-parquet", ["--detections", text_file("x", "d.parquet")],
+     "not a readable Parquet"),
+    ("excluded-garbage", ["--excluded", text_file("v,1,2,3\n", "e.csv")], "e.csv"),
+    ("excluded-fraction", ["--excluded", text_file("vid_a,1.5\n", "e.csv")], "e.csv"),
+    ("bank-head-without-bank", ["--model", good_file("lfb_model")], "--bank"),
+    ("bank-for-a-plain-head", ["--bank", good_file("bank")], "--bank"),
+    ("bank-not-a-store", ["--model", good_file("lfb_model"), "--bank",
+                          lambda w, t: t / "nope.zarr"], "nope.zarr"),
+    ("bank-a-features-store", ["--model", good_file("lfb_model"), "--bank",
+                               good_file("features")], "f.zarr"),
+    ("det-threshold-in-file", ["--params", params_file("eval:\n  det_threshold: 1.5\n")],
+     "eval.det_threshold must be <= 1, got 1.5"),
+    ("batch-size-in-file", ["--params", params_file("eval:\n  batch_size: 0\n")],
+     "eval.batch_size must be >= 1, got 0"),
+    ("unknown-key", ["--params", params_file("eval:\n  threshold: 0.5\n")],
+     "unknown key 'threshold'"),
+    ("no-detection-scores-enough", ["--params", params_file("eval:\n  det_threshold: 0.99\n")],
+     "det_threshold"),
+    ("mode-unknown", ["--mode", "voc"], "--mode"),
+    ("mode-2020-with-excluded", ["--mode", "official-2020", "--excluded",
+                                 text_file("vid_a,1\n", "e.csv")], "e.csv"),
+    ("action-thr-nan", ["--action-thr", "nan"], "--action-thr"),
+    ("action-thr-too-big", ["--action-thr", "1.5"], "--action-thr"),
+    ("shard-out-of-range", ["--shard", "2/2", "--predictions-out", "part.csv"], "--shard"),
+    ("shard-without-predictions-out", ["--shard", "0/2"], "--predictions-out"),
+    ("out-under-a-file", ["--out", under_a_file("metrics.json")], "afile"),
+    ("predictions-out-under-a-file", ["--predictions-out", under_a_file("p.csv")], "afile"),
+    ("plots-dir-a-file", ["--plots-dir", a_file], "afile"),
+    ("compare-modes-with-model", ["--compare-modes"], "--compare-modes"),
+]
+
+# ---- eval --predictions ---------------------------------------------------------------
+
+EVAL_PRED_CASES = [
+    ("score-empty", ["--predictions", predictions(cell("score", float("nan")))],
+     "p.csv:1: empty value in column 'score'"),
+    ("score-nan", ["--predictions", pred_lines("vid_a,0001,0.1,0.2,0.3,0.4,1,nan\n")],
+     "score is not a number"),
+    ("score-inf", ["--predictions", predictions(cell("score", float("inf")))], "p.csv:1"),
+    ("score-string", ["--predictions", predictions(cell("score", "high"))], "p.csv:1"),
+    ("score-above-1", ["--predictions", predictions(cell("score", 7.0, 3))], "p.csv:4"),
+    ("score-negative", ["--predictions", predictions(cell("score", -0.5, 2))], "p.csv:3"),
+    ("box-nan", ["--predictions", predictions(cell("x1", float("nan"), 1))], "p.csv:2"),
+    ("box-string", ["--predictions", predictions(cell("y2", "top", 1))], "p.csv:2"),
+    ("box-out-of-range", ["--predictions", predictions(cell("x2", 1.7, 4))], "p.csv:5"),
+    ("box-in-pixels", ["--predictions", predictions(
+        lambda df: df.assign(x1=df.x1 * 64, x2=df.x2 * 64))], "p.csv:1"),
+    ("box-inverted-mmaction2", ["--mode", "mmaction2", "--predictions", predictions(
+        cell("x1", 0.99, 0))], "p.csv"),
+    ("timestamp-fraction", ["--predictions", predictions(cell("timestamp", "1.5"))],
+     "p.csv:1"),
+    ("action-id-string", ["--predictions", predictions(cell("action_id", "sit"))], "p.csv:1"),
+    ("seven-columns", ["--predictions", pred_lines("vid_a,0001,0.1,0.2,0.3,0.4,1\n")],
+     "columns"),
+    ("nine-columns", ["--predictions", pred_lines("vid_a,0001,0.1,0.2,0.3,0.4,1,0.5,0\n")],
+     "columns"),
+    ("empty-video-id", ["--predictions", pred_lines(",0001,0.1,0.2,0.3,0.4,1,0.5\n")],
+     "video_id"),
+    ("duplicate-rows", ["--predictions", predictions(lambda df: pd.concat([df, df.iloc[:3]]))],
+     "duplicate"),
+    ("empty-predictions", ["--predictions", text_file("", "p.csv")], "p.csv"),
+    ("blank-predictions", ["--predictions", text_file("\n\n", "p.csv")], "p.csv"),
+    ("binary-predictions", ["--predictions", text_file("\x00\xff\xfe", "p.csv")], "p.csv"),
+    ("unknown-videos", ["--predictions", predictions(
+        lambda df: df.assign(video_id="other_" + df.video_id))], "p.csv"),
+    ("other-keyframes", ["--predictions", predictions(
+        lambda df: df.assign(timestamp=df.timestamp + 900))], "p.csv"),
+    ("no-label-map-class", ["--predictions", predictions(
+        lambda df: df.assign(action_id=df.action_id + 100))], "p.csv"),
+    ("annotations-garbage", ["--annotations", text_file("a,b\n1,2\n", "a.csv")], "a.csv"),
+    ("annotations-empty", ["--annotations", text_file("", "a.csv")], "a.csv"),
+    ("annotations-box-out-of-range", ["--annotations", text_file(
+        "vid_a,0001,0.1,0.2,1.5,0.9,1,0\n", "a.csv")], "a.csv:1"),
+    ("annotations-no-label-map-class", ["--annotations", text_file(
+        "vid_a,0001,0.1,0.2,0.5,0.9,99,0\n", "a.csv")], "a.csv"),
+    ("labelmap-garbage", ["--labelmap", text_file("item {\n  name: 'x'\n", "lm.pbtxt")],
+     "lm.pbtxt"),
+    ("labelmap-empty", ["--labelmap", text_file("", "lm.pbtxt")], "lm.pbtxt"),
+    ("excluded-garbage", ["--excluded", text_file("v,1,2,3\n", "e.csv")], "e.csv"),
+    ("excluded-string-timestamp", ["--excluded", text_file("vid_a,noon\n", "e.csv")],
+     "e.csv:1"),
+    ("merge-without-predictions-out", ["--predictions", good_file("pred"), "--predictions",
+                                       good_file("pred")], "--predictions-out"),
+    ("merge-same-part-twice", ["--predictions", good_file("pred"), "--predictions",
+                               good_file("pred"), "--predictions-out",
+                               lambda w, t: t / "merged.csv"], "predictions.csv"),
+    ("mode-2020-with-excluded", ["--mode", "official-2020", "--excluded",
+                                 text_file("vid_a,1\n", "e.csv")], "e.csv"),
+    ("action-thr-nan", ["--action-thr", "nan"], "--action-thr"),
+    ("out-under-a-file", ["--out", under_a_file("metrics.json")], "afile"),
+]
+
+
+def _eval_run(args_of: Callable, w: dict, tmp: Path, flags: list) -> tuple:
+    """Run over a copy of the finished eval folder (metrics.json + predictions.csv): a failed
+    run must leave both as they were."""
+    folder = tmp / "eval"
+    shutil.copytree(w["eval"], folder)
+    out = folder / "metrics.json"
+    flags = _realise(flags, w, tmp)
+    params = None
+    if "--params" in flags:
+        k = flags.index("--params")
+        params, flags = Path(flags[k + 1]), flags[:k] + flags[k + 2:]
+    watched = folder
+    if "--out" in flags:
+        k = flags.index("--out")
+        out = Path(flags.pop(k + 1))
+        flags.pop(k)
+        watched = out if out.parent.exists() and not out.parent.is_file() else out.parent
+    if "--predictions" in flags:      # this run's files replace the good one
+        k = flags.index("--predictions")
+        w = {**w, "pred": Path(flags.pop(k + 1))}
+        flags.pop(k)
+    if "--model" in flags:
+        k = flags.index("--model")
+        w = {**w, "model": Path(flags.pop(k + 1))}
+        flags.pop(k)
+    before = {"out": snapshot(watched), "folder": snapshot(folder)}
+    code, text = acar(args_of(w, out, *flags, params=params))
+    return code, text, before, watched, folder
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in EVAL_MODEL_CASES],
+                         ids=[c[0] for c in EVAL_MODEL_CASES])
+def test_bad_eval_model_input(world, tmp_path, flags, must):
+    code, text, before, watched, folder = _eval_run(eval_model_args, world, tmp_path, flags)
+    _check(code, text, must, before["out"], watched)
+    assert snapshot(folder) == before["folder"]
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in EVAL_PRED_CASES],
+                         ids=[c[0] for c in EVAL_PRED_CASES])
+def test_bad_eval_predictions_input(world, tmp_path, flags, must):
+    code, text, before, watched, folder = _eval_run(eval_pred_args, world, tmp_path, flags)
+    _check(code, text, must, before["out"], watched)
+    assert snapshot(folder) == before["folder"]
