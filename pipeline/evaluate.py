@@ -25,11 +25,11 @@ import pandas as pd
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import atomic_path
+from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import read_predictions, write_predictions
-from .artifacts.csvio import line_of_row
 from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, read_inputs, score_files
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig

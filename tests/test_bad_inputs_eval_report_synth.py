@@ -23,12 +23,26 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts.annotations import write_annotations
-from pipeline.artifacts.predictions import read_predictions, write_predictions
+from pipeline.artifacts.predictions import read_predictions
 from tests.conftest import boxes_gt
 from tests.test_bad_inputs_train_bank import (  # noqa: F401  (good: a fixture)
-    VIDEOS, _check, _realise, acar, bank_args, good, head_checkpoint, mismatched_weights,
-    nan_store, other_features, params_file, partial_of, snapshot, text_file, train_args,
-    wide_features)
+    VIDEOS,
+    _check,
+    _realise,
+    acar,
+    bank_args,
+    good,
+    head_checkpoint,
+    mismatched_weights,
+    nan_store,
+    other_features,
+    params_file,
+    partial_of,
+    snapshot,
+    text_file,
+    train_args,
+    wide_features,
+)
 
 
 def eval_model_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
@@ -52,11 +66,11 @@ def report_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def world(good, tmp_path_factory) -> dict[str, Path]:
-    """``good`` (features, detections, annotations, label map, linear and acar models, an
-    lfb bank) and a finished eval (metrics.json + predictions.csv), an lfb model and a
-    finished report."""
-    w = dict(good)
+def world(request, tmp_path_factory) -> dict[str, Path]:
+    """The train/bank catalogue's ``good`` world (features, detections, annotations, label
+    map, linear and acar models, an lfb bank), a finished eval (metrics.json +
+    predictions.csv), an lfb model and a finished report."""
+    w = dict(request.getfixturevalue("good"))
     root = tmp_path_factory.mktemp("eval_good")
     w["eval"] = root / "eval"
     code, out = acar(eval_model_args(w, w["eval"] / "metrics.json"))
@@ -301,3 +315,146 @@ def test_bad_eval_predictions_input(world, tmp_path, flags, must):
     code, text, before, watched, folder = _eval_run(eval_pred_args, world, tmp_path, flags)
     _check(code, text, must, before["out"], watched)
     assert snapshot(folder) == before["folder"]
+
+
+# ---- report: the metrics of two heads, the annotations, the label map -> report/ --------
+
+REPORT_CASES = [
+    ("metrics-missing", ["--metrics", "linear=nope.json"], "nope.json: metrics file not found"),
+    ("metrics-not-json", ["--metrics", metrics_file("{")], "invalid JSON"),
+    ("metrics-not-an-object", ["--metrics", metrics_file("[1]")], "must be a JSON object"),
+    ("metrics-map-string", ["--metrics", metrics_file(with_key("mAP", "high"))], "'mAP'"),
+    ("metrics-map-above-1", ["--metrics", metrics_file(with_key("mAP", 55.3))], "'mAP'"),
+    ("metrics-map-nan", ["--metrics", metrics_file('{"mAP": NaN, "per_class": {}, '
+                                                   '"per_superclass": {}}')], "'mAP'"),
+    ("metrics-superclass-negative", ["--metrics", metrics_file(
+        with_key("per_superclass.pose", -0.2))], "per_superclass 'pose'"),
+    ("metrics-superclass-missing", ["--metrics", metrics_file(
+        lambda m: {k: v for k, v in m.items() if k != "per_superclass"})], "'per_superclass'"),
+    ("metrics-other-labelmap", ["--metrics", metrics_file(with_key("per_class", {
+        "77": {"name": "fly", "ap": 0.5, "num_gt": 3}}))], "label map"),
+    ("metrics-not-head-path", ["--metrics", "linear"], "HEAD=PATH"),
+    ("metrics-head-twice", ["--metrics", "a=x.json", "--metrics", "a=y.json"], "twice"),
+    ("annotations-garbage", ["--annotations", text_file("a,b\n1,2\n", "a.csv")], "a.csv"),
+    ("annotations-empty", ["--annotations", text_file("", "a.csv")], "a.csv"),
+    ("labelmap-garbage", ["--labelmap", text_file("item {\n  name: 'x'\n", "lm.pbtxt")],
+     "lm.pbtxt"),
+    ("families-unknown", ["--families", "pose,flying"], "flying"),
+    ("families-not-a-list", ["--params", params_file("report:\n  families: pose\n")],
+     "report.families"),
+    ("family-names-not-a-mapping", ["--params", params_file("report:\n  family_names: [a]\n")],
+     "report.family_names"),
+    ("unknown-key", ["--params", params_file("report:\n  colour: red\n")], "unknown key"),
+    ("out-under-a-file", ["--out", under_a_file("report")], "afile"),
+]
+
+
+def _metrics_flags(flags: list) -> list:
+    """A made metrics file is one head's (``acar=``), beside the good ``linear``."""
+    out = []
+    for i, f in enumerate(flags):
+        if i and flags[i - 1] == "--metrics" and callable(f):
+            out += [lambda w, t, f=f: "acar=" + str(f(w, t))]
+        else:
+            out.append(f)
+    if "--metrics" in flags and any(callable(f) for f in flags):
+        out = ["--metrics", lambda w, t: f"linear={w['metrics']}", *out]
+    return out
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in REPORT_CASES],
+                         ids=[c[0] for c in REPORT_CASES])
+def test_bad_report_input(world, tmp_path, flags, must):
+    code, text, before, out = _stage_run(report_args, world, tmp_path, _metrics_flags(flags),
+                                         world["report"])
+    _check(code, text, must, before, out)
+
+
+def _stage_run(args_of: Callable, w: dict, tmp: Path, flags: list, previous: Path | None
+               ) -> tuple:
+    """Run with ``flags`` (a --params among them replaces the tiny params) over a copy of
+    the ``previous`` good output (None: no output yet)."""
+    out = tmp / (previous.name if previous is not None else "out")
+    if previous is not None:
+        (shutil.copytree if previous.is_dir() else shutil.copy)(previous, out)
+    flags = _realise(flags, w, tmp)
+    params = None
+    if "--params" in flags:
+        k = flags.index("--params")
+        params, flags = Path(flags[k + 1]), flags[:k] + flags[k + 2:]
+    if "--out" in flags:
+        k = flags.index("--out")
+        out = Path(flags.pop(k + 1))
+        flags.pop(k)
+    watched = out if not out.parent.is_file() else out.parent
+    before = snapshot(watched)
+    code, text = acar(args_of(w, out, *flags, params=params))
+    return code, text, before, watched
+
+
+# ---- synth: the world's settings -> a world folder ----------------------------------------
+
+SYNTH_TINY = ("synth:\n  num_train: 1\n  num_val: 1\n  duration: 2\n  fps: 4\n  width: 96\n"
+              "  height: 64\n")
+
+
+def synth_params(text: str) -> Callable[[dict, Path], Path]:
+    return text_file(_merge_synth(text), "stages.yaml")
+
+
+def _merge_synth(text: str) -> str:
+    """The tiny synth section with ``text``'s keys (``  key: value`` lines) replaced."""
+    keys = {ln.split(":")[0] for ln in text.splitlines()}
+    lines = [ln for ln in SYNTH_TINY.splitlines() if ln.split(":")[0] not in keys]
+    return "\n".join(lines) + "\n" + text
+
+
+def synth_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    return ["--params", str(params or w["synth_params"]), "synth", "--out", str(out), *extra]
+
+
+SYNTH_CASES = [
+    ("seed-negative", ["--seed", "-1"], "--seed: synth.seed must be >= 0, got -1"),
+    ("seed-not-an-integer", ["--seed", "x"], "--seed"),
+    ("num-train-0", ["--params", synth_params("  num_train: 0\n")],
+     "synth.num_train must be >= 1, got 0"),
+    ("duration-0", ["--params", synth_params("  duration: 0\n")],
+     "synth.duration must be >= 2, got 0"),
+    ("duration-1-no-keyframe", ["--params", synth_params("  duration: 1\n")],
+     "synth.duration must be >= 2, got 1"),
+    ("fps-0", ["--params", synth_params("  fps: 0\n")], "synth.fps must be >= 1, got 0"),
+    ("fps-float", ["--params", synth_params("  fps: 7.5\n")], "synth.fps must be an integer"),
+    ("width-tiny", ["--params", synth_params("  width: 4\n")], "synth.width must be >= 8"),
+    ("width-odd", ["--params", synth_params("  width: 97\n")], "synth.width: must be even"),
+    ("height-odd", ["--params", synth_params("  height: 63\n")], "synth.height: must be even"),
+    ("width-a-bool", ["--params", synth_params("  width: true\n")], "synth.width must be"),
+    ("max-people-0", ["--params", synth_params("  max_people: 0\n")],
+     "synth.max_people must be >= 1"),
+    ("label-noise-above-1", ["--params", synth_params("  label_noise: 1.5\n")],
+     "synth.label_noise must be <= 1"),
+    ("label-noise-nan", ["--params", synth_params("  label_noise: .nan\n")],
+     "synth.label_noise must be a finite number"),
+    ("unknown-key", ["--params", synth_params("  videos: 3\n")], "unknown key 'videos'"),
+    ("out-under-a-file", ["--out", under_a_file("world")], "afile"),
+]
+
+
+@pytest.fixture(scope="module")
+def synth_good(world, tmp_path_factory) -> dict:
+    """A finished tiny world made by `acar synth` (the previous output)."""
+    w = dict(world)
+    root = tmp_path_factory.mktemp("synth_good")
+    w["synth_params"] = root / "stages.yaml"
+    w["synth_params"].write_text(SYNTH_TINY)
+    w["world"] = root / "world"
+    code, out = acar(synth_args(w, w["world"]))
+    assert code == 0, out
+    return w
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in SYNTH_CASES],
+                         ids=[c[0] for c in SYNTH_CASES])
+def test_bad_synth_input(synth_good, tmp_path, flags, must):
+    code, text, before, out = _stage_run(synth_args, synth_good, tmp_path, flags,
+                                         synth_good["world"])
+    _check(code, text, must, before, out)
