@@ -29,7 +29,7 @@ from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
-from .artifacts.predictions import read_predictions, write_predictions
+from .artifacts.predictions import check_values, read_predictions, write_predictions
 from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, read_inputs, score_files
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig
@@ -145,16 +145,7 @@ def check_predictions(pred: pd.DataFrame, gt: pd.DataFrame, label_ids: tuple[int
     the ground truth, an action id of the label map."""
     if pred.empty:
         raise ArtifactError(path, "no prediction rows: nothing to score")
-    score = pred["score"].to_numpy(np.float64)
-    boxes = pred[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)               # (N, 4)
-    tol = 1e-6
-    checks = [(~((score >= 0) & (score <= 1)), "score must be in [0, 1] (a probability)"),
-              (~((boxes >= -tol) & (boxes <= 1 + tol)).all(axis=1),
-               "box coordinates must be finite and normalised to [0, 1]")]
-    for bad, problem in checks:
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise ArtifactError(path, problem, line_of_row(path, row))
+    check_values(pred, path)
     keys = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id"]
     dup = pred.duplicated(keys).to_numpy()
     if dup.any():

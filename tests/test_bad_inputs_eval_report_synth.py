@@ -458,3 +458,89 @@ def test_bad_synth_input(synth_good, tmp_path, flags, must):
     code, text, before, out = _stage_run(synth_args, synth_good, tmp_path, flags,
                                          synth_good["world"])
     _check(code, text, must, before, out)
+
+
+# ---- viz: predictions over their videos -> OUT/<video>_actions.mp4 ------------------------
+
+def viz_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    pred = [] if "--predictions" in extra else ["--predictions", str(w["viz_pred"])]
+    videos = [] if "--videos" in extra else ["--videos", str(w["videos"])]
+    return ["--params", str(params or w["params"]), "viz", *pred, *videos, "--out", str(out),
+            *extra]
+
+
+def viz_predictions(change: Callable[[pd.DataFrame], pd.DataFrame]
+                    ) -> Callable[[dict, Path], Path]:
+    def make(w: dict, tmp: Path) -> Path:
+        change(read_predictions(w["viz_pred"]).copy()).to_csv(tmp / "p.csv", header=False,
+                                                               index=False)
+        return tmp / "p.csv"
+    return make
+
+
+def videos_folder(layout: dict[str, bytes | str]) -> Callable[[dict, Path], Path]:
+    """A videos folder: name -> bytes, or the name of a world video to link."""
+    def make(w: dict, tmp: Path) -> Path:
+        folder = tmp / "videos"
+        folder.mkdir()
+        for name, data in layout.items():
+            if isinstance(data, str):
+                (folder / name).symlink_to(w["videos"] / data)
+            else:
+                (folder / name).write_bytes(data)
+        return folder
+    return make
+
+
+VIZ_CASES = [
+    ("predictions-garbage", ["--predictions", text_file("a,b\n", "p.csv")], "p.csv"),
+    ("predictions-empty", ["--predictions", text_file("", "p.csv")], "p.csv"),
+    ("predictions-box-nan", ["--predictions", viz_predictions(cell("x1", float("nan"), 1))],
+     "p.csv:2"),
+    ("predictions-box-in-pixels", ["--predictions", viz_predictions(
+        lambda df: df.assign(x2=df.x2 * 96))], "p.csv:1"),
+    ("predictions-score-inf", ["--predictions", viz_predictions(cell("score", float("inf")))],
+     "p.csv:1"),
+    ("predictions-other-videos", ["--predictions", viz_predictions(
+        lambda df: df.assign(video_id="x" + df.video_id))], "p.csv"),
+    ("videos-empty-folder", ["--videos", videos_folder({})], "videos"),
+    ("video-not-a-video", ["--videos", videos_folder({"train_000.mp4": b"not a video"})],
+     "train_000.mp4"),
+    ("annotations-garbage", ["--annotations", text_file("a,b\n", "a.csv")], "a.csv"),
+    ("labelmap-garbage", ["--labelmap", text_file("item {\n  name: 'x'\n", "lm.pbtxt")],
+     "lm.pbtxt"),
+    ("threshold-too-big", ["--threshold", "1.5"], "--threshold: viz.threshold must be <= 1"),
+    ("threshold-nan", ["--threshold", "nan"], "viz.threshold must be a finite number"),
+    ("top-k-0", ["--top-k", "0"], "--top-k: viz.top_k must be >= 1, got 0"),
+    ("chunk-0", ["--params", params_file("viz:\n  chunk: 0\n")], "viz.chunk must be >= 1"),
+    ("text-scale-0", ["--params", params_file("viz:\n  text_scale: 0\n")],
+     "viz.text_scale must be > 0"),
+    ("unknown-key", ["--params", params_file("viz:\n  colour: red\n")], "unknown key"),
+    ("out-under-a-file", ["--out", under_a_file("viz")], "afile"),
+]
+
+
+@pytest.fixture(scope="module")
+def viz_good(world, synth_world, tmp_path_factory) -> dict:
+    """Predictions (the GT boxes of train_000, score 0.9) and their finished render."""
+    from pipeline.artifacts.annotations import read_annotations
+    from pipeline.artifacts.predictions import write_predictions
+
+    w = dict(world)
+    root = tmp_path_factory.mktemp("viz_good")
+    w["videos"] = synth_world / "videos"
+    gt = read_annotations(synth_world / "train.csv")
+    w["viz_pred"] = root / "pred.csv"
+    write_predictions(gt[gt.video_id == "train_000"].assign(score=0.9), w["viz_pred"])
+    w["viz"] = root / "viz"
+    code, out = acar(viz_args(w, w["viz"]))
+    assert code == 0, out
+    assert [p.name for p in w["viz"].iterdir()] == ["train_000_actions.mp4"]
+    return w
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in VIZ_CASES],
+                         ids=[c[0] for c in VIZ_CASES])
+def test_bad_viz_input(viz_good, tmp_path, flags, must):
+    code, text, before, out = _stage_run(viz_args, viz_good, tmp_path, flags, viz_good["viz"])
+    _check(code, text, must, before, out)
