@@ -544,3 +544,147 @@ def viz_good(world, synth_world, tmp_path_factory) -> dict:
 def test_bad_viz_input(viz_good, tmp_path, flags, must):
     code, text, before, out = _stage_run(viz_args, viz_good, tmp_path, flags, viz_good["viz"])
     _check(code, text, must, before, out)
+
+
+# ---- demo: a video and a checkpoint -> OUT/predictions.csv, OUT/<name>_actions.mp4 ---------
+
+def demo_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    video = [] if extra and not str(extra[0]).startswith("-") else [str(w["clip"])]
+    model = [] if "--model" in extra else ["--model", str(w["demo_model"])]
+    return ["--params", str(params or w["params"]), "demo", *video, *model, "--out", str(out),
+            *extra]
+
+
+def demo_checkpoint(head: str) -> Callable[[dict, Path], Path]:
+    def make(w: dict, tmp: Path) -> Path:
+        from tests.test_demo import _checkpoint
+
+        return _checkpoint(tmp / f"{head}.pt", head)
+    return make
+
+
+def demo_gt(rows: str) -> Callable[[dict, Path], Path]:
+    return text_file(rows, "gt.csv")
+
+
+CLIP_BOX = "clip,0001,0.1,0.2,0.5,0.9,1,0\n"
+
+DEMO_CASES = [
+    ("video-missing", [lambda w, t: t / "nope.mp4", "--detector", "gt", "--annotations",
+                       good_file("clip_gt")], "nope.mp4"),
+    ("video-not-a-video", [text_file("junk", "clip.mp4"), "--detector", "gt", "--annotations",
+                           good_file("clip_gt")], "clip.mp4: cannot decode video"),
+    ("model-missing", ["--model", lambda w, t: t / "nope.pt"], "nope.pt"),
+    ("model-not-a-checkpoint", ["--model", text_file("x", "m.pt")], "not a readable checkpoint"),
+    ("model-unfinished", ["--model", partial_of("acar")], "--resume"),
+    ("model-weights-mismatch", ["--model", mismatched_weights], "its weights do not fit"),
+    ("model-weights-file-without-backbone-weights", ["--model", lambda w, t: _spec_checkpoint(
+        w, t, weights="file:r3d.pt:0123456789abcdef", random_init=False)],
+     "pass --backbone-weights"),
+    ("acfb-without-bank-model", ["--model", demo_checkpoint("acfb"), "--detector", "gt",
+                                 "--annotations", good_file("clip_gt")], "--bank-model"),
+    ("gt-without-annotations", ["--detector", "gt"], "--annotations"),
+    ("gt-annotations-of-other-videos", ["--detector", "gt", "--annotations",
+                                        demo_gt(CLIP_BOX.replace("clip", "other"))],
+     "no boxes for video 'clip'"),
+    ("gt-annotations-garbage", ["--detector", "gt", "--annotations", demo_gt("a,b\n")],
+     "gt.csv"),
+    ("gt-annotations-inverted-box", ["--detector", "gt", "--annotations",
+                                     demo_gt("clip,0001,0.6,0.2,0.5,0.9,1,0\n")], "gt.csv:1"),
+    ("detector-unknown", ["--detector", "rcnn"], "--detector"),
+    ("det-threshold-too-big", ["--det-threshold", "1.5"],
+     "--det-threshold: demo.det_threshold must be <= 1"),
+    ("threshold-nan", ["--threshold", "nan"], "demo.threshold must be a finite number"),
+    ("top-k-0", ["--top-k", "0"], "--top-k: demo.top_k must be >= 1, got 0"),
+    ("keyframe-interval-0", ["--keyframe-interval", "0"], "demo.keyframe_interval must be >= 1"),
+    ("classes-not-integers", ["--classes", "person"], "person"),
+    ("classes-negative", ["--classes", "-1"], "demo.classes items must be >= 0"),
+    ("unknown-key", ["--params", params_file("demo:\n  colour: red\n")], "unknown key"),
+    ("out-under-a-file", ["--out", under_a_file("demo"), "--detector", "gt", "--annotations",
+                          good_file("clip_gt")], "afile"),
+]
+
+
+def _spec_checkpoint(w: dict, tmp: Path, **spec) -> Path:
+    from pipeline.artifacts.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(w["demo_model"])
+    save_checkpoint({**ckpt, "feature_spec": {**ckpt["feature_spec"], **spec}}, tmp / "s.pt")
+    return tmp / "s.pt"
+
+
+@pytest.fixture(scope="module")
+def demo_good(world, tmp_path_factory) -> dict:
+    """The demo's video, its boxes, a linear checkpoint on r3d_18 features (tests/test_demo)
+    and a previous demo output (stand-in files: only their bytes matter)."""
+    from tests.test_demo import _checkpoint, video
+
+    w = dict(world)
+    root = tmp_path_factory.mktemp("demo_good")
+    w["clip"] = video.__wrapped__(tmp_path_factory)
+    w["clip_gt"] = root / "gt.csv"
+    w["clip_gt"].write_text(CLIP_BOX)
+    w["demo_model"] = _checkpoint(root / "linear.pt", "linear")
+    w["demo"] = root / "demo"
+    w["demo"].mkdir()
+    (w["demo"] / "predictions.csv").write_text("clip,0001,0.1,0.2,0.5,0.9,1,0.5\n")
+    (w["demo"] / "clip_actions.mp4").write_bytes(b"an earlier render")
+    return w
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in DEMO_CASES],
+                         ids=[c[0] for c in DEMO_CASES])
+def test_bad_demo_input(demo_good, tmp_path, flags, must):
+    code, text, before, out = _stage_run(demo_args, demo_good, tmp_path, flags,
+                                         demo_good["demo"])
+    if before is not None and out.name == "demo":   # demo's scratch folder may be new
+        snap = snapshot(out)
+        assert {k: v for k, v in snap.items() if not k.startswith("work/")} == before, \
+            "the output path changed"
+        before = snap
+    _check(code, text, must, before, out)
+
+
+# ---- classify: a video and a backbone -> its Kinetics-400 labels (stdout only) ------------
+
+def classify_args(w: dict, out: Path, *extra: str, params: Path | None = None) -> list[str]:
+    video = [] if extra and not str(extra[0]).startswith("-") else [str(w["clip"])]
+    return ["classify", *video, *extra]
+
+
+CLASSIFY_CASES = [
+    ("backbone-unknown", ["--backbone", "nope"], "nope: unknown backbone"),
+    ("backbone-without-classifier", ["--backbone", "hoghof"], "hoghof: has no classifier"),
+    ("top-0", ["--top", "0"], "--top: must be >= 1, got 0"),
+    ("frames-0", ["--frames", "0"], "--frames: must be >= 1, got 0"),
+    ("frames-negative", ["--frames", "-3"], "--frames: must be >= 1, got -3"),
+    ("short-side-0", ["--short-side", "0"], "--short-side: must be >= 1, got 0"),
+    ("crop-0", ["--crop", "0"], "--crop: must be >= 1, got 0"),
+    ("times-garbage", ["--times", "x"], "--times"),
+    ("times-negative", ["--times", "1,-5"], "--times: -5.0 s is outside the video"),
+    ("times-past-the-end", ["--times", "99"], "--times: 99.0 s is outside the video"),
+    ("times-nan", ["--times", "nan"], "--times: nan s is outside the video"),
+    ("weights-missing-file", ["--weights", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
+    ("weights-unknown-name", ["--backbone", "r3d_18", "--weights", "NOPE"], "NOPE"),
+    ("video-not-a-video", [text_file("junk", "v.mp4")], "v.mp4: cannot decode video"),
+    ("video-missing", [lambda w, t: t / "nope.mp4"], "nope.mp4"),
+    ("video-a-folder", [lambda w, t: t], "VIDEO"),
+]
+
+
+@pytest.mark.parametrize("flags,must", [c[1:] for c in CLASSIFY_CASES],
+                         ids=[c[0] for c in CLASSIFY_CASES])
+def test_bad_classify_input(demo_good, tmp_path, flags, must):
+    """Each fails before a network is built (a clip of i3d takes half a minute here)."""
+    code, text, before, out = _stage_run(classify_args, demo_good, tmp_path, flags, None)
+    _check(code, text, must, before, out)
+
+
+def test_catalogue_size():
+    """Reported in the closing note of issue 19."""
+    sizes = {"eval --model": EVAL_MODEL_CASES, "eval --predictions": EVAL_PRED_CASES,
+             "report": REPORT_CASES, "synth": SYNTH_CASES, "viz": VIZ_CASES,
+             "demo": DEMO_CASES, "classify": CLASSIFY_CASES}
+    for name, cases in sizes.items():
+        assert len(cases) >= 15, name
+        assert len({c[0] for c in cases}) == len(cases), name
