@@ -146,14 +146,12 @@ def check_predictions(pred: pd.DataFrame, gt: pd.DataFrame, label_ids: tuple[int
     if pred.empty:
         raise ArtifactError(path, "no prediction rows: nothing to score")
     check_values(pred, path)
-    keys = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id"]
-    dup = pred.duplicated(keys).to_numpy()
-    if dup.any():
-        row = int(np.argmax(dup))
+    row = duplicate_row(pred)
+    if row is not None:
         raise ArtifactError(path, "duplicate row (same keyframe, box and action_id as an "
                                   "earlier row)", line_of_row(path, row))
-    videos = set(pred["video_id"].astype(str).unique())
-    gt_videos = set(gt["video_id"].astype(str).unique())
+    videos = set(map(str, pred["video_id"].unique()))
+    gt_videos = set(map(str, gt["video_id"].unique()))
     if gt_videos and not videos & gt_videos:
         raise ArtifactError(path, f"none of its {len(videos)} videos is in the annotations "
                                   f"(e.g. {sorted(videos)[0]!r}; annotations: "
@@ -161,13 +159,45 @@ def check_predictions(pred: pd.DataFrame, gt: pd.DataFrame, label_ids: tuple[int
     stamps = pd.api.types.is_integer_dtype(pred["timestamp"].dtype) and \
         pd.api.types.is_integer_dtype(gt["timestamp"].dtype)
     if stamps and gt_videos:
-        frames = set(zip(pred["video_id"].astype(str), pred["timestamp"], strict=True))
-        if not frames & set(zip(gt["video_id"].astype(str), gt["timestamp"], strict=True)):
+        def frames(df: pd.DataFrame) -> set[tuple[str, int]]:
+            kf = df[["video_id", "timestamp"]].drop_duplicates()
+            return set(zip(kf["video_id"].astype(str), kf["timestamp"], strict=True))
+
+        if not frames(pred) & frames(gt):
             raise ArtifactError(path, "none of its keyframes (video_id, timestamp) is in the "
                                       "annotations (timestamps in another unit or offset?)")
     if not pred["action_id"].isin(list(label_ids)).any():
         raise ArtifactError(path, "none of its action ids is in the label map (ids "
                                   f"{', '.join(map(str, label_ids[:5]))}...)")
+
+
+def duplicate_row(pred: pd.DataFrame) -> int | None:
+    """The first row that repeats an earlier row's keyframe, box and action_id, or None.
+
+    One 64-bit hash per row, sorted (1M rows, side by side on the loaded shared machine:
+    0.7 to 1.2 s, pandas' ``duplicated`` over the 7 columns 1.9 to 2.2 s); rows with equal
+    hashes are compared exactly."""
+    video = pred["video_id"]
+    codes = video.cat.codes.to_numpy() if isinstance(video.dtype, pd.CategoricalDtype) \
+        else pd.factorize(video)[0]
+    cols = [codes.astype(np.int64), pred["timestamp"].to_numpy(),
+            *(pred[c].to_numpy(np.float64) for c in ("x1", "y1", "x2", "y2")),
+            pred["action_id"].to_numpy(np.int64)]
+    if cols[1].dtype == object:                       # decimal-mode timestamps (strings)
+        cols[1] = pd.factorize(cols[1])[0]
+    h = np.zeros(len(pred), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            h = (h ^ np.ascontiguousarray(c).view(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(29)
+    sorted_h = np.sort(h)
+    if not (sorted_h[1:] == sorted_h[:-1]).any():     # the usual case: no equal hashes
+        return None
+    order = np.argsort(h, kind="stable")
+    pairs = np.flatnonzero(h[order][1:] == h[order][:-1])
+    later = [int(order[i + 1]) for i in pairs
+             if all(c[order[i]] == c[order[i + 1]] for c in cols)]
+    return min(later) if later else None
 
 
 def score(predictions: str | os.PathLike, annotations: str | os.PathLike,

@@ -143,6 +143,15 @@ def with_key(key: str, value) -> Callable[[dict], dict]:
     return change
 
 
+def _every_keyframe(w: dict, tmp: Path) -> Path:
+    """An excluded-timestamps file that lists every annotated keyframe."""
+    from pipeline.artifacts.annotations import read_annotations, write_excluded
+
+    gt = read_annotations(w["gt"])
+    write_excluded(gt[["video_id", "timestamp"]].drop_duplicates(), tmp / "e.csv")
+    return tmp / "e.csv"
+
+
 def good_file(key: str) -> Callable[[dict, Path], Path]:
     return lambda w, tmp: w[key]
 
@@ -259,6 +268,8 @@ EVAL_PRED_CASES = [
     ("excluded-garbage", ["--excluded", text_file("v,1,2,3\n", "e.csv")], "e.csv"),
     ("excluded-string-timestamp", ["--excluded", text_file("vid_a,noon\n", "e.csv")],
      "e.csv:1"),
+    ("excluded-every-keyframe", ["--excluded", lambda w, t: _every_keyframe(w, t)],
+     "nothing to score"),
     ("merge-without-predictions-out", ["--predictions", good_file("pred"), "--predictions",
                                        good_file("pred")], "--predictions-out"),
     ("merge-same-part-twice", ["--predictions", good_file("pred"), "--predictions",
