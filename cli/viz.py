@@ -28,11 +28,13 @@ def viz(ctx, predictions, videos, annotations, labelmap, out_dir, threshold, top
     from pipeline import viz as stage
     from pipeline.artifacts.annotations import read_annotations
     from pipeline.artifacts.labelmap import read_labelmap
-    from pipeline.artifacts.predictions import read_predictions
+    from pipeline.artifacts.predictions import check_values, read_predictions
     from pipeline.video import list_videos
 
     cfg = config(ctx, stage.VizConfig, "viz", threshold=threshold, top_k=top_k)
-    outs = stage.run(cfg, read_predictions(predictions), list_videos(videos), out_dir,
+    pred = read_predictions(predictions)
+    check_values(pred, predictions)
+    outs = stage.run(cfg, pred, list_videos(videos), out_dir,
                      read_labelmap(labelmap) if labelmap else None,
                      read_annotations(annotations) if annotations else None)
     if not outs:

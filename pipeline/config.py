@@ -102,7 +102,7 @@ ANY_INT = _int()
 # Section ("bank" for bank.<kind>, "train" also for heads.<name>) -> field -> Rule.  Fields
 # not listed (strings, flags, paths, hparams: checked by the head's config) are free.
 RULES: dict[str, dict[str, Rule]] = {
-    "synth": {"seed": COUNT, "num_train": POSITIVE, "num_val": COUNT, "duration": POSITIVE,
+    "synth": {"seed": COUNT, "num_train": POSITIVE, "num_val": COUNT, "duration": _int(2),
               "fps": POSITIVE, "width": _int(8), "height": _int(8), "max_people": POSITIVE,
               "label_noise": FRACTION},
     "detect": {"classes": _int(0, items=True), "min_score": FRACTION, "iou": FRACTION,

@@ -249,7 +249,11 @@ def write_heatmaps(head: RelationHead, labelmap: LabelMap, store: FeatureStore,
 
 def _link(video: Path, videos_dir: Path) -> Path:
     """``videos_dir`` holding only ``video`` (a symlink), for the directory-based stages."""
-    videos_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        videos_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError(videos_dir, "cannot write here: a file is in the way of --out"
+                            ) from None
     for old in videos_dir.iterdir():
         old.unlink()
     link = videos_dir / video.name

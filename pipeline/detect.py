@@ -37,6 +37,7 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.detections import COLUMNS, write_detections
 from .artifacts.proposals import read_proposals
+from .distributed import worker_init
 from .video import VIDEO_EXTS, Video, list_videos, no_videos_error, read_image
 
 
@@ -274,7 +275,8 @@ def detect_videos(cfg: DetectConfig, videos_dir: str | os.PathLike,
     source = _KeyframeSource(jobs, cfg)
     nw = min(_workers(cfg.num_workers), len(jobs))
     loader = DataLoader(source, batch_size=None, num_workers=nw,
-                        prefetch_factor=2 if nw else None)
+                        prefetch_factor=2 if nw else None,
+                        worker_init_fn=worker_init() if nw else None)
     rows: list[pd.DataFrame] = []
     failures: list[str] = []
     seen: dict[str, int] = {}

@@ -40,7 +40,7 @@ from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .bank_reader import BankReader, open_bank
-from .distributed import SINGLE, Dist, all_reduce_sum
+from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
@@ -200,7 +200,8 @@ def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: in
     data.epoch = epoch
     shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg)]
     loader = DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
-                        num_workers=workers, prefetch_factor=4 if workers else None)
+                        num_workers=workers, prefetch_factor=4 if workers else None,
+                        worker_init_fn=worker_init() if workers else None)
     return loader if workers else Prefetcher(loader)
 
 

@@ -419,6 +419,7 @@ def test_acfb_spec_mismatch_is_one_line_once_naming_the_fields(world, tmp_path):
     assert code != 0
     lines = [ln for ln in text.splitlines() if "error" in ln.lower()]
     assert len(lines) == 1, text
+    assert text.count("trained on other features") == 1, text     # printed once (item 11a)
     assert "trained on other features" in lines[0] and "backbone other != test" in lines[0]
     assert "short_side 120 != 36" in lines[0] and "other.pt" in lines[0]
     assert not out.exists()
