@@ -174,7 +174,7 @@ def test_lfb_bank_resumes_after_an_interrupt(world, tmp_path, monkeypatch):
     assert begun == ["vid_b"]                     # the finished video is kept
     assert_same_bytes(read_all(url), read_all(whole))
     begun.clear()                                 # a changed threshold rebuilds everything
-    bank.run(bank.BankConfig(kind="lfb", det_threshold=0.96), features, dets, url)
+    bank.run(bank.BankConfig(kind="lfb", det_score_thr=0.96), features, dets, url)
     assert begun == ["vid_a", "vid_b"] and len(BankStore(url).read_video("vid_a").scores) == 1
 
 
