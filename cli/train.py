@@ -11,9 +11,9 @@ from .common import LABELMAP_HELP, config, stage_command, warn
                    "are stages.yaml heads.<HEAD>")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="detections.parquet (acar detect): boxes scoring at least --det-score-thr "
-                   "that overlap a GT box are extra training samples; --val-annotations "
-                   "scores them.")
+              help="detections.parquet (acar detect): the boxes scoring at least "
+                   "--det-score-thr that overlap a GT box are extra training samples, and "
+                   "the --val-annotations mAP is measured on them.")
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Training labels (AVA CSV).")
 @click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False),

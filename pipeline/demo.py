@@ -289,7 +289,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     say(f"1/4 detect persons ({cfg.detector}"
         + (f": {cfg.weights}, classes {cfg.classes}" if cfg.detector == "yolo" else "") + ")")
     dcfg = detect.DetectConfig(source=cfg.detector, weights=cfg.weights, classes=cfg.classes,
-                               min_score=cfg.det_score_thr,
+                               det_score_thr=cfg.det_score_thr,
                                keyframe_interval=cfg.keyframe_interval,
                                time_offset=cfg.time_offset, device=cfg.device)
     _raise_first(detect.run(dcfg, work / "videos", dets_path, annotations=annotations),
