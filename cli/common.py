@@ -118,7 +118,13 @@ class StageCommand(click.Command):
 
     def run_values(self, ctx: click.Context) -> dict[str, list[tuple[str, str, Any]]]:
         """field -> [(section, source, value)] per section: what a run would use."""
-        from pipeline.config import check_params, config_class, read_params, section_values
+        from pipeline.config import (
+            check_params,
+            config_class,
+            layer_values,
+            read_params,
+            section_values,
+        )
 
         path = _params(ctx)
         data = read_params(path)
@@ -128,8 +134,11 @@ class StageCommand(click.Command):
         for section in self.sections:
             cls = config_class(section)
             given = section_values(section, data, where)
+            source, layered = layer_values(section, given)     # a preset named in the file
             for f in dataclasses.fields(cls):
-                if f.name in given:
+                if f.name in layered:
+                    item = (section, source, layered[f.name])
+                elif f.name in given:
                     item = (section, where, given[f.name])
                 elif f.default is not dataclasses.MISSING:
                     item = (section, "default", f.default)

@@ -421,6 +421,12 @@ def _layer(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]] |
     return getattr(importlib.import_module(module), name)(values)
 
 
+def layer_values(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(source, values)`` of the :data:`LAYERS` layer of ``section`` over ``values``;
+    ``("", {})`` when there is none (for ``--help``, which shows what a run would use)."""
+    return _layer(section, values) or ("", {})
+
+
 def resolve_config(cls: type[T], section: str | list[str],
                    params: str | os.PathLike | None = None,
                    overrides: dict[str, Any] | None = None,

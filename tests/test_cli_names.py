@@ -261,6 +261,8 @@ def test_a_layer_slots_in_between_the_file_and_the_flags(tmp_path, monkeypatch):
     assert res.summary("extract") == (
         f"extract settings: backbone=i3d, clip_stride=3 from {params}; clip_frames=64, "
         "short_side=224 from preset:test; batch_size=5 from --batch-size")
+    text = " ".join(help_text("extract", "--params", str(params)).split())
+    assert "[preset:test: 224]" in text and "[p.yaml: 3]" in text      # what a run uses
     params.write_text("extract:\n  backbone: hoghof\n")
     assert resolve_config(ExtractConfig, "extract", params).sources == {"backbone": str(params)}
 
