@@ -61,11 +61,11 @@ from .video import Video, open_video
 @dataclass
 class DemoConfig:
     detector: str = "yolo"          # yolo | gt (the boxes of an annotation CSV)
-    weights: str = "yolov8n.pt"     # yolo: a weights name (downloads when online) or a path
+    weights: str = detect.YOLO_WEIGHTS  # yolo: a weights name (downloads when online) or a path
     classes: list[int] = field(default_factory=lambda: [0])   # yolo: class ids of persons
-    det_threshold: float = 0.35     # persons scoring at least this get actions (YOLO often
+    det_score_thr: float = 0.35     # persons scoring at least this get actions (YOLO often
                                     # scores small, distant people below 0.5)
-    threshold: float = 0.3          # actions drawn with score >= threshold ...
+    action_score_thr: float = 0.3   # actions drawn with score >= this ...
     top_k: int = 3                  # ... at most this many per person
     keyframe_interval: int = 1      # seconds between keyframes (yolo)
     time_offset: int = 0            # timestamp = video time + offset (AVA cuts: 900)
@@ -293,12 +293,12 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     say(f"1/4 detect persons ({cfg.detector}"
         + (f": {cfg.weights}, classes {cfg.classes}" if cfg.detector == "yolo" else "") + ")")
     dcfg = detect.DetectConfig(source=cfg.detector, weights=cfg.weights, classes=cfg.classes,
-                               min_score=cfg.det_threshold,
+                               det_score_thr=cfg.det_score_thr,
                                keyframe_interval=cfg.keyframe_interval,
                                time_offset=cfg.time_offset, device=cfg.device)
     _raise_first(detect.run(dcfg, work / "videos", dets_path, annotations=annotations),
                  link, video)
-    dets, _ = read_detections(dets_path, min_score=cfg.det_threshold)
+    dets, _ = read_detections(dets_path, min_score=cfg.det_score_thr)
     if cfg.detector == "gt" and dets.empty:
         raise ArtifactError(annotations[0], f"no boxes for video '{name}'")
 
@@ -309,7 +309,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     heatmaps: list[Path] = []
     kfs: list = []
     if dets.empty:
-        say(f"no person scored >= {cfg.det_threshold} on any keyframe")
+        say(f"no person scored >= {cfg.det_score_thr} on any keyframe")
     else:
         _raise_first(extract.run(ecfg, work / "videos", dets_path, features), link, video)
         store = FeatureStore(features)
@@ -318,7 +318,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
 
         say(f"3/4 predict ({ckpt['head']} head)")
         pred = predict(head, labelmap, store, dets, [name],
-                       PredictConfig(det_threshold=cfg.det_threshold),
+                       PredictConfig(det_score_thr=cfg.det_score_thr),
                        list(store.spec(name).views), bank)
         kfs = test_keyframes(store, dets, [name])
         if cfg.heatmap:
@@ -328,7 +328,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     write_predictions(pred, pred_path)
 
     say(f"4/4 render {name}_actions.mp4")
-    vcfg = viz.VizConfig(threshold=cfg.threshold, top_k=cfg.top_k)
+    vcfg = viz.VizConfig(action_score_thr=cfg.action_score_thr, top_k=cfg.top_k)
     mp4 = viz.render_video(video, out_dir / f"{name}_actions.mp4", pred, labelmap, vcfg)
     persons = sum(len(k.boxes) for k in kfs)
     return DemoResult(pred_path, mp4, heatmaps, persons, len(kfs))
@@ -342,7 +342,7 @@ def _bank(head, cfg: DemoConfig, features: str, name: str, dets_path: Path, work
         return None
     kind = request.kind
     say(f"   {kind} bank of this video")
-    bcfg = bank_stage.BankConfig(kind=kind, det_threshold=cfg.det_threshold,
+    bcfg = bank_stage.BankConfig(kind=kind, det_score_thr=cfg.det_score_thr,
                                  pool=request.pool or "none")
     url = str(work / f"{kind}.zarr")
     maker = _bank_model(bank_model, FeatureStore(features), name, work) if kind == "acfb" \
@@ -389,4 +389,4 @@ def _heatmaps(head, ckpt: dict, labelmap: LabelMap, store: FeatureStore, vr: Vid
     offset = float(store.attrs(name).get("extra", {}).get("time_offset") or 0)
     return write_heatmaps(head, labelmap, store, vr, name, kfs, scores, view,
                           out, offset, bank,
-                          cfg=viz.VizConfig(threshold=0.0, top_k=1, text_scale=1 / 24))
+                          cfg=viz.VizConfig(action_score_thr=0.0, top_k=1, text_scale=1 / 24))

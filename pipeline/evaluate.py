@@ -1,6 +1,6 @@
 """Stage ``eval``: run a trained head on cached features, write AVA predictions, score them.
 
-Inference uses the detections with score >= ``det_threshold`` on every keyframe of the
+Inference uses the detections with score >= ``det_score_thr`` on every keyframe of the
 videos in the annotation CSV (:mod:`pipeline.inference`, imported only when a model is
 run: scoring a result file needs neither torch nor the heads).  Scoring is
 :mod:`pipeline.ava_eval` (the official AVA frame-mAP, a pure function); this stage writes
@@ -15,6 +15,7 @@ them succeeded (the old ``metrics.json`` first removed), so a failure never leav
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
     banks = open_bank(bank, head, store.spec(videos[0]).to_dict(), cfg.in_memory)
     pred = predict(head, lm, store, dets, shard_items(videos, shard), cfg, list(views), banks)
     if pred.empty and shard[1] == 1:
-        raise ArtifactError(detections, "no detection scores >= eval.det_threshold "
-                            f"({cfg.det_threshold}) on a keyframe of the evaluated videos "
+        raise ArtifactError(detections, "no detection scores >= eval.det_score_thr "
+                            f"({cfg.det_score_thr}) on a keyframe of the evaluated videos "
                             "in the feature store: nothing to predict")
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
@@ -101,6 +102,31 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         write_metrics(result.metrics, tmp_out)
         Path(out).unlink(missing_ok=True)  # no old metrics beside the new predictions
     return result.metrics
+
+
+REAL_DETECTOR_THR = "0.3-0.7"     # the det_score_thr range real person detectors need
+
+
+def det_score_check(detections: str | os.PathLike, thr: float, stage: str,
+                    strict: bool = False, videos: Collection[str] | None = None) -> str | None:
+    """A one-line warning when ``thr`` (det_score_thr) keeps fewer than half of the
+    detections (of ``videos``, if given), else None; with ``strict``, an
+    :class:`ArtifactError` naming ``detections`` instead.  The synthetic world's boxes score
+    1.0, so its thresholds (0.85-0.9) drop every box of a real detector, silently."""
+    from .artifacts.detections import read_detections
+
+    dets, _ = read_detections(detections)
+    if videos is not None:
+        dets = dets[dets["video_id"].isin(list(videos))]
+    total, kept = len(dets), int((dets["score"] >= thr).sum())
+    if total == 0 or 2 * kept >= total:
+        return None
+    msg = (f"{stage}: {kept} of {total} detections score >= {thr:g} (det_score_thr); real "
+           f"detectors usually need {REAL_DETECTOR_THR}: set --det-score-thr or "
+           f"det_score_thr in the params file")
+    if strict:
+        raise ArtifactError(detections, f"{msg} (--strict)")
+    return msg
 
 
 def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) -> None:
@@ -219,5 +245,5 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     return result.metrics
 
 
-__all__ = ["EvalConfig", "check_action_thr", "check_predictions", "merge_predictions", "run",
-           "score"]
+__all__ = ["EvalConfig", "check_action_thr", "check_predictions", "det_score_check",
+           "merge_predictions", "run", "score"]
