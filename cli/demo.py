@@ -41,7 +41,7 @@ from .common import config, int_list, stage_command
 def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, det_threshold,
          threshold, top_k, heatmap, keyframe_interval, time_offset, backbone_weights,
          bank_model, device) -> None:
-    """Actions on any video file: OUT/<name>_actions.mp4 and OUT/predictions.csv.
+    """Actions on any video file: OUT/<name>_actions.mp4 and OUT/<name>.predictions.csv.
 
     Runs detect -> extract -> predict -> render on VIDEO with the stages' own code; the
     features are made exactly as for the checkpoint's training.  Offline, give YOLO
