@@ -77,6 +77,10 @@ class DemoConfig:
     device: str = "auto"            # detector and backbone: auto | cpu | cuda[:i]
 
 
+# how a heatmap is drawn: its person's top action only, larger text
+HEATMAP_VIZ = viz.VizConfig(threshold=0.0, top_k=1, text_scale=1 / 24)
+
+
 @dataclass
 class DemoResult:
     predictions: Path
@@ -419,4 +423,4 @@ def _heatmaps(head, ckpt: dict, labelmap: LabelMap, store: FeatureStore, vr: Vid
     offset = float(store.attrs(name).get("extra", {}).get("time_offset") or 0)
     return write_heatmaps(head, labelmap, store, vr, name, kfs, scores, view,
                           out, offset, bank,
-                          cfg=viz.VizConfig(threshold=0.0, top_k=1, text_scale=1 / 24))
+                          cfg=HEATMAP_VIZ)

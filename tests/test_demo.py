@@ -109,7 +109,7 @@ def test_writes_the_video_the_csv_and_a_heatmap_per_person(acar_run, video):
     names = sorted(p.name for p in res.heatmaps)
     assert len(names) == 4 and names[0].startswith("clip_0001_0_")
     f = math.ceil(360 / H)                                       # small frames are enlarged
-    band, strip = demo.heatmap_margins(H * f, demo.viz.VizConfig())   # title, colour bar
+    band, strip = demo.heatmap_margins(H * f, demo.HEATMAP_VIZ)   # title, colour bar
     for p in res.heatmaps:
         assert p.parent == out / "heatmaps" and p.suffix == ".png"
         assert Image.open(p).size == (W * f + strip, H * f + band)
@@ -276,6 +276,6 @@ def test_real_people_with_the_offline_detector(models, tmp_path):
                    clip, models["acrn"], tmp_path / "out")
     assert res.persons >= 3 and res.keyframes == 3
     assert len(res.heatmaps) == res.persons
-    band, strip = demo.heatmap_margins(576, demo.viz.VizConfig())
+    band, strip = demo.heatmap_margins(576, demo.HEATMAP_VIZ)
     assert Image.open(res.heatmaps[0]).size == (768 + strip, 576 + band)
     assert open_video(res.video).num_frames == 25
