@@ -23,12 +23,13 @@ PLOT_FILES = ("per_class_ap.csv", "pr_curves.png")  # the files of a plots folde
 
 def write_plots(result: EvalResult, labelmap: LabelMap,
                 paths: str | os.PathLike | Mapping[str, str | os.PathLike],
-                top: int = 10) -> None:
-    """Write the :data:`PLOT_FILES` into the folder ``paths``, or each to ``paths[name]``."""
+                top: int = 10, head: str | None = None) -> None:
+    """Write the :data:`PLOT_FILES` into the folder ``paths``, or each to ``paths[name]``;
+    ``head`` (the model's head) starts the curves' title."""
     if not isinstance(paths, Mapping):
         paths = {name: Path(paths) / name for name in PLOT_FILES}
     write_per_class_ap(result, labelmap, paths["per_class_ap.csv"])
-    plot_pr_curves(result, labelmap, paths["pr_curves.png"], top=top)
+    plot_pr_curves(result, labelmap, paths["pr_curves.png"], top=top, head=head)
 
 
 def write_per_class_ap(result: EvalResult, labelmap: LabelMap,
@@ -45,7 +46,7 @@ def write_per_class_ap(result: EvalResult, labelmap: LabelMap,
 
 
 def plot_pr_curves(result: EvalResult, labelmap: LabelMap, path: str | os.PathLike,
-                   top: int = 10) -> None:
+                   top: int = 10, head: str | None = None) -> None:
     """Precision-recall curves of the ``top`` classes with most GT (Agg backend, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -65,8 +66,9 @@ def plot_pr_curves(result: EvalResult, labelmap: LabelMap, path: str | os.PathLi
             continue
         ax.step([0.0, *recall], [precision[0], *precision], where="post", label=label)
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"Precision-recall, {len(ids)} classes with most GT "
-                 f"(frame-mAP {result.metrics['mAP']:.4f})")
+           title=(f"{head}: p" if head else "P")
+           + f"recision-recall, {len(ids)} classes with most GT "
+             f"(frame-mAP {result.metrics['mAP']:.4f})")
     ax.grid(alpha=0.3)
     if ids:
         ax.legend(fontsize=7, loc="upper right")
@@ -95,8 +97,11 @@ def plot_curves(logs: Mapping[str, str | os.PathLike], column: str, ylabel: str,
             rows = [r for r in csv.DictReader(fh) if r.get(column, "") != ""]
         ax.plot([int(r["epoch"]) for r in rows], [float(r[column]) for r in rows],
                 marker="o", markersize=3, label=head)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel=ylabel,
-           title=title or f"{ylabel} per epoch: {', '.join(logs)}")
+           title=title or f"{ylabel[:1].upper()}{ylabel[1:]} per epoch: {', '.join(logs)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

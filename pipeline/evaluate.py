@@ -92,7 +92,7 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         result = scored(score_files(tmp_pred, annotations, lm, excluded, mode, action_thr),
                         annotations)
         if tmp_plots is not None:
-            write_plots(result, lm, tmp_plots)
+            write_plots(result, lm, tmp_plots, head=ckpt["head"])
         write_metrics(result.metrics, tmp_out, tmp_classes)
         Path(out).unlink(missing_ok=True)  # no old metrics beside the new predictions
     return result.metrics
