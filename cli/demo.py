@@ -43,7 +43,7 @@ from .common import config, int_list, renamed_option, stage_command
 def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, det_score_thr,
          action_score_thr, top_k, heatmap, keyframe_interval, time_offset, backbone_weights,
          bank_model, device) -> None:
-    """Actions on any video file: OUT/<name>_actions.mp4 and OUT/predictions.csv.
+    """Actions on any video file: OUT/<name>_actions.mp4 and OUT/<name>.predictions.csv.
 
     Runs detect -> extract -> predict -> render on VIDEO with the stages' own code; the
     features are made exactly as for the checkpoint's training.  Offline, give YOLO

@@ -24,17 +24,20 @@ def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
               callback=parse_metrics,
               help="A head's metrics.json (acar eval), e.g. acar=data/eval/acar/metrics.json. "
                    "Repeat it once per head; the table keeps this order.")
+@click.option("--logs", "logs", multiple=True, metavar="HEAD=PATH", callback=parse_metrics,
+              help="A head's training log (acar train --log), for train_loss.png and "
+                   "val_mAP.png. Repeat it once per head.")
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Validation ground truth (AVA CSV), for the chance row.")
 @click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Label map whose `superclass` fields define the action families.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for report.md and report.png.")
+              help="Directory for report.md, report.png and the plots' PNGs.")
 @click.option("--title", default=None, help="Report and chart title")
 @click.option("--families", default=None,
               help="Comma-separated superclasses to show, in order")
 @click.pass_context
-def report(ctx, metrics, annotations, labelmap, out, title, families) -> None:
+def report(ctx, metrics, logs, annotations, labelmap, out, title, families) -> None:
     """Compare heads: AP per action family and mAP -> report.md + report.png.
 
     \b
@@ -52,7 +55,7 @@ def report(ctx, metrics, annotations, labelmap, out, title, families) -> None:
 
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip()]
     cfg = config(ctx, stage.ReportConfig, "report", title=title, families=fams)
-    result = stage.run(cfg, metrics, annotations, labelmap, out)
+    result = stage.run(cfg, metrics, annotations, labelmap, out, logs or None)
     checks = [c for c in result["orderings"] if c["passed"] is not None]
     passed = sum(c["passed"] for c in checks)
     click.echo(f"{len(result['table'])} heads; orderings {passed}/{len(checks)} hold  "

@@ -278,7 +278,18 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
     scored = num_gt > 0
     if m.classes == "gt+det":
         scored &= np.bincount(p_cls, minlength=len(ids)) > 0
-    return _summarise(labelmap, p_cls, rank_score, tp, num_gt, scored)
+    result = _summarise(labelmap, p_cls, rank_score, tp, num_gt, scored)
+    result.metrics.update(_gt_counts(gt, g_rows, g_frame[g_rows]))
+    return result
+
+
+def _gt_counts(gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray) -> dict[str, int]:
+    """``keyframes``: the GT keyframes scored (a box of a label-map class, not excluded);
+    ``boxes``: the distinct GT person boxes on them (metrics.json)."""
+    key = np.column_stack([frame.astype(np.float64),
+                           *(gt[c].to_numpy(np.float64)[rows] for c in ("x1", "y1", "x2", "y2"))])
+    return {"keyframes": int(len(np.unique(frame))),
+            "boxes": int(len(np.unique(key, axis=0))) if len(key) else 0}
 
 
 def _int_stamps(col: pd.Series) -> np.ndarray:

@@ -129,7 +129,7 @@ RULES: dict[str, dict[str, Rule]] = {
               "cache": Rule("str", choices=("auto", "memory", "disk")),
               "cache_max_gb": Rule("float", 0), "num_workers": COUNT},
     "eval": {"det_score_thr": FRACTION, "batch_size": POSITIVE},
-    "viz": {"action_score_thr": FRACTION, "top_k": POSITIVE,
+    "viz": {"action_score_thr": FRACTION, "det_score_thr": FRACTION, "top_k": POSITIVE,
             "text_scale": Rule("float", 0, lo_open=True), "chunk": POSITIVE},
     "demo": {"classes": _int(0, items=True), "det_score_thr": FRACTION,
              "action_score_thr": FRACTION,

@@ -6,12 +6,16 @@ in the checkpoint's feature spec (backbone, weights, clip, views: the features m
 training), :mod:`pipeline.bank` for bank heads, :func:`pipeline.inference.predict`, and
 :func:`pipeline.viz.render_video`.  Outputs in ``OUT/``:
 
-* ``predictions.csv``: AVA result rows (:mod:`pipeline.artifacts.predictions`);
-* ``<name>_actions.mp4``: the video with each person's box and top actions;
+* ``<name>.predictions.csv``: AVA result rows (:mod:`pipeline.artifacts.predictions`), one
+  file per video, so one ``OUT`` holds the runs of many videos;
+* ``<name>_actions.mp4``: the video with each person's box (one colour per person, kept
+  over keyframes) and top actions (one colour per class);
 * ``heatmaps/<name>_<timestamp>_<person>_<class>.png`` (``heatmap``, relation heads):
   the class activation map of each person's top action over the keyframe (ACAR Fig. 6,
   ACRN Fig. 5): ``CAM = sum_c w_c * F_c``, with F the relation maps before their average
-  pooling and w the classifier weights of that class that read the pooled maps.
+  pooling and w the classifier weights of that class that read the pooled maps.  The
+  title sits in a band above the frame (it hides no label) and a colour bar on the right
+  reads the map (normalised per image: 0 its lowest cell, 1 its highest).
 
 The stages' artifacts stay in ``OUT/work/<name>/`` (detections, features, bank), so a
 second run on the same video with the same backbone settings reuses the features.
@@ -71,6 +75,10 @@ class DemoConfig:
     time_offset: int = 0            # timestamp = video time + offset (AVA cuts: 900)
     heatmap: bool = False           # relation heads: class activation maps as PNGs
     device: str = "auto"            # detector and backbone: auto | cpu | cuda[:i]
+
+
+# how a heatmap is drawn: its person's top action only, larger text
+HEATMAP_VIZ = viz.VizConfig(action_score_thr=0.0, top_k=1, text_scale=1 / 24)
 
 
 @dataclass
@@ -186,6 +194,35 @@ def _jet() -> np.ndarray:
     return (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
+def heatmap_margins(height: int, cfg: viz.VizConfig) -> tuple[int, int]:
+    """(title band height, colour-bar strip width) in pixels for a frame of ``height``."""
+    size = max(10, round(height * cfg.text_scale))
+    return 2 * size, 5 * size
+
+
+def frame_with_colour_bar(img: np.ndarray, title: str, cfg: viz.VizConfig) -> np.ndarray:
+    """``img`` (H, W, 3) under a title band and beside a jet colour bar (0 .. 1, labelled
+    ``CAM``): (H + band, W + strip, 3); the frame itself is untouched."""
+    from PIL import ImageDraw
+
+    h, w = img.shape[:2]
+    band, strip = heatmap_margins(h, cfg)
+    size = max(10, round(h * cfg.text_scale))
+    font = viz._font(size)
+    out = np.zeros((h + band, w + strip, 3), np.uint8)
+    out[band:, :w] = img
+    top, bottom = band + size, band + h - size        # the bar's extent (1 at the top)
+    bar_x0, bar_x1 = w + size // 2, w + size // 2 + size
+    ramp = _jet()[np.linspace(255, 0, bottom - top).round().astype(np.uint8)]   # (n, 3)
+    out[top:bottom, bar_x0:bar_x1] = ramp[:, None, :]
+    pil = Image.fromarray(out)
+    d = ImageDraw.Draw(pil)
+    d.text((size // 2, (band - size) // 2), title, fill=(255, 255, 255), font=font)
+    for value, y in (("1", top), ("0", bottom - size), ("CAM", (top + bottom - size) // 2)):
+        d.text((bar_x1 + 2, y), value, fill=(255, 255, 255), font=viz._font(max(8, size * 3 // 4)))
+    return np.asarray(pil)
+
+
 def _upscale(frame: np.ndarray, min_height: int = 360) -> np.ndarray:
     """Small frames (toy videos) enlarged by an integer factor, to be looked at."""
     f = -(-min_height // frame.shape[0])
@@ -232,8 +269,9 @@ def write_heatmaps(head: RelationHead, labelmap: LabelMap, store: FeatureStore,
                 action = int(weight_rows[cls])
                 heat = cam_on_frame(cams[i], grid, cache.view(name), size)
                 img = viz.draw_frame(overlay(big, heat), [(box, [(action, score)])], labelmap,
-                                     cfg, f"{name}  t={k.timestamp}s  person {j}  "
-                                          f"CAM: {labelmap.name(action)}")
+                                     cfg, None, [j])
+                img = frame_with_colour_bar(img, f"{name}  t={k.timestamp}s  person {j}  "
+                                                 f"CAM: {labelmap.name(action)}", cfg)
                 path = out_dir / f"{name}_{k.timestamp:04d}_{j}_{_slug(labelmap.name(action))}.png"
                 with atomic_path(path) as tmp:
                     Image.fromarray(img).save(tmp, format="PNG", compress_level=3)
@@ -324,7 +362,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
         if cfg.heatmap:
             heatmaps = _heatmaps(head, ckpt, labelmap, store, vr, name, kfs, pred, bank,
                                  out_dir, cfg)
-    pred_path = out_dir / "predictions.csv"
+    pred_path = out_dir / f"{name}.predictions.csv"
     write_predictions(pred, pred_path)
 
     say(f"4/4 render {name}_actions.mp4")
@@ -389,4 +427,4 @@ def _heatmaps(head, ckpt: dict, labelmap: LabelMap, store: FeatureStore, vr: Vid
     offset = float(store.attrs(name).get("extra", {}).get("time_offset") or 0)
     return write_heatmaps(head, labelmap, store, vr, name, kfs, scores, view,
                           out, offset, bank,
-                          cfg=viz.VizConfig(action_score_thr=0.0, top_k=1, text_scale=1 / 24))
+                          cfg=HEATMAP_VIZ)

@@ -4,7 +4,8 @@ Inference uses the detections with score >= ``det_score_thr`` on every keyframe 
 videos in the annotation CSV (:mod:`pipeline.inference`, imported only when a model is
 run: scoring a result file needs neither torch nor the heads).  Scoring is
 :mod:`pipeline.ava_eval` (the official AVA frame-mAP, a pure function); this stage writes
-what it computes: ``metrics.json`` and the plots (:mod:`pipeline.eval_plots`).
+what it computes: ``metrics.json`` (the summary), ``per_class.json`` beside it (every
+class's AP: :mod:`pipeline.artifacts.metrics`) and the plots (:mod:`pipeline.eval_plots`).
 
 Nothing is half-written: with a model, the predictions, the plots and ``metrics.json`` are
 written to temporary files beside their targets and renamed into place only after all of
@@ -28,7 +29,7 @@ from .artifacts.annotations import read_annotations
 from .artifacts.atomic import atomic_path
 from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import read_labelmap
-from .artifacts.metrics import write_metrics
+from .artifacts.metrics import per_class_path, write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import check_values, read_predictions, write_predictions
 from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, read_inputs, score_files
@@ -90,6 +91,7 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         return {}
     with ExitStack() as stack:  # renamed into place on leaving, the last entered first
         tmp_out = stack.enter_context(atomic_path(out))
+        tmp_classes = stack.enter_context(atomic_path(per_class_path(out)))
         tmp_plots = {name: stack.enter_context(atomic_path(Path(plots_dir) / name))
                      for name in PLOT_FILES} if plots_dir is not None else None
         tmp_pred = stack.enter_context(atomic_path(pred_path))
@@ -98,8 +100,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         result = scored(score_files(tmp_pred, annotations, lm, excluded, mode, action_thr),
                         annotations)
         if tmp_plots is not None:
-            write_plots(result, lm, tmp_plots)
-        write_metrics(result.metrics, tmp_out)
+            write_plots(result, lm, tmp_plots, head=ckpt["head"])
+        write_metrics(result.metrics, tmp_out, tmp_classes)
         Path(out).unlink(missing_ok=True)  # no old metrics beside the new predictions
     return result.metrics
 

@@ -23,8 +23,13 @@ validation ground truth and the label map, and writes into ``out_dir``:
     A grouped bar chart of the same numbers (groups: families and mAP; one colour per
     head; chance as a dashed line over each group).
 
-Both files are written atomically, together: a failure leaves the previous pair.
-:func:`run` also returns the numbers as a dict.
+``per_class_ap.png`` (when every head's ``per_class.json`` is beside its ``metrics.json``),
+``train_loss.png`` and ``val_mAP.png`` (when ``logs`` are given)
+    The static twins of ``dvc plots show``'s plots, every head in each
+    (:mod:`pipeline.eval_plots`).
+
+report.md and report.png are written atomically, together: a failure leaves the
+previous pair.  :func:`run` also returns the numbers as a dict.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import person_boxes, read_annotations
 from .artifacts.atomic import atomic_path
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .artifacts.metrics import read_metrics
+from .artifacts.metrics import per_class_path, read_metrics, read_per_class
+from .eval_plots import plot_curves, plot_per_class
 
 FAMILIES = ["pose", "context", "relation", "longterm"]
 FAMILY_NAMES = {"pose": "pose (actor)", "context": "context (actor–context)",
@@ -248,17 +254,21 @@ def _plot(cfg: ReportConfig, report: dict, path: Path) -> None:
 
 def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
         annotations: str | os.PathLike, labelmap: str | os.PathLike,
-        out_dir: str | os.PathLike) -> dict:
-    """Write ``report.md`` and ``report.png`` into ``out_dir``; return the numbers.
+        out_dir: str | os.PathLike,
+        logs: dict[str, str | os.PathLike] | None = None) -> dict:
+    """Write ``report.md`` and ``report.png`` (and the plots' PNGs) into ``out_dir``; return
+    the numbers.
 
-    ``metrics`` maps head name -> its ``metrics.json`` (rows keep this order).
+    ``metrics`` maps head name -> its ``metrics.json`` (rows keep this order); ``logs``
+    head name -> its training log (``acar train --log``).
     """
     lm = read_labelmap(labelmap)
     runs = {head: read_metrics(path) for head, path in metrics.items()}
     ids = {str(a) for a in lm.ids}
-    for head, path in metrics.items():       # another dataset's metrics would print as "–"
-        classes = set(runs[head]["per_class"])
-        if classes and classes != ids:
+    for path in metrics.values():       # another dataset's metrics would print as "–"
+        per_class = per_class_path(path)
+        classes = set(read_per_class(per_class)) if per_class.exists() else set()
+        if classes - ids:
             raise ArtifactError(path, f"scored with another label map than {labelmap} (its "
                                       f"classes {', '.join(sorted(classes - ids)[:5]) or '-'} "
                                       f"are not in it; missing {len(ids - classes)})")
@@ -286,4 +296,11 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
         png = stack.enter_context(atomic_path(out_dir / "report.png"))
         md.write_text(markdown)
         _plot(cfg, report, png)
+    classes = {head: per_class_path(path) for head, path in metrics.items()}
+    if all(p.exists() for p in classes.values()):
+        plot_per_class({head: read_per_class(p) for head, p in classes.items()},
+                       out_dir / "per_class_ap.png")
+    if logs:
+        plot_curves(logs, "loss", "training loss", out_dir / "train_loss.png")
+        plot_curves(logs, "val_mAP", "validation frame-mAP", out_dir / "val_mAP.png")
     return report

@@ -41,8 +41,12 @@ def test_golden_mmaction2_fixture(tmp_path):
     aps = [m["per_class"][k]["ap"] for k in ("1", "2", "3")]
     assert aps == pytest.approx([0.17045454545, 0.0, 0.11111111111], abs=1e-6)
     assert [m["per_class"][k]["num_gt"] for k in ("1", "2", "3")] == [4, 3, 5]
-    assert json.loads((tmp_path / "metrics.json").read_text()) == m
-    assert set(m) == {"mAP", "per_class", "per_superclass"}
+    assert {**json.loads((tmp_path / "metrics.json").read_text()),
+            "per_class": json.loads((tmp_path / "per_class.json").read_text())} == m
+    assert set(m) == {"mAP", "per_class", "per_superclass", "keyframes", "boxes"}
+    gt = pd.read_csv(DATA / "gt.csv", header=None)
+    assert m["keyframes"] == len(gt[[0, 1]].drop_duplicates())
+    assert m["boxes"] == len(gt[[0, 1, 2, 3, 4, 5]].drop_duplicates())
     lines = (tmp_path / "plots" / "per_class_ap.csv").read_text().splitlines()
     assert lines[0] == "action_id,name,ap,num_gt"
     assert lines[1] == "1,action1,0.170455,4"
@@ -316,13 +320,19 @@ def test_unreadable_labelmap(files):
         score_files(files / "gt.csv", files / "gt.csv", files / "bin.pbtxt")
 
 
-def test_empty_predictions_give_zero(files):
+def test_empty_predictions_are_an_error_and_unmatched_ones_give_zero(files):
     (files / "pred.csv").write_text("")
+    with pytest.raises(ArtifactError, match="pred.csv: no prediction rows"):
+        evaluate.score(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt", None,
+                       files / "m.json")
+    assert not (files / "m.json").exists()
+    gt = (files / "gt.csv").read_text().splitlines()[0].split(",")
+    (files / "pred.csv").write_text(f"{gt[0]},{gt[1]},0.9,0.9,0.95,0.95,1,0.9\n")  # no overlap
     m = evaluate.score(files / "pred.csv", files / "gt.csv", files / "lm.pbtxt", None,
                        files / "m.json")
     assert m["mAP"] == 0.0
     assert [m["per_class"][k]["ap"] for k in ("1", "3", "4")] == [0.0, 0.0, None]
-    assert json.loads((files / "m.json").read_text())["per_class"]["4"]["ap"] is None
+    assert json.loads((files / "m.per_class.json").read_text())["4"]["ap"] is None
 
 
 def test_nan_score_via_api_is_rejected():

@@ -101,7 +101,7 @@ def test_writes_the_video_the_csv_and_a_heatmap_per_person(acar_run, video):
     assert mp4.fps == pytest.approx(FPS)
     assert mp4.read(range(mp4.num_frames)).shape == (SECONDS * FPS, H, W, 3)   # decodable
     pred = read_predictions(res.predictions)
-    assert res.predictions == out / "predictions.csv"
+    assert res.predictions == out / "clip.predictions.csv"      # one file per video
     assert len(pred) == 4 * LM.num_classes                       # 2 people x 2 keyframes
     assert set(pred["timestamp"]) == {1, 2} and set(pred["action_id"]) == set(LM.ids)
     assert pred["score"].between(0, 1).all()
@@ -109,9 +109,28 @@ def test_writes_the_video_the_csv_and_a_heatmap_per_person(acar_run, video):
     names = sorted(p.name for p in res.heatmaps)
     assert len(names) == 4 and names[0].startswith("clip_0001_0_")
     f = math.ceil(360 / H)                                       # small frames are enlarged
+    band, strip = demo.heatmap_margins(H * f, demo.HEATMAP_VIZ)   # title, colour bar
     for p in res.heatmaps:
         assert p.parent == out / "heatmaps" and p.suffix == ".png"
-        assert Image.open(p).size == (W * f, H * f)
+        assert Image.open(p).size == (W * f + strip, H * f + band)
+    img = np.asarray(Image.open(res.heatmaps[0]))
+    bar = img[band:, W * f:]                                     # the colour bar: jet, 1 on top
+    jet = demo._jet()
+    assert any((bar == jet[255]).all(axis=2).any(axis=1)) and (bar == jet[0]).all(axis=2).any()
+
+
+def test_a_second_video_in_the_same_out_keeps_the_first_ones_predictions(
+        acar_run, video, annotations, models, tmp_path):
+    out, first = acar_run
+    other = tmp_path / "other.mp4"
+    other.write_bytes(video.read_bytes())
+    gt = tmp_path / "gt.csv"
+    gt.write_text(annotations.read_text().replace("clip,", "other,"))
+    res = demo.run(_cfg(), other, models["acar"], out, [gt])
+    assert res.predictions == out / "other.predictions.csv"
+    assert first.predictions.exists()
+    pd.testing.assert_frame_equal(read_predictions(res.predictions).drop(columns="video_id"),
+                                  read_predictions(first.predictions).drop(columns="video_id"))
 
 
 def test_drawn_only_near_keyframes(acar_run, video):
@@ -257,5 +276,6 @@ def test_real_people_with_the_offline_detector(models, tmp_path):
                    clip, models["acrn"], tmp_path / "out")
     assert res.persons >= 3 and res.keyframes == 3
     assert len(res.heatmaps) == res.persons
-    assert Image.open(res.heatmaps[0]).size == (768, 576)
+    band, strip = demo.heatmap_margins(576, demo.HEATMAP_VIZ)
+    assert Image.open(res.heatmaps[0]).size == (768 + strip, 576 + band)
     assert open_video(res.video).num_frames == 25

@@ -11,7 +11,7 @@ from pipeline import evaluate, train
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.features import FeatureStore
-from pipeline.artifacts.metrics import read_metrics
+from pipeline.artifacts.metrics import read_eval, read_metrics
 from pipeline.artifacts.predictions import read_predictions
 from pipeline.keyframes import FeatureCache, Keyframe, batch
 from pipeline.models import build_head
@@ -57,7 +57,9 @@ def test_eval_writes_predictions_and_metrics(tmp_path, feature_store, detections
     np.testing.assert_allclose(pose.sum().to_numpy(), 1.0, atol=1e-4)
     on_disk = read_metrics(tmp_path / "e" / "metrics.json")
     assert on_disk["mAP"] == metrics["mAP"] and 0 <= metrics["mAP"] <= 1
-    assert set(on_disk) >= {"mAP", "per_class", "per_superclass"}
+    assert set(on_disk) == {"mAP", "per_superclass", "keyframes", "boxes"}
+    assert on_disk["keyframes"] == 7 and on_disk["boxes"] == 14     # 2 persons a keyframe
+    assert read_eval(tmp_path / "e" / "metrics.json")["per_class"] == metrics["per_class"]
     assert set(on_disk["per_superclass"]) == {"pose", "person", "object"}
     assert load_checkpoint(tmp_path / "m.pt")["feature_spec"]["train_view"] == "s36"
     assert FeatureStore(feature_store).videos() == ["vid_a", "vid_b"]
@@ -103,7 +105,8 @@ def test_a_failed_eval_leaves_old_outputs_untouched(tmp_path, feature_store, det
     args = (evaluate.EvalConfig(), tmp_path / "m.pt", feature_store, detections_file, gt,
             labelmap_file, out, pred)
     evaluate.run(*args, plots_dir=plots)
-    before = {p: p.read_bytes() for p in (out, pred, *plots.iterdir())}
+    classes = out.with_name("per_class.json")
+    before = {p: p.read_bytes() for p in (out, classes, pred, *plots.iterdir())}
 
     def broken(*a, **k):
         raise RuntimeError("scoring failed")
@@ -113,8 +116,9 @@ def test_a_failed_eval_leaves_old_outputs_untouched(tmp_path, feature_store, det
     before[pred] = pred.read_bytes()
     with pytest.raises(RuntimeError, match="scoring failed"):
         evaluate.run(*args, plots_dir=plots)
-    assert {p: p.read_bytes() for p in (out, pred, *plots.iterdir())} == before
-    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "plots", "pred.csv"]
+    assert {p: p.read_bytes() for p in (out, classes, pred, *plots.iterdir())} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "per_class.json",
+                                                            "plots", "pred.csv"]
 
 
 def test_scoring_a_csv_imports_neither_torch_nor_the_heads(tmp_path):

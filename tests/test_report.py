@@ -218,3 +218,39 @@ def test_dvc_stage_reads_every_head():
     for params in (ROOT / "stages.yaml", ROOT / "tests" / "stages_tiny.yaml"):
         section = yaml.safe_load(params.read_text())["report"]
         report.ReportConfig(**section)
+
+
+def test_the_plots_png_twins_every_head_in_each(world):
+    """per_class_ap.png from each head's per_class.json, train_loss.png and val_mAP.png
+    from the logs: the static fallback of `dvc plots show` offline."""
+    from PIL import Image
+
+    runs = make_runs(world, PASSING)
+    for i, path in enumerate(runs.values()):
+        classes = {"1": {"name": "stand", "ap": 0.1 * i, "num_gt": 3},
+                   "2": {"name": "sit", "ap": None, "num_gt": 0}}
+        write_metrics({"mAP": 0.5, "per_class": classes, "per_superclass": {"pose": 0.5}},
+                      path)
+    logs = {}
+    for head in runs:
+        logs[head] = world / f"{head}.csv"
+        logs[head].write_text("epoch,step,lr,loss,val_mAP\n1,3,0.1,0.6,\n2,6,0.1,0.4,0.5\n")
+    report.run(report.ReportConfig(title="T"), runs, world / "val.csv",
+               world / "labelmap.pbtxt", world / "out", logs)
+    for name in ("per_class_ap.png", "train_loss.png", "val_mAP.png"):
+        img = Image.open(world / "out" / name)
+        assert img.format == "PNG" and img.size[0] >= 600, name
+    res = CliRunner().invoke(cli, ["report", *(a for h, p in runs.items()
+                                               for a in ("--metrics", f"{h}={p}")),
+                                   "--logs", f"acar={logs['acar']}",
+                                   "--annotations", str(world / "val.csv"),
+                                   "--labelmap", str(world / "labelmap.pbtxt"),
+                                   "--out", str(world / "cli")])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (world / "cli").iterdir()} == {
+        "report.md", "report.png", "per_class_ap.png", "train_loss.png", "val_mAP.png"}
+    bad = CliRunner().invoke(cli, ["report", "--metrics", f"acar={runs['acar']}",
+                                   "--logs", "acar", "--annotations", str(world / "val.csv"),
+                                   "--labelmap", str(world / "labelmap.pbtxt"),
+                                   "--out", str(world / "x")])
+    assert bad.exit_code != 0 and "expected HEAD=PATH" in bad.output

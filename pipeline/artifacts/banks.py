@@ -43,6 +43,10 @@ KINDS = ("lfb", "acfb")
 DATA = {"lfb": "vectors", "acfb": "maps"}     # the data array of each kind
 INDEX = ("actor_timestamps", "actor_index", "boxes", "scores", "from_gt")
 CHUNK_BYTES = 4 << 20                          # target size of one data chunk
+# Zarr v3 dimension_names of each array (xarray reads them; ``timestamps``: ``keyframe``)
+DIMS = {"actor_timestamps": ["actor"], "actor_index": ["actor"], "boxes": ["actor", "coord"],
+        "scores": ["actor"], "from_gt": ["actor"], "vectors": ["actor", "channel"],
+        "maps": ["actor", "channel", "y", "x"]}
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -158,13 +162,17 @@ class BankStore:
         for name, dtype in dtypes.items():
             a = np.asarray(index[name], dtype=dtype)
             arr = grp.create_array(name, shape=a.shape, dtype=dtype,
-                                   chunks=(max(m, 1), *a.shape[1:]))
+                                   chunks=(max(m, 1), *a.shape[1:]),
+                                   dimension_names=DIMS[name])
             if a.size:
                 arr[...] = a
         row_bytes = 2 * int(np.prod(data_shape[1:]))
         rows = max(1, min(m, CHUNK_BYTES // max(row_bytes, 1)))
+        dims = DIMS[DATA[kind]] if len(data_shape) == len(DIMS[DATA[kind]]) else \
+            ["actor", *(f"dim_{i}" for i in range(1, len(data_shape)))]
         return grp.create_array(DATA[kind], shape=data_shape, dtype="float16",
-                                chunks=(rows, *data_shape[1:]), fill_value=0)
+                                chunks=(rows, *data_shape[1:]), fill_value=0,
+                                dimension_names=dims)
 
     def finish_video(self, video: str) -> None:
         """Record the group's sizes, then mark it complete (last)."""

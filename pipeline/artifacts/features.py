@@ -125,6 +125,20 @@ def open_store(url: str, mode: str = "r", kind: str = KIND) -> zarr.Group:
     return root
 
 
+def dimension_names(grp: zarr.Group, name: str, shape: tuple[int, ...]) -> list[str]:
+    """Zarr v3 ``dimension_names`` of a view array (xarray reads them): ``keyframe, channel,
+    [time,] y, x``.  A name that another array of the group already uses with another size
+    (a view of another scale) gets the view's name appended (``y_s288``), as one xarray
+    Dataset needs one size per dimension."""
+    inner = {4: ["y", "x"], 5: ["time", "y", "x"]}.get(
+        len(shape), [f"dim_{i}" for i in range(2, len(shape))])
+    names = ["keyframe", "channel", *inner][:len(shape)]
+    sizes: dict[str, int] = {}
+    for _, arr in grp.arrays():
+        sizes.update(zip(arr.metadata.dimension_names or (), arr.shape, strict=False))
+    return [n if sizes.get(n, s) == s else f"{n}_{name}" for n, s in zip(names, shape, strict=True)]
+
+
 class FeatureStore:
     """Read/write access to a feature (or bank) store; one object per open store."""
 
@@ -174,7 +188,8 @@ class FeatureStore:
         grp = self.root.create_group(video)
         grp.attrs["acar"] = {**attrs, "complete": False}
         ts = np.asarray(timestamps, dtype=np.int32)
-        grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),))
+        grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),),
+                         dimension_names=["keyframe"])
         grp["timestamps"][:] = ts
         return grp
 
@@ -186,7 +201,8 @@ class FeatureStore:
         chunks = (1, *shape[1:])
         shards = (max(1, min(shape[0], SHARD_KEYFRAMES)), *shape[1:])
         arr = grp.create_array(view.name, shape=shape, chunks=chunks, shards=shards,
-                               dtype=dtype, fill_value=0)
+                               dtype=dtype, fill_value=0,
+                               dimension_names=dimension_names(grp, view.name, shape))
         arr.attrs["acar"] = view.to_dict()
         return arr
 

@@ -8,7 +8,13 @@ import torch
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.atomic import atomic_path
 from pipeline.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.artifacts.metrics import read_metrics, write_metrics
+from pipeline.artifacts.metrics import (
+    per_class_path,
+    read_eval,
+    read_metrics,
+    read_per_class,
+    write_metrics,
+)
 from pipeline.artifacts.predictions import read_predictions, write_predictions
 
 
@@ -25,8 +31,32 @@ def test_metrics_round_trip_nan_is_null(tmp_path):
     m = {"mAP": 0.5, "per_class": {"1": {"name": "x", "ap": float("nan"), "num_gt": 0}},
          "per_superclass": {"pose": 0.5}}
     write_metrics(m, tmp_path / "m.json")
-    assert json.loads((tmp_path / "m.json").read_text())["per_class"]["1"]["ap"] is None
+    assert json.loads((tmp_path / "m.json").read_text()) == {"mAP": 0.5,
+                                                             "per_superclass": {"pose": 0.5}}
+    assert json.loads((tmp_path / "m.per_class.json").read_text())["1"]["ap"] is None
     assert read_metrics(tmp_path / "m.json")["mAP"] == 0.5
+    assert read_eval(tmp_path / "m.json")["per_class"] == {
+        "1": {"name": "x", "ap": None, "num_gt": 0}}
+
+
+def test_metrics_json_is_the_summary_and_per_class_json_the_classes(tmp_path):
+    per_class = {str(a): {"name": f"c{a}", "ap": 0.5, "num_gt": 3} for a in range(1, 61)}
+    m = {"mAP": 0.5, "per_class": per_class, "per_superclass": {"pose": 0.4, "person": None},
+         "keyframes": 7, "boxes": 12}
+    write_metrics(m, tmp_path / "eval" / "metrics.json")
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(summary) == ["mAP", "per_superclass", "keyframes", "boxes"]   # 60 classes: 5
+    where = per_class_path(tmp_path / "eval" / "metrics.json")
+    assert where == tmp_path / "eval" / "per_class.json"
+    assert per_class_path("x/acar_metrics.json").as_posix() == "x/acar_per_class.json"
+    assert read_per_class(tmp_path / "eval" / "per_class.json") == per_class
+    assert read_eval(tmp_path / "eval" / "metrics.json") == m
+    (tmp_path / "bad.json").write_text('{"mAP": 0.5, "per_superclass": {}, "boxes": -1}')
+    with pytest.raises(ArtifactError, match=r"bad\.json: 'boxes' must be a non-negative"):
+        read_metrics(tmp_path / "bad.json")
+    (tmp_path / "bad.per_class.json").write_text('{"1": {"name": "x", "ap": "high"}}')
+    with pytest.raises(ArtifactError, match=r"bad\.per_class\.json: class '1' must be"):
+        read_per_class(tmp_path / "bad.per_class.json")
 
 
 def test_checkpoint_round_trip(tmp_path):
