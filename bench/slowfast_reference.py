@@ -156,6 +156,120 @@ def run_official(acar_dir: str, slowfast_dir: str, out: Path, cases: list[str]) 
     (out / "keys.json").write_text(json.dumps(keys))
 
 
+# ---- whole ACAR-Net models (``--zoo``): backbone + neck + head, as its model zoo ---------
+
+ZOO = {"zoo_r50_acar": ("slowfast50", dict(alpha=4, beta=0.125, fuse_only_conv=False,
+                                           fuse_kernel_size=7, slow_full_span=True),
+                        "acar", dict(width=2304, roi_spatial=7, num_classes=60, depth=2)),
+       "zoo_r50_linear": ("slowfast50", dict(alpha=4, beta=0.125, fuse_only_conv=False,
+                                             fuse_kernel_size=7, slow_full_span=True),
+                          "linear", dict(width=2304, roi_spatial=7, num_classes=60)),
+       "zoo_r101_acar": ("slowfast101", dict(alpha=4, beta=0.125), "acar",
+                         dict(width=2304, roi_spatial=7, num_classes=60, depth=1,
+                              mlp_1x1=True))}
+BOXES = [[0.1, 0.1, 0.5, 0.9], [0.4, 0.2, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0]]
+ZOO_SMALL = (8, 48, 48)                # the suite's: a 3x3 map (the ACAR head's least)
+
+
+class _Cfg(dict):
+    """A dict with attribute access: what ACAR-Net's EasyDict configs give its models."""
+    __getattr__ = dict.get
+
+
+def run_official_zoo(acar_dir: str, inp: Path, out: Path, cases: list[str]) -> None:
+    """AVA_model (its eval path: ``forward(data, evaluate=True)``, then its pose-softmax
+    activation) on the input clip and boxes; the model saved as ``main.py`` saves it."""
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    sys.path[:0] = [acar_dir]
+    from losses import ava_pose_softmax_func
+    from models import AVA_model
+    clips = {k: torch.from_numpy(v) for k, v in np.load(inp).items()}
+    scores = {}
+    heads = {}
+    for case in cases:
+        arch, bkw, head, hkw = ZOO[case]
+        cfg = _Cfg(backbone=_Cfg(arch=arch, kwargs=bkw), neck=_Cfg(type="basic", kwargs=_Cfg(
+            num_classes=60, multi_class=True)), head=_Cfg(type=head, kwargs=hkw))
+        net = AVA_model(cfg)
+        net.load_state_dict(fill(net.state_dict()))
+        net.eval()
+        torch.save({"epoch": 1, "state_dict": {f"module.{k}": v              # DDP's names
+                                               for k, v in net.state_dict().items()}},
+                   out / f"{case}.pth.tar")
+        heads[case] = [[k, list(v.shape)] for k, v in net.state_dict().items()
+                       if k.startswith("head.")]
+        for size, x in clips.items():
+            data = {"clips": [x], "aug_info": [[{"crop_box": [0., 0., 1., 1.], "flip": False,
+                                                  "pad_ratio": [1., 1.]}]],
+                    "labels": [[{"bounding_box": b, "label": [0]} for b in BOXES]],
+                    "filenames": ["clip"], "mid_times": [902]}
+            with torch.no_grad():
+                o = net(data, evaluate=True)
+            scores[f"{case}/{size}"] = ava_pose_softmax_func(o["outputs"]).numpy()
+            print(f"official {case} {size}: scores {scores[f'{case}/{size}'].shape}",
+                  flush=True)
+    np.savez(out / "zoo_scores.npz", **scores)
+    (out / "zoo_heads.json").write_text(json.dumps(heads))
+
+
+def ava_labelmap():
+    """AVA's 60 evaluated classes (ids of ava_action_list_v2.2_for_activitynet_2019), names
+    made up: only the ids and their order matter here (1-14: the pose classes)."""
+    from pipeline.artifacts.labelmap import LabelMap
+    ids = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29,
+           30, 34, 36, 37, 38, 41, 43, 45, 46, 47, 48, 49, 51, 52, 54, 56, 57, 58, 59, 60,
+           61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 72, 73, 74, 76, 77, 78, 79, 80)
+    sup = tuple("pose" if i <= 14 else "object" if i <= 63 else "person" for i in ids)
+    return LabelMap(ids=ids, names=tuple(f"class {i}" for i in ids), superclasses=sup)
+
+
+def zoo_check(args, tmp: Path) -> dict:
+    """acar import + acar's backbone and head against AVA_model's scores (python level)."""
+    from pipeline.artifacts.checkpoint import load_checkpoint
+    from pipeline.artifacts.labelmap import write_labelmap
+    from pipeline.backbones import build_backbone
+    from pipeline.import_ckpt import import_checkpoint
+    from pipeline.inference import load_head
+    from pipeline.losses import activate
+    inputs = {"small": synthetic_input(*ZOO_SMALL), "large": synthetic_input(*LARGE)}
+    np.savez(tmp / "zoo_input.npz", **inputs)
+    env = dict(os.environ, PYTHONPATH=args.stubs)
+    subprocess.run([args.python, __file__, "--official-zoo", str(tmp), "--acar", args.acar,
+                    "--cases", *args.zoo], check=True, env=env, cwd=tmp)
+    ref = dict(np.load(tmp / "zoo_scores.npz"))
+    lm = ava_labelmap()
+    write_labelmap(lm, tmp / "ava60.pbtxt")
+    results = {}
+    for case in args.zoo:
+        zoo = tmp / f"{case}.pth.tar"
+        rec = import_checkpoint(zoo, tmp / case, tmp / "ava60.pbtxt")
+        ckpt = load_checkpoint(tmp / case / "head.pt")
+        head = load_head(ckpt)
+        net, _, _ = build_backbone(ckpt["feature_spec"]["backbone"], str(zoo))
+        results[case] = {"head": rec["head"], "hparams": rec["hparams"], "boxes": BOXES}
+        for size, x in inputs.items():
+            with torch.no_grad():
+                context = net(torch.from_numpy(x)).mean(dim=2)        # (1, 2304, h, w)
+                h, w = context.shape[-2:]
+                b = torch.tensor(BOXES) * torch.tensor([w, h, w, h])
+                rois = torch.cat([torch.zeros(len(b), 1), b], 1)      # feature-map cells
+                probs = activate(head(context, rois), lm.pose_indices).numpy()
+            r = ref[f"{case}/{size}"]
+            results[case][size] = {"input": list(x.shape[2:]),
+                                   "scores_rel_error": rel_error(probs, r),
+                                   "scores_abs_max_error": float(np.abs(probs - r).max())}
+        print(case, json.dumps(results[case]), flush=True)
+    if args.store:
+        fx = ROOT / "tests" / "fixtures"
+        npz, kj = fx / "acar_import_reference.npz", fx / "acar_import_heads.json"
+        old_maps = dict(np.load(npz)) if npz.is_file() else {}
+        old_keys = json.loads(kj.read_text()) if kj.is_file() else {}
+        heads = json.loads((tmp / "zoo_heads.json").read_text())
+        np.savez_compressed(npz, **{**old_maps, **{c: ref[f"{c}/small"] for c in args.zoo}})
+        kj.write_text(json.dumps({**old_keys, **heads}, separators=(",", ":")) + "\n")
+    return results
+
+
 # ---- acar's side ---------------------------------------------------------------------------
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -168,14 +282,28 @@ def main() -> None:
     ap.add_argument("--slowfast", help="a checkout of facebookresearch/SlowFast")
     ap.add_argument("--python", default=sys.executable, help="the scratch environment's")
     ap.add_argument("--stubs", default="", help="a folder of import stubs (see above)")
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, *ZOO])
     ap.add_argument("--store", action="store_true", help="write the suite's fixture")
+    ap.add_argument("--zoo", nargs="*", default=None, choices=list(ZOO),
+                    help="check `acar import` on whole ACAR-Net models instead")
     ap.add_argument("--official", metavar="OUT", help=argparse.SUPPRESS)
+    ap.add_argument("--official-zoo", metavar="OUT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.official:
         run_official(args.acar, args.slowfast, Path(args.official), args.cases)
         return
+    if args.official_zoo:
+        out = Path(args.official_zoo)
+        run_official_zoo(args.acar, out / "zoo_input.npz", out, args.cases)
+        return
     sys.path.insert(0, str(ROOT))
+    if args.zoo is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = zoo_check(args, Path(tmp))
+        out = ROOT / "bench" / "results" / "acar_import_reference.json"
+        old = json.loads(out.read_text()) if out.is_file() else {}
+        out.write_text(json.dumps({**old, **results}, indent=1) + "\n")
+        return
     from pipeline.backbones import build_backbone
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (args.stubs,) if p))
@@ -201,15 +329,19 @@ def main() -> None:
                                            "ref_abs_max": float(np.abs(ref).max()),
                                            "acar_s": round(time.perf_counter() - t0, 2)}
             print(case, json.dumps(results[case]), flush=True)
-    out = ROOT / "bench" / "results" / "slowfast_reference.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    out = ROOT / "bench" / "results" / "slowfast_reference.json"     # cases run now replace
+    old = json.loads(out.read_text()) if out.is_file() else {}          # theirs, others stay
+    out.write_text(json.dumps({**old, **results}, indent=1) + "\n")
     if args.store:
         fx = ROOT / "tests" / "fixtures"
         fx.mkdir(exist_ok=True)
-        np.savez_compressed(fx / "slowfast_reference.npz",
-                            **{c: maps[f"{c}/small"] for c in args.cases})
-        (fx / "slowfast_keys.json").write_text(json.dumps(
-            {c: keys[c] for c in args.cases}, separators=(",", ":")) + "\n")
+        npz, kj = fx / "slowfast_reference.npz", fx / "slowfast_keys.json"
+        old_maps = dict(np.load(npz)) if npz.is_file() else {}
+        old_keys = json.loads(kj.read_text()) if kj.is_file() else {}
+        np.savez_compressed(npz, **{**old_maps,
+                                    **{c: maps[f"{c}/small"] for c in args.cases}})
+        kj.write_text(json.dumps({**old_keys, **{c: keys[c] for c in args.cases}},
+                                 separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``acar import``: an ACAR-Net model-zoo checkpoint -> an acar head checkpoint.
 
 An ACAR-Net checkpoint (``AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar`` ...) holds the whole
-network as one state dict (``module.backbone.module.*``, ``module.head.*``; bare or under
-``"state_dict"``).  Its backbone part is read by ``acar extract --backbone slowfast_r50
+network as one state dict (``module.backbone.module.*``, ``module.head.module.*``; bare or
+under ``"state_dict"``, as its ``main.py`` saves it).  Its backbone part is read by ``acar extract --backbone slowfast_r50
 --weights CKPT`` (:mod:`pipeline.backbones.slowfast`); this module turns its head into an
 acar head (:mod:`pipeline.models.acar` or ``linear``) and writes a checkpoint
 (:mod:`pipeline.artifacts.checkpoint`) whose ``feature_spec`` is what that extract run
@@ -134,6 +134,8 @@ def import_checkpoint(ckpt: str | os.PathLike, out_dir: str | os.PathLike,
     path = Path(ckpt)
     state = read_model_zoo(path)
     head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    head = {(k[len("module."):] if k.startswith("module.") else k): v   # AVA_head.module
+            for k, v in head.items()}
     if not head:
         raise ArtifactError(path, "no head.* tensors: a backbone-only file (pass it to "
                             "`acar extract --weights`), not an ACAR-Net model")
