@@ -270,6 +270,81 @@ def zoo_check(args, tmp: Path) -> dict:
     return results
 
 
+def cli_check(args, tmp: Path) -> dict:
+    """``acar extract`` -> ``acar import`` -> ``acar eval`` on a video against AVA_model on
+    the same decoded frames (acar's decoder and clip sampling give the official side its
+    input: the comparison is of the models, not of the two data pipelines)."""
+    import pandas as pd
+
+    from pipeline.artifacts.annotations import write_annotations
+    from pipeline.artifacts.detections import write_detections
+    from pipeline.artifacts.labelmap import write_labelmap
+    from pipeline.artifacts.predictions import read_predictions
+    from pipeline.backbones import get_backbone
+    from pipeline.extract import clip_indices, normalise_clips
+    from pipeline.video import open_video, read_frames, video_info, write_video
+    side, ts = 64, 2                        # a 64x64 video: no resize, no padding
+    (tmp / "videos").mkdir()
+    yy, xx = np.mgrid[:side, :side]
+    frames = [np.stack([(128 + 100 * np.sin(0.2 * xx + 0.3 * t + c) * np.cos(0.15 * yy - 0.1 * t))
+                        .astype(np.uint8) for c in range(3)], -1) for t in range(120)]
+    video = tmp / "videos" / "clip.mp4"
+    write_video(frames, video, 30, lossless=True)
+    info = video_info(video)
+    bb = get_backbone("slowfast_r50")
+    idx = clip_indices(float(ts), info, bb.clip_frames, bb.clip_stride, 30.0)
+    clip = torch.from_numpy(read_frames(open_video(video), idx))     # (T, H, W, 3) uint8
+    x = normalise_clips(clip.permute(0, 3, 1, 2)[None], bb.mean, bb.std, False, side)
+    np.savez(tmp / "zoo_input.npz", video=x.numpy())
+    env = dict(os.environ, PYTHONPATH=args.stubs)
+    cases = [c for c in args.zoo if ZOO[c][0] == "slowfast50"]
+    subprocess.run([args.python, __file__, "--official-zoo", str(tmp), "--acar", args.acar,
+                    "--cases", *cases], check=True, env=env, cwd=tmp)
+    ref = dict(np.load(tmp / "zoo_scores.npz"))
+    lm = ava_labelmap()
+    write_labelmap(lm, tmp / "ava60.pbtxt")
+    dets = pd.DataFrame({"video_id": ["clip"] * 3, "timestamp": [ts] * 3,
+                         **{k: [b[i] for b in BOXES] for i, k in enumerate(("x1", "y1", "x2",
+                                                                            "y2"))},
+                         "score": [1.0] * 3})
+    write_detections(dets, tmp / "dets.parquet", {"source": "bench"})
+    gt = dets.drop(columns="score").assign(action_id=1, person_id=range(3))
+    write_annotations(gt, tmp / "gt.csv")
+    acar = [str(Path(sys.executable).parent / "acar")]
+    zoo = tmp / f"{cases[0]}.pth.tar"
+    t0 = time.perf_counter()
+    subprocess.run([*acar, "extract", "--videos", str(tmp / "videos"), "--detections",
+                    str(tmp / "dets.parquet"), "--out", str(tmp / "f.zarr"), "--backbone",
+                    "slowfast_r50", "--weights", str(zoo), "--short-side", str(side),
+                    "--clip-frames", "32", "--clip-stride", "2", "--clip-fps", "30",
+                    "--time-offset", "0", "--batch-size", "1", "--num-workers", "0"],
+                   check=True, cwd=tmp)                 # cwd: no stages.yaml defaults
+    results = {"extract_s": round(time.perf_counter() - t0, 1)}
+    for case in cases:
+        zoo = tmp / f"{case}.pth.tar"
+        subprocess.run([*acar, "import", str(zoo), "--out", str(tmp / case), "--labelmap",
+                        str(tmp / "ava60.pbtxt"), "--short-side", str(side)], check=True,
+                       cwd=tmp)
+        subprocess.run([*acar, "eval", "--model", str(tmp / case / "head.pt"), "--features",
+                        str(tmp / "f.zarr"), "--detections", str(tmp / "dets.parquet"),
+                        "--annotations", str(tmp / "gt.csv"), "--labelmap",
+                        str(tmp / "ava60.pbtxt"), "--out", str(tmp / f"{case}.json"),
+                        "--predictions-out", str(tmp / f"{case}.csv")], check=True, cwd=tmp)
+        pred = read_predictions(tmp / f"{case}.csv")
+        got = np.zeros((3, 60), np.float64)
+        col = {a: i for i, a in enumerate(lm.ids)}
+        for row in pred.itertuples():
+            box = int(np.argmin([abs(row.x1 - b[0]) + abs(row.y1 - b[1]) + abs(row.x2 - b[2])
+                                 + abs(row.y2 - b[3]) for b in BOXES]))
+            got[box, col[int(row.action_id)]] = row.score
+        r = ref[f"{case}/video"]
+        results[case] = {"scores_rel_error": rel_error(got, r),
+                         "scores_abs_max_error": float(np.abs(got - r).max()),
+                         "rows": len(pred)}
+        print(case, json.dumps(results[case]), flush=True)
+    return results
+
+
 # ---- acar's side ---------------------------------------------------------------------------
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -286,6 +361,8 @@ def main() -> None:
     ap.add_argument("--store", action="store_true", help="write the suite's fixture")
     ap.add_argument("--zoo", nargs="*", default=None, choices=list(ZOO),
                     help="check `acar import` on whole ACAR-Net models instead")
+    ap.add_argument("--cli", action="store_true",
+                    help="with --zoo: the whole CLI path (extract, import, eval) on a video")
     ap.add_argument("--official", metavar="OUT", help=argparse.SUPPRESS)
     ap.add_argument("--official-zoo", metavar="OUT", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -299,7 +376,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     if args.zoo is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            results = zoo_check(args, Path(tmp))
+            if args.cli:
+                results = {"cli": cli_check(args, Path(tmp))}
+            else:
+                results = zoo_check(args, Path(tmp))
         out = ROOT / "bench" / "results" / "acar_import_reference.json"
         old = json.loads(out.read_text()) if out.is_file() else {}
         out.write_text(json.dumps({**old, **results}, indent=1) + "\n")
