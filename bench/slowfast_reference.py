@@ -61,6 +61,8 @@ CASES = {"acar_r50": ("acar-net", 50, "slowfast_r50"),
          "acar_r101": ("acar-net", 101, "slowfast_r101")}
 SMALL = (8, 32, 48)                    # the suite's input (T, H, W)
 LARGE = (32, 64, 64)                   # the measurement's (ACAR-Net's 32-frame clip)
+SIZES = {"small": SMALL, "large": LARGE,
+         "16x8": (64, 32, 32)}         # the 16x8 clip: 64 frames, Slow sees 16
 
 
 def synthetic_input(t: int, h: int, w: int) -> np.ndarray:
@@ -92,7 +94,8 @@ def fill(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---- the official side (scratch environment) -----------------------------------------------
 
-def run_official(acar_dir: str, slowfast_dir: str, out: Path, cases: list[str]) -> None:
+def run_official(acar_dir: str, slowfast_dir: str, out: Path, cases: list[str],
+                 sizes: list[str]) -> None:
     torch.Tensor.cuda = lambda self, *a, **k: self       # ACAR-Net's slow_full_span
     sys.path[:0] = [acar_dir, slowfast_dir]
     out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +149,8 @@ def run_official(acar_dir: str, slowfast_dir: str, out: Path, cases: list[str]) 
         keys[case] = [[k, list(v.shape)] for k, v in state.items()
                       if not k.endswith("num_batches_tracked")]
         with torch.no_grad():
-            for size in ("small", "large"):
-                x = torch.from_numpy(synthetic_input(*(SMALL if size == "small" else LARGE)))
+            for size in sizes:
+                x = torch.from_numpy(synthetic_input(*SIZES[size]))
                 t0 = time.perf_counter()
                 maps[f"{case}/{size}"] = forward(x).numpy()
                 print(f"official {case} {size}: {tuple(maps[f'{case}/{size}'].shape)} "
@@ -372,7 +375,8 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable, help="the scratch environment's")
     ap.add_argument("--stubs", default="", help="a folder of import stubs (see above)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, *ZOO])
-    ap.add_argument("--store", action="store_true", help="write the suite's fixture")
+    ap.add_argument("--sizes", nargs="+", default=["small", "large"], choices=list(SIZES))
+    ap.add_argument("--store", action="store_true", help="write the suite's fixture (small)")
     ap.add_argument("--zoo", nargs="*", default=None, choices=list(ZOO),
                     help="check `acar import` on whole ACAR-Net models instead")
     ap.add_argument("--cli", action="store_true",
@@ -381,12 +385,14 @@ def main() -> None:
     ap.add_argument("--official-zoo", metavar="OUT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.official:
-        run_official(args.acar, args.slowfast, Path(args.official), args.cases)
+        run_official(args.acar, args.slowfast, Path(args.official), args.cases, args.sizes)
         return
     if args.official_zoo:
         out = Path(args.official_zoo)
         run_official_zoo(args.acar, out / "zoo_input.npz", out, args.cases)
         return
+    if args.store and args.zoo is None and "small" not in args.sizes:
+        ap.error("--store keeps the small input's maps: include it in --sizes")
     sys.path.insert(0, str(ROOT))
     if args.zoo is not None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -402,7 +408,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (args.stubs,) if p))
         subprocess.run([args.python, __file__, "--official", tmp, "--acar", args.acar,
-                        "--slowfast", args.slowfast, "--cases", *args.cases],
+                        "--slowfast", args.slowfast, "--cases", *args.cases,
+                        "--sizes", *args.sizes],
                        check=True, env=env, cwd=tmp)
         maps = dict(np.load(Path(tmp) / "maps.npz"))
         keys = json.loads((Path(tmp) / "keys.json").read_text())
@@ -413,7 +420,7 @@ def main() -> None:
             net, _, identity = build_backbone(name, str(path))
             results[case] = {"format": fmt, "file": path.name, "identity": identity}
             with torch.no_grad():
-                for size, shape in (("small", SMALL), ("large", LARGE)):
+                for size, shape in ((k, SIZES[k]) for k in args.sizes):
                     t0 = time.perf_counter()
                     ours = net(torch.from_numpy(synthetic_input(*shape))).numpy()
                     ref = maps[f"{case}/{size}"]
@@ -425,7 +432,9 @@ def main() -> None:
             print(case, json.dumps(results[case]), flush=True)
     out = ROOT / "bench" / "results" / "slowfast_reference.json"     # cases run now replace
     old = json.loads(out.read_text()) if out.is_file() else {}          # theirs, others stay
-    out.write_text(json.dumps({**old, **results}, indent=1) + "\n")
+    for case, res in results.items():
+        old[case] = {**old.get(case, {}), **res}
+    out.write_text(json.dumps(old, indent=1) + "\n")
     if args.store:
         fx = ROOT / "tests" / "fixtures"
         fx.mkdir(exist_ok=True)

@@ -2,11 +2,12 @@
 
 An ACAR-Net checkpoint (``AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar`` ...) holds the whole
 network as one state dict (``module.backbone.module.*``, ``module.head.module.*``; bare or
-under ``"state_dict"``, as its ``main.py`` saves it).  Its backbone part is read by ``acar extract --backbone slowfast_r50
---weights CKPT`` (:mod:`pipeline.backbones.slowfast`); this module turns its head into an
-acar head (:mod:`pipeline.models.acar` or ``linear``) and writes a checkpoint
-(:mod:`pipeline.artifacts.checkpoint`) whose ``feature_spec`` is what that extract run
-records, so ``acar eval --model OUT/head.pt`` accepts exactly those features.
+under ``"state_dict"``, as its ``main.py`` saves it).  Its backbone part is read by
+``acar extract --backbone slowfast_r50 --weights CKPT`` (:mod:`pipeline.backbones.slowfast`);
+this module turns its head into an acar head (:mod:`pipeline.models.acar` or ``linear``)
+and writes a checkpoint (:mod:`pipeline.artifacts.checkpoint`) whose ``feature_spec`` is
+what that extract run records, so ``acar eval --model OUT/head.pt`` accepts exactly those
+features.
 
 The mapping (ACAR-Net ``models/heads/acar.py`` -> acar ``ACARHead``)::
 

@@ -124,7 +124,8 @@ class ClassifierPreset:
 
 @dataclass(frozen=True)
 class Backbone:
-    build: Callable[..., nn.Module]      # constructor (torchvision's, or a module's)
+    build: Callable[..., nn.Module]      # constructor (torchvision's, or a module's;
+                                         # slowfast: its SlowFastConfig)
     weights: str | None                  # default weights: a torchvision weights enum, e.g.
                                          # "R3D_18_Weights.DEFAULT", or a family's name
                                          # ("kinetics400"); None: non-learned (no weights)
