@@ -15,6 +15,7 @@ from .demo import demo
 from .detect import detect
 from .evaluate import eval_cmd
 from .extract import extract
+from .import_ import import_cmd
 from .report import report
 from .synth import synth
 from .train import train
@@ -65,7 +66,7 @@ def cli(ctx: click.Context, params: str | None) -> None:
 
 
 for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,
-                classify):
+                classify, import_cmd):
     cli.add_command(command)
 
 

@@ -33,7 +33,9 @@ def fast_init(monkeypatch):
 
 def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation():
     assert isinstance(BACKBONES, dict)
-    assert sorted(BACKBONES) == sorted([*NAMES, "hoghof", "i3d", "i3d_mixed_4f"])
+    assert sorted(BACKBONES) == sorted([*NAMES, "hoghof", "i3d", "i3d_mixed_4f",
+                                        "slowfast_r50", "slowfast_r50_16x8", "slowfast_r101",
+                                        "slowfast_r101_16x8"])
     for name in NAMES:
         bb = BACKBONES[name]
         assert bb.family == "torchvision" and bb.classifier is not None
@@ -271,8 +273,9 @@ def test_the_package_keeps_the_public_names_and_one_module_per_family():
     for name in ("BACKBONES", "NON_LEARNED", "Backbone", "build_backbone", "feature_stride",
                  "get_backbone", "dilate_last_stage", "build_classifier"):
         assert hasattr(pkg, name), name
-    assert {b.family for b in BACKBONES.values()} == {"torchvision", "i3d", "hoghof"}
-    for family in ("torchvision", "i3d", "hoghof"):
+    assert {b.family for b in BACKBONES.values()} == {"torchvision", "i3d", "hoghof",
+                                                       "slowfast"}
+    for family in ("torchvision", "i3d", "hoghof", "slowfast"):
         assert (Path(pkg.__file__).parent / f"{family}.py").is_file()
     assert BACKBONES["hoghof"].classifier is None
     with pytest.raises(ArtifactError, match="hoghof: has no classifier"):

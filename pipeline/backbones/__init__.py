@@ -25,9 +25,25 @@ swin3d_s        768    32      idem                                            3
 swin3d_b        1024   32      idem                                            32 x 2
 i3d             1024   32      Inception-I3D to ``Mixed_5c`` (T' = T/8)        64 x 1
 i3d_mixed_4f    832    16      Inception-I3D to ``Mixed_4f`` (T' = T/4)        64 x 1
+slowfast_r50    2304   16      SlowFast R50 8x8, res5 dilated; the temporal    32 x 2
+                               mean of each pathway, concatenated (2048 + 256)
+slowfast_r101   2304   16      SlowFast R101 8x8 (ACAR-Net's R101 layout)      32 x 2
 hoghof          30     20      non-learned HOG + HOF + colour per 20x20 cell   8 x 2
                                (T' = 1; ~0.03 s per 8x160x160 clip on 1 core)
 ==============  =====  ======  ==============================================  =========
+
+SlowFast (:mod:`.slowfast`) follows ACAR-Net: ``alpha`` 4, ``beta`` 1/8, res5 with stride 1
+and dilation 2 (built in: its stride is 16, ``dilate_last`` does not apply).  ``slowfast_r50``
+is ACAR-Net's R50 (= PySlowFast's SLOWFAST_8x8_R50: lateral conv 7x1x1 + BN + ReLU, Slow
+frames spread over the whole clip); ``slowfast_r101`` is ACAR-Net's R101 (lateral conv 5x1x1
+alone, every 4th frame).  ``slowfast_r50_16x8`` and ``slowfast_r101_16x8`` are the same
+networks on the 16x8 clip (64 frames, 2 apart: Slow sees 16).  A weights file of either
+published layout (ACAR-Net ``.pth.tar``, PySlowFast ``.pyth``) sets the lateral
+connections and temporal kernels it was trained with.  Weights names: ``kinetics400``
+(R50, default), ``kinetics700`` (R101, default),
+``ava-acar`` and (R101) ``ava-kinetics-acar``: ACAR-Net's files, downloaded once to torch's
+hub cache (``ACAR_OFFLINE=1``: never); normalisation: R50 mean 0.45, std 0.225 (on [0, 1]);
+R101 ACAR-Net's ``[110.64, 103.16, 96.29] / 255``, ``[38.76, 37.88, 40.03] / 255``.
 
 I3D's default clip is the one it was trained with: 64 consecutive frames (at extract's
 ``clip_fps``).
@@ -75,7 +91,7 @@ from torchvision.models import get_weight
 from torchvision.models import video as tvv
 
 from ..artifacts import ArtifactError
-from . import i3d
+from . import i3d, slowfast
 from .hoghof import HogHof
 from .torchvision import (
     MViTTrunk,
@@ -108,7 +124,8 @@ class ClassifierPreset:
 
 @dataclass(frozen=True)
 class Backbone:
-    build: Callable[..., nn.Module]      # constructor (torchvision's, or a module's)
+    build: Callable[..., nn.Module]      # constructor (torchvision's, or a module's;
+                                         # slowfast: its SlowFastConfig)
     weights: str | None                  # default weights: a torchvision weights enum, e.g.
                                          # "R3D_18_Weights.DEFAULT", or a family's name
                                          # ("kinetics400"); None: non-learned (no weights)
@@ -126,7 +143,8 @@ class Backbone:
                                          # at the top-left of the padded input, and then
                                          # describes only the image (its map inside the
                                          # image does not depend on the padding)
-    family: str = "torchvision"          # the module that builds it: torchvision, i3d, hoghof
+    family: str = "torchvision"          # the module that builds it: torchvision, i3d,
+                                         # slowfast, hoghof
     classifier: ClassifierPreset | None = None    # has a Kinetics-400 classifier
 
     @property
@@ -161,6 +179,10 @@ def _hoghof(**kwargs) -> nn.Module:
 
 _TV16 = ClassifierPreset(16, 128, 112)     # torchvision's video ResNets: 16 x 112 x 112
 _SIGNED = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))          # RGB in [0, 1] -> [-1, 1]
+_SF50 = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
+_SF101 = ((110.63666788 / 255, 103.16065604 / 255, 96.29023126 / 255),
+          (38.7568578 / 255, 37.88248729 / 255, 40.02898126 / 255))
+_SF = dict(clip_stride=2, min_frames=4, family="slowfast")
 _I3D = dict(clip_frames=64, clip_stride=1, min_frames=1, norm=_SIGNED, family="i3d",
             classifier=ClassifierPreset(64, 256, 224))
 
@@ -186,6 +208,16 @@ BACKBONES: dict[str, Backbone] = {
                     1024, 32, **_I3D),
     "i3d_mixed_4f": Backbone(partial(i3d.InceptionI3d, "Mixed_4f"), i3d.WEIGHTS_NAME,
                              _identity, 832, 16, **_I3D),
+    "slowfast_r50": Backbone(partial(slowfast.SlowFastConfig, 50), "kinetics400", _identity,
+                             2304, 16, clip_frames=32, norm=_SF50, **_SF),
+    "slowfast_r50_16x8": Backbone(partial(slowfast.SlowFastConfig, 50), "kinetics400",
+                                  _identity, 2304, 16, clip_frames=64, norm=_SF50, **_SF),
+    "slowfast_r101": Backbone(partial(slowfast.SlowFastConfig, 101, fusion_kernel=5,
+                                      fusion_bn=False, full_span=False), "kinetics700",
+                              _identity, 2304, 16, clip_frames=32, norm=_SF101, **_SF),
+    "slowfast_r101_16x8": Backbone(partial(slowfast.SlowFastConfig, 101, fusion_kernel=5,
+                                           fusion_bn=False, full_span=False), "kinetics700",
+                                   _identity, 2304, 16, clip_frames=64, norm=_SF101, **_SF),
     "hoghof": Backbone(_hoghof, None, _identity, HogHof.channels, HogHof.stride,
                        clip_frames=8, clip_stride=2, min_frames=2, norm=_SIGNED,
                        sees_image=True, family="hoghof"),
@@ -220,6 +252,9 @@ def build_backbone(name: str, weights: str | None = None, random_init: bool = Fa
     if spec.family == "i3d":
         net, identity = _build_i3d(spec, weights, random_init, seed)
         return spec.trunk(net).eval(), spec, identity
+    if spec.family == "slowfast":
+        net, identity = slowfast.build(spec.build(), weights, random_init, seed)
+        return net.eval(), spec, identity
     net, identity = _build_torchvision(spec, weights, random_init, seed)
     trunk = spec.trunk(net)
     if dilate_last:

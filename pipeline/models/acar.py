@@ -15,7 +15,10 @@ Defaults (those of the official code, ``Siyu-C/ACAR-Net``, ``models/heads/acar.p
 ``reduce_dim`` = 1024, ``hidden_dim`` = 512, ``downsample`` = "max2x2", ``hr2o`` = "nl",
 ``depth`` = 2 (1..3), ``kernel_size`` = 3 (Q/K/V and output convs of the HR2O blocks),
 ``hr2o_dropout`` = 0.2 (inside the blocks), ``dropout`` = 0.0 (before the classifier),
-``bias`` = False (classifier bias), ``roi_size`` = 7.
+``bias`` = False (classifier bias), ``roi_size`` = 7.  Two options exist for checkpoints
+imported from ACAR-Net (``acar import``): ``mlp_1x1`` (its R101 model: the HR2O blocks'
+output conv is 1x1 while Q/K/V stay ``kernel_size``) and ``roi_aligned`` = False (its
+RoIAlign call: torchvision's ``aligned=False``); the defaults keep acar's own.
 
 ``downsample``: "max2x2" = MaxPool(3, stride 2, pad 1) (h = ceil((H-2)/2)), "max4x4" =
 MaxPool(5, stride 4, pad 2) (h = ceil((H-2)/4)), "global" = global max-pool (h = 1),
@@ -76,11 +79,15 @@ class ACARConfig(HeadConfig):
     dropout: float = 0.0        # before the classifier
     bias: bool = False          # classifier bias
     roi_size: int = 7           # RoIAlign output size
+    mlp_1x1: bool = False       # the HR2O blocks' output conv 1x1 (ACAR-Net's R101 model)
+    roi_aligned: bool = True    # RoIAlign's half-pixel offset (ACAR-Net: False)
 
     def __post_init__(self) -> None:
         self.check_range("reduce_dim", 1)
         self.check_range("hidden_dim", 1)
         self.check_choice("downsample", DOWNSAMPLE)
+        self.check(isinstance(self.mlp_1x1, bool), "mlp_1x1", "true or false")
+        self.check(isinstance(self.roi_aligned, bool), "roi_aligned", "true or false")
         self.check_choice("hr2o", KINDS)
         check_common(self)
 
@@ -110,7 +117,8 @@ class ACARHead(Head):
         self.conv1_actor = nn.Linear(D, d, bias=False)
         self.conv2 = nn.Conv2d(d, d, 3, bias=False)
         self.downsample = DOWNSAMPLE[cfg.downsample]()
-        self.hr2o = HR2O(cfg.hr2o, d, cfg.depth, cfg.kernel_size, cfg.hr2o_dropout)
+        self.hr2o = HR2O(cfg.hr2o, d, cfg.depth, cfg.kernel_size, cfg.hr2o_dropout,
+                         cfg.mlp_1x1)
         self.fc1 = nn.Linear(D, d, bias=False)
         self.add_classifier(2 * d, num_classes, bias=cfg.bias)
 

@@ -64,6 +64,7 @@ class ACFBConfig(HeadConfig):
 
     # what ACARHead's constructor reads beyond these fields
     hr2o = "nl"
+    mlp_1x1 = False
 
     @property
     def downsample(self) -> str:

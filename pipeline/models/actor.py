@@ -18,14 +18,15 @@ from torchvision.ops import roi_align
 from .masking import replicate_edges
 
 
-def actor_maps(context: Tensor, rois: Tensor, size: int = 7) -> Tensor:
-    """(B, C, H, W), (N, 5) -> (N, C, size, size) RoIAligned actor maps."""
+def actor_maps(context: Tensor, rois: Tensor, size: int = 7, aligned: bool = True) -> Tensor:
+    """(B, C, H, W), (N, 5) -> (N, C, size, size) RoIAligned actor maps (``aligned``:
+    torchvision's half-pixel offset; False is ACAR-Net's call, boxes at least 1 cell)."""
     return roi_align(context, rois.to(context.dtype), output_size=size, spatial_scale=1.0,
-                     sampling_ratio=0, aligned=True)
+                     sampling_ratio=0, aligned=aligned)
 
 
 def actor_vectors(context: Tensor, rois: Tensor, size: int = 7,
-                  valid: Tensor | None = None) -> Tensor:
+                  valid: Tensor | None = None, aligned: bool = True) -> Tensor:
     """(B, C, H, W), (N, 5) -> (N, C): RoIAlign then spatial max-pool (A_i in the papers).
 
     ``valid`` (B, 2) ``(rows, cols)`` | None: RoIAlign on the context with its cells
@@ -33,7 +34,7 @@ def actor_vectors(context: Tensor, rois: Tensor, size: int = 7,
     on each keyframe's map cropped to ``[:rows, :cols]`` (see ``masking.replicate_edges``).
     """
     context = replicate_edges(context, valid)                        # (B, C, H, W)
-    return actor_maps(context, rois, size).amax(dim=(2, 3))          # (N, C)
+    return actor_maps(context, rois, size, aligned).amax(dim=(2, 3))  # (N, C)
 
 
 def group_actors(rois: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

@@ -95,6 +95,8 @@ class HeadConfig:
     subclasses check their fields in ``__post_init__`` with :meth:`check`."""
 
     head: ClassVar[str] = "?"
+    roi_aligned: ClassVar[bool] = True   # RoIAlign's half-pixel offset (a head that offers
+                                         # ACAR-Net's False declares it as a field)
 
     @classmethod
     def from_dict(cls, hparams: dict[str, Any]) -> HeadConfig:
@@ -156,7 +158,8 @@ class Head(nn.Module):
         """(B, C, H, W), (N, 5), valid (B, 2) | None -> A (N, C): RoIAlign ``roi_size`` x
         ``roi_size``, max-pool, on ``x`` with its cells outside ``valid`` replaced by the
         nearest image cell (so RoIAlign samples what it samples on the cropped map)."""
-        return actor_vectors(x, rois, self.config.roi_size, valid)   # (N, C)
+        return actor_vectors(x, rois, self.config.roi_size, valid,
+                             self.config.roi_aligned)                # (N, C)
 
     def add_classifier(self, in_features: int, num_classes: int, bias: bool = True) -> None:
         """Dropout(``config.dropout``) and Linear(in_features -> num_classes)."""

@@ -136,11 +136,12 @@ MESSAGES: dict[str, type[nn.Module]] = {
 class HR2OBlock(nn.Module):
     """F <- F + Dropout(Conv(ReLU(GroupNorm(message(F))))), over the cells inside ``valid``."""
 
-    def __init__(self, kind: str, dim: int, kernel_size: int = 3, dropout: float = 0.2):
+    def __init__(self, kind: str, dim: int, kernel_size: int = 3, dropout: float = 0.2,
+                 mlp_1x1: bool = False):
         super().__init__()
         self.message = MESSAGES[kind](dim, kernel_size)
         self.norm = nn.GroupNorm(1, dim)
-        self.conv = conv(dim, dim, kernel_size)
+        self.conv = conv(dim, dim, 1 if mlp_1x1 else kernel_size)   # ACAR-Net's mlp_1x1
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, index: Tensor, mask: Tensor, memory: Memory | None = None,
@@ -160,12 +161,12 @@ class HR2O(nn.Module):
     """``depth`` HR2O blocks of one ``kind``: (N, d, h, w) -> (N, d, h, w)."""
 
     def __init__(self, kind: str, dim: int, depth: int = 2, kernel_size: int = 3,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, mlp_1x1: bool = False):
         super().__init__()
         if kind not in MESSAGES:
             raise ValueError(f"unknown hr2o '{kind}'; choose from {sorted(MESSAGES)}")
         self.blocks = nn.ModuleList(
-            HR2OBlock(kind, dim, kernel_size, dropout) for _ in range(depth))
+            HR2OBlock(kind, dim, kernel_size, dropout, mlp_1x1) for _ in range(depth))
 
     def forward(self, x: Tensor, index: Tensor, mask: Tensor, memory: Memory | None = None,
                 valid: Tensor | None = None) -> Tensor:

@@ -21,9 +21,11 @@ class LinearConfig(HeadConfig):
     head = "linear"
     dropout: float = 0.0        # before the classifier
     roi_size: int = 7           # RoIAlign output size
+    roi_aligned: bool = True    # RoIAlign's half-pixel offset (ACAR-Net: False)
 
     def __post_init__(self) -> None:
         self.check_dropout("dropout")
+        self.check(isinstance(self.roi_aligned, bool), "roi_aligned", "true or false")
         self.check_range("roi_size", 1)
 
 
