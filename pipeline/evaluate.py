@@ -19,8 +19,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
 from .artifacts.atomic import atomic_path
@@ -99,6 +97,8 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
 def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) -> None:
     """Concatenate prediction CSVs (e.g. inference shards) into one, deterministically:
     rows ordered by (video_id, timestamp), each keyframe's rows in their part's order."""
+    import pandas as pd  # here only: scoring a file imports no pandas
+
     frames = [read_predictions(p) for p in parts]
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: [] for c in PRED_COLUMNS})

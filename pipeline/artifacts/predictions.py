@@ -6,10 +6,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 
-from .csvio import read_csv, write_csv
+from .csvio import Codes, read_columns, read_csv, write_csv
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built (scoring needs none)
+    import pandas as pd
 
 COLUMNS = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"]
 SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "x2": "float",
@@ -19,6 +23,12 @@ SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "
 def read_predictions(path: str | os.PathLike, *, categorical: bool = False) -> pd.DataFrame:
     """Read a predictions CSV; ``categorical``: ``video_id`` as a pandas Categorical (fast)."""
     return read_csv(path, SCHEMA, categorical=categorical)
+
+
+def read_prediction_columns(path: str | os.PathLike) -> dict[str, np.ndarray | Codes]:
+    """A predictions CSV as numpy columns, without pandas (the scoring path of big files):
+    ``video_id`` as :class:`~.csvio.Codes`, the others int64 / float64."""
+    return read_columns(path, SCHEMA)
 
 
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
