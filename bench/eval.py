@@ -44,6 +44,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "eval.json"
+TIME = "/usr/bin/time"  # GNU time: the peak RSS of the command alone
 ACAR = "import sys; from cli.main import main; sys.argv[0] = 'acar'; main()"  # `acar ...`
 
 # AVA v2.2 evaluation classes (ava_action_list_v2.2_for_activitynet_2019): id -> name.
@@ -217,7 +218,8 @@ def _compare(acar: dict, official: dict) -> dict:
     prefix = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
     theirs = {k[len(prefix):]: v for k, v in official.items() if k.startswith(prefix)}
     ours = {c["name"]: c["ap"] for c in acar["per_class"].values()}
-    differ = sorted(n for n in set(ours) | set(theirs) if ours.get(n) != theirs.get(n))
+    differ = {n: {"acar": ours.get(n), "official": theirs.get(n)}
+              for n in sorted(set(ours) | set(theirs)) if ours.get(n) != theirs.get(n)}
     official_map = official["PascalBoxes_Precision/mAP@0.5IOU"]
     return {"official_mAP": official_map, "mAP_identical": acar["mAP"] == official_map,
             "classes_compared": len(theirs), "classes_differing": differ}
@@ -225,10 +227,15 @@ def _compare(acar: dict, official: dict) -> dict:
 
 def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
          ) -> tuple[float, float, float, str]:
-    """Run ``cmd``; return (wall s, CPU s, peak RSS in MB of that child, its stdout)."""
-    with tempfile.TemporaryFile() as log, tempfile.TemporaryFile() as err:
+    """Run ``cmd``; return (wall s, CPU s, peak RSS in MB of that child, its stdout).
+
+    The peak RSS is ``/usr/bin/time -f %M``'s: a child forked from this process (which
+    holds the generated case) would report this process's peak, not its own."""
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(suffix=".rss") as rss:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=err, env=env)
+        proc = subprocess.Popen([TIME, "-f", "%M", "-o", rss.name, *cmd], cwd=cwd,
+                                stdout=log, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -238,8 +245,8 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
             err.seek(0)
             sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
                      f"{out}{err.read().decode()}")
-    # ru_maxrss is in KiB on Linux
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
+        peak_kib = int(Path(rss.name).read_text().split()[-1])
+    return wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, out
 
 
 def main() -> None:
