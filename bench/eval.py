@@ -2,18 +2,33 @@
 
 Generates (seeded, cached) a ground-truth CSV, an excluded-timestamps CSV, AVA's 60-class
 label map and a predictions CSV shaped like a real submission (every class scored for every
-predicted person box), then runs ``acar eval --predictions ...`` (the scoring path: no
-model, no torch) as a subprocess and records wall seconds and peak RSS in
+predicted person box; distinct scores unless ``--scores rounded``), then runs
+``acar eval --predictions ...`` (the scoring path: no model, no torch, no pandas) as a
+subprocess and, in the same run on the same files, the official ActivityNet evaluator;
+records wall and CPU seconds, peak RSS (``ru_maxrss`` of each child, what
+``/usr/bin/time -v`` reports), the speed ratio and whether every AP is identical, in
 ``bench/results/eval.json``.
 
-    uv run python bench/eval.py              # full size: 57,408 frames, ~8.6M prediction rows
-    uv run python bench/eval.py --scale 0.05 # quick check
+The official evaluator is not ours to ship.  Get it (ActivityNet at 3fee089, the 2019
+version with excluded timestamps) and point ``--official`` at its ``Evaluation`` folder::
+
+    git clone https://github.com/activitynet/ActivityNet /tmp/ActivityNet
+    git -C /tmp/ActivityNet checkout 3fee089
+    .venv/bin/python bench/eval.py --official /tmp/ActivityNet/Evaluation
+
+It is Python-2-era code (``np.float``, implicit relative imports): it runs in a scratch
+environment, a venv made once (untimed) with ``uv venv --python 3.11`` and
+``uv pip install 'numpy<1.24'`` under the bench cache (``--official-python`` gives an
+interpreter instead), with ``Evaluation/ava`` on ``PYTHONPATH``.
+
+    .venv/bin/python bench/eval.py --official DIR   # full size: 57,408 frames, 8.6M rows
+    .venv/bin/python bench/eval.py --scale 0.05     # quick check, acar only
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import ast
 import json
 import os
 import platform
@@ -29,6 +44,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "eval.json"
+TIME = "/usr/bin/time"  # GNU time: the peak RSS of the command alone
 ACAR = "import sys; from cli.main import main; sys.argv[0] = 'acar'; main()"  # `acar ...`
 
 # AVA v2.2 evaluation classes (ava_action_list_v2.2_for_activitynet_2019): id -> name.
@@ -71,8 +87,12 @@ def _write(path: Path, columns: dict[str, np.ndarray]) -> None:
     pacsv.write_csv(table, path, opts)
 
 
-def generate(out: Path, scale: float = 1.0, seed: int = 0) -> dict[str, Path]:
-    """Write gt.csv, excluded.csv, labelmap.pbtxt and pred.csv under ``out`` (cached)."""
+def generate(out: Path, scale: float = 1.0, seed: int = 0,
+             distinct: bool = True) -> dict[str, Path]:
+    """Write gt.csv, excluded.csv, labelmap.pbtxt and pred.csv under ``out`` (cached).
+    ``distinct``: every score distinct (the random scores' ranks, as 7-decimal numbers), the
+    case on which the official result does not depend on its sort's tie order; else the
+    scores rounded to 6 decimals (many ties)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in [("annotations", "gt.csv"), ("excluded", "excluded.csv"),
                                      ("labelmap", "labelmap.pbtxt"), ("predictions", "pred.csv")]}
@@ -143,7 +163,15 @@ def generate(out: Path, scale: float = 1.0, seed: int = 0) -> dict[str, Path]:
     if rows:
         r = np.array(rows)
         score[r[:, 0], r[:, 1]] = np.clip(rng.beta(4.0, 2.5, len(r)), 0, 1)
-    score = np.round(score, 6)
+    if distinct:  # same order, ties broken at random, values k * 1e-7 (k < 10**7)
+        flat = score.ravel()
+        rank = np.empty(len(flat), dtype=np.int64)
+        rank[np.lexsort((rng.random(len(flat)), flat))] = np.arange(1, len(flat) + 1)
+        if len(flat) >= 10**7:
+            raise SystemExit("--scores distinct needs fewer than 10**7 prediction rows")
+        score = np.round(rank * 1e-7, 7).reshape(score.shape)
+    else:
+        score = np.round(score, 6)
     rep = np.repeat(np.arange(n_det), len(ids))
     pred = {
         "video_id": videos[frame_video[d_frame[rep]]],
@@ -153,33 +181,72 @@ def generate(out: Path, scale: float = 1.0, seed: int = 0) -> dict[str, Path]:
         "score": score.ravel(),
     }
     _write(paths["predictions"], pred)
-    done.write_text(json.dumps({"scale": scale, "seed": seed, "gt_rows": len(g_frame),
+    done.write_text(json.dumps({"scale": scale, "seed": seed, "distinct_scores": distinct,
+                                "gt_rows": len(g_frame),
                                 "pred_rows": len(rep), "frames": n_frames}))
     return paths
 
 
-def _official_command(paths: dict[str, Path]) -> list[str] | None:
-    """The official ActivityNet evaluator, if importable as ``get_ava_performance``."""
-    if importlib.util.find_spec("get_ava_performance") is None:
-        return None
-    return [sys.executable, "-O", "-m", "get_ava_performance", "-l", str(paths["labelmap"]),
-            "-g", str(paths["annotations"]), "-e", str(paths["excluded"]),
-            "-d", str(paths["predictions"])]
+def _official_python(given: str | None, cache: Path) -> str:
+    """The interpreter of the official evaluator's scratch environment: a venv under the
+    bench cache with numpy<1.24, made once with uv (untimed)."""
+    if given:
+        return given
+    env = cache / "official-env"
+    python = env / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["uv", "venv", "--python", "3.11", str(env)], check=True)
+        subprocess.run(["uv", "pip", "install", "--python", str(python), "numpy<1.24"],
+                       check=True)
+    return str(python)
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB of that child)."""
-    with tempfile.TemporaryFile() as log:
+def _official_command(evaluation: Path, python: str, paths: dict[str, Path]) -> list[str]:
+    return [python, "-O", str(evaluation / "get_ava_performance.py"),
+            "-l", str(paths["labelmap"]), "-g", str(paths["annotations"]),
+            "-e", str(paths["excluded"]), "-d", str(paths["predictions"])]
+
+
+def _official_metrics(stdout: str) -> dict:
+    """The dict the official evaluator pprints (``nan`` read as None)."""
+    text = stdout[stdout.index("{"):stdout.rindex("}") + 1]
+    return ast.literal_eval(text.replace("nan", "None"))
+
+
+def _compare(acar: dict, official: dict) -> dict:
+    """Every AP and the mAP, acar against the official: identical floats?"""
+    prefix = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
+    theirs = {k[len(prefix):]: v for k, v in official.items() if k.startswith(prefix)}
+    ours = {c["name"]: c["ap"] for c in acar["per_class"].values()}
+    differ = {n: {"acar": ours.get(n), "official": theirs.get(n)}
+              for n in sorted(set(ours) | set(theirs)) if ours.get(n) != theirs.get(n)}
+    official_map = official["PascalBoxes_Precision/mAP@0.5IOU"]
+    return {"official_mAP": official_map, "mAP_identical": acar["mAP"] == official_map,
+            "classes_compared": len(theirs), "classes_differing": differ}
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+         ) -> tuple[float, float, float, str]:
+    """Run ``cmd``; return (wall s, CPU s, peak RSS in MB of that child, its stdout).
+
+    The peak RSS is ``/usr/bin/time -f %M``'s: a child forked from this process (which
+    holds the generated case) would report this process's peak, not its own."""
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(suffix=".rss") as rss:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([TIME, "-f", "%M", "-o", rss.name, *cmd], cwd=cwd,
+                                stdout=log, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        out = log.read().decode()
         if proc.returncode:
-            log.seek(0)
+            err.seek(0)
             sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
-                     f"{log.read().decode()}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+                     f"{out}{err.read().decode()}")
+        peak_kib = int(Path(rss.name).read_text().split()[-1])
+    return wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, out
 
 
 def main() -> None:
@@ -187,16 +254,24 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 64 videos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mode", default="official-2019", help="acar eval --mode")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs (the best is reported)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed acar runs (the best is reported; the official runs once)")
+    ap.add_argument("--scores", choices=["distinct", "rounded"], default="distinct",
+                    help="prediction scores: all distinct, or rounded to 6 decimals (ties)")
+    ap.add_argument("--official", type=Path, default=None,
+                    help="ActivityNet's Evaluation folder at 3fee089 (see the doc above)")
+    ap.add_argument("--official-python", default=None,
+                    help="interpreter for the official evaluator [a uv scratch env]")
     ap.add_argument("--cache", type=Path,
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                     / "acar-bench" / "eval")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    load0 = round(os.getloadavg()[0], 2)
 
-    data_dir = args.cache / f"scale{args.scale:g}-seed{args.seed}"
+    data_dir = args.cache / f"scale{args.scale:g}-seed{args.seed}-{args.scores}"
     t0 = time.perf_counter()
-    paths = generate(data_dir, args.scale, args.seed)
+    paths = generate(data_dir, args.scale, args.seed, args.scores == "distinct")
     gen_s = time.perf_counter() - t0
     info = json.loads((data_dir / "DONE").read_text())
 
@@ -206,7 +281,10 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     _run([sys.executable, "-c", "import cli.main, pipeline.evaluate, pyarrow.csv, matplotlib"],
          env)
-    import_s, _ = _run([sys.executable, "-c", "import cli.main, pipeline.evaluate, pyarrow.csv"])
+    import_s = _run([sys.executable, "-c", "import cli.main, pipeline.evaluate, pyarrow.csv"])[0]
+    if args.official is not None:
+        official_py = _official_python(args.official_python, args.cache)
+        official_env = {**os.environ, "PYTHONPATH": str(args.official / "ava")}
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,29 +294,39 @@ def main() -> None:
                str(paths["annotations"]), "--labelmap", str(paths["labelmap"]),
                "--excluded", str(paths["excluded"]), "--out", str(metrics_path)]
         for _ in range(max(1, args.repeat)):
-            runs.append(_run(cmd))
+            runs.append(_run(cmd)[:3])
         metrics = json.loads(metrics_path.read_text())
-    wall, peak_mb = min(runs)
+    wall, cpu, peak_mb = min(runs)
 
-    official_cmd = _official_command(paths)
-    if official_cmd:
-        official_s, official_mb = _run(official_cmd)
-        official = {"command": " ".join(official_cmd[1:]), "wall_s": round(official_s, 2),
-                    "peak_rss_mb": round(official_mb, 1), "speedup": round(official_s / wall, 1)}
+    if args.official is not None:
+        ocmd = _official_command(args.official, official_py, paths)
+        o_wall, o_cpu, o_mb, o_out = _run(ocmd, official_env, args.official)
+        official = {"command": " ".join(["python", *ocmd[1:]]),
+                    "env": "uv venv --python 3.11 + uv pip install 'numpy<1.24'",
+                    "wall_s": round(o_wall, 2), "cpu_s": round(o_cpu, 2),
+                    "peak_rss_mb": round(o_mb, 1),
+                    "speedup_wall": round(o_wall / wall, 1), "speedup_cpu": round(o_cpu / cpu, 1),
+                    **_compare(metrics, _official_metrics(o_out))}
+        print(f"official {o_wall:.1f} s, acar {wall:.2f} s: {o_wall / wall:.1f}x "
+              f"(CPU {o_cpu / cpu:.1f}x); mAP identical: {official['mAP_identical']}, "
+              f"classes differing: {len(official['classes_differing'])}", file=sys.stderr)
     else:
-        official = "not available: get_ava_performance is not importable here"
+        official = "not run: give --official (see the doc at the top of bench/eval.py)"
     result = {
         "case": {**info, "pred_csv_mb": round(paths["predictions"].stat().st_size / 2**20, 1),
                  "data_dir": str(data_dir), "generate_s": round(gen_s, 2)},
         "command": " ".join(["acar", *cmd[3:-1], "<tmp>/metrics.json"]),
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
         "peak_rss_mb": round(peak_mb, 1),
-        "runs": [{"wall_s": round(w, 3), "peak_rss_mb": round(m, 1)} for w, m in runs],
+        "runs": [{"wall_s": round(w, 3), "cpu_s": round(c, 3), "peak_rss_mb": round(m, 1)}
+                 for w, c, m in runs],
         "python_import_s": round(import_s, 3),
         "mAP": metrics["mAP"],
         "official": official,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                    "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+                    "loadavg_1m_at_start": load0,
                     "platform": platform.platform()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

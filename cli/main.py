@@ -35,8 +35,11 @@ def _version() -> str:
               help="Parameter file with one section per stage (also accepted after the "
                    "subcommand: acar STAGE --params FILE)  [default: ./stages.yaml if "
                    "present, else built-in defaults]")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch/OpenMP threads of this process  [default: OMP_NUM_THREADS, else "
+                   "SLURM_CPUS_PER_TASK, else usable CPUs / ACAR_JOBS (pipeline/threads.py)]")
 @click.pass_context
-def cli(ctx: click.Context, params: str | None) -> None:
+def cli(ctx: click.Context, params: str | None, threads: int | None) -> None:
     """acar: cache-first spatio-temporal action localization (AVA-style).
 
     Stages run in order, each reading the artifacts of the previous ones:
@@ -62,7 +65,9 @@ def cli(ctx: click.Context, params: str | None) -> None:
     toy world's values do not leak into your run.  `dvc repro` runs the whole DAG
     (dvc.yaml).
     """
-    ctx.obj = {"params": params}
+    from pipeline.threads import setup
+
+    ctx.obj = {"params": params, "threads": setup(threads)[0]}
 
 
 for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,

@@ -49,20 +49,28 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .artifacts import ArtifactError
 from .artifacts import annotations as ann
 from .artifacts import predictions as pred_artifact
-from .artifacts.annotations import read_annotations, read_excluded
-from .artifacts.csvio import line_of_row, read_csv
+from .artifacts.annotations import read_annotation_columns
+from .artifacts.csvio import Codes, line_of_row, read_columns, read_csv
 from .artifacts.labelmap import LabelMap, read_labelmap
-from .artifacts.predictions import read_predictions
+from .artifacts.predictions import read_prediction_columns
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A table: a pandas DataFrame, or (the pandas-free scoring path) a dict of numpy columns with
+# strings as csvio.Codes.  Scoring a file never imports pandas (~0.5 s of start-up).
+Table = Union["pd.DataFrame", Mapping[str, Any]]
 
 CAPACITY = 50
 IOU_THRESHOLD = 0.5
@@ -180,12 +188,13 @@ def _show(v) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
-              excluded: pd.DataFrame | None = None, mode: str | EvalMode = DEFAULT_MODE,
-              gt_frames: pd.DataFrame | None = None,
+def frame_map(gt: Table, pred: Table, labelmap: LabelMap,
+              excluded: Table | None = None, mode: str | EvalMode = DEFAULT_MODE,
+              gt_frames: Table | None = None,
               action_thr: float | None = None) -> EvalResult:
     """AVA frame-mAP@0.5 of ``pred`` against ``gt``, scored as ``mode`` does.
 
+    Tables are DataFrames or dicts of numpy columns (:data:`Table`).
     ``gt`` has the columns of ``annotations.COLUMNS`` (``person_id`` optional), ``pred``
     those of ``predictions.COLUMNS``, ``excluded`` (optional) ``video_id, timestamp``;
     ``gt_frames`` (``video_id, timestamp``, optional): keyframes the GT file lists without a
@@ -196,26 +205,25 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
     """
     m = get_mode(mode)
     ids = np.asarray(labelmap.ids, dtype=np.int64)
-    score = pred["score"].to_numpy(np.float64)
+    score = _num(pred["score"], np.float64)
     if np.isnan(score).any():
         raise ValueError(f"prediction score is NaN in row {int(np.argmax(np.isnan(score)))}")
-    if m.exclusions == "none" and excluded is not None and len(excluded):
+    if m.exclusions == "none" and excluded is not None and len(excluded["timestamp"]):
         raise ValueError("this mode takes no excluded timestamps: list empty keyframes as "
                          "2-column 'video_id,timestamp' rows of the ground truth")
-    empty = pd.DataFrame({"video_id": pd.Series([], dtype=object),
-                          "timestamp": pd.Series([], dtype=np.int64)})
+    empty = {"video_id": np.zeros(0, dtype=object), "timestamp": np.zeros(0, dtype=np.int64)}
     excluded = empty if excluded is None else excluded
     gt_frames = empty if gt_frames is None else gt_frames
     # Predictions: label-map filter first (frames are numbered in order of first appearance
     # among the remaining rows, as the official reader's dict is), then grouped by frame.
-    p_cls = _class_index(pred["action_id"].to_numpy(), ids)
+    p_cls = _class_index(_num(pred["action_id"]), ids)
     keep_row = p_cls >= 0
     if action_thr is not None:
         keep_row &= score > action_thr
     rows = _subset(keep_row)
     p_video, p_time = pred["video_id"], pred["timestamp"]
     if not isinstance(rows, slice):
-        p_video, p_time = p_video.iloc[rows], p_time.iloc[rows]
+        p_video, p_time = _take(p_video, rows), _take(p_time, rows)
     stamp = _decimal_stamps if m.timestamps == "decimal" else _int_stamps
     frame, g_frame, x_frame, e_frame, n_frames = _frame_codes(
         [(p_video, stamp(p_time)), (gt["video_id"], stamp(gt["timestamp"])),
@@ -223,21 +231,22 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
          (gt_frames["video_id"], stamp(gt_frames["timestamp"]))])
     is_excluded = np.zeros(n_frames, dtype=bool)
     is_excluded[x_frame] = True
-    rows = np.arange(len(pred))[rows]  # original row of each remaining row
+    n_pred = len(score)
+    rows = np.arange(n_pred)[rows]  # original row of each remaining row
     order = _group_order(frame, n_frames)
     if not isinstance(order, slice):
         rows, frame = rows[order], frame[order]
-    score = score[rows] if len(rows) < len(pred) or not isinstance(order, slice) else score
+    score = score[rows] if len(rows) < n_pred or not isinstance(order, slice) else score
 
     def tuple_keys(idx: np.ndarray) -> list[np.ndarray]:
         r = rows[idx]
-        return [r, *(pred[c].to_numpy(np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
-                pred["action_id"].to_numpy()[r]]
+        return [r, *(_num(pred[c], np.float64)[r] for c in ("x2", "y2", "x1", "y1")),
+                _num(pred["action_id"])[r]]
 
     keep = _cap_mask(frame, score, tuple_keys, n_frames, m.cap) if m.cap else \
         np.ones(len(frame), dtype=bool)
     # Whole frames dropped (so after the cap is the same), then invalid boxes.
-    g_cls_all = _class_index(gt["action_id"].to_numpy(), ids)
+    g_cls_all = _class_index(_num(gt["action_id"]), ids)
     drop_frame = is_excluded.copy()
     if m.unlabelled == "ignore-absent":
         drop_frame[np.setdiff1d(np.arange(n_frames), np.concatenate([g_frame, e_frame]))] = True
@@ -270,7 +279,7 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
                         m.gt_order, m.float32)
     tp, tie_frames = _match(frame, p_cls, score, boxes, gtab, m.sort)
     if len(tie_frames) and m.gt_order == "heap":
-        gtab.use_heap_order(tie_frames, gt["action_id"].to_numpy()[g_rows])
+        gtab.use_heap_order(tie_frames, _num(gt["action_id"])[g_rows])
         tp, _ = _match(frame, p_cls, score, boxes, gtab, m.sort)
 
     counted = g_cls_all[g_cls_all >= 0] if m.exclusions == "dets" else gtab.cls
@@ -283,19 +292,37 @@ def frame_map(gt: pd.DataFrame, pred: pd.DataFrame, labelmap: LabelMap,
     return result
 
 
-def _gt_counts(gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray) -> dict[str, int]:
+def _gt_counts(gt: Table, rows: np.ndarray, frame: np.ndarray) -> dict[str, int]:
     """``keyframes``: the GT keyframes scored (a box of a label-map class, not excluded);
     ``boxes``: the distinct GT person boxes on them (metrics.json)."""
     key = np.column_stack([frame.astype(np.float64),
-                           *(gt[c].to_numpy(np.float64)[rows] for c in ("x1", "y1", "x2", "y2"))])
+                           *(_num(gt[c], np.float64)[rows] for c in ("x1", "y1", "x2", "y2"))])
     return {"keyframes": int(len(np.unique(frame))),
             "boxes": int(len(np.unique(key, axis=0))) if len(key) else 0}
 
 
-def _int_stamps(col: pd.Series) -> np.ndarray:
+def _num(col, dtype=None) -> np.ndarray:
+    """A numeric column (numpy array or pandas Series) as a numpy array (no copy if it is
+    one of ``dtype`` already)."""
+    return np.asarray(col, dtype=dtype)
+
+
+def _take(col, rows: np.ndarray):
+    """Rows ``rows`` of a column (Codes, pandas Series or numpy array)."""
+    if isinstance(col, Codes):
+        return Codes(col.codes[rows], col.categories)
+    return col.iloc[rows] if hasattr(col, "iloc") else np.asarray(col)[rows]
+
+
+def _is_int(col) -> bool:
+    dtype = None if isinstance(col, Codes) else getattr(col, "dtype", None)
+    return isinstance(dtype, np.dtype) and dtype.kind in "iu"
+
+
+def _int_stamps(col) -> np.ndarray:
     """Integer seconds; strings such as ``'0902'`` are parsed, a fraction is a ValueError."""
-    if pd.api.types.is_integer_dtype(col.dtype):
-        return col.to_numpy(np.int64)
+    if _is_int(col):
+        return _num(col, np.int64)
     codes, uniq = _video_codes(col)
     try:
         values = np.array([_int_stamp(u) for u in uniq], dtype=np.int64)
@@ -316,10 +343,10 @@ def _int_stamp(v) -> int:
     return int(v)
 
 
-def _decimal_stamps(col: pd.Series) -> np.ndarray:
+def _decimal_stamps(col) -> np.ndarray:
     """Microseconds of the official 2020 key ``'%.6f' % decimal.Decimal(timestamp)``."""
-    if pd.api.types.is_integer_dtype(col.dtype):
-        return col.to_numpy(np.int64) * 1_000_000
+    if _is_int(col):
+        return _num(col, np.int64) * 1_000_000
     codes, uniq = _video_codes(col)
     values = np.array([_decimal_stamp(u) for u in uniq], dtype=np.int64)
     return values[codes] if len(uniq) else np.zeros(len(col), dtype=np.int64)
@@ -355,38 +382,48 @@ def score_files(predictions: str | os.PathLike, annotations: str | os.PathLike,
     m = check_mode(mode, excluded)
     lm = labelmap if isinstance(labelmap, LabelMap) else read_labelmap(labelmap)
     inputs = read_inputs(predictions, annotations, excluded, m.timestamps == "decimal")
+    return score_inputs(inputs, lm, m, predictions, annotations, excluded, action_thr)
+
+
+def score_inputs(inputs: tuple, lm: LabelMap, mode: EvalMode,
+                 predictions: str | os.PathLike, annotations: str | os.PathLike,
+                 excluded: str | os.PathLike | None = None,
+                 action_thr: float | None = None) -> EvalResult:
+    """:func:`frame_map` of :func:`read_inputs`'s ``inputs`` (a caller that checks them
+    first reads the files once); a timestamp the mode cannot read names its file."""
     try:
         gt, pred, ex, gt_frames = inputs
-        return frame_map(gt, pred, lm, ex, m, gt_frames, action_thr)
-    except ValueError as err:  # a timestamp the mode cannot read: name the file
-        raise ArtifactError(_culprit(inputs, predictions, annotations, excluded, m),
+        return frame_map(gt, pred, lm, ex, mode, gt_frames, action_thr)
+    except ValueError as err:
+        raise ArtifactError(_culprit(inputs, predictions, annotations, excluded, mode),
                             str(err)) from None
 
 
 def read_inputs(predictions: str | os.PathLike, annotations: str | os.PathLike,
                 excluded: str | os.PathLike | None = None, decimal: bool = False
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+                ) -> tuple[Table, Table, Table | None, Table | None]:
     """``(gt, pred, excluded, gt_frames)`` as :func:`frame_map` takes them.
 
     Integer timestamps as the artifact readers read them, or (``decimal``) timestamps kept
     as strings, and ground truth with 2-column ``video_id,timestamp`` rows (empty
     keyframes, returned as ``gt_frames``), as the official 2020 reader accepts.
+    Integer timestamps give dicts of numpy columns (no pandas), decimal ones DataFrames.
     """
-    ex = read_excluded(excluded) if excluded is not None else None
+    ex = read_columns(excluded, ann.EXCLUDED_SCHEMA) if excluded is not None else None
     if decimal:
         gt, gt_frames = _read_decimal(annotations, ann.SCHEMA, "person_id")
         pred, _ = _read_decimal(predictions, pred_artifact.SCHEMA, "score", categorical=True)
     else:
         try:
-            gt = read_annotations(annotations)
-            pred = read_predictions(predictions, categorical=True)
+            gt = read_annotation_columns(annotations)
+            pred = read_prediction_columns(predictions)
         except ArtifactError as err:
             if "column 'timestamp' must be an integer" in str(err):
                 raise ArtifactError(err.path, f"{err.problem} (fractional timestamps are read "
                                               "with --mode official-2020)", err.line) from None
             raise
         gt_frames = None
-    nan = np.isnan(pred["score"].to_numpy())
+    nan = np.isnan(_num(pred["score"], np.float64))
     if nan.any():
         row = int(np.argmax(nan))
         raise ArtifactError(predictions, "score is not a number", line_of_row(predictions, row))
@@ -540,27 +577,58 @@ def _class_index(action_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if not len(ids):
         return np.full(len(action_ids), -1, dtype=np.int64)
     lo, hi = int(ids.min()), int(ids.max())
-    if hi - lo < 1 << 20:  # small ids (AVA: 1..80): a lookup table
+    if hi - lo < 1 << 20:  # small ids (AVA: 1..80): a lookup table, -1 at both ends
         table = np.full(hi - lo + 3, -1, dtype=np.int64)
         table[ids - lo + 1] = np.arange(len(ids))
-        return table[np.clip(action_ids - (lo - 1), 0, hi - lo + 2)]
+        return np.take(table, action_ids - (lo - 1), mode="clip")  # out of range: an end
     order = np.argsort(ids, kind="stable")
     pos = np.minimum(np.searchsorted(ids[order], action_ids), len(ids) - 1)
     return np.where(ids[order][pos] == action_ids, order[pos], -1).astype(np.int64)
 
 
-def _video_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(col.dtype, pd.CategoricalDtype):
+def _video_codes(col) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)`` of a column: Codes, a pandas Series (Categorical or not) or an
+    array."""
+    if isinstance(col, Codes):
+        return np.asarray(col.codes), col.categories
+    if hasattr(col, "cat"):  # a pandas Categorical
         return col.cat.codes.to_numpy(), np.asarray(col.cat.categories, dtype=object)
-    codes, uniques = pd.factorize(col, sort=False)
+    codes, uniques = _factorize(col)
     return codes, np.asarray(uniques, dtype=object)
 
 
-def _frame_codes(tables: Sequence[tuple[pd.Series, pd.Series]]) -> tuple[np.ndarray, ...]:
+def string_codes(col) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, distinct values)`` of a string column of any :data:`Table`."""
+    return _video_codes(col)
+
+
+def is_int_column(col) -> bool:
+    """Whether a column of any :data:`Table` holds integers."""
+    return _is_int(col)
+
+
+def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)``, uniques in order of first appearance (``pd.factorize``).
+    pandas' hash table when pandas is loaded (its objects are the input), else numpy."""
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        codes, uniques = pd.factorize(values, sort=False)
+        return codes, np.asarray(uniques)
+    arr = np.asarray(values)
+    if not len(arr):
+        return np.zeros(0, dtype=np.int64), arr
+    uniq, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], uniq[order]
+
+
+def _frame_codes(tables: Sequence[tuple[Any, np.ndarray]]) -> tuple[np.ndarray, ...]:
     """Dense frame ids shared by all ``(video_id, timestamp)`` tables, numbered in order of
     first appearance (first table first).  Returns one code array per table, then the count."""
     codes, uniques = zip(*(_video_codes(v) for v, _ in tables), strict=True)
-    union, _ = pd.factorize(np.concatenate(uniques))
+    union, _ = _factorize(np.concatenate(uniques))
     bounds = np.cumsum([0] + [len(u) for u in uniques])
     maps = [union[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(len(tables))]
     stamps = [np.asarray(t, dtype=np.int64) for _, t in tables]
@@ -568,12 +636,12 @@ def _frame_codes(tables: Sequence[tuple[pd.Series, pd.Series]]) -> tuple[np.ndar
     hi = max((int(t.max()) for t in stamps if len(t)), default=0)
     span = hi - lo + 1
     if span * max(len(union), 1) >= 1 << 62:  # huge timestamps: densify them first
-        t_codes, t_uniq = pd.factorize(np.concatenate(stamps))
+        t_codes, t_uniq = _factorize(np.concatenate(stamps))
         stamps = np.split(t_codes.astype(np.int64), np.cumsum([len(t) for t in stamps])[:-1])
         lo, span = 0, max(len(t_uniq), 1)
 
     out: list[np.ndarray] = []
-    index = None
+    index = np.zeros(0, dtype=np.int64)  # frame key of each frame id
     for code, vmap, ts in zip(codes, maps, stamps, strict=True):
         if not len(ts):
             out.append(np.zeros(0, dtype=np.int64))
@@ -582,18 +650,23 @@ def _frame_codes(tables: Sequence[tuple[pd.Series, pd.Series]]) -> tuple[np.ndar
         head = np.flatnonzero(np.concatenate(
             [[True], (code[1:] != code[:-1]) | (ts[1:] != ts[:-1])]))
         key = vmap[code[head]] * span + (ts[head] - lo)
-        if index is None:
-            head_code, uniq = pd.factorize(key)
-            index = pd.Index(uniq)
-        else:
-            head_code = index.get_indexer(key)
-            new = head_code < 0
-            if new.any():
-                extra, extra_uniq = pd.factorize(key[new])
-                head_code[new] = extra + len(index)
-                index = index.append(pd.Index(extra_uniq))
-        out.append(np.repeat(head_code.astype(np.int64), np.diff(np.append(head, len(ts)))))
-    return (*out, 0 if index is None else len(index))
+        head_code = _lookup(index, key)
+        new = head_code < 0
+        if new.any():
+            extra, extra_uniq = _factorize(key[new])
+            head_code[new] = extra + len(index)
+            index = np.concatenate([index, extra_uniq.astype(np.int64)])
+        out.append(np.repeat(head_code, np.diff(np.append(head, len(ts)))))
+    return (*out, len(index))
+
+
+def _lookup(index: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Position of each ``key`` in the (unsorted, distinct) ``index``, -1 when absent."""
+    if not len(index):
+        return np.full(len(key), -1, dtype=np.int64)
+    order = np.argsort(index, kind="stable")
+    pos = np.minimum(np.searchsorted(index[order], key), len(index) - 1)
+    return np.where(index[order][pos] == key, order[pos], -1).astype(np.int64)
 
 
 def _group_order(frames: np.ndarray, n_frames: int) -> np.ndarray | slice:
@@ -609,9 +682,9 @@ def _group_order(frames: np.ndarray, n_frames: int) -> np.ndarray | slice:
     return order[np.argsort(high, kind="stable")]  # pragma: no cover - > 4e9 frames
 
 
-def _boxes(df: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+def _boxes(df: Table, rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """Boxes of ``rows`` as float64 arrays ``y1, x1, y2, x2`` (the official layout)."""
-    return tuple(df[c].to_numpy(np.float64)[rows] for c in ("y1", "x1", "y2", "x2"))
+    return tuple(_num(df[c], np.float64)[rows] for c in ("y1", "x1", "y2", "x2"))
 
 
 def _padded_rows(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, width: int,
@@ -703,11 +776,11 @@ class _GroundTruth:
     """GT rows sorted by (frame, class, official order inside the frame), with a lookup from
     (frame, class) to the run of GT rows holding them."""
 
-    def __init__(self, gt: pd.DataFrame, rows: np.ndarray, frame: np.ndarray, cls: np.ndarray,
+    def __init__(self, gt: Table, rows: np.ndarray, frame: np.ndarray, cls: np.ndarray,
                  n_classes: int, n_frames: int, order: str = "heap", float32: bool = False):
         self.n_classes, self.n_frames = max(n_classes, 1), n_frames
         self._rows, self._frame, self._cls = rows, frame, cls
-        pid = gt["person_id"].to_numpy(np.float64)[rows] if "person_id" in gt else \
+        pid = _num(gt["person_id"], np.float64)[rows] if "person_id" in gt else \
             np.full(len(rows), -1.0)
         self._pid = np.where(np.isnan(pid), -1.0, pid)
         if order == "file":  # person ids play no part: file order inside a frame

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations
@@ -32,7 +31,17 @@ from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import per_class_path, write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .artifacts.predictions import check_values, read_predictions, write_predictions
-from .ava_eval import DEFAULT_MODE, EvalResult, check_mode, read_inputs, score_files
+from .ava_eval import (
+    DEFAULT_MODE,
+    EvalResult,
+    Table,
+    check_mode,
+    is_int_column,
+    read_inputs,
+    score_files,
+    score_inputs,
+    string_codes,
+)
 from .eval_plots import PLOT_FILES, write_plots
 from .inference_config import PredictConfig
 from .shards import shard_items
@@ -134,6 +143,8 @@ def det_score_check(detections: str | os.PathLike, thr: float, stage: str,
 def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) -> None:
     """Concatenate prediction CSVs (e.g. inference shards) into one, deterministically:
     rows ordered by (video_id, timestamp), each keyframe's rows in their part's order."""
+    import pandas as pd  # here only: scoring a file imports no pandas
+
     frames = [read_predictions(p) for p in parts]
     seen: dict[tuple, str | os.PathLike] = {}
     for part, df in zip(parts, frames, strict=True):  # a part given twice doubles its rows
@@ -164,56 +175,56 @@ def check_action_thr(action_thr: float | None) -> None:
         raise ArtifactError("--action-thr", f"must be a score in [0, 1], got {action_thr}")
 
 
-def check_predictions(pred: pd.DataFrame, gt: pd.DataFrame, label_ids: tuple[int, ...],
+def check_predictions(pred: Table, gt: Table, label_ids: tuple[int, ...],
                       path: str | os.PathLike) -> None:
     """A result file fit to be scored against ``gt``, else one :class:`ArtifactError`
     naming ``path`` (and the line): rows; finite scores in [0, 1]; finite boxes inside
     [0, 1] (pixel boxes would score 0 in silence); no row twice (same keyframe, box and
     class: a part merged twice); and something that can match: a video and keyframe of
-    the ground truth, an action id of the label map."""
-    if pred.empty:
+    the ground truth, an action id of the label map.  ``pred``/``gt``: DataFrames or dicts
+    of numpy columns (:func:`pipeline.ava_eval.read_inputs`)."""
+    if not len(pred["score"]):
         raise ArtifactError(path, "no prediction rows: nothing to score")
     check_values(pred, path)
     row = duplicate_row(pred)
     if row is not None:
         raise ArtifactError(path, "duplicate row (same keyframe, box and action_id as an "
                                   "earlier row)", line_of_row(path, row))
-    videos = set(map(str, pred["video_id"].unique()))
-    gt_videos = set(map(str, gt["video_id"].unique()))
+    codes, names = string_codes(pred["video_id"])
+    gt_codes, gt_names = string_codes(gt["video_id"])
+    videos = {str(names[c]) for c in np.unique(codes)}
+    gt_videos = {str(gt_names[c]) for c in np.unique(gt_codes)}
     if gt_videos and not videos & gt_videos:
         raise ArtifactError(path, f"none of its {len(videos)} videos is in the annotations "
                                   f"(e.g. {sorted(videos)[0]!r}; annotations: "
                                   f"{sorted(gt_videos)[0]!r}, ...)")
-    stamps = pd.api.types.is_integer_dtype(pred["timestamp"].dtype) and \
-        pd.api.types.is_integer_dtype(gt["timestamp"].dtype)
-    if stamps and gt_videos:
-        def frames(df: pd.DataFrame) -> set[tuple[str, int]]:
-            kf = df[["video_id", "timestamp"]].drop_duplicates()
-            return set(zip(kf["video_id"].astype(str), kf["timestamp"], strict=True))
+    if is_int_column(pred["timestamp"]) and is_int_column(gt["timestamp"]) and gt_videos:
+        def frames(c: np.ndarray, n: np.ndarray, ts) -> set[tuple[str, int]]:
+            pairs = np.unique(np.stack([c.astype(np.int64), np.asarray(ts, np.int64)]), axis=1)
+            return {(str(n[v]), int(t)) for v, t in pairs.T}
 
-        if not frames(pred) & frames(gt):
+        if not frames(codes, names, pred["timestamp"]) & frames(gt_codes, gt_names,
+                                                               gt["timestamp"]):
             raise ArtifactError(path, "none of its keyframes (video_id, timestamp) is in the "
                                       "annotations (timestamps in another unit or offset?)")
-    if not pred["action_id"].isin(list(label_ids)).any():
+    if not np.isin(np.asarray(pred["action_id"]), list(label_ids)).any():
         raise ArtifactError(path, "none of its action ids is in the label map (ids "
                                   f"{', '.join(map(str, label_ids[:5]))}...)")
 
 
-def duplicate_row(pred: pd.DataFrame) -> int | None:
+def duplicate_row(pred: Table) -> int | None:
     """The first row that repeats an earlier row's keyframe, box and action_id, or None.
 
     One 64-bit hash per row, sorted (1M rows, side by side on the loaded shared machine:
     0.7 to 1.2 s, pandas' ``duplicated`` over the 7 columns 1.9 to 2.2 s); rows with equal
     hashes are compared exactly."""
-    video = pred["video_id"]
-    codes = video.cat.codes.to_numpy() if isinstance(video.dtype, pd.CategoricalDtype) \
-        else pd.factorize(video)[0]
-    cols = [codes.astype(np.int64), pred["timestamp"].to_numpy(),
-            *(pred[c].to_numpy(np.float64) for c in ("x1", "y1", "x2", "y2")),
-            pred["action_id"].to_numpy(np.int64)]
-    if cols[1].dtype == object:                       # decimal-mode timestamps (strings)
-        cols[1] = pd.factorize(cols[1])[0]
-    h = np.zeros(len(pred), dtype=np.uint64)
+    stamps = pred["timestamp"]
+    cols = [string_codes(pred["video_id"])[0].astype(np.int64),
+            np.asarray(stamps, np.int64) if is_int_column(stamps)
+            else string_codes(stamps)[0].astype(np.int64),    # decimal-mode (strings)
+            *(np.asarray(pred[c], np.float64) for c in ("x1", "y1", "x2", "y2")),
+            np.asarray(pred["action_id"], np.int64)]
+    h = np.zeros(len(cols[0]), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for c in cols:
             h = (h ^ np.ascontiguousarray(c).view(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
@@ -236,11 +247,11 @@ def score(predictions: str | os.PathLike, annotations: str | os.PathLike,
     the plots under ``plots_dir``), as ``mode`` scores; returns the metrics dict."""
     lm = read_labelmap(labelmap)
     check_action_thr(action_thr)
-    gt, pred, _, _ = read_inputs(predictions, annotations, excluded,
-                                 check_mode(mode, excluded).timestamps == "decimal")
-    check_predictions(pred, gt, lm.ids, predictions)
-    result = scored(score_files(predictions, annotations, lm, excluded, mode, action_thr),
-                    annotations)
+    m = check_mode(mode, excluded)
+    inputs = read_inputs(predictions, annotations, excluded, m.timestamps == "decimal")
+    check_predictions(inputs[1], inputs[0], lm.ids, predictions)          # (pred, gt)
+    result = scored(score_inputs(inputs, lm, m, predictions, annotations, excluded,
+                                 action_thr), annotations)
     if plots_dir is not None:
         write_plots(result, lm, {name: Path(plots_dir) / name for name in PLOT_FILES})
     write_metrics(result.metrics, out)

@@ -11,12 +11,15 @@ Annotations: no header, one row per (person box, action)::
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from . import ArtifactError
-from .csvio import line_of_row, read_csv, write_csv
+from .csvio import Codes, line_of_row, read_columns, read_csv, write_csv
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built (scoring needs none)
+    import pandas as pd
 
 COLUMNS = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id"]
 SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "x2": "float",
@@ -33,6 +36,17 @@ def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def read_annotation_columns(path: str | os.PathLike) -> dict[str, np.ndarray | Codes]:
+    """:func:`read_annotations` without pandas (see :func:`csvio.read_columns`)."""
+    cols = read_columns(path, SCHEMA, min_columns=7) if _needs_slow(path) else \
+        read_columns(path, SCHEMA)
+    pid = cols["person_id"]
+    if pid.dtype.kind == "f":
+        cols["person_id"] = np.where(np.isnan(pid), -1, pid).astype(np.int64)
+    _check_boxes(cols, path)
+    return cols
+
+
 def _needs_slow(path: str | os.PathLike) -> bool:
     """AVA files always carry person_id; we also accept 7-column files (person_id omitted)."""
     try:
@@ -43,8 +57,10 @@ def _needs_slow(path: str | os.PathLike) -> bool:
     return first.count(",") == 6
 
 
-def _check_boxes(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    boxes = df[["x1", "y1", "x2", "y2"]].to_numpy()
+def _check_boxes(df, path: str | os.PathLike) -> None:
+    """``df``: a DataFrame or a dict of columns."""
+    boxes = np.stack([np.asarray(df[c], dtype=np.float64) for c in ("x1", "y1", "x2", "y2")],
+                     axis=1)
     bad = ~((boxes >= -1e-6) & (boxes <= 1 + 1e-6)).all(axis=1)
     if bad.any():
         line = line_of_row(path, int(np.flatnonzero(bad)[0]))
@@ -61,6 +77,8 @@ def write_annotations(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_excluded(path: str | os.PathLike | None) -> pd.DataFrame:
     """Read an excluded-timestamps CSV (``None`` gives an empty table)."""
+    import pandas as pd
+
     if path is None:
         return pd.DataFrame({"video_id": pd.Series([], dtype=object),
                              "timestamp": pd.Series([], dtype=np.int64)})
@@ -79,6 +97,8 @@ def person_boxes(df: pd.DataFrame, num_classes_index: dict[int, int]) -> pd.Data
     :class:`pipeline.artifacts.labelmap.LabelMap.index`).  Actions not in the label
     map are dropped.
     """
+    import pandas as pd
+
     keep = df[df["action_id"].isin(list(num_classes_index))]
     keys = ["video_id", "timestamp", "x1", "y1", "x2", "y2"]
     rows = []

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from . import ArtifactError
-from .csvio import line_of_row, read_csv, write_csv
+from .csvio import Codes, line_of_row, read_columns, read_csv, write_csv
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built (scoring needs none)
+    import pandas as pd
 
 COLUMNS = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"]
 SCHEMA = {"video_id": "str", "timestamp": "int", "x1": "float", "y1": "float", "x2": "float",
@@ -23,6 +26,12 @@ def read_predictions(path: str | os.PathLike, *, categorical: bool = False) -> p
     return read_csv(path, SCHEMA, categorical=categorical)
 
 
+def read_prediction_columns(path: str | os.PathLike) -> dict[str, np.ndarray | Codes]:
+    """A predictions CSV as numpy columns, without pandas (the scoring path of big files):
+    ``video_id`` as :class:`~.csvio.Codes`, the others int64 / float64."""
+    return read_columns(path, SCHEMA)
+
+
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
     write_csv(df, path, COLUMNS, float_format="%.6g", int_widths={"timestamp": 4})
 
@@ -31,8 +40,9 @@ def check_values(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Scores are probabilities (finite, in [0, 1]) and boxes finite and normalised to
     [0, 1] (pixel boxes would score 0 and draw off the frame in silence), else one
     :class:`ArtifactError` naming the file's line."""
-    score = df["score"].to_numpy(np.float64)
-    boxes = df[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)                 # (N, 4)
+    score = np.asarray(df["score"], np.float64)                              # DataFrame or
+    boxes = np.stack([np.asarray(df[c], np.float64)                          # dict of columns
+                      for c in ("x1", "y1", "x2", "y2")], axis=1)            # (N, 4)
     tol = 1e-6
     for bad, problem in ((~((score >= 0) & (score <= 1)),
                           "score must be in [0, 1] (a probability), got {}"),
