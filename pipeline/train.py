@@ -38,7 +38,7 @@ from .artifacts.atomic import write_text_atomic
 from .artifacts.checkpoint import load_checkpoint, partial_path, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
-from .artifacts.labelmap import LabelMap, read_labelmap
+from .artifacts.labelmap import LabelMap, read_labelmap, softmax_notice
 from .bank_reader import BankReader, open_bank
 from .distributed import SINGLE, Dist, all_reduce_sum
 from .inference import Validator, head_spec
@@ -294,6 +294,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     hparams = head_spec(cfg.head, cfg.hparams)     # before any file is read: a typo fails fast
     torch.manual_seed(cfg.seed)
     lm = read_labelmap(labelmap)
+    if d.main:
+        tqdm.write(f"train: {softmax_notice(lm)}")
     store = FeatureStore(features)
     videos = store.videos()
     if not videos:
