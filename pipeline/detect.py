@@ -258,7 +258,7 @@ def _workers(n: int | None) -> int:
 
 def detect_videos(cfg: DetectConfig, videos_dir: str | os.PathLike,
                   keyframes: dict[str, np.ndarray] | None = None,
-                  detector: PersonDetector | None = None
+                  detector: PersonDetector | None = None, recursive: bool = False
                   ) -> tuple[pd.DataFrame, list[str], dict]:
     """Detect persons on keyframes.  Returns ``(rows, failures, detector meta)``.
 
@@ -266,7 +266,7 @@ def detect_videos(cfg: DetectConfig, videos_dir: str | os.PathLike,
     failure); ``None``: every video of ``videos_dir``, one keyframe per
     ``keyframe_interval`` seconds.
     """
-    paths = list_videos(videos_dir)
+    paths = list_videos(videos_dir, recursive)
     detector = detector or PersonDetector(cfg)
     todo = sorted(keyframes) if keyframes is not None else sorted(paths)
     jobs = [(v, paths.get(v, Path(videos_dir) / v), None if keyframes is None
@@ -336,12 +336,13 @@ def from_proposals(paths: list[str | os.PathLike], videos: set[str] | None = Non
     return df[df["score"] >= min_score].reset_index(drop=True)
 
 
-def _video_ids(videos_dir: str | os.PathLike | None, allow_empty: bool) -> set[str] | None:
+def _video_ids(videos_dir: str | os.PathLike | None, allow_empty: bool,
+               recursive: bool = False) -> set[str] | None:
     """The video ids of ``videos_dir`` (None: no folder given); a folder without a
     video is an error naming what it holds, unless ``allow_empty``."""
     if videos_dir is None:
         return None
-    paths = list_videos(videos_dir)
+    paths = list_videos(videos_dir, recursive)
     if not paths and not allow_empty:
         raise no_videos_error(videos_dir, VIDEO_EXTS)
     return set(paths)
@@ -358,7 +359,7 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
         annotations: list[str | os.PathLike] | None = None,
         proposals: list[str | os.PathLike] | None = None,
         timestamps: list[str | os.PathLike] | None = None,
-        allow_empty: bool = True) -> list[str]:
+        allow_empty: bool = True, recursive: bool = False) -> list[str]:
     """Detect persons and write ``out``; returns the failures (one line each).
 
     The detections of every video that worked are written even when others failed.
@@ -372,7 +373,7 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
     if cfg.source == "gt":
         if not annotations:
             raise ArtifactError(out, "--source gt needs --annotations CSV")
-        videos = _video_ids(videos_dir, allow_empty)
+        videos = _video_ids(videos_dir, allow_empty, recursive)
         df = from_annotations(annotations, videos)
         if videos is not None and df.empty:
             why_empty = _none_kept("annotations", from_annotations(annotations),
@@ -381,7 +382,7 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
     elif cfg.source == "proposals":
         if not proposals:
             raise ArtifactError(out, "--source proposals needs a proposals CSV")
-        videos = _video_ids(videos_dir, allow_empty)
+        videos = _video_ids(videos_dir, allow_empty, recursive)
         df = from_proposals(proposals, videos, cfg.min_score)
         meta = {"source": "proposals", "proposals": [str(p) for p in proposals],
                 "min_score": cfg.min_score}
@@ -390,11 +391,12 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
             raise ArtifactError(out, "--source yolo needs --videos DIR")
         keyframes = read_keyframes(timestamps) if timestamps else None
         if keyframes is None:
-            _video_ids(videos_dir, allow_empty)
+            _video_ids(videos_dir, allow_empty, recursive)
         elif not keyframes and not allow_empty:
             raise ArtifactError(timestamps[0], "no (video_id, timestamp) row in the "
                                 "timestamps files")
-        df, failures, det_meta = detect_videos(cfg, videos_dir, keyframes)
+        df, failures, det_meta = detect_videos(cfg, videos_dir, keyframes,
+                                                recursive=recursive)
         meta = {"source": "yolo", **det_meta, "keyframes": [str(t) for t in timestamps or []]
                 or f"every {cfg.keyframe_interval} s", "failed": failures}
     else:

@@ -456,7 +456,8 @@ def _another_writer(out: str, video: str, err: Exception) -> ArtifactError:
 
 
 def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.PathLike,
-        out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = True) -> list[str]:
+        out: str, shard: tuple[int, int] = (0, 1), allow_empty: bool = True,
+        recursive: bool = False) -> list[str]:
     """Extract features for every video of the detections (this shard); returns failures.
 
     Videos already complete with the same spec are skipped; a failing video is reported
@@ -469,7 +470,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
         cfg = ExtractConfig(**{**cfg.__dict__, "time_offset": float(meta.get("time_offset", 0))})
     if cfg.pad_multiple is None:
         cfg = ExtractConfig(**{**cfg.__dict__, "pad_multiple": default_pad_multiple(cfg)})
-    paths = list_videos(videos_dir)
+    paths = list_videos(videos_dir, recursive)
     inputs = set(dets["video_id"])
     if inputs and not paths and not allow_empty:
         raise no_videos_error(videos_dir, VIDEO_EXTS)
