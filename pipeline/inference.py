@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import ArtifactError
-from .artifacts.annotations import read_annotations
+from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.features import FeatureSpec, FeatureStore
 from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
@@ -189,9 +189,11 @@ class Validator:
 
     def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
                  labelmap: LabelMap, view: str, cfg: PredictConfig | None = None,
-                 bank: BankReader | None = None):
+                 bank: BankReader | None = None, excluded: str | os.PathLike | None = None):
         self.cfg, self.bank = cfg or PredictConfig(), bank
         self.gt, self.labelmap = read_annotations(annotations), labelmap
+        # scored as `eval --excluded` scores: the frames of this file are left out
+        self.excluded = read_excluded(excluded) if excluded is not None else None
         videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
         dets = dets[dets["score"] >= self.cfg.det_threshold]
         self.keyframes = test_keyframes(store, dets, videos)
@@ -200,4 +202,4 @@ class Validator:
     def __call__(self, head: torch.nn.Module) -> dict:
         pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,
                                  self.cfg.batch_size, self.bank)
-        return frame_map(self.gt, pred, self.labelmap).metrics
+        return frame_map(self.gt, pred, self.labelmap, self.excluded).metrics

@@ -266,8 +266,12 @@ def non_finite(loss: float, epoch: int, step: int, kfs: list[Keyframe],
 def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         val_annotations: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
-        resume: bool = False, bank: str | None = None) -> dict:
+        resume: bool = False, bank: str | None = None,
+        val_excluded: str | os.PathLike | None = None) -> dict:
     """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row.
+
+    ``val_excluded``: an excluded-timestamps CSV for the val mAP of the log (scored as
+    ``eval --excluded`` scores it).
 
     Runs with ``torch.use_deterministic_algorithms`` (warnings only, where an op has no
     deterministic version): without it, two identical runs of ``acrn`` on the CPU with 2
@@ -281,7 +285,7 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, d, features, detections, annotations, labelmap, out,
-                    val_annotations, log, resume, bank)
+                    val_annotations, log, resume, bank, val_excluded)
     finally:
         torch.use_deterministic_algorithms(was[0], warn_only=was[1])
         distributed.cleanup(d)
@@ -290,8 +294,12 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
 def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike,
          annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
          val_annotations: str | os.PathLike | None, log: str | os.PathLike | None,
-         resume: bool, bank: str | None) -> dict:
+         resume: bool, bank: str | None,
+         val_excluded: str | os.PathLike | None = None) -> dict:
     hparams = head_spec(cfg.head, cfg.hparams)     # before any file is read: a typo fails fast
+    if val_excluded is not None and val_annotations is None:
+        raise ArtifactError(val_excluded, "--val-excluded scores the val mAP: it goes with "
+                                          "--val-annotations")
     torch.manual_seed(cfg.seed)
     lm = read_labelmap(labelmap)
     if d.main:
@@ -347,7 +355,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             head, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     validate = None
     if val_annotations is not None and d.main:
-        validate = Validator(store, dets, val_annotations, lm, view, bank=banks)
+        validate = Validator(store, dets, val_annotations, lm, view, bank=banks,
+                             excluded=val_excluded)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
