@@ -37,6 +37,7 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.detections import COLUMNS, write_detections
 from .artifacts.proposals import read_proposals
+from .progress import progress
 from .video import VIDEO_EXTS, Video, list_videos, no_videos_error, read_image
 
 
@@ -278,8 +279,8 @@ def detect_videos(cfg: DetectConfig, videos_dir: str | os.PathLike,
     rows: list[pd.DataFrame] = []
     failures: list[str] = []
     seen: dict[str, int] = {}
-    vbar = tqdm(total=len(jobs), desc="detect", unit="video", dynamic_ncols=True)
-    fbar = tqdm(total=0, desc="frames", unit="frame", dynamic_ncols=True, leave=False)
+    vbar = progress(total=len(jobs), desc="detect", unit="video", dynamic_ncols=True)
+    fbar = progress(total=0, desc="frames", unit="frame", dynamic_ncols=True, leave=False)
     try:
         for chunk in loader:
             video = chunk["video"]

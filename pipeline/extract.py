@@ -56,6 +56,7 @@ from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, feature_stride, get_backbone
+from .progress import progress
 from .shards import shard_items, stale_items
 from .video import (
     VIDEO_EXTS,
@@ -519,8 +520,8 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     ctx = _Context(store, net, bb, spec, views, cfg, device)
     states: dict[str, _VideoState] = {}
     failed: set[str] = set()
-    bar = tqdm(total=sum(len(stamps[v]) for v in todo), desc="extract", unit="clip",
-               dynamic_ncols=True)
+    bar = progress(total=sum(len(stamps[v]) for v in todo), desc="extract", unit="clip",
+                   dynamic_ncols=True)
     writer = ThreadPoolExecutor(max_workers=1)
     with cudnn_benchmark(device.type == "cuda"):
         try:

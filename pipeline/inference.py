@@ -14,7 +14,6 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
@@ -27,6 +26,7 @@ from .inference_config import PredictConfig
 from .keyframes import FeatureCache, Keyframe, batch
 from .losses import activate
 from .models import build_head, head_config
+from .progress import progress
 
 
 def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
@@ -146,7 +146,7 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
     head.eval()
     ids = np.asarray(labelmap.ids)
     parts = []
-    for s in tqdm(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
+    for s in progress(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
         chunk = kfs[s:s + batch_size]
         slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
                  for c in caches]

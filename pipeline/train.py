@@ -45,6 +45,7 @@ from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
 from .models import build_head
+from .progress import progress
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "val_mAP"]
 
@@ -221,8 +222,8 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
     model.train()
     losses = []
     steps = len(actors)
-    bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
-               disable=not d.main)
+    bar = progress(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
+                   disable=not d.main)
     for s, (kfs, context, rois, valid, targets) in enumerate(bar):
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch * steps + s, cfg, steps)
