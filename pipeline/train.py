@@ -388,6 +388,11 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             partial.unlink(missing_ok=True)
             partial_log.unlink(missing_ok=True)
         distributed.barrier(d)
+    if d.main and rows:
+        last = rows[-1]
+        tqdm.write(f"train: {cfg.head}, {last['epoch']} epochs, final loss {last['loss']:.4f}"
+                   + (f", val mAP {last['val_mAP']:.4f}" if last["val_mAP"] != "" else "")
+                   + f" -> {out} (log {log})")
     return rows[-1] if rows else {}
 
 

@@ -23,8 +23,9 @@ def test_logged_val_map_equals_eval_with_the_same_excluded_file(
     cfg = train.TrainConfig(epochs=2, batch_size=3, lr=0.05, warmup_epochs=0)
     row = train.run(cfg, feature_store, detections_file, gt, labelmap_file, tmp_path / "m.pt",
                     val_annotations=gt, val_excluded=ex)
+    out = capsys.readouterr().out.splitlines()
     assert "train: pose softmax over 2 classes (stand, sit); a sigmoid for each of the " \
-           "other 2" in capsys.readouterr().out
+           "other 2" in out
     scored = {}
     for name, excluded in (("with", ex), ("without", None)):
         evaluate.run(evaluate.EvalConfig(), tmp_path / "m.pt", feature_store, detections_file,
@@ -34,6 +35,9 @@ def test_logged_val_map_equals_eval_with_the_same_excluded_file(
     assert row["val_mAP"] == pytest.approx(scored["with"], abs=1e-6)
     log = pd.read_csv(tmp_path / "m.pt.log.csv")
     assert log["val_mAP"].iloc[-1] == pytest.approx(scored["with"], abs=1e-6)
+    # the end summary
+    assert out[-1] == (f"train: linear, 2 epochs, final loss {row['loss']:.4f}, val mAP "
+                       f"{row['val_mAP']:.4f} -> {tmp_path / 'm.pt'} (log {tmp_path}/m.pt.log.csv)")
 
 
 def test_val_excluded_needs_val_annotations(tmp_path, feature_store, detections_file,

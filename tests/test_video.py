@@ -168,6 +168,8 @@ def test_detect_and_extract_cli_take_recursive(tmp_path):
     assert res.exit_code != 0 and "use --recursive" in str(res.exception)
     res = CliRunner().invoke(main, [*args, "--recursive"])
     assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == (f"detect (gt): 1 videos, 1 keyframes, 1 boxes, "
+                                           f"0 failed ({tmp_path / 'd.parquet'})")
     from pipeline.artifacts.detections import read_detections
 
     assert list(read_detections(tmp_path / "d.parquet")[0]["video_id"]) == ["v1"]
