@@ -7,9 +7,12 @@ itself as a worker in a throwaway environment (``uv run --no-project --with CAND
 - frame identity with PyAV (rgb24): every frame, compared byte for byte (count of
   differing frames, largest absolute pixel difference); decord's frame count and the
   frame start times (largest difference to PyAV's, ms);
-- decode speed, 1 thread, best of ``--repeats``: every frame in order (``get_batch`` of
-  16 at a time), and the pipeline's access pattern: 8 clips of 8 frames at stride 2
-  around evenly spaced keyframes (``get_batch`` per clip, seeking);
+- decode speed, 1 thread, best of ``--repeats`` in each of ``--rounds`` runs of the
+  candidates in turn: every frame in order (``get_batch`` of 16 at a time), and the
+  pipeline's access pattern: 8 clips of 8 frames at stride 2 around evenly spaced
+  keyframes (``get_batch`` per clip, seeking);
+- small synthetic clips (32-160 px wide, as the toy world's): the frame shape decord
+  returns, and whether PyAV still encodes h264 once decord is imported;
 - the installed wheel's tags (its ``.dist-info/WHEEL``): a tag that does not fit the
   interpreter (decord 0.6.0 says ``cp36-cp36m`` inside a file named ``py3-none``) makes
   ``uv run`` reinstall the package on every call.
@@ -19,7 +22,7 @@ It then times ``uv run true`` (``--uv-runs`` times) in the repository as it is a
 before the switch), alternately in both, and records whether ``uv run`` reinstalled a
 package and whether it ran its bytecode pass.  Writes bench/results/decode.json.
 
-    nice -n 5 python3 bench/decode.py             # uv on PATH; about 10 minutes here
+    nice -n 5 python3 bench/decode.py             # uv on PATH; about 20 minutes here
     git archive OLD | tar -x -C /tmp/old && (cd /tmp/old && uv sync --locked)
     nice -n 5 python3 bench/decode.py --compare-with /tmp/old
 """
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,11 +71,60 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
+NARROW = [(w, h) for w in (32, 64, 96, 120, 160) for h in (64, 96)]
+
+
+def _grey_clip(path: Path, w: int, h: int, n: int = 12) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"qp": "0", "preset": "veryfast", "threads": "1"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 10 * i, np.uint8), format="rgb24")
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def _narrow(decord, tmp: Path) -> dict:
+    """Frame shape of small synthetic clips (the toy world is 96-160 px wide): 'ok', or
+    what came back instead of (h, w, 3).  The clips are in ``tmp`` already."""
+    out = {}
+    for w, h in NARROW:
+        try:
+            vr = decord.VideoReader(str(tmp / f"{w}x{h}.mp4"), num_threads=1)
+            one = vr[3].asnumpy().shape
+            vr.get_batch([0, 5, 9]).asnumpy()
+            out[f"{w}x{h}"] = "ok" if one == (h, w, 3) else f"frame shape {one}"
+        except Exception as err:  # noqa: BLE001 - decord's own error types
+            out[f"{w}x{h}"] = f"{err.__class__.__name__}: {str(err)[-80:]}"
+    return out
+
+
+def _encodes() -> str:
+    """Whether PyAV can still encode h264 (acar's write_video) once decord is imported: a
+    decord that bundles libav* under their plain names can take PyAV's place."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            _grey_clip(Path(tmp) / "x.mp4", 64, 64, 2)
+            return "ok"
+        except Exception as err:  # noqa: BLE001
+            return f"{err.__class__.__name__}: {str(err)[:80]}"
+
+
 def worker(requirement: str, repeats: int) -> dict:
     import importlib.metadata as md
 
-    import decord
     import numpy as np
+
+    tmp = Path(tempfile.mkdtemp())
+    for w, h in NARROW:               # written before decord is imported (see _encodes)
+        _grey_clip(tmp / f"{w}x{h}.mp4", w, h)
+    import decord
 
     dist = requirement.split("==")[0]
     wheel = md.distribution(dist).read_text("WHEEL") or ""
@@ -80,6 +133,8 @@ def worker(requirement: str, repeats: int) -> dict:
                           if ln.startswith("Tag:")],
            "python": platform.python_version(), "clips": {}}
     decord.logging.set_level(decord.logging.QUIET)
+    out["narrow"] = _narrow(decord, tmp)
+    out["pyav_encodes_after_import"] = _encodes()
     for path in sorted(VIDEOS.glob("*.mp4")):
         ref, ref_t = _pyav_frames(path)
         vr = decord.VideoReader(str(path), num_threads=1)
@@ -113,6 +168,7 @@ def worker(requirement: str, repeats: int) -> dict:
             "sequential_fps": round(n / seq, 1),
             "clip_access_s": round(_best(clip_access, repeats), 4),
         }
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -145,10 +201,24 @@ def _time_uv_runs(dirs: dict[str, Path], runs: int) -> dict:
     return out
 
 
+def _best_of_rounds(runs: list[dict]) -> dict:
+    """The first run's facts, with each timing the best over the rounds."""
+    if "error" in runs[0]:
+        return runs[0]
+    out = json.loads(json.dumps(runs[0]))
+    for name, clip in out["clips"].items():
+        for key in ("sequential_s", "clip_access_s"):
+            clip[key] = min(r["clips"][name][key] for r in runs if "clips" in r)
+        clip["sequential_fps"] = round(clip["frames_decord"] / clip["sequential_s"], 1)
+    out["rounds"] = len(runs)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", nargs="+", default=CANDIDATES)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="timings per worker run")
+    ap.add_argument("--rounds", type=int, default=2, help="worker runs per candidate")
     ap.add_argument("--uv-runs", type=int, default=5)
     ap.add_argument("--compare-with", type=Path, default=None,
                     help="another checkout with a synced .venv: uv run true there too")
@@ -160,19 +230,19 @@ def main() -> None:
         return
     if not VIDEOS.is_dir():
         raise SystemExit(f"{VIDEOS} not found: the shared clips are needed")
-    results = []
-    for req in args.candidates:
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = ["uv", "run", "--no-project", "--python", platform.python_version(),
-                   "--with", req, "--with", "av", "--with", "numpy", "python",
-                   str(Path(__file__).resolve()), "--worker", req,
-                   "--repeats", str(args.repeats)]
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-            if res.returncode:
-                results.append({"requirement": req, "error": res.stderr.strip()[-500:]})
-            else:
-                results.append(json.loads(res.stdout))
-        print(json.dumps(results[-1])[:300], file=sys.stderr)
+    rounds: dict[str, list[dict]] = {req: [] for req in args.candidates}
+    for _ in range(args.rounds):                  # round robin: drift hits every candidate
+        for req in args.candidates:
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = ["uv", "run", "--no-project", "--python", platform.python_version(),
+                       "--with", req, "--with", "av", "--with", "numpy", "python",
+                       str(Path(__file__).resolve()), "--worker", req,
+                       "--repeats", str(args.repeats)]
+                res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+            rounds[req].append({"requirement": req, "error": res.stderr.strip()[-500:]}
+                               if res.returncode else json.loads(res.stdout))
+            print(json.dumps(rounds[req][-1])[:200], file=sys.stderr)
+    results = [_best_of_rounds(r) for r in rounds.values()]
     dirs = {"this": ROOT, **({"compared": args.compare_with} if args.compare_with else {})}
     report = {
         "command": "python3 bench/decode.py " + " ".join(sys.argv[1:]),
