@@ -26,11 +26,27 @@ def is_tty(file: Any) -> bool:
         return False
 
 
+class _LogBar(tqdm):
+    """A bar for a log: a new postfix or description waits for the next timed redraw
+    (tqdm redraws at once on ``set_postfix``, e.g. train's loss at every step)."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def progress(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)``; on a non-TTY stream, at most one redraw every
-    :data:`LOG_INTERVAL` s (``mininterval``/``maxinterval``) and the final state kept."""
-    if not is_tty(kwargs.get("file") or sys.stderr):
-        kwargs.update(mininterval=max(kwargs.get("mininterval", 0.0), LOG_INTERVAL),
-                      maxinterval=max(kwargs.get("maxinterval", 0.0), LOG_INTERVAL),
-                      leave=True, dynamic_ncols=False)
-    return tqdm(iterable, **kwargs)
+    :data:`LOG_INTERVAL` s (``mininterval``/``maxinterval``; postfix and description
+    changes wait for it) and the final state kept."""
+    if is_tty(kwargs.get("file") or sys.stderr):
+        return tqdm(iterable, **kwargs)
+    kwargs.update(mininterval=max(kwargs.get("mininterval", 0.0), LOG_INTERVAL),
+                  maxinterval=max(kwargs.get("maxinterval", 0.0), LOG_INTERVAL),
+                  leave=True, dynamic_ncols=False)
+    return _LogBar(iterable, **kwargs)

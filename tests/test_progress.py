@@ -16,8 +16,10 @@ class _Tty(io.StringIO):
 
 def _run(stream, n: int = 2000, **kw) -> str:
     bar = progress(total=n, desc="work", file=stream, mininterval=0, miniters=1, **kw)
-    for _ in range(n):
+    for i in range(n):
         bar.update(1)
+        bar.set_postfix(loss=i)          # tqdm redraws on a postfix (train's loss per step)
+        bar.set_postfix_str(f"v{i}")
     bar.close()
     return stream.getvalue()
 
@@ -27,6 +29,7 @@ def test_log_gets_the_start_and_the_final_state_only():
     frames = [f for f in log.replace("\n", "\r").split("\r") if f.strip()]
     assert len(frames) <= 3, frames           # start, (maybe one timed redraw), end
     assert "2000/2000" in frames[-1] and log.endswith("\n")   # kept although leave=False
+    assert "v1999" in frames[-1]                               # with the last postfix
 
 
 def test_terminal_bar_is_tqdms(monkeypatch):
