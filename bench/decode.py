@@ -12,7 +12,9 @@ itself as a worker in a throwaway environment (``uv run --no-project --with CAND
   pipeline's access pattern: 8 clips of 8 frames at stride 2 around evenly spaced
   keyframes (``get_batch`` per clip, seeking);
 - small synthetic clips (32-160 px wide, as the toy world's): the frame shape decord
-  returns, and whether PyAV still encodes h264 once decord is imported;
+  returns, and whether PyAV (imported first) still encodes h264 once decord is imported
+  (with ami-decord imported *before* av, PyAV lost libx264 in a manual check: not
+  measured here);
 - the installed wheel's tags (its ``.dist-info/WHEEL``): a tag that does not fit the
   interpreter (decord 0.6.0 says ``cp36-cp36m`` inside a file named ``py3-none``) makes
   ``uv run`` reinstall the package on every call.
