@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import click
 
-from .common import config, fail_if, parse_shard, stage_command
+from .common import (
+    DETECTIONS_HELP,
+    config,
+    fail_if,
+    parse_shard,
+    renamed_option,
+    stage_command,
+    warn,
+)
 
 
 @stage_command("bank.lfb", "bank.acfb")
@@ -10,7 +18,8 @@ from .common import config, fail_if, parse_shard, stage_command
               help="lfb: actor vectors of the detections; acfb: first-order actor-context "
                    "maps of a trained acar.")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
-@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=DETECTIONS_HELP)
 @click.option("--out", required=True, help="Bank store to write (Zarr v3).")
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
               help="acfb: the trained acar checkpoint.")
@@ -20,20 +29,25 @@ from .common import config, fail_if, parse_shard, stage_command
 @click.option("--pool", type=click.Choice(["none", "2x2", "4x4"]), default=None,
               help="acfb: max-pool of the stored maps (size against detail); "
                    "heads.acfb.hparams.pool must match")
-@click.option("--det-threshold", type=float, default=None,
+@click.option("--det-score-thr", type=float, default=None,
               help="Detections with at least this score are banked")
+@renamed_option("--det-threshold", "--det-score-thr")
+@click.option("--strict", is_flag=True,
+              help="An error, not a warning, when --det-score-thr drops most detections.")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def bank(ctx, kind, features, detections, out, model, annotations, pool, det_threshold,
-         shard) -> None:
+def bank(ctx, kind, features, detections, out, model, annotations, pool, det_score_thr,
+         strict, shard) -> None:
     """Build a long-term feature bank, one group per video (resumable).
 
     Parameters come from the `bank.<KIND>` section of stages.yaml, then the flags.
     Prints the bank's size in bytes per keyframe.
     """
     from pipeline import bank as stage
+    from pipeline.evaluate import det_score_check
 
     cfg = config(ctx, stage.BankConfig, f"bank.{kind}", kind=kind, pool=pool,
-                 det_threshold=det_threshold)
+                 det_score_thr=det_score_thr)
+    warn(det_score_check(detections, cfg.det_score_thr, "bank", strict))
     fail_if(stage.run(cfg, features, detections, out, model, list(annotations),
                       parse_shard(shard)), "videos")

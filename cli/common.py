@@ -9,20 +9,84 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from pipeline.config import DEFAULT_PARAMS, load_config
+from pipeline.config import DEFAULT_PARAMS, resolve_config
 
 T = TypeVar("T")
 HINT = re.compile(r"\s{2,}\[([^\[\]]*)\]\s*$")    # a help text's trailing "  [...]"
 
 
-def config(ctx: click.Context, cls: type[T], section: str | list[str], **overrides: Any) -> T:
-    """The stage config: stages.yaml section(s), then the flags that were given."""
-    return load_config(cls, section, _params(ctx), overrides)
+RENAMED = "acar.renamed"      # ctx.meta key: field -> (old flag, value) of renamed flags
+
+
+def config(ctx: click.Context, cls: type[T], section: str | list[str], show: bool = True,
+           **overrides: Any) -> T:
+    """The stage config: stages.yaml section(s), then the flags that were given.
+
+    ``show``: print (stderr) the settings that differ from the dataclass defaults and where
+    each came from, e.g. ``extract settings: backbone=hoghof, short_side=160 from
+    stages.yaml; batch_size=4 from --batch-size``.
+    """
+    flag_names: dict[str, str] = {}
+    for name, (old, value) in ctx.meta.get(RENAMED, {}).items():
+        if overrides.get(name) is not None:
+            raise click.UsageError(f"{old} is the old name of --{name.replace('_', '-')}: "
+                                   "give one of them")
+        overrides[name], flag_names[name] = value, old
+    resolved = resolve_config(cls, section, _params(ctx), overrides, flag_names)
+    if show:
+        click.echo(resolved.summary(ctx.info_name or "acar"), err=True)
+    return resolved.config
 
 
 def _params(ctx: click.Context) -> str | None:
     return (ctx.find_object(dict) or {}).get("params")
+
+
+def _set_params(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``acar STAGE --params FILE``: the same as ``acar --params FILE STAGE``; both: an error."""
+    if value is None:
+        return
+    parent = ctx.parent
+    if (parent is not None and "params" in parent.params
+            and parent.get_parameter_source("params") is ParameterSource.COMMANDLINE):
+        raise click.UsageError("--params is given both before and after the subcommand: "
+                               "give it once", ctx)
+    ctx.ensure_object(dict)["params"] = value
+
+
+def params_option() -> click.Option:
+    """The subcommand's ``--params`` (eager, so that ``--params FILE --help`` shows FILE's
+    values)."""
+    return click.Option(["--params"], type=click.Path(dir_okay=False), default=None,
+                        expose_value=False, is_eager=True, callback=_set_params,
+                        help="Parameter file, as `acar --params FILE STAGE`  "
+                             "[./stages.yaml if present, else built-in defaults]")
+
+
+def renamed_option(old: str, new: str, type: Any = float) -> Callable:
+    """A hidden option ``old`` that still sets the field of ``new``, with a warning."""
+    name = new.lstrip("-").replace("-", "_")
+
+    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            click.echo(f"warning: {old} is now {new} (renamed)", err=True)
+            ctx.meta.setdefault(RENAMED, {})[name] = (old, value)
+
+    return click.option(old, type=type, default=None, hidden=True, expose_value=False,
+                        callback=keep)
+
+
+def warn(message: str | None) -> None:
+    """Print ``warning: MESSAGE`` to stderr (nothing for None)."""
+    if message:
+        click.echo(f"warning: {message}", err=True)
+
+
+DETECTIONS_HELP = ("detections.parquet (acar detect): the person boxes; those scoring at "
+                   "least --det-score-thr are used.")
+LABELMAP_HELP = "AVA label map (.pbtxt): the class ids and names (and superclasses)."
 
 
 def _shown(value: Any) -> str:
@@ -50,10 +114,17 @@ class StageCommand(click.Command):
     def __init__(self, *args: Any, sections: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sections = sections
+        self.params.append(params_option())
 
     def run_values(self, ctx: click.Context) -> dict[str, list[tuple[str, str, Any]]]:
         """field -> [(section, source, value)] per section: what a run would use."""
-        from pipeline.config import check_params, config_class, read_params, section_values
+        from pipeline.config import (
+            check_params,
+            config_class,
+            layer_values,
+            read_params,
+            section_values,
+        )
 
         path = _params(ctx)
         data = read_params(path)
@@ -63,8 +134,11 @@ class StageCommand(click.Command):
         for section in self.sections:
             cls = config_class(section)
             given = section_values(section, data, where)
+            source, layered = layer_values(section, given)     # a preset named in the file
             for f in dataclasses.fields(cls):
-                if f.name in given:
+                if f.name in layered:
+                    item = (section, source, layered[f.name])
+                elif f.name in given:
                     item = (section, where, given[f.name])
                 elif f.default is not dataclasses.MISSING:
                     item = (section, "default", f.default)

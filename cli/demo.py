@@ -4,7 +4,7 @@ import time
 
 import click
 
-from .common import config, int_list, stage_command
+from .common import config, int_list, renamed_option, stage_command
 
 
 @stage_command("demo")
@@ -22,9 +22,11 @@ from .common import config, int_list, stage_command
 @click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1")
 @click.option("--annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="gt: AVA annotation CSV(s) with boxes for this video (video_id = file stem).")
-@click.option("--det-threshold", type=float, default=None,
+@click.option("--det-score-thr", type=float, default=None,
               help="Persons scoring at least this get actions")
-@click.option("--threshold", type=float, default=None, help="Minimum action score drawn")
+@renamed_option("--det-threshold", "--det-score-thr")
+@click.option("--action-score-thr", type=float, default=None, help="Minimum action score drawn")
+@renamed_option("--threshold", "--action-score-thr")
 @click.option("--top-k", type=int, default=None, help="Actions drawn per person")
 @click.option("--heatmap", is_flag=True, default=None,
               help="Relation heads (acrn, acar, acfb): class activation map of each "
@@ -38,8 +40,8 @@ from .common import config, int_list, stage_command
               help="acfb: the acar checkpoint that built its bank.")
 @click.option("--device", default=None, help="auto, cpu or cuda[:i]")
 @click.pass_context
-def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, det_threshold,
-         threshold, top_k, heatmap, keyframe_interval, time_offset, backbone_weights,
+def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, det_score_thr,
+         action_score_thr, top_k, heatmap, keyframe_interval, time_offset, backbone_weights,
          bank_model, device) -> None:
     """Actions on any video file: OUT/<name>_actions.mp4 and OUT/predictions.csv.
 
@@ -54,7 +56,8 @@ def demo(ctx, video, model, out_dir, detector, weights, classes, annotations, de
     from pipeline import demo as stage
 
     cfg = config(ctx, stage.DemoConfig, "demo", detector=detector, weights=weights,
-                 classes=int_list(classes), det_threshold=det_threshold, threshold=threshold,
+                 classes=int_list(classes), det_score_thr=det_score_thr,
+                 action_score_thr=action_score_thr,
                  top_k=top_k, heatmap=heatmap or None, keyframe_interval=keyframe_interval,
                  time_offset=time_offset, device=device)
     start = time.perf_counter()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config, fail_if, int_list, stage_command
+from .common import config, fail_if, int_list, renamed_option, stage_command
 
 
 @stage_command("detect")
@@ -24,8 +24,10 @@ from .common import config, fail_if, int_list, stage_command
               help="yolo: ultralytics weights name (downloads when online) or a path to any "
                    "ultralytics checkpoint")
 @click.option("--classes", default=None, help="yolo: class ids that are persons, e.g. 0,1")
-@click.option("--min-score", type=float, default=None,
-              help="Keep every box scoring at least this")
+@click.option("--det-score-thr", type=float, default=None,
+              help="Keep every box scoring at least this (a floor: bank, train and eval "
+                   "each pick their own --det-score-thr)")
+@renamed_option("--min-score", "--det-score-thr")
 @click.option("--keyframe-interval", type=int, default=None,
               help="yolo: seconds between keyframes without --timestamps")
 @click.option("--time-offset", type=int, default=None,
@@ -39,7 +41,7 @@ from .common import config, fail_if, int_list, stage_command
                    "error: an empty videos folder, or no box, usually means a wrong input).")
 @click.pass_context
 def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights, classes,
-           min_score, keyframe_interval, time_offset, batch_size, imgsz, device, half,
+           det_score_thr, keyframe_interval, time_offset, batch_size, imgsz, device, half,
            allow_empty, recursive) -> None:
     """Find persons on keyframes and write detections.parquet.
 
@@ -50,7 +52,7 @@ def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights
                           FILE.csv --out det.parquet  (video,sec,x1,y1,x2,y2,,score)
 
     Boxes are normalised to [0, 1] of the original frame; every box scoring at least
-    --min-score is kept.  A video that cannot be read is reported, the others are still
+    --det-score-thr is kept.  A video that cannot be read is reported, the others are still
     processed, and the command then exits non-zero with a summary of the failures.
     """
     from pipeline import detect as stage
@@ -60,7 +62,7 @@ def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights
                                "--source proposals")
     cfg = config(ctx, stage.DetectConfig, "detect",
                  source=source or ("proposals" if proposals else None), weights=weights,
-                 classes=int_list(classes), min_score=min_score,
+                 classes=int_list(classes), det_score_thr=det_score_thr,
                  keyframe_interval=keyframe_interval, time_offset=time_offset,
                  batch_size=batch_size, imgsz=imgsz, device=device, half=half)
     failures = stage.run(cfg, videos, out, annotations=list(annotations),

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import click
 
-from .common import config, parse_shard
+from .common import DETECTIONS_HELP, LABELMAP_HELP, StageCommand, config, parse_shard, warn
 
 MODE_NAMES = "official-2019 (default) | official-2020 | mmaction2 | slowfast"
 
 
-class _EvalCommand(click.Command):
+class _EvalCommand(StageCommand):
     """Appends the table of the eval modes' switches to --help (built from
     ``pipeline.ava_eval.MODES``, imported only when help is shown)."""
 
@@ -34,17 +34,19 @@ def _mode(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     return value or DEFAULT_MODE
 
 
-@click.command("eval", cls=_EvalCommand)
+@click.command("eval", cls=_EvalCommand, sections=("eval",))
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Checkpoint: run inference first (needs --features, --detections).")
 @click.option("--features", default=None, help="Feature store (path or fsspec URL).")
-@click.option("--detections", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--detections", default=None, type=click.Path(exists=True, dir_okay=False),
+              help=DETECTIONS_HELP)
 @click.option("--predictions", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Standalone: score this AVA result CSV instead of running a model. "
                    "Repeat it to merge inference shards first (into --predictions-out).")
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Ground truth (AVA CSV); its videos are the ones evaluated.")
-@click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=LABELMAP_HELP)
 @click.option("--excluded", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Excluded timestamps CSV (video_id, timestamp); not in official-2020.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
@@ -58,6 +60,11 @@ def _mode(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
                    "--predictions-out, without scoring.")
 @click.option("--bank", default=None,
               help="Bank store, for a model whose head reads a bank (acfb, lfb).")
+@click.option("--det-score-thr", type=float, default=None,
+              help="With --model: persons scoring at least this get predictions (real "
+                   "detectors usually need 0.3-0.7)")
+@click.option("--strict", is_flag=True,
+              help="An error, not a warning, when --det-score-thr drops most detections.")
 @click.option("--mode", default=None, callback=_mode,
               help=f"Score as this evaluator does: {MODE_NAMES}; the switches are listed "
                    "below.")
@@ -69,8 +76,8 @@ def _mode(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
                    "AVAMetric uses 0.002).  [default: keep all]")
 @click.pass_context
 def eval_cmd(ctx, model, features, detections, predictions, annotations, labelmap, excluded,
-             out, predictions_out, plots_dir, shard, bank, mode, compare_modes,
-             action_thr) -> None:
+             out, predictions_out, plots_dir, shard, bank, det_score_thr, strict, mode,
+             compare_modes, action_thr) -> None:
     """Frame-mAP at IoU 0.5 (the official AVA evaluator's rules, or another tool's with
     --mode) -> metrics.json.
 
@@ -120,7 +127,11 @@ def eval_cmd(ctx, model, features, detections, predictions, annotations, labelma
         i, n = parse_shard(shard)
         if n > 1 and predictions_out is None:
             raise click.UsageError("--shard needs --predictions-out")
-        cfg = config(ctx, stage.EvalConfig, "eval")
+        cfg = config(ctx, stage.EvalConfig, "eval", det_score_thr=det_score_thr)
+        from pipeline.artifacts.annotations import read_annotations
+
+        videos = set(read_annotations(annotations)["video_id"])
+        warn(stage.det_score_check(detections, cfg.det_score_thr, "eval", strict, videos))
         metrics = stage.run(cfg, model, features, detections, annotations, labelmap, out,
                             predictions_out, excluded, plots_dir, (i, n), bank, mode,
                             action_thr)

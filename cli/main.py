@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import click
 
@@ -20,9 +21,18 @@ from .train import train
 from .viz import viz
 
 
+def _version() -> str:
+    try:
+        return version("acar")
+    except PackageNotFoundError:      # run from a source tree that is not installed
+        return "unknown"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(_version(), "--version", prog_name="acar", message="%(prog)s %(version)s")
 @click.option("--params", type=click.Path(dir_okay=False), default=None, envvar="ACAR_PARAMS",
-              help="Parameter file with one section per stage  [default: ./stages.yaml if "
+              help="Parameter file with one section per stage (also accepted after the "
+                   "subcommand: acar STAGE --params FILE)  [default: ./stages.yaml if "
                    "present, else built-in defaults]")
 @click.pass_context
 def cli(ctx: click.Context, params: str | None) -> None:
@@ -45,8 +55,11 @@ def cli(ctx: click.Context, params: str | None) -> None:
 
     Every option defaults from its stage's section in stages.yaml (`acar STAGE --help`
     shows the value a run would use), else the stage's dataclass; flags override it.  A
-    misspelled section, head or key in the file is an error.  `dvc repro` runs the whole
-    DAG (dvc.yaml).
+    misspelled section, head or key in the file is an error.  Each stage prints (stderr)
+    the settings that differ from its built-in defaults and where each came from.  Outside
+    this repository's DAG, pass --params FILE (or run where no stages.yaml is) so that the
+    toy world's values do not leak into your run.  `dvc repro` runs the whole DAG
+    (dvc.yaml).
     """
     ctx.obj = {"params": params}
 
@@ -54,6 +67,19 @@ def cli(ctx: click.Context, params: str | None) -> None:
 for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,
                 classify):
     cli.add_command(command)
+
+
+def show_error(err: click.ClickException) -> None:
+    """click's message, as every other error: ``error: ...`` (a usage error first shows
+    the command's usage line and where to find its help)."""
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, click.UsageError) and ctx is not None:
+        click.echo(ctx.get_usage(), err=True)
+        if ctx.command.get_help_option(ctx) is not None:
+            names = ctx.help_option_names[0]
+            click.echo(f"Try '{ctx.command_path} {names}' for help.", err=True)
+        click.echo(err=True)
+    click.echo(f"error: {err.format_message()}", err=True)
 
 
 def main() -> None:
@@ -66,7 +92,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as err:
-        err.show()
+        show_error(err)
         sys.exit(err.exit_code)
     except SystemExit:
         raise

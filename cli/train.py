@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config, stage_command
+from .common import LABELMAP_HELP, config, stage_command, warn
 
 
 @stage_command("train")
@@ -10,10 +10,14 @@ from .common import config, stage_command
               help="Head name: linear, actor_actor, acrn, acar, acfb or lfb; its settings "
                    "are stages.yaml heads.<HEAD>")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
-@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="detections.parquet (acar detect): the boxes scoring at least "
+                   "--det-score-thr that overlap a GT box are extra training samples, and "
+                   "the --val-annotations mAP is measured on them.")
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Training labels (AVA CSV).")
-@click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=LABELMAP_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--bank", default=None, help="Bank store, for bank heads.")
 @click.option("--val-annotations", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -25,6 +29,10 @@ from .common import config, stage_command
 @click.option("--epochs", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--seed", type=int, default=None)
+@click.option("--det-score-thr", type=float, default=None,
+              help="Detections with at least this score are used")
+@click.option("--strict", is_flag=True,
+              help="An error, not a warning, when --det-score-thr drops most detections.")
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (those that fit)  "
                    "[stages.yaml heads.<HEAD>.init]")
@@ -33,17 +41,32 @@ from .common import config, stage_command
                    "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
-          log, epochs, lr, seed, init, resume, val_excluded) -> None:
+          log, epochs, lr, seed, det_score_thr, strict, init, resume, val_excluded) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
     (per-head settings), then the flags.
+
+    \b
+    Heads (--head):
+      linear       RoI features -> classifier (the baseline)
+      actor_actor  relations between the actors (self-attention over them)
+      acrn         actor-context relations (ACRN: each actor with every context cell)
+      acar         actor-context-actor relations (ACAR-Net's HR2O)
+      acfb         acar with a long-term actor-context feature bank (--bank, bank --kind acfb)
+      lfb          long-term feature bank of actor vectors (--bank, bank --kind lfb)
     """
     from pipeline import train as stage
+    from pipeline.artifacts.annotations import read_annotations
+    from pipeline.evaluate import det_score_check
 
-    name = head or config(ctx, stage.TrainConfig, "train").head
+    name = head or config(ctx, stage.TrainConfig, "train", show=False).head
     cfg = config(ctx, stage.TrainConfig, ["train", f"heads.{name}"], head=name, epochs=epochs,
-                 lr=lr, seed=seed, init=init)
+                 lr=lr, seed=seed, det_score_thr=det_score_thr, init=init)
+    videos = set(read_annotations(annotations)["video_id"])
+    if val_annotations is not None:
+        videos |= set(read_annotations(val_annotations)["video_id"])
+    warn(det_score_check(detections, cfg.det_score_thr, "train", strict, videos))
     stage.run(cfg, features, detections, annotations, labelmap, out,
               val_annotations=val_annotations, log=log, resume=resume, bank=bank,
               val_excluded=val_excluded)

@@ -4,14 +4,14 @@ Two kinds, each in its own store (layout: :mod:`pipeline.artifacts.banks`):
 
 ``lfb`` (Wu et al., CVPR 2019)
     The actor vector A_i (RoIAlign 7x7 + max-pool on the cached context map) of every
-    detected person with score >= ``det_threshold`` at every keyframe.
+    detected person with score >= ``det_score_thr`` at every keyframe.
 
 ``acfb`` (Pan et al., CVPR 2021, Sec. 3.3)
     The first-order actor-context map F_i of every actor at every keyframe (1 s stride),
     made by the first-order part of a *trained* ``acar`` checkpoint, then max-pooled by
     ``pool`` (none / 2x2 / 4x4: size against detail).  Boxes: a keyframe with ground truth
     in ``annotations`` (the train videos) uses its GT boxes; any other keyframe (val/test
-    videos) uses the detections with score >= ``det_threshold``.  Built once, frozen.
+    videos) uses the detections with score >= ``det_score_thr``.  Built once, frozen.
 
 Every keyframe of every complete video in the feature store is banked, from the image's
 cells of its context maps only (the ``valid`` region of :mod:`pipeline.keyframes`; a
@@ -58,7 +58,7 @@ BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 @dataclass
 class BankConfig:
     kind: str = "lfb"                # lfb | acfb
-    det_threshold: float = 0.9       # detections banked (and, for acfb, where no GT)
+    det_score_thr: float = 0.9       # detections banked (and, for acfb, where no GT)
     pool: str = "none"               # acfb: max-pool of the stored maps, none | 2x2 | 4x4
     view: str | None = None          # feature view (default: the store's first)
     batch_size: int = 16             # keyframes per forward pass (never across videos)
@@ -182,7 +182,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                                  "(drop --model and --annotations)")
     compute = LFBMaker() if cfg.kind == "lfb" else ACFBMaker(model, cfg.pool)
     src = FeatureStore(features)
-    dets, _ = read_detections(detections, min_score=cfg.det_threshold)
+    dets, _ = read_detections(detections, min_score=cfg.det_score_thr)
     dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
     gt = read_gt(annotations) if cfg.kind == "acfb" else {}
     inputs = src.videos()
@@ -209,7 +209,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         height, width = src.group(video)[view].shape[-2:]
         item = compute.item(fspec, height, width)
         cells = valid_cells(src.view(video, view), height, width)
-        spec = {"features": fspec.to_dict(), "view": view, "det_threshold": cfg.det_threshold,
+        spec = {"features": fspec.to_dict(), "view": view, "det_threshold": cfg.det_score_thr,
                 "boxes": digest(*(index[k] for k in sorted(index))), "dim": item[0],
                 **compute.spec}
         if cells != (height, width):        # banked from the image's cells only (a group

@@ -73,18 +73,24 @@ def run(video_path: str | Path, cfg: ClassifyConfig, progress: bool = True
         ) -> list[dict]:
     """``[{"t": seconds, "top5": [[label, prob], ...]}, ...]``, one per keyframe."""
     bb = get_backbone(cfg.backbone)
-    if cfg.top < 1:
-        raise ArtifactError("--top", "must be >= 1")
+    for flag, value in (("--top", cfg.top), ("--frames", cfg.frames),
+                        ("--short-side", cfg.short_side), ("--crop", cfg.crop)):
+        if value is not None and value < 1:    # 0 is no "default": it is refused
+            raise ArtifactError(flag, f"must be >= 1, got {value}")
     path = Path(video_path)
     if not path.is_file():
         raise ArtifactError(path, "video file not found")
+    video = open_video(path)                   # the cheap checks before the network loads
+    times = (np.asarray(cfg.times, np.float64) if cfg.times is not None
+             else keyframe_times(video.info.duration))
+    outside = ~((times >= 0) & (times <= video.info.duration))              # NaN too
+    if outside.any():
+        raise ArtifactError("--times", f"{times[outside][0]} s is outside the video "
+                                       f"(0 to {video.info.duration:.2f} s)")
     clf = build_classifier(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed)
     preset = preset_of(cfg, bb)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    video = open_video(path)
-    times = (np.asarray(cfg.times, np.float64) if cfg.times is not None
-             else keyframe_times(video.info.duration))
     out: list[dict] = []
     k = min(cfg.top, len(clf.labels))
     with torch.inference_mode():

@@ -102,10 +102,10 @@ ANY_INT = _int()
 # Section ("bank" for bank.<kind>, "train" also for heads.<name>) -> field -> Rule.  Fields
 # not listed (strings, flags, paths, hparams: checked by the head's config) are free.
 RULES: dict[str, dict[str, Rule]] = {
-    "synth": {"seed": COUNT, "num_train": POSITIVE, "num_val": COUNT, "duration": POSITIVE,
+    "synth": {"seed": COUNT, "num_train": POSITIVE, "num_val": COUNT, "duration": _int(2),
               "fps": POSITIVE, "width": _int(8), "height": _int(8), "max_people": POSITIVE,
               "label_noise": FRACTION},
-    "detect": {"classes": _int(0, items=True), "min_score": FRACTION, "iou": FRACTION,
+    "detect": {"classes": _int(0, items=True), "det_score_thr": FRACTION, "iou": FRACTION,
                "imgsz": _int(32), "max_det": POSITIVE, "batch_size": POSITIVE,
                "keyframe_interval": POSITIVE, "time_offset": ANY_INT,
                "num_workers": _int(0, null=True)},
@@ -118,21 +118,34 @@ RULES: dict[str, dict[str, Rule]] = {
                 "segment_keyframes": POSITIVE, "piece_frames": POSITIVE},
     "bank": {"kind": Rule("str", choices=("lfb", "acfb")),
              "pool": Rule("str", choices=("none", "2x2", "4x4")),
-             "det_threshold": FRACTION, "batch_size": POSITIVE},
+             "det_score_thr": FRACTION, "batch_size": POSITIVE},
     "train": {"epochs": POSITIVE, "batch_size": POSITIVE, "lr": Rule("float", 0, lo_open=True),
               "momentum": FRACTION, "weight_decay": Rule("float", 0),
               "warmup_epochs": Rule("float", 0), "warmup_factor": FRACTION,
               "lr_steps": Rule("float", 0, 1, items=True),
               "lr_gamma": Rule("float", 0, lo_open=True),
-              "det_threshold": FRACTION, "match_iou": FRACTION,
+              "det_score_thr": FRACTION, "match_iou": FRACTION,
               "jitter": Rule("float", 0, 0.5, hi_open=True), "seed": COUNT,
               "cache": Rule("str", choices=("auto", "memory", "disk")),
               "cache_max_gb": Rule("float", 0), "num_workers": COUNT},
-    "eval": {"det_threshold": FRACTION, "batch_size": POSITIVE},
-    "viz": {"threshold": FRACTION, "top_k": POSITIVE, "text_scale": Rule("float", 0, lo_open=True),
-            "chunk": POSITIVE},
-    "demo": {"classes": _int(0, items=True), "det_threshold": FRACTION, "threshold": FRACTION,
+    "eval": {"det_score_thr": FRACTION, "batch_size": POSITIVE},
+    "viz": {"action_score_thr": FRACTION, "top_k": POSITIVE,
+            "text_scale": Rule("float", 0, lo_open=True), "chunk": POSITIVE},
+    "demo": {"classes": _int(0, items=True), "det_score_thr": FRACTION,
+             "action_score_thr": FRACTION,
              "top_k": POSITIVE, "keyframe_interval": POSITIVE, "time_offset": ANY_INT},
+}
+
+
+# Keys renamed so that one concept has one name in every stage (issue 20): rules section ->
+# old key -> new key.  An old key in a params file is a one-line error naming the new key.
+RENAMED: dict[str, dict[str, str]] = {
+    "detect": {"min_score": "det_score_thr"},
+    "bank": {"det_threshold": "det_score_thr"},
+    "train": {"det_threshold": "det_score_thr"},
+    "eval": {"det_threshold": "det_score_thr"},
+    "viz": {"threshold": "action_score_thr"},
+    "demo": {"det_threshold": "det_score_thr", "threshold": "action_score_thr"},
 }
 
 
@@ -232,7 +245,12 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
 
 
 def _check_keys(path: object, section: str, node: dict[str, Any], names: list[str]) -> None:
+    top = section.split(".")[0]
+    renamed = RENAMED.get("train" if top == "heads" else top, {})
     for key in node:
+        if key in renamed and key not in names:
+            raise ArtifactError(path, f"key '{key}' in section '{section}' is now "
+                                      f"'{renamed[key]}' (renamed): rename it")
         if key not in names:
             raise ArtifactError(path, f"unknown key '{key}' in section '{section}'; "
                                       f"known: {', '.join(names)}")
@@ -333,32 +351,140 @@ def section_values(section: str | list[str], data: dict[str, Any],
     return values
 
 
-def load_config(cls: type[T], section: str | list[str], params: str | os.PathLike | None = None,
-                overrides: dict[str, Any] | None = None) -> T:
-    """Build ``cls`` from ``params[section]`` then ``overrides`` (``None`` values ignored).
+# Layers between the params file and the flags, per section, as "module:function" (imported
+# only when that section is loaded).  The function gets the values of the file and the flags
+# merged (so it sees e.g. ``preset``) and returns None, or ``(source, values)``: values that
+# override the file's, are overridden by the flags, and are reported as coming from
+# ``source`` (e.g. ``preset:slowfast_r50``).  E.g. ``{"extract":
+# "pipeline.backbones.presets:preset_layer"}``.
+LAYERS: dict[str, str] = {}
+
+
+@dataclasses.dataclass
+class Resolved:
+    """A stage config and where each of its values came from.
+
+    ``sources``: field -> the params file's name (``stages.yaml``; ``stages.yaml heads.acar``
+    for a later section of a list), a layer's source (``preset:<name>``) or the flag
+    (``--batch-size``); a field absent from it has its dataclass default.
+    """
+
+    config: Any
+    sources: dict[str, str]
+    order: list[str] = dataclasses.field(default_factory=list)   # sources, as applied
+
+    def changed(self) -> dict[str, tuple[Any, str]]:
+        """field -> (value, source) for the values that differ from the dataclass defaults,
+        in field order."""
+        out: dict[str, tuple[Any, str]] = {}
+        for f in dataclasses.fields(self.config):
+            value = getattr(self.config, f.name)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            if value != default:
+                out[f.name] = (value, self.sources.get(f.name, "default"))
+        return out
+
+    def summary(self, name: str) -> str:
+        """One line: ``extract settings: backbone=hoghof, short_side=160 from stages.yaml;
+        batch_size=4 from --batch-size`` (only values that differ from the defaults)."""
+        groups: dict[str, list[str]] = {}
+        for key, (value, source) in self.changed().items():
+            groups.setdefault(source, []).append(f"{key}={_compact(value)}")
+        if not groups:
+            return f"{name} settings: the built-in defaults"
+        # as they were applied: the file's, a layer's (preset:...), the flags'
+        order = sorted(groups, key=lambda s: self.order.index(s) if s in self.order else -1)
+        return f"{name} settings: " + "; ".join(f"{', '.join(groups[source])} from {source}"
+                                                 for source in order)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _layer(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    spec = LAYERS.get(section.split(".")[0])
+    if spec is None:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)(values)
+
+
+def layer_values(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(source, values)`` of the :data:`LAYERS` layer of ``section`` over ``values``;
+    ``("", {})`` when there is none (for ``--help``, which shows what a run would use)."""
+    return _layer(section, values) or ("", {})
+
+
+def resolve_config(cls: type[T], section: str | list[str],
+                   params: str | os.PathLike | None = None,
+                   overrides: dict[str, Any] | None = None,
+                   flag_names: dict[str, str] | None = None) -> Resolved:
+    """Build ``cls`` from ``params[section]``, then a :data:`LAYERS` layer, then
+    ``overrides`` (``None`` values ignored), recording where each value came from.
 
     ``section`` may be a list; later sections update earlier ones (for example
     ``["train", "heads.acar"]``: common train params, then per-head ones).  The whole
-    params file is checked first (:func:`check_params`).
+    params file is checked first (:func:`check_params`).  ``flag_names``: field -> the flag
+    that sets it, where it is not ``--field-name``.
     """
     data = read_params(params)
     path = params or DEFAULT_PARAMS
     check_params(data, path)
-    values = section_values(section, data, path)
+    where = Path(path).name if params is None else str(path)
+    sections = [section] if isinstance(section, str) else section
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    order: list[str] = []                  # the sources, as they apply
+    for i, sec in enumerate(sections):
+        given = section_values(sec, data, path)
+        values.update(given)
+        order.append(where if i == 0 else f"{where} {sec}")
+        sources.update(dict.fromkeys(given, order[-1]))
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    first = sections[0]
+    layer = _layer(first, {**values, **flags})
+    if layer is not None:
+        source, layered = layer
+        check_values(first, layered, source)
+        values.update(layered)
+        sources.update(dict.fromkeys(layered, source))
+        order.append(source)
     values.update(flags)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ArtifactError(path, f"unknown {cls.__name__} parameter(s) {unknown}; "
                                   f"known: {sorted(names)}")
-    first = section if isinstance(section, str) else section[0]
-    check_values(first, flags, _flag)       # the file's values were checked above
+
+    def flag(key: str) -> str:
+        return (flag_names or {}).get(key) or _flag(key)
+
+    sources.update({key: flag(key) for key in flags})
+    order.extend(flag(key) for key in flags)
+    check_values(first, flags, flag)       # the file's values were checked above
     cfg = cls(**values)
     if getattr(cfg, "nesterov", False) and getattr(cfg, "momentum", None) == 0:
-        raise ArtifactError(_flag("momentum") if "momentum" in flags else path,
+        raise ArtifactError(flag("momentum") if "momentum" in flags else path,
                             f"{first}.momentum must be > 0 with nesterov: true, got 0")
-    return cfg
+    return Resolved(cfg, sources, order)
+
+
+def load_config(cls: type[T], section: str | list[str], params: str | os.PathLike | None = None,
+                overrides: dict[str, Any] | None = None) -> T:
+    """:func:`resolve_config`'s config (without the record of where its values came from)."""
+    return resolve_config(cls, section, params, overrides).config
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -62,11 +62,11 @@ from .video import Video, open_video
 @dataclass
 class DemoConfig:
     detector: str = "yolo"          # yolo | gt (the boxes of an annotation CSV)
-    weights: str = "yolov8n.pt"     # yolo: a weights name (downloads when online) or a path
+    weights: str = detect.YOLO_WEIGHTS  # yolo: a weights name (downloads when online) or a path
     classes: list[int] = field(default_factory=lambda: [0])   # yolo: class ids of persons
-    det_threshold: float = 0.35     # persons scoring at least this get actions (YOLO often
+    det_score_thr: float = 0.35     # persons scoring at least this get actions (YOLO often
                                     # scores small, distant people below 0.5)
-    threshold: float = 0.3          # actions drawn with score >= threshold ...
+    action_score_thr: float = 0.3   # actions drawn with score >= this ...
     top_k: int = 3                  # ... at most this many per person
     keyframe_interval: int = 1      # seconds between keyframes (yolo)
     time_offset: int = 0            # timestamp = video time + offset (AVA cuts: 900)
@@ -250,7 +250,11 @@ def write_heatmaps(head: RelationHead, labelmap: LabelMap, store: FeatureStore,
 
 def _link(video: Path, videos_dir: Path) -> Path:
     """``videos_dir`` holding only ``video`` (a symlink), for the directory-based stages."""
-    videos_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        videos_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError(videos_dir, "cannot write here: a file is in the way of --out"
+                            ) from None
     for old in videos_dir.iterdir():
         old.unlink()
     link = videos_dir / video.name
@@ -290,12 +294,12 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     say(f"1/4 detect persons ({cfg.detector}"
         + (f": {cfg.weights}, classes {cfg.classes}" if cfg.detector == "yolo" else "") + ")")
     dcfg = detect.DetectConfig(source=cfg.detector, weights=cfg.weights, classes=cfg.classes,
-                               min_score=cfg.det_threshold,
+                               det_score_thr=cfg.det_score_thr,
                                keyframe_interval=cfg.keyframe_interval,
                                time_offset=cfg.time_offset, device=cfg.device)
     _raise_first(detect.run(dcfg, work / "videos", dets_path, annotations=annotations),
                  link, video)
-    dets, _ = read_detections(dets_path, min_score=cfg.det_threshold)
+    dets, _ = read_detections(dets_path, min_score=cfg.det_score_thr)
     if cfg.detector == "gt" and dets.empty:
         raise ArtifactError(annotations[0], f"no boxes for video '{name}'")
 
@@ -306,7 +310,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     heatmaps: list[Path] = []
     kfs: list = []
     if dets.empty:
-        say(f"no person scored >= {cfg.det_threshold} on any keyframe")
+        say(f"no person scored >= {cfg.det_score_thr} on any keyframe")
     else:
         _raise_first(extract.run(ecfg, work / "videos", dets_path, features), link, video)
         store = FeatureStore(features)
@@ -315,7 +319,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
 
         say(f"3/4 predict ({ckpt['head']} head)")
         pred = predict(head, labelmap, store, dets, [name],
-                       PredictConfig(det_threshold=cfg.det_threshold),
+                       PredictConfig(det_score_thr=cfg.det_score_thr),
                        list(store.spec(name).views), bank)
         kfs = test_keyframes(store, dets, [name])
         if cfg.heatmap:
@@ -325,7 +329,7 @@ def run(cfg: DemoConfig, video: str | os.PathLike, model: str | os.PathLike,
     write_predictions(pred, pred_path)
 
     say(f"4/4 render {name}_actions.mp4")
-    vcfg = viz.VizConfig(threshold=cfg.threshold, top_k=cfg.top_k)
+    vcfg = viz.VizConfig(action_score_thr=cfg.action_score_thr, top_k=cfg.top_k)
     mp4 = viz.render_video(video, out_dir / f"{name}_actions.mp4", pred, labelmap, vcfg)
     persons = sum(len(k.boxes) for k in kfs)
     return DemoResult(pred_path, mp4, heatmaps, persons, len(kfs))
@@ -339,7 +343,7 @@ def _bank(head, cfg: DemoConfig, features: str, name: str, dets_path: Path, work
         return None
     kind = request.kind
     say(f"   {kind} bank of this video")
-    bcfg = bank_stage.BankConfig(kind=kind, det_threshold=cfg.det_threshold,
+    bcfg = bank_stage.BankConfig(kind=kind, det_score_thr=cfg.det_score_thr,
                                  pool=request.pool or "none")
     url = str(work / f"{kind}.zarr")
     maker = _bank_model(bank_model, FeatureStore(features), name, work) if kind == "acfb" \
@@ -386,4 +390,4 @@ def _heatmaps(head, ckpt: dict, labelmap: LabelMap, store: FeatureStore, vr: Vid
     offset = float(store.attrs(name).get("extra", {}).get("time_offset") or 0)
     return write_heatmaps(head, labelmap, store, vr, name, kfs, scores, view,
                           out, offset, bank,
-                          cfg=viz.VizConfig(threshold=0.0, top_k=1, text_scale=1 / 24))
+                          cfg=viz.VizConfig(action_score_thr=0.0, top_k=1, text_scale=1 / 24))

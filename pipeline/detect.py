@@ -8,7 +8,7 @@ Sources:
   (an AVA annotation or proposals CSV, or a two-column ``video_id,timestamp`` CSV).
   ``weights`` is an ultralytics weights name (downloaded on first use when online) or a
   path to any ultralytics checkpoint; ``classes`` are the class ids that are persons
-  (merged by class-agnostic NMS).  Every box scoring at least ``min_score`` is kept;
+  (merged by class-agnostic NMS).  Every box scoring at least ``det_score_thr`` is kept;
   consumers apply their own thresholds.  Boxes are normalised to the original frame.
   Frames are decoded by DataLoader workers while the detector runs batched (cuda when
   available).  A video that cannot be read is reported and the others are still done.
@@ -37,16 +37,19 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.detections import COLUMNS, write_detections
 from .artifacts.proposals import read_proposals
+from .distributed import worker_init
 from .progress import progress
 from .video import VIDEO_EXTS, Video, list_videos, no_videos_error, read_image
+
+YOLO_WEIGHTS = "yolo11n.pt"              # the default detector of detect and demo
 
 
 @dataclass
 class DetectConfig:
     source: str = "gt"                   # gt | yolo | proposals
-    weights: str = "yolo11n.pt"          # yolo: a weights name (downloads) or a path
+    weights: str = YOLO_WEIGHTS          # yolo: a weights name (downloads) or a path
     classes: list[int] = field(default_factory=lambda: [0])  # yolo: class ids that are persons
-    min_score: float = 0.1               # keep every box at or above this floor
+    det_score_thr: float = 0.1           # keep every box at or above this floor
     iou: float = 0.7                     # yolo: NMS IoU threshold
     imgsz: int = 640                     # yolo: inference size (long side, letterboxed)
     max_det: int = 300                   # yolo: boxes per frame at most
@@ -179,14 +182,14 @@ class PersonDetector:
         # ultralytics >= 8.4 spells float16 `quantize=16`; older versions `half=True`
         self._precision = {} if not self.half else \
             {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
-        # ultralytics keeps conf > threshold; we keep score >= min_score
-        self.conf = float(np.nextafter(np.float32(cfg.min_score), np.float32(0)))
+        # ultralytics keeps conf > threshold; we keep score >= det_score_thr
+        self.conf = float(np.nextafter(np.float32(cfg.det_score_thr), np.float32(0)))
 
     @property
     def meta(self) -> dict:
         return {"weights": str(self.cfg.weights), "classes": list(self.cfg.classes),
                 "class_names": [self.model.names[c] for c in self.cfg.classes],
-                "min_score": self.cfg.min_score, "iou": self.cfg.iou,
+                "det_score_thr": self.cfg.det_score_thr, "iou": self.cfg.iou,
                 "imgsz": self.cfg.imgsz, "max_det": self.cfg.max_det}
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -202,7 +205,7 @@ class PersonDetector:
             xyxyn = r.boxes.xyxyn.float().cpu().numpy().reshape(-1, 4)
             conf = r.boxes.conf.float().cpu().numpy().reshape(-1, 1)
             boxes = np.concatenate([np.clip(xyxyn, 0.0, 1.0), conf], axis=1).astype(np.float32)
-            out.append(boxes[boxes[:, 4] >= np.float32(self.cfg.min_score)])
+            out.append(boxes[boxes[:, 4] >= np.float32(self.cfg.det_score_thr)])
         return out
 
 
@@ -275,7 +278,8 @@ def detect_videos(cfg: DetectConfig, videos_dir: str | os.PathLike,
     source = _KeyframeSource(jobs, cfg)
     nw = min(_workers(cfg.num_workers), len(jobs))
     loader = DataLoader(source, batch_size=None, num_workers=nw,
-                        prefetch_factor=2 if nw else None)
+                        prefetch_factor=2 if nw else None,
+                        worker_init_fn=worker_init() if nw else None)
     rows: list[pd.DataFrame] = []
     failures: list[str] = []
     seen: dict[str, int] = {}
@@ -384,9 +388,9 @@ def run(cfg: DetectConfig, videos_dir: str | os.PathLike | None, out: str | os.P
         if not proposals:
             raise ArtifactError(out, "--source proposals needs a proposals CSV")
         videos = _video_ids(videos_dir, allow_empty, recursive)
-        df = from_proposals(proposals, videos, cfg.min_score)
+        df = from_proposals(proposals, videos, cfg.det_score_thr)
         meta = {"source": "proposals", "proposals": [str(p) for p in proposals],
-                "min_score": cfg.min_score}
+                "det_score_thr": cfg.det_score_thr}
     elif cfg.source == "yolo":
         if videos_dir is None:
             raise ArtifactError(out, "--source yolo needs --videos DIR")

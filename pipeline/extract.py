@@ -56,6 +56,7 @@ from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, feature_stride, get_backbone
+from .distributed import worker_init
 from .progress import progress
 from .shards import shard_items, stale_items
 from .video import (
@@ -518,7 +519,8 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     source = _SegmentFrames(segments, cfg, spec.clip_frames, spec.clip_stride, scales)
     nw = min(_workers(cfg.num_workers), len(segments))
     loader = DataLoader(source, batch_size=None, num_workers=nw,
-                        prefetch_factor=2 if nw else None, pin_memory=device.type == "cuda")
+                        prefetch_factor=2 if nw else None, pin_memory=device.type == "cuda",
+                        worker_init_fn=worker_init() if nw else None)
     ctx = _Context(store, net, bb, spec, views, cfg, device)
     states: dict[str, _VideoState] = {}
     failed: set[str] = set()

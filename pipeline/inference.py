@@ -129,7 +129,7 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
     (:func:`check_feature_spec`)."""
     if getattr(head, "feature_spec", None) is not None:
         check_feature_spec(head.feature_spec, store, videos, getattr(head, "source", "checkpoint"))
-    dets = dets[dets["score"] >= cfg.det_threshold]
+    dets = dets[dets["score"] >= cfg.det_score_thr]
     kfs = test_keyframes(store, dets, videos)
     caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
     return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size, bank)
@@ -195,7 +195,7 @@ class Validator:
         # scored as `eval --excluded` scores: the frames of this file are left out
         self.excluded = read_excluded(excluded) if excluded is not None else None
         videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
-        dets = dets[dets["score"] >= self.cfg.det_threshold]
+        dets = dets[dets["score"] >= self.cfg.det_score_thr]
         self.keyframes = test_keyframes(store, dets, videos)
         self.caches = [FeatureCache(store, view, self.cfg.in_memory)]
 

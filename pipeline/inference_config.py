@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass
 class PredictConfig:
-    det_threshold: float = 0.85      # detections used at test time
+    det_score_thr: float = 0.85      # detections used at test time
     views: list[str] | None = None   # None: every view in the store (TTA)
     batch_size: int = 16             # keyframes per forward pass
     in_memory: bool = True

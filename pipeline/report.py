@@ -11,7 +11,8 @@ validation ground truth and the label map, and writes into ``out_dir``:
     random ranking is about the class's prevalence, so for each family it is the mean,
     over its classes with ground truth, of (#GT boxes with that class / #distinct GT
     boxes) -- the same averaging ``metrics.json`` uses for ``per_superclass``.  Families
-    absent from the label map are left out; a null AP prints as "–".
+    absent from the label map are left out (of the default list; a family named in
+    ``families`` must be a superclass of the label map); a null AP prints as "–".
 
     Then "Orderings": the relations the ACRN/ACAR/LFB papers report, checked with
     measured margins wherever the heads involved are present (:data:`CHECKS`):
@@ -22,19 +23,22 @@ validation ground truth and the label map, and writes into ``out_dir``:
     A grouped bar chart of the same numbers (groups: families and mAP; one colour per
     head; chance as a dashed line over each group).
 
-Both files are written atomically.  :func:`run` also returns the numbers as a dict.
+Both files are written atomically, together: a failure leaves the previous pair.
+:func:`run` also returns the numbers as a dict.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .artifacts import ArtifactError
 from .artifacts.annotations import person_boxes, read_annotations
-from .artifacts.atomic import atomic_path, write_text_atomic
+from .artifacts.atomic import atomic_path
 from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.metrics import read_metrics
 
@@ -86,11 +90,26 @@ class ReportConfig:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))  # label-map superclasses
     family_names: dict[str, str] = field(default_factory=dict)  # display names (else built-in)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str):
+            raise ArtifactError("report.title", f"must be a string, got {self.title!r}")
+        if not (isinstance(self.families, (list, tuple))
+                and all(isinstance(f, str) for f in self.families)):
+            raise ArtifactError("report.families", "must be a list of label-map superclasses, "
+                                f"got {self.families!r}")
+        if not (isinstance(self.family_names, dict)
+                and all(isinstance(v, str) for v in self.family_names.values())):
+            raise ArtifactError("report.family_names", "must map superclasses to display "
+                                f"names, got {self.family_names!r}")
+
 
 def chance(annotations: str | os.PathLike, labelmap: LabelMap,
            families: list[str]) -> dict[str, float | None]:
     """AP x 100 of random scores per family (and ``mAP``): mean prevalence of its classes."""
     df = read_annotations(annotations)
+    if df.empty:
+        raise ArtifactError(annotations, "no ground-truth box: the chance row needs the "
+                                         "validation annotations")
     boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
     positives = {a: 0 for a in labelmap.ids}
     for labels in boxes["labels"]:
@@ -224,8 +243,7 @@ def _plot(cfg: ReportConfig, report: dict, path: Path) -> None:
     ax.legend(fontsize=9, ncol=min(len(heads) + 1, 7), loc="upper center",
               bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    fig.savefig(path, format="png")
 
 
 def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
@@ -237,6 +255,18 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
     """
     lm = read_labelmap(labelmap)
     runs = {head: read_metrics(path) for head, path in metrics.items()}
+    ids = {str(a) for a in lm.ids}
+    for head, path in metrics.items():       # another dataset's metrics would print as "–"
+        classes = set(runs[head]["per_class"])
+        if classes and classes != ids:
+            raise ArtifactError(path, f"scored with another label map than {labelmap} (its "
+                                      f"classes {', '.join(sorted(classes - ids)[:5]) or '-'} "
+                                      f"are not in it; missing {len(ids - classes)})")
+    if list(cfg.families) != FAMILIES:     # the default leaves out what the label map lacks
+        unknown = [f for f in cfg.families if f not in lm.superclasses]
+        if unknown:
+            raise ArtifactError("report.families", f"'{unknown[0]}' is not a superclass of "
+                                f"{labelmap} (its: {', '.join(dict.fromkeys(lm.superclasses))})")
     families = [f for f in cfg.families if f in lm.superclasses]
     names = {**FAMILY_NAMES, **cfg.family_names}
     table = {}
@@ -250,7 +280,10 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
               "table": table, "chance": chance(annotations, lm, families)}
     report["orderings"] = [_check(c, table, families) for c in CHECKS]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "report.md", _markdown(cfg, report))
-    _plot(cfg, report, out_dir / "report.png")
+    markdown = _markdown(cfg, report)
+    with ExitStack() as stack:  # both renamed into place only when both are written
+        md = stack.enter_context(atomic_path(out_dir / "report.md"))
+        png = stack.enter_context(atomic_path(out_dir / "report.png"))
+        md.write_text(markdown)
+        _plot(cfg, report, png)
     return report

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .artifacts import ArtifactError
 from .artifacts.annotations import write_annotations, write_excluded
 from .artifacts.labelmap import LabelMap, write_labelmap
 from .progress import progress
@@ -99,6 +100,13 @@ class SynthConfig:
     height: int = 160
     max_people: int = 5
     label_noise: float = 0.03   # share of person-keyframes with one non-pose label toggled
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):   # h264 frames have even sides: an odd one would be
+            value = getattr(self, name)    # cropped, and the boxes normalised to the old one
+            if isinstance(value, int) and value % 2:
+                raise ArtifactError(f"synth.{name}", f"must be even (h264 frames have even "
+                                                     f"sides), got {value}")
 
 
 @dataclass
@@ -572,7 +580,10 @@ def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, pat
 def run(cfg: SynthConfig, out_dir: str | os.PathLike) -> None:
     """Generate the world into ``out_dir`` (deterministic in ``cfg``)."""
     out = Path(out_dir)
-    (out / "videos").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError(out, "cannot write here: a file is in the way") from None
     rng = np.random.default_rng(cfg.seed)
     splits = {"train": cfg.num_train, "val": cfg.num_val}
     cols = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id"]

@@ -2,7 +2,7 @@
 
 Samples are the keyframes of the annotation CSV that the feature store has.  Each
 keyframe contributes its GT person boxes plus the detected boxes with score >=
-``det_threshold`` that overlap a GT box with IoU >= ``match_iou`` (they take that
+``det_score_thr`` that overlap a GT box with IoU >= ``match_iou`` (they take that
 box's labels; unmatched detections are dropped).  Boxes are jittered by up to
 ±``jitter`` of their size.  Loss: per-class BCE with a softmax over the pose classes
 (:mod:`pipeline.losses`).  SGD with Nesterov momentum, linear warm-up, then step decay,
@@ -40,7 +40,7 @@ from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
 from .artifacts.labelmap import LabelMap, read_labelmap, softmax_notice
 from .bank_reader import BankReader, open_bank
-from .distributed import SINGLE, Dist, all_reduce_sum
+from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
@@ -68,7 +68,7 @@ class TrainConfig:
     # step-decay points, as fractions of the whole training
     lr_steps: list[float] = field(default_factory=lambda: [0.7])
     lr_gamma: float = 0.1
-    det_threshold: float = 0.9       # detected boxes used as extra samples
+    det_score_thr: float = 0.9       # detected boxes used as extra samples
     match_iou: float = 0.9           # ...when they overlap a GT box this much
     jitter: float = 0.075            # ±fraction of box size
     seed: int = 0
@@ -95,11 +95,11 @@ def init_from(head: torch.nn.Module, path: str | os.PathLike) -> int:
 
 
 def gt_keyframes(store: FeatureStore, gt: pd.DataFrame, dets: pd.DataFrame,
-                 labelmap: LabelMap, det_threshold: float, match_iou: float) -> list[Keyframe]:
+                 labelmap: LabelMap, det_score_thr: float, match_iou: float) -> list[Keyframe]:
     """Training keyframes: GT boxes with multi-hot labels, plus matched detections."""
     index = labelmap.index
     gt = gt[gt["action_id"].isin(index)]
-    dets = dets[dets["score"] >= det_threshold]
+    dets = dets[dets["score"] >= det_score_thr]
     det_groups = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
     times = {v: store.timestamps(v) for v in store.videos()}
     out: list[Keyframe] = []
@@ -201,7 +201,8 @@ def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: in
     data.epoch = epoch
     shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg)]
     loader = DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
-                        num_workers=workers, prefetch_factor=4 if workers else None)
+                        num_workers=workers, prefetch_factor=4 if workers else None,
+                        worker_init_fn=worker_init() if workers else None)
     return loader if workers else Prefetcher(loader)
 
 
@@ -317,7 +318,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
                                           f"it has {', '.join(views)})")
     dets, _ = read_detections(detections)
     samples = gt_keyframes(store, read_annotations(annotations), dets, lm,
-                           cfg.det_threshold, cfg.match_iou)
+                           cfg.det_score_thr, cfg.match_iou)
     if not samples:
         raise ArtifactError(annotations, "no annotated keyframe has features in " + features)
     cache = FeatureCache(store, view, in_memory=False)

@@ -31,7 +31,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 @dataclass
 class VizConfig:
-    threshold: float = 0.3       # draw actions with score >= threshold
+    action_score_thr: float = 0.3  # draw actions with score >= this
     top_k: int = 3               # at most this many actions per person
     text_scale: float = 1 / 30   # text height as a fraction of the frame height
     chunk: int = 64              # frames decoded at a time
@@ -57,7 +57,7 @@ def person_actions(rows: pd.DataFrame, cfg: VizConfig) -> dict[int, list[tuple]]
         rows = rows.assign(score=1.0)
     out: dict[int, list[tuple]] = {}
     for (ts, *box), grp in rows.groupby(["timestamp", "x1", "y1", "x2", "y2"], sort=True):
-        grp = grp[grp["score"] >= cfg.threshold].nlargest(cfg.top_k, "score")
+        grp = grp[grp["score"] >= cfg.action_score_thr].nlargest(cfg.top_k, "score")
         acts = list(zip(grp["action_id"].astype(int), grp["score"].astype(float), strict=True))
         out.setdefault(int(ts), []).append((np.asarray(box, np.float32), acts))
     return out

@@ -174,7 +174,7 @@ def test_lfb_bank_resumes_after_an_interrupt(world, tmp_path, monkeypatch):
     assert begun == ["vid_b"]                     # the finished video is kept
     assert_same_bytes(read_all(url), read_all(whole))
     begun.clear()                                 # a changed threshold rebuilds everything
-    bank.run(bank.BankConfig(kind="lfb", det_threshold=0.96), features, dets, url)
+    bank.run(bank.BankConfig(kind="lfb", det_score_thr=0.96), features, dets, url)
     assert begun == ["vid_a", "vid_b"] and len(BankStore(url).read_video("vid_a").scores) == 1
 
 
@@ -419,6 +419,7 @@ def test_acfb_spec_mismatch_is_one_line_once_naming_the_fields(world, tmp_path):
     assert code != 0
     lines = [ln for ln in text.splitlines() if "error" in ln.lower()]
     assert len(lines) == 1, text
+    assert text.count("trained on other features") == 1, text     # printed once (item 11a)
     assert "trained on other features" in lines[0] and "backbone other != test" in lines[0]
     assert "short_side 120 != 36" in lines[0] and "other.pt" in lines[0]
     assert not out.exists()
@@ -435,6 +436,6 @@ def test_cli_acfb_bank_refuses_a_checkpoint_that_is_not_acar(world, tmp_path):
                        str(dets), "--annotations", str(gt), "--model",
                        str(tmp_path / "acfb.pt"), "--out", str(out)])
     assert code != 0 and not out.exists()
-    assert text.strip().splitlines() == [
+    assert [ln for ln in text.strip().splitlines() if not ln.startswith("bank settings: ")] == [
         f"error: {tmp_path / 'acfb.pt'}: a 'acfb' checkpoint: an acfb bank holds the "
         "first-order maps of a trained acar head"]

@@ -136,10 +136,10 @@ def test_eval_predictions_does_not_import_torch(tmp_path):
     ("extract:\n  pad_multiple: 0\n", "extract.pad_multiple must be >= 1, got 0"),
     ("extract:\n  num_workers: -1\n", "extract.num_workers must be >= 0, got -1"),
     ("synth:\n  label_noise: 2\n", "synth.label_noise must be <= 1, got 2"),
-    ("detect:\n  min_score: -0.1\n", "detect.min_score must be >= 0, got -0.1"),
+    ("detect:\n  det_score_thr: -0.1\n", "detect.det_score_thr must be >= 0, got -0.1"),
     ("bank:\n  acfb:\n    batch_size: 0\n", "bank.acfb.batch_size must be >= 1, got 0"),
     ("bank:\n  lfb:\n    pool: 3x3\n", "bank.lfb.pool must be one of none, 2x2, 4x4"),
-    ("eval:\n  det_threshold: 1.5\n", "eval.det_threshold must be <= 1, got 1.5"),
+    ("eval:\n  det_score_thr: 1.5\n", "eval.det_score_thr must be <= 1, got 1.5"),
     ("demo:\n  top_k: 0\n", "demo.top_k must be >= 1, got 0"),
     ("viz:\n  chunk: 0\n", "viz.chunk must be >= 1, got 0"),
 ])

@@ -80,7 +80,7 @@ def test_class_agnostic_merge_and_class_filter(detector):
     np.fill_diagonal(iou, 0)
     assert iou.max() < detector.cfg.iou + 1e-6           # one NMS over Normal and Fall
     only = detect.PersonDetector(detect.DetectConfig(weights=str(FALL), classes=[1],
-                                                     min_score=0.3))([img])[0]
+                                                     det_score_thr=0.3))([img])[0]
     assert len(only) < len(both) and (only[:, 4] >= 0.3).all()
     with pytest.raises(ArtifactError, match=r"class ids \[7\] are not in the model's classes"):
         detect.PersonDetector(detect.DetectConfig(weights=str(FALL), classes=[0, 7]))
@@ -189,7 +189,8 @@ def test_uncached_weights_name_offline_is_one_clear_line(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as code:
         main()
     assert code.value.code == 1
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.strip() and not ln.startswith("detect settings: ")]
     assert len(lines) == 1 and lines[0].startswith("error: yolo11x.pt: not cached")
     assert "--weights PATH" in lines[0]
     assert not (tmp_path / "d.parquet").exists()
@@ -230,7 +231,8 @@ def test_proposals_import(tmp_path):
                                    str(out)])
     assert res.exit_code == 0, res.output
     df, meta = read_detections(out)
-    assert meta["source"] == "proposals" and meta["min_score"] == detect.DetectConfig().min_score
+    assert meta["source"] == "proposals"
+    assert meta["det_score_thr"] == detect.DetectConfig().det_score_thr
     assert df[["video_id", "timestamp"]].values.tolist() == [["vid_a", 902], ["vid_b", 903]]
     assert df["score"].tolist() == pytest.approx([0.98, 0.8])
     np.testing.assert_allclose(df[["x1", "y1", "x2", "y2"]].to_numpy()[0], [0.1, 0.2, 0.5, 0.9])

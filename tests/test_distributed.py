@@ -1,14 +1,19 @@
 """DDP training with torchrun (2 CPU processes, gloo) equals single-process training."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.checkpoint import load_checkpoint
-from tests.conftest import boxes_gt
+from pipeline.artifacts.detections import write_detections
+from tests.conftest import ROOT, boxes_gt, make_feature_store
 
 TOLERANCE = 1e-5   # max |w_ddp - w_single| after one epoch (float32 reduction order)
 
@@ -54,3 +59,79 @@ def test_ddp_matches_single_process(nproc, tmp_path, feature_store, detections_f
     moved = max((a["state_dict"][k] - v).abs().max().item()
                 for k, v in init.state_dict().items() if v.is_floating_point())
     assert moved > 100 * TOLERANCE
+
+
+# ---- DataLoader workers die with their parent (issue 19, item 11b) -----------------------
+
+# Runs `acar` with torch's own parent poll in the workers (every 5 s, after the batches they
+# hold) pushed out of the way, so that only acar's mechanism can end them.
+WORKERS_SCRIPT = """
+import sys
+import torch.utils.data._utils.worker as worker
+worker.MP_STATUS_CHECK_INTERVAL = 300.0
+from cli.main import main
+sys.argv = ["acar", *sys.argv[1:]]
+main()
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc/*/stat."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dataloader_workers_die_with_a_killed_parent(tmp_path, labelmap_file):
+    """kill -9 of a training run with 2 loader workers: the workers are gone at once (a
+    generous 10 s bound), not after torch's next poll of the parent."""
+    videos = {"vid_a": 150, "vid_b": 150}
+    make_feature_store(str(tmp_path / "f.zarr"), videos)
+    gt = boxes_gt(videos)
+    write_annotations(gt, tmp_path / "gt.csv")
+    write_detections(gt[["video_id", "timestamp", "x1", "y1", "x2", "y2"]].drop_duplicates()
+                     .assign(score=0.95), tmp_path / "d.parquet", {"source": "test"})
+    (tmp_path / "p.yaml").write_text("train: {epochs: 1000, batch_size: 1, num_workers: 2, "
+                                     "cache: disk}\n")
+    cmd = [sys.executable, "-c", WORKERS_SCRIPT, "--params", str(tmp_path / "p.yaml"),
+           "train", "--features", str(tmp_path / "f.zarr"), "--detections",
+           str(tmp_path / "d.parquet"), "--annotations", str(tmp_path / "gt.csv"),
+           "--labelmap", str(labelmap_file), "--out", str(tmp_path / "m.pt")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            workers = _children(proc.pid)
+        assert len(workers) == 2, proc.stderr.read().decode() if proc.poll() is not None \
+            else f"no 2 workers after 120 s: {workers}"
+        time.sleep(0.5)                       # mid-epoch: they hold batches
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [w for w in workers if _alive(w)]
+        assert not left, f"workers {left} outlived their killed parent by 10 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in _children(proc.pid) + [w for w in workers if _alive(w)]:
+            os.kill(w, signal.SIGKILL)

@@ -128,7 +128,9 @@ def test_orderings_fail_with_margins(world):
 
 def test_missing_heads_families_and_null_ap(world):
     table = {"acar": (0.58, 0.40, None, 0.20, None), "linear": PASSING["linear"]}
-    res = run(world, table, families=["pose", "relation", "nosuch"])
+    with pytest.raises(ArtifactError, match="report.families: 'nosuch' is not a superclass"):
+        run(world, table, families=["pose", "relation", "nosuch"])   # a typo is no column
+    res = run(world, table, families=["pose", "relation"])
     rows = table_rows((world / "out" / "report.md").read_text())
     assert rows["head"] == ["pose (actor)", "relation (actor–context–actor)", "mAP"]
     assert rows["acar"] == ["58.0", "–", "–"]                 # null -> "–"

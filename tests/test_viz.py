@@ -18,7 +18,7 @@ def _pred(video, ts_list, box=(0.2, 0.2, 0.6, 0.9)):
 
 
 def test_person_actions_top_k_and_threshold():
-    people = viz.person_actions(_pred("v", [1, 2]), viz.VizConfig(threshold=0.3, top_k=2))
+    people = viz.person_actions(_pred("v", [1, 2]), viz.VizConfig(action_score_thr=0.3, top_k=2))
     assert sorted(people) == [1, 2]
     (box, acts), = people[1]
     assert acts == [(1, 0.9), (4, 0.6)]

@@ -8,16 +8,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import ArtifactError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched.  A path
+    that cannot be written (under a file, in a read-only folder) is an ArtifactError.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError(path, "cannot write here: a file is in the way of its folder "
+                                  f"({_file_above(path)})") from None
+    except OSError as err:
+        raise ArtifactError(path, f"cannot write here ({err.strerror})") from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -30,6 +39,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _file_above(path: Path) -> Path:
+    """The nearest existing ancestor of ``path`` that is not a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            return parent if not parent.is_dir() else path
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

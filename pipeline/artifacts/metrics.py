@@ -43,15 +43,18 @@ def read_metrics(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ArtifactError(path, "metrics must be a JSON object")
     if "mAP" not in data or not _is_ap(data["mAP"]):
-        raise ArtifactError(path, "'mAP' must be a number or null")
+        raise ArtifactError(path, "'mAP' must be a number or null (an AP in [0, 1]), got "
+                                  f"{data.get('mAP')!r}")
     for key in ("per_class", "per_superclass"):
         if not isinstance(data.get(key), dict):
             raise ArtifactError(path, f"'{key}' must be an object")
     bad = [k for k, v in data["per_superclass"].items() if not _is_ap(v)]
     if bad:
-        raise ArtifactError(path, f"per_superclass '{bad[0]}' must be a number or null")
+        raise ArtifactError(path, f"per_superclass '{bad[0]}' must be a number or null (an AP "
+                                  f"in [0, 1]), got {data['per_superclass'][bad[0]]!r}")
     return data
 
 
 def _is_ap(v) -> bool:
-    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool)
+                         and 0 <= v <= 1)    # NaN fails too
