@@ -9,6 +9,7 @@ from .common import config, fail_if, int_list, renamed_option, stage_command
 @click.argument("proposals", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory of videos; video_id is the file stem.")
+@click.option("--recursive", is_flag=True, help="Also the videos of subfolders (id: file stem).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output detections.parquet (video_id, timestamp, x1..y2, score).")
 @click.option("--source", type=click.Choice(["yolo", "gt", "proposals"]), default=None,
@@ -41,7 +42,7 @@ from .common import config, fail_if, int_list, renamed_option, stage_command
 @click.pass_context
 def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights, classes,
            det_score_thr, keyframe_interval, time_offset, batch_size, imgsz, device, half,
-           allow_empty) -> None:
+           allow_empty, recursive) -> None:
     """Find persons on keyframes and write detections.parquet.
 
     \b
@@ -66,5 +67,5 @@ def detect(ctx, proposals, videos, out, source, annotations, timestamps, weights
                  batch_size=batch_size, imgsz=imgsz, device=device, half=half)
     failures = stage.run(cfg, videos, out, annotations=list(annotations),
                          proposals=list(proposals), timestamps=list(timestamps),
-                         allow_empty=allow_empty)
+                         allow_empty=allow_empty, recursive=recursive)
     fail_if(failures, "videos")

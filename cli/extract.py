@@ -10,6 +10,7 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @stage_command("extract")
 @click.option("--videos", type=click.Path(exists=True, file_okay=False),
               help="Directory of videos; video_id is the file stem.  [required]")
+@click.option("--recursive", is_flag=True, help="Also the videos of subfolders (id: file stem).")
 @click.option("--detections", type=click.Path(exists=True, dir_okay=False),
               help="detections.parquet: its keyframe timestamps are extracted.  [required]")
 @click.option("--out", required=True,
@@ -64,7 +65,7 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, 
             random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
             time_offset,
-            batch_size, num_workers, device, amp, shard) -> None:
+            batch_size, num_workers, device, amp, shard, recursive) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
     One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
@@ -76,7 +77,7 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, 
         from pipeline.extract_check import check_store
 
         report = check_store(out, detections, videos, parse_shard(shard), values=values,
-                             allow_empty=allow_empty)
+                             allow_empty=allow_empty, recursive=recursive)
         for line in report.lines():
             click.echo(line)
         click.echo(report.summary())
@@ -96,4 +97,4 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, 
                  time_offset=time_offset,
                  batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard),
-                      allow_empty=allow_empty), "videos")
+                      allow_empty=allow_empty, recursive=recursive), "videos")

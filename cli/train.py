@@ -22,6 +22,8 @@ from .common import LABELMAP_HELP, config, stage_command, warn
 @click.option("--bank", default=None, help="Bank store, for bank heads.")
 @click.option("--val-annotations", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Also report the val mAP after every epoch.")
+@click.option("--val-excluded", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Excluded-timestamps CSV for the val mAP (as eval --excluded scores it).")
 @click.option("--log", default=None, type=click.Path(dir_okay=False),
               help="Per-epoch CSV log (loss, val mAP)  [OUT.log.csv]")
 @click.option("--epochs", type=int, default=None)
@@ -39,7 +41,7 @@ from .common import LABELMAP_HELP, config, stage_command, warn
                    "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
-          log, epochs, lr, seed, det_score_thr, strict, init, resume) -> None:
+          log, epochs, lr, seed, det_score_thr, strict, init, resume, val_excluded) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
@@ -66,4 +68,5 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
         videos |= set(read_annotations(val_annotations)["video_id"])
     warn(det_score_check(detections, cfg.det_score_thr, "train", strict, videos))
     stage.run(cfg, features, detections, annotations, labelmap, out,
-              val_annotations=val_annotations, log=log, resume=resume, bank=bank)
+              val_annotations=val_annotations, log=log, resume=resume, bank=bank,
+              val_excluded=val_excluded)

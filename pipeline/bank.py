@@ -49,6 +49,7 @@ from .inference import check_feature_spec, load_head
 from .keyframes import FeatureCache, Keyframe, batch, valid_cells
 from .models import BANK_POOLS
 from .models.actor import actor_vectors
+from .progress import progress
 from .shards import shard_items, stale_items
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
@@ -199,7 +200,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         bank.store.remove_video(video)      # not in this run's input: a fresh build lacks it
     failures: list[str] = []
     reused = 0
-    for video in tqdm(videos, desc=f"bank {cfg.kind}", unit="video"):
+    for video in progress(videos, desc=f"bank {cfg.kind}", unit="video"):
         fspec = src.spec(video)
         view = cfg.view or fspec.views[0]
         timestamps = src.timestamps(video)

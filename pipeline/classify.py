@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .backbones import Backbone, ClassifierPreset, build_classifier, get_backbone
 from .extract import clip_indices, resize_frames
+from .progress import progress as progress_bar
 from .video import Video, open_video, read_frames
 
 
@@ -94,8 +94,8 @@ def run(video_path: str | Path, cfg: ClassifyConfig, progress: bool = True
     out: list[dict] = []
     k = min(cfg.top, len(clf.labels))
     with torch.inference_mode():
-        for t in tqdm(times, desc="classify", unit="clip", file=sys.stderr,
-                      disable=not progress, dynamic_ncols=True):
+        for t in progress_bar(times, desc="classify", unit="clip", file=sys.stderr,
+                              disable=not progress, dynamic_ncols=True):
             x = clip_tensor(video, float(t), bb, preset)[None]          # (1, 3, T, S, S)
             probs = torch.softmax(clf.net(x).double(), dim=-1)[0]       # (K,)
             p, i = probs.topk(k)

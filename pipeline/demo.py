@@ -59,6 +59,7 @@ from .bank_reader import open_bank
 from .inference import PredictConfig, check_feature_spec, load_head, predict, test_keyframes
 from .keyframes import FeatureCache, batch
 from .models import RelationHead
+from .progress import progress
 from .video import Video, open_video
 
 
@@ -251,7 +252,7 @@ def write_heatmaps(head: RelationHead, labelmap: LabelMap, store: FeatureStore,
     weight_rows = np.asarray(labelmap.ids)
     paths: list[Path] = []
     person = 0
-    bar = tqdm(total=len(kfs), desc="heatmaps", unit="keyframe", leave=False)
+    bar = progress(total=len(kfs), desc="heatmaps", unit="keyframe", leave=False)
     for s in range(0, len(kfs), batch_size):
         chunk = kfs[s:s + batch_size]
         context, rois, valid = batch(chunk, cache)

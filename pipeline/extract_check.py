@@ -32,7 +32,7 @@ from .video import fingerprint, list_videos
 def check_store(out: str, detections: str | os.PathLike | None = None,
                 videos_dir: str | os.PathLike | None = None,
                 shard: tuple[int, int] = (0, 1), values: bool = False,
-                allow_empty: bool = False) -> StoreCheck:
+                allow_empty: bool = False, recursive: bool = False) -> StoreCheck:
     """Verify the feature store ``out`` (path or fsspec URL) without writing to it.
 
     The videos that should be there are those of the detections (with exactly their
@@ -44,7 +44,7 @@ def check_store(out: str, detections: str | os.PathLike | None = None,
     values).  A check that finds no video to check fails unless ``allow_empty``.
     """
     store = FeatureStore(out)
-    paths = list_videos(videos_dir) if videos_dir is not None else {}
+    paths = list_videos(videos_dir, recursive) if videos_dir is not None else {}
     expected: dict[str, np.ndarray | None] | None = None
     if detections is not None:
         dets, _ = read_detections(detections, allow_empty=allow_empty)

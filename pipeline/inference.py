@@ -14,10 +14,9 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .artifacts import ArtifactError
-from .artifacts.annotations import read_annotations
+from .artifacts.annotations import read_annotations, read_excluded
 from .artifacts.features import FeatureSpec, FeatureStore
 from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
@@ -27,6 +26,7 @@ from .inference_config import PredictConfig
 from .keyframes import FeatureCache, Keyframe, batch
 from .losses import activate
 from .models import build_head, head_config
+from .progress import progress
 
 
 def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
@@ -146,7 +146,7 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
     head.eval()
     ids = np.asarray(labelmap.ids)
     parts = []
-    for s in tqdm(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
+    for s in progress(range(0, len(kfs), batch_size), desc="predict", unit="batch", leave=False):
         chunk = kfs[s:s + batch_size]
         slots = [bank.gather(chunk, flip=c.view(chunk[0].video).flip) if bank else None
                  for c in caches]
@@ -189,9 +189,11 @@ class Validator:
 
     def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
                  labelmap: LabelMap, view: str, cfg: PredictConfig | None = None,
-                 bank: BankReader | None = None):
+                 bank: BankReader | None = None, excluded: str | os.PathLike | None = None):
         self.cfg, self.bank = cfg or PredictConfig(), bank
         self.gt, self.labelmap = read_annotations(annotations), labelmap
+        # scored as `eval --excluded` scores: the frames of this file are left out
+        self.excluded = read_excluded(excluded) if excluded is not None else None
         videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
         dets = dets[dets["score"] >= self.cfg.det_score_thr]
         self.keyframes = test_keyframes(store, dets, videos)
@@ -200,4 +202,4 @@ class Validator:
     def __call__(self, head: torch.nn.Module) -> dict:
         pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,
                                  self.cfg.batch_size, self.bank)
-        return frame_map(self.gt, pred, self.labelmap).metrics
+        return frame_map(self.gt, pred, self.labelmap, self.excluded).metrics

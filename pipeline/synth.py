@@ -54,11 +54,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import write_annotations, write_excluded
 from .artifacts.labelmap import LabelMap, write_labelmap
+from .progress import progress
 from .video import write_video
 
 LABELMAP = LabelMap(
@@ -588,7 +588,7 @@ def run(cfg: SynthConfig, out_dir: str | os.PathLike) -> None:
     splits = {"train": cfg.num_train, "val": cfg.num_val}
     cols = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id"]
     total = sum(splits.values())
-    with tqdm(total=total, desc="synth", unit="video") as bar:
+    with progress(total=total, desc="synth", unit="video") as bar:
         for split, n in splits.items():
             rows = []
             for i in range(n):

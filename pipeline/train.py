@@ -38,13 +38,14 @@ from .artifacts.atomic import write_text_atomic
 from .artifacts.checkpoint import load_checkpoint, partial_path, save_checkpoint
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureStore
-from .artifacts.labelmap import LabelMap, read_labelmap
+from .artifacts.labelmap import LabelMap, read_labelmap, softmax_notice
 from .bank_reader import BankReader, open_bank
 from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
 from .models import build_head
+from .progress import progress
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "val_mAP"]
 
@@ -222,8 +223,8 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
     model.train()
     losses = []
     steps = len(actors)
-    bar = tqdm(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
-               disable=not d.main)
+    bar = progress(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
+                   disable=not d.main)
     for s, (kfs, context, rois, valid, targets) in enumerate(bar):
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch * steps + s, cfg, steps)
@@ -267,8 +268,12 @@ def non_finite(loss: float, epoch: int, step: int, kfs: list[Keyframe],
 def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
         annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
         val_annotations: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
-        resume: bool = False, bank: str | None = None) -> dict:
+        resume: bool = False, bank: str | None = None,
+        val_excluded: str | os.PathLike | None = None) -> dict:
     """Train ``cfg.head`` and write the checkpoint ``out``; returns the final log row.
+
+    ``val_excluded``: an excluded-timestamps CSV for the val mAP of the log (scored as
+    ``eval --excluded`` scores it).
 
     Runs with ``torch.use_deterministic_algorithms`` (warnings only, where an op has no
     deterministic version): without it, two identical runs of ``acrn`` on the CPU with 2
@@ -282,7 +287,7 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, d, features, detections, annotations, labelmap, out,
-                    val_annotations, log, resume, bank)
+                    val_annotations, log, resume, bank, val_excluded)
     finally:
         torch.use_deterministic_algorithms(was[0], warn_only=was[1])
         distributed.cleanup(d)
@@ -291,10 +296,16 @@ def run(cfg: TrainConfig, features: str, detections: str | os.PathLike,
 def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike,
          annotations: str | os.PathLike, labelmap: str | os.PathLike, out: str | os.PathLike,
          val_annotations: str | os.PathLike | None, log: str | os.PathLike | None,
-         resume: bool, bank: str | None) -> dict:
+         resume: bool, bank: str | None,
+         val_excluded: str | os.PathLike | None = None) -> dict:
     hparams = head_spec(cfg.head, cfg.hparams)     # before any file is read: a typo fails fast
+    if val_excluded is not None and val_annotations is None:
+        raise ArtifactError(val_excluded, "--val-excluded scores the val mAP: it goes with "
+                                          "--val-annotations")
     torch.manual_seed(cfg.seed)
     lm = read_labelmap(labelmap)
+    if d.main:
+        tqdm.write(f"train: {softmax_notice(lm)}")
     store = FeatureStore(features)
     videos = store.videos()
     if not videos:
@@ -346,7 +357,8 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             head, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     validate = None
     if val_annotations is not None and d.main:
-        validate = Validator(store, dets, val_annotations, lm, view, bank=banks)
+        validate = Validator(store, dets, val_annotations, lm, view, bank=banks,
+                             excluded=val_excluded)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
@@ -377,6 +389,11 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
             partial.unlink(missing_ok=True)
             partial_log.unlink(missing_ok=True)
         distributed.barrier(d)
+    if d.main and rows:
+        last = rows[-1]
+        tqdm.write(f"train: {cfg.head}, {last['epoch']} epochs, final loss {last['loss']:.4f}"
+                   + (f", val mAP {last['val_mAP']:.4f}" if last["val_mAP"] != "" else "")
+                   + f" -> {out} (log {log})")
     return rows[-1] if rows else {}
 
 

@@ -223,13 +223,26 @@ def _open_reader(path: Path, threads: int):
         raise ArtifactError(path, f"cannot decode video ({first})") from None
 
 
-def list_videos(directory: str | os.PathLike) -> dict[str, Path]:
-    """video_id (file stem) -> path, for every video file in ``directory``, sorted."""
+def list_videos(directory: str | os.PathLike, recursive: bool = False) -> dict[str, Path]:
+    """video_id (file stem) -> path, for every video file in ``directory``, sorted.
+
+    ``recursive``: also the videos of its subfolders (``videos/train/``, ``videos/val/``),
+    still keyed by the file stem; two files with one stem are an error naming both.
+    """
     d = Path(directory)
     if not d.is_dir():
         raise ArtifactError(d, "videos directory not found")
-    return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
-
+    files = sorted(d.rglob("*")) if recursive else sorted(d.iterdir())
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.suffix.lower() not in VIDEO_EXTS:
+            continue
+        if p.stem in out:
+            raise ArtifactError(d, f"two videos have the id '{p.stem}': "
+                                f"{out[p.stem].relative_to(d)} and {p.relative_to(d)} "
+                                "(with --recursive the id is the file stem: rename one)")
+        out[p.stem] = p
+    return dict(sorted(out.items()))
 
 
 def _few(names: list[str], n: int = 3) -> str:
@@ -250,8 +263,9 @@ def no_videos_error(directory: str | os.PathLike, exts: Iterable[str]) -> Artifa
     others = [p.name for p in entries if p.is_file()]
     problem = f"no video file ({', '.join(exts)}) in this folder"
     if holding:
-        return ArtifactError(d, f"{problem}; its subfolders hold videos: {_few(holding)} "
-                             "(pass a subfolder as --videos; subfolders are not searched)")
+        return ArtifactError(d, f"{problem}; its subfolders hold videos: {_few(holding)}: "
+                             "use --recursive (the id is the file stem), or pass a "
+                             "subfolder as --videos")
     found = []
     if others:
         found.append(f"{len(others)} other files: {_few(others)}")
@@ -259,6 +273,7 @@ def no_videos_error(directory: str | os.PathLike, exts: Iterable[str]) -> Artifa
         found.append(f"{len(subdirs)} subfolders without videos: "
                      f"{_few([p.name + '/' for p in subdirs])}")
     return ArtifactError(d, f"{problem}; found {'; '.join(found) if found else 'nothing'}")
+
 
 def fingerprint(path: str | os.PathLike) -> dict:
     """Cheap identity of a video file: its size and a hash of its first and last MiB."""

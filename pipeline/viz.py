@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from .artifacts.labelmap import LabelMap
+from .progress import progress
 from .video import open_video, write_video
 
 # tab10 + tab20b-like palette: a class keeps its colour in every video and run.
@@ -249,8 +249,8 @@ def render_people(video: str | os.PathLike, out: str | os.PathLike,
 
     def frames():
         n = vr.num_frames
-        for start in tqdm(range(0, n, cfg.chunk), desc=f"render {Path(video).name}",
-                          unit="chunk", leave=False):
+        for start in progress(range(0, n, cfg.chunk), desc=f"render {Path(video).name}",
+                              unit="chunk", leave=False):
             batch = vr.read(range(start, min(start + cfg.chunk, n)))
             for i, frame in enumerate(batch):
                 t = float(vr.times[start + i])

@@ -119,3 +119,58 @@ def test_real_video_times():
     assert v.fps == pytest.approx(10) and v.timestamps_from_container
     assert v.index_at([0.0, 5.0, 39.95]).tolist() == [0, 50, 399]
     assert v.read([399]).shape == (1, 576, 768, 3)
+
+
+def _layout(root: Path, names: list[str]) -> Path:
+    for rel in names:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    return root
+
+
+def test_recursive_layout_ids_are_stems_and_a_clash_names_both(tmp_path):
+    # issue 20 item 10: videos/train/, videos/val/
+    videos = _layout(tmp_path / "videos", ["train/a.mp4", "train/b.MKV", "val/deep/c.avi",
+                                           "val/notes.txt", "top.mp4"])
+    assert list_videos(videos) == {"top": videos / "top.mp4"}
+    found = list_videos(videos, recursive=True)
+    assert found == {"a": videos / "train/a.mp4", "b": videos / "train/b.MKV",
+                     "c": videos / "val/deep/c.avi", "top": videos / "top.mp4"}
+    (videos / "val" / "a.mov").write_bytes(b"")
+    with pytest.raises(ArtifactError) as err:
+        list_videos(videos, recursive=True)
+    msg = str(err.value)
+    assert "two videos have the id 'a': train/a.mp4 and val/a.mov" in msg and "\n" not in msg
+
+
+def test_no_videos_error_counts_the_subfolders_and_says_recursive(tmp_path):
+    from pipeline.video import VIDEO_EXTS, no_videos_error
+
+    videos = _layout(tmp_path / "videos", ["train/a.mp4", "train/b.mp4", "val/c.mp4"])
+    assert list_videos(videos) == {}
+    msg = str(no_videos_error(videos, VIDEO_EXTS))
+    assert "its subfolders hold videos: train/ (2), val/ (1): use --recursive" in msg
+
+
+def test_detect_and_extract_cli_take_recursive(tmp_path):
+    """--recursive reaches list_videos: gt boxes of a video in a subfolder are kept, and
+    without the flag the error says to use it."""
+    from click.testing import CliRunner
+
+    from cli.main import cli as main
+
+    videos = _layout(tmp_path / "videos", ["train/v1.mp4"])
+    gt = tmp_path / "gt.csv"
+    gt.write_text("v1,0902,0.1,0.2,0.5,0.9,1,0\n")
+    args = ["detect", "--source", "gt", "--annotations", str(gt), "--videos", str(videos),
+            "--out", str(tmp_path / "d.parquet")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "use --recursive" in str(res.exception)
+    res = CliRunner().invoke(main, [*args, "--recursive"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == (f"detect (gt): 1 videos, 1 keyframes, 1 boxes, "
+                                           f"0 failed ({tmp_path / 'd.parquet'})")
+    from pipeline.artifacts.detections import read_detections
+
+    assert list(read_detections(tmp_path / "d.parquet")[0]["video_id"]) == ["v1"]
+    assert "--recursive" in CliRunner().invoke(main, ["extract", "--help"]).output

@@ -1,7 +1,13 @@
 import pytest
 
 from pipeline.artifacts import ArtifactError
-from pipeline.artifacts.labelmap import LabelMap, read_labelmap, write_labelmap
+from pipeline.artifacts.labelmap import (
+    AVA_NAMES,
+    LabelMap,
+    read_labelmap,
+    softmax_notice,
+    write_labelmap,
+)
 from tests.conftest import LABELMAP
 
 
@@ -75,3 +81,59 @@ def test_comments_and_blank_lines_between_blocks_are_fine(tmp_path):
     p.write_text('# a label map\n\nitem {\n  name: "a"\n  id: 1\n}\n  # two\nitem { name: "b" '
                  'id: 2 }\n\n')
     assert read_labelmap(p).ids == (1, 2)
+
+
+def _plain(path, names):
+    path.write_text("".join(f'item {{\n  name: "{n}"\n  id: {i}\n}}\n'
+                            for i, n in enumerate(names, 1)))
+    return path
+
+
+def test_own_plain_map_gets_no_pose_group(tmp_path):
+    # issue 20 item 10: ids 1..10 used to fall into AVA's pose range 1-14 (one softmax)
+    names = ["pick", "place", "scan", "walk", "talk", "hold", "open", "close", "point", "wave"]
+    lm = read_labelmap(_plain(tmp_path / "own.pbtxt", names))
+    assert lm.ids == tuple(range(1, 11))
+    assert lm.pose_indices == [] and set(lm.superclasses) == {""}
+    assert "no pose softmax group" in softmax_notice(lm)
+    forced = read_labelmap(tmp_path / "own.pbtxt", ava_ranges=True)
+    assert forced.pose_indices == list(range(10))
+
+
+def test_ava_names_get_ava_ranges_and_a_renamed_class_does_not(tmp_path):
+    # AVA's names as its pbtxt spells them: the parenthesised part is not compared
+    full = {1: "bend/bow (at the waist)", 17: "carry/hold (an object)",
+            49: "ride (e.g., a bike, a car, a horse)", 80: "watch (a person)"}
+    ava60 = {a: full.get(a, n) for a, n in AVA_NAMES.items() if a not in
+             (2, 16, 18, 19, 21, 23, 25, 31, 32, 33, 35, 39, 40, 42, 44, 50, 53, 55, 71, 75)}
+    assert len(ava60) == 60
+    p = tmp_path / "ava60.pbtxt"
+    p.write_text("".join(f'item {{\n  name: "{n}"\n  id: {a}\n}}\n' for a, n in ava60.items()))
+    lm = read_labelmap(p)
+    assert [lm.ids[i] for i in lm.pose_indices] == [a for a in ava60 if a <= 14]
+    assert lm.superclasses[lm.ids.index(17)] == "object"
+    assert lm.superclasses[lm.ids.index(80)] == "person"
+    assert "pose softmax over 13 classes (bend/bow (at the waist), crouch/kneel" \
+        in softmax_notice(lm)
+    p.write_text(p.read_text().replace('"stand"', '"standing still"'))
+    assert read_labelmap(p).pose_indices == []
+    assert read_labelmap(p, ava_ranges=False).pose_indices == []
+
+
+def test_marked_pose_classes_form_the_group(tmp_path):
+    p = tmp_path / "m.pbtxt"
+    p.write_text('item { name: "up" id: 1 superclass: "pose" }\n'
+                 'item { name: "down" id: 2 superclass: "pose" }\n'
+                 'item { name: "wave" id: 3 }\n')
+    lm = read_labelmap(p)
+    assert lm.pose_indices == [0, 1] and lm.superclasses == ("pose", "pose", "")
+    assert softmax_notice(lm) == ("pose softmax over 2 classes (up, down); a sigmoid for "
+                                  "each of the other 1")
+
+
+def test_toy_world_map_keeps_its_grouping(tmp_path):
+    from pipeline.synth import LABELMAP as TOY
+
+    write_labelmap(TOY, tmp_path / "toy.pbtxt")
+    back = read_labelmap(tmp_path / "toy.pbtxt")
+    assert back == TOY and back.pose_indices == [0, 1, 2]
