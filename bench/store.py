@@ -1,12 +1,13 @@
 """Store size: int8 against float16 features, in accuracy and in bytes.
 
-``world``: the toy world (``bench/world.py``'s ``run_seed``: synth -> detect -> extract ->
-every head -> eval) on the same seeds twice, once with ``extract.dtype: float16`` and once
-with ``int8``, everything else from ``--params``.  Writes bench/results/store_world.json: the
-per-family AP x 100 of each head and dtype, and the int8 - float16 differences (target:
-|diff| <= 0.5 point per head and family).
+``world``: a toy world already made with ``--params`` (``--data``: synth/,
+detections.parquet and its float16 features.zarr; ``dvc repro``'s data/ by default), and
+the same store quantised to int8 exactly as ``extract.dtype: int8`` writes it; then, for
+each, what bench/world.py's ``run_seed`` does after extract: banks, every head, eval.
+Writes bench/results/store_world.json: the per-family AP x 100 of each head and dtype,
+and the int8 - float16 differences (target: |diff| <= 0.5 point per head and family).
 
-    nice -n 5 uv run python bench/store.py world --seeds 0          # ~2 x 5.5 min per seed
+    nice -n 5 uv run python bench/store.py world --data ../main/data   # 2 x 6 heads
 
 ``project``: the projected AVA train + val store (270 k keyframes) per backbone, view count
 (1; 3 scales + flip = 6) and dtype, from the bytes per stored value that
@@ -24,11 +25,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -50,41 +48,110 @@ AVA_SHAPE = {"hoghof": (None, 24, 24), "r2plus1d_18": (512, 30, 30), "i3d": (102
 MEASURED_AS = {"slowfast_r50": "i3d", "slowfast_r101": "i3d"}
 
 
-def world(seeds: list[int], params: str, work: Path, heads: list[str]) -> dict:
+def quantised_copy(src_url: str, dst_url: str) -> None:
+    """``src`` (float16) written again as ``extract.dtype: int8`` would write it: same
+    groups, attrs (+ ``extra.dtype``), views, through the stage's writer
+    (``FeatureStore.write_rows``; tests/test_store_dtype.py checks that extract --dtype int8
+    gives exactly this)."""
+    from pipeline.artifacts.features import FeatureStore
+
+    src, dst = FeatureStore(src_url), FeatureStore(dst_url, mode="a")
+    for video in src.videos():
+        attrs = src.attrs(video)
+        attrs = {k: v for k, v in attrs.items() if k != "complete"}
+        attrs["extra"] = {**attrs.get("extra", {}), "dtype": "int8"}
+        dst.begin_video(video, src.timestamps(video), attrs)
+        for name in src.spec(video).views:
+            maps = src.read(video, name)
+            arr = dst.create_view(video, src.view(video, name), maps.shape, "int8")
+            dst.write_rows(video, arr, 0, maps)
+        dst.finish_video(video)
+
+
+def world(params: str, data: Path, work: Path, heads: list[str], out: Path) -> dict:
+    """float16 (the world's own store) against its int8 copy: banks, then each head on both
+    dtypes in turn (bench/world.py's calls after extract); the JSON is rewritten after every
+    head, so a run cut short keeps the heads it finished."""
+    from pipeline import bank, evaluate, train
+    from pipeline.config import load_config
+
     if str(ROOT / "bench") not in sys.path:
         sys.path.insert(0, str(ROOT / "bench"))
-    toy = importlib.import_module("world")            # bench/world.py
+    toy = importlib.import_module("world")            # bench/world.py: its table
+    work.mkdir(parents=True, exist_ok=True)
+    world_dir, dets = data / "synth", data / "detections.parquet"
+    stores = {"float16": str(data / "features.zarr"), "int8": str(work / "features_int8.zarr")}
+    t0 = time.perf_counter()
+    quantised_copy(stores["float16"], stores["int8"])
+    copy_s = time.perf_counter() - t0
+    runs = {d: {"metrics": {}, "seconds": {}} for d in stores}
 
-    base = yaml.safe_load(Path(params).read_text())
-    runs: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for dtype in ("float16", "int8"):
-            p = Path(tmp) / f"params_{dtype}.yaml"
-            p.write_text(yaml.safe_dump({**base, "extract": {**base["extract"], "dtype": dtype}}))
-            runs[dtype] = []
-            for seed in seeds:
-                t0 = time.perf_counter()
-                run = toy.run_seed(seed, str(p), work / dtype / f"seed{seed}", heads)
-                run["total_seconds"] = round(time.perf_counter() - t0, 1)
-                runs[dtype].append(run)
-    diff: dict[str, dict[str, list[float]]] = {}
-    worst = 0.0
+    def timed(dtype, name, fn, *args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        runs[dtype]["seconds"][name] = round(time.perf_counter() - t0, 1)
+        return out
+
+    for dtype, feats in stores.items():
+        timed(dtype, "bank_lfb", bank.run, load_config(bank.BankConfig, "bank.lfb", params,
+                                                       {"kind": "lfb"}),
+              feats, dets, str(work / dtype / "lfb.zarr"))
+
+    def size(url: str) -> int:
+        return sum(f.stat().st_size for f in Path(url).rglob("*") if f.is_file())
+
+    from pipeline.artifacts.features import FeatureStore
+
+    fs = FeatureStore(stores["float16"])
+    vids = fs.videos()
+    spec0 = fs.spec(vids[0])
+    keyframes = sum(len(fs.timestamps(v)) for v in vids)
+    shape = list(fs.group(vids[0])[spec0.views[0]].shape[1:])
+    result: dict = {}
     for head in heads:
-        diff[head] = {}
-        for fam in runs["float16"][0]["metrics"][head]:
-            d = []
-            for a, b in zip(runs["float16"], runs["int8"], strict=True):
-                va, vb = a["metrics"][head][fam], b["metrics"][head][fam]
-                if va is not None and vb is not None:
-                    d.append(round(100 * (vb - va), 2))
-            diff[head][fam] = d
-            worst = max([worst, *map(abs, d)])
-    return {"params": params, "seeds": seeds, "runs": runs,
-            "int8_minus_float16_ap_points": diff, "max_abs_diff_points": worst,
-            "target_points": 0.5, "met": worst <= 0.5,
-            "table_float16": toy.table(runs["float16"], heads),
-            "table_int8": toy.table(runs["int8"], heads),
-            "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
+        for dtype, feats in stores.items():
+            w = work / dtype
+            if head == "acfb":
+                timed(dtype, "bank_acfb", bank.run, load_config(
+                    bank.BankConfig, "bank.acfb", params, {"kind": "acfb"}),
+                    feats, dets, str(w / "acfb.zarr"), model=w / "acar.pt",
+                    annotations=[world_dir / "train.csv"])
+            bank_url = str(w / f"{head}.zarr") if head in ("acfb", "lfb") else None
+            cfg = load_config(train.TrainConfig, ["train", f"heads.{head}"], params,
+                              {"head": head})
+            if cfg.init:
+                cfg.init = str(w / Path(cfg.init).name)
+            timed(dtype, f"train_{head}", train.run, cfg, feats, dets,
+                  world_dir / "train.csv", world_dir / "labelmap.pbtxt", w / f"{head}.pt",
+                  bank=bank_url)
+            m = timed(dtype, f"eval_{head}", evaluate.run,
+                      load_config(evaluate.EvalConfig, "eval", params), w / f"{head}.pt", feats,
+                      dets, world_dir / "val.csv", world_dir / "labelmap.pbtxt",
+                      w / f"{head}_metrics.json", excluded=world_dir / "excluded.csv",
+                      bank=bank_url)
+            runs[dtype]["metrics"][head] = {"mAP": m["mAP"], **m["per_superclass"]}
+            print(dtype, head, {k: round(100 * v, 1) for k, v in
+                                runs[dtype]["metrics"][head].items() if v is not None},
+                  flush=True)
+        done = list(runs["int8"]["metrics"])
+        diff = {h: {fam: round(100 * (runs["int8"]["metrics"][h][fam] - v), 2)
+                    for fam, v in runs["float16"]["metrics"][h].items()
+                    if v is not None and runs["int8"]["metrics"][h][fam] is not None}
+                for h in done}
+        worst = max(abs(x) for d in diff.values() for x in d.values())
+        result = {"params": params, "world": str(data), "heads_done": done,
+                  "heads_asked": heads, "runs": runs,
+                  "store_bytes": {d: size(u) for d, u in stores.items()},
+                  "backbone": spec0.backbone, "keyframes": keyframes, "map_shape": shape,
+                  "views": len(spec0.views),
+                  "quantise_copy_s": round(copy_s, 1),
+                  "int8_minus_float16_ap_points": diff, "max_abs_diff_points": worst,
+                  "target_points": 0.5, "met": worst <= 0.5,
+                  "table_float16": toy.table([runs["float16"]], done),
+                  "table_int8": toy.table([runs["int8"]], done),
+                  "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def project() -> dict:
@@ -93,6 +160,23 @@ def project() -> dict:
         r = json.loads(path.read_text())
         if "dtypes" in r:
             measured[r["backbone"]] = r
+    world = RESULTS / "store_world.json"
+    if world.exists():                        # the toy world's store: bytes of all groups
+        w = json.loads(world.read_text())
+        if "keyframes" not in w:              # written by an older version of this script
+            from pipeline.artifacts.features import FeatureStore
+
+            fs = FeatureStore(str(Path(w["world"]) / "features.zarr"))
+            vids = fs.videos()
+            spec = fs.spec(vids[0])
+            w |= {"backbone": spec.backbone, "views": len(spec.views),
+                  "keyframes": sum(len(fs.timestamps(v)) for v in vids),
+                  "map_shape": list(fs.group(vids[0])[spec.views[0]].shape[1:])}
+        n = w["keyframes"] * w["views"]
+        measured.setdefault(w["backbone"], {
+            "backbone": w["backbone"], "map_shape": w["map_shape"],
+            "dtypes": {d: {"group_bytes_per_keyframe": b / n}
+                       for d, b in w["store_bytes"].items()}})
     for name, shape in AVA_SHAPE.items():
         src = measured.get(MEASURED_AS.get(name, name))
         if src is None:
@@ -107,7 +191,46 @@ def project() -> dict:
                              "bytes_per_value": per_value,
                              "bytes_per_keyframe_view": per_value * values,
                              "ava_gb": per_value * values * views * AVA_KEYFRAMES / 1e9})
-    return {"keyframes": AVA_KEYFRAMES, "rows": rows}
+    return {"keyframes": AVA_KEYFRAMES, "rows": rows, "extraction": gpu_budget()}
+
+
+GPU_TFLOPS = 40.0     # assumed sustained TFLOP/s of one GPU on a 3D-conv backbone (fp16)
+
+
+def gpu_budget(views: int = 1) -> dict:
+    """Extraction GPU-hours on AVA per measured backbone, from FLOPs: counted here
+    (torch's FlopCounterMode) on a small clip and scaled by voxels (convolutions are linear
+    in T x H x W) to the backbone's clip at AVA's 480 x 480 canvas, at an assumed
+    :data:`GPU_TFLOPS`.  The CPU's own rate (bench/results/extract_<backbone>.json) gives
+    the same in CPU-hours, for scale."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.backbones import build_backbone
+
+    out = {}
+    for path in sorted(RESULTS.glob("extract_*.json")):
+        r = json.loads(path.read_text())
+        if "dtypes" not in r:
+            continue
+        net, bb, _ = build_backbone(r["backbone"], None, random_init=True, seed=0)
+        small = (8, 64, 64)
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            net(torch.zeros(1, 3, *small))
+        per_voxel = fc.get_total_flops() / math.prod(small)
+        ava = (bb.clip_frames, 480, 480)
+        measured = (r["input"][1], r["input"][2], r["input"][3])
+        flops_ava = per_voxel * math.prod(ava)
+        cpu_flops_s = per_voxel * math.prod(measured) * r["full_clips_per_s"]
+        out[r["backbone"]] = {
+            "clip": list(ava), "gflop_per_clip": flops_ava / 1e9,
+            "assumed_gpu_tflops": GPU_TFLOPS,
+            "gpu_clips_per_s": GPU_TFLOPS * 1e12 / flops_ava,
+            "gpu_hours_ava": AVA_KEYFRAMES * views * flops_ava / (GPU_TFLOPS * 1e12) / 3600,
+            "cpu_measured_gflop_s": cpu_flops_s / 1e9,
+            "cpu_hours_ava": AVA_KEYFRAMES * views * flops_ava / cpu_flops_s / 3600,
+            "measured_input": list(measured), "measured_clips_per_s": r["full_clips_per_s"]}
+    return out
 
 
 def table(result: dict) -> str:
@@ -128,17 +251,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("world")
-    w.add_argument("--seeds", type=int, nargs="+", default=[0])
     w.add_argument("--params", default=str(ROOT / "stages.yaml"))
+    w.add_argument("--data", type=Path, default=ROOT / "data",
+                   help="a world made with --params: synth/, detections.parquet, "
+                        "features.zarr (float16), e.g. `dvc repro`'s data/")
     w.add_argument("--work", type=Path, default=Path("/tmp/acar_store_world"))
     w.add_argument("--heads", nargs="+",
-                   default=["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"])
+                   default=["linear", "acar", "acfb", "lfb", "acrn", "actor_actor"],
+                   help="in this order (acfb needs acar before it)")
     sub.add_parser("project")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "world":
-        result = world(args.seeds, args.params, args.work, args.heads)
-        (RESULTS / "store_world.json").write_text(json.dumps(result, indent=1) + "\n")
+        result = world(args.params, args.data, args.work, args.heads,
+                       RESULTS / "store_world.json")
         print("float16\n" + result["table_float16"] + "\nint8\n" + result["table_int8"])
         print(f"max |int8 - float16| = {result['max_abs_diff_points']} AP points")
     else:
