@@ -154,12 +154,23 @@ def world(params: str, data: Path, work: Path, heads: list[str], out: Path) -> d
     return result
 
 
-def project() -> dict:
-    rows, measured = [], {}
+def extract_results() -> dict[str, dict]:
+    """backbone -> its bench/extract.py result with both dtypes, the largest map measured
+    (the closest to AVA's) where there are several."""
+    found: dict[str, dict] = {}
     for path in sorted(RESULTS.glob("extract_*.json")):
         r = json.loads(path.read_text())
-        if "dtypes" in r:
-            measured[r["backbone"]] = r
+        if "dtypes" not in r:
+            continue
+        r["file"] = path.name
+        old = found.get(r["backbone"])
+        if old is None or math.prod(r["map_shape"][1:]) > math.prod(old["map_shape"][1:]):
+            found[r["backbone"]] = r
+    return found
+
+
+def project() -> dict:
+    rows, measured = [], extract_results()
     world = RESULTS / "store_world.json"
     if world.exists():                        # the toy world's store: bytes of all groups
         w = json.loads(world.read_text())
@@ -184,13 +195,20 @@ def project() -> dict:
         c = shape[0] if shape[0] is not None else src["map_shape"][0]
         values = c * shape[1] * shape[2]
         for dtype, m in src["dtypes"].items():
-            per_value = m["group_bytes_per_keyframe"] / math.prod(src["map_shape"])
+            # the view's bytes scale with its values; the rest of the group (int8: the
+            # (C,) scales, timestamps) with its channels
+            view = m.get("view_bytes_per_keyframe", m["group_bytes_per_keyframe"])
+            per_value = view / math.prod(src["map_shape"])
+            per_channel = (m["group_bytes_per_keyframe"] - view) / src["map_shape"][0]
+            per_kf = per_value * values + per_channel * c
             for views in VIEWS:
                 rows.append({"backbone": name, "map": [c, shape[1], shape[2]],
-                             "measured_on": src["backbone"], "dtype": dtype, "views": views,
-                             "bytes_per_value": per_value,
-                             "bytes_per_keyframe_view": per_value * values,
-                             "ava_gb": per_value * values * views * AVA_KEYFRAMES / 1e9})
+                             "measured_on": src["backbone"],
+                             "measured_map": src["map_shape"], "dtype": dtype,
+                             "views": views, "bytes_per_value": per_value,
+                             "bytes_per_channel": per_channel,
+                             "bytes_per_keyframe_view": per_kf,
+                             "ava_gb": per_kf * views * AVA_KEYFRAMES / 1e9})
     return {"keyframes": AVA_KEYFRAMES, "rows": rows, "extraction": gpu_budget()}
 
 
@@ -209,10 +227,7 @@ def gpu_budget(views: int = 1) -> dict:
     from pipeline.backbones import build_backbone
 
     out = {}
-    for path in sorted(RESULTS.glob("extract_*.json")):
-        r = json.loads(path.read_text())
-        if "dtypes" not in r:
-            continue
+    for r in extract_results().values():
         net, bb, _ = build_backbone(r["backbone"], None, random_init=True, seed=0)
         small = (8, 64, 64)
         with torch.inference_mode(), FlopCounterMode(display=False) as fc:
