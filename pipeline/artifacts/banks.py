@@ -42,11 +42,7 @@ STORE_KIND = "bank"
 KINDS = ("lfb", "acfb")
 DATA = {"lfb": "vectors", "acfb": "maps"}     # the data array of each kind
 INDEX = ("actor_timestamps", "actor_index", "boxes", "scores", "from_gt")
-CHUNK_BYTES = 4 << 20                          # target size of one data file (shard)
-# ... read in chunks of this size: a window read on disk (BankReader, lazy) decodes the
-# chunks of its window only, not a shard that may hold minutes of the video
-# (bench/bank.py --lengths)
-INNER_BYTES = 256 << 10
+CHUNK_BYTES = 4 << 20                          # target size of one data chunk
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -166,11 +162,9 @@ class BankStore:
             if a.size:
                 arr[...] = a
         row_bytes = 2 * int(np.prod(data_shape[1:]))
-        inner = max(1, min(m, INNER_BYTES // max(row_bytes, 1)))     # rows per chunk
-        rows = max(1, min(m, CHUNK_BYTES // max(row_bytes, 1))) // inner * inner
+        rows = max(1, min(m, CHUNK_BYTES // max(row_bytes, 1)))
         return grp.create_array(DATA[kind], shape=data_shape, dtype="float16",
-                                chunks=(inner, *data_shape[1:]),
-                                shards=(max(rows, inner), *data_shape[1:]), fill_value=0)
+                                chunks=(rows, *data_shape[1:]), fill_value=0)
 
     def finish_video(self, video: str) -> None:
         """Record the group's sizes, then mark it complete (last)."""
