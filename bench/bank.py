@@ -12,12 +12,23 @@ keyframes at 1 s, with ``--actors`` actors each).  Writes bench/results/bank.jso
 
     uv run python bench/bank.py                       # SlowFast-R50-like: 2304 ch, 16x16
     uv run python bench/bank.py --channels 512 --size 8 --hidden-dim 64 --reduce-dim 128
+
+``--lengths 10 60 300``: training cost per keyframe of the two bank heads (``lfb``, window
+30 s; ``acfb``, window 10 s) on one video of each length (1 keyframe/s): a fixed number of
+training steps (``BankReader.gather`` with the training rng, the head's forward and
+backward, the optimiser step) on keyframes spread over the video, with the bank and the
+features in memory and on disk.  Past the window (21 s for acfb, 61 s for lfb) the cost of
+a keyframe must not grow with its video's length.  Writes bench/results/bank_lengths.json.
+
+    nice -n 5 uv run python bench/bank.py --lengths 10 60 300 --channels 256 --size 8 \
+        --reduce-dim 128 --hidden-dim 64
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +43,8 @@ from pipeline.artifacts.checkpoint import save_checkpoint
 from pipeline.artifacts.detections import write_detections
 from pipeline.artifacts.features import FeatureSpec, FeatureStore, ViewSpec
 from pipeline.bank_reader import BankReader
-from pipeline.keyframes import Keyframe
+from pipeline.keyframes import FeatureCache, Keyframe
+from pipeline.keyframes import batch as kbatch
 from pipeline.models import BankRequest, build_head
 
 AVA_KEYFRAMES = 299 * 897            # AVA v2.2 train (235) + val (64) videos, 15 min at 1 s
@@ -100,6 +112,90 @@ def bench_one(kind: str, pool: str, features: str, dets: Path, ckpt: Path, out: 
             "ava_trainval_GB": size["bytes_per_keyframe"] * AVA_KEYFRAMES / 1e9}
 
 
+def train_cost(head_name: str, features: str, bank_url: str, in_memory: bool,
+               channels: int, hidden_dim: int, keyframes: int, steps: int, batch: int = 8
+               ) -> dict:
+    """Seconds per keyframe of ``steps`` training steps of ``batch`` keyframes spread over
+    the video (the first ``steps * batch`` of a fixed permutation), gather timed apart."""
+    hp = {"hidden_dim": hidden_dim}
+    torch.manual_seed(0)
+    head = build_head(head_name, channels, 80, **hp)
+    opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
+    store = FeatureStore(features)
+    video = store.videos()[0]
+    reader = BankReader(bank_url, head.bank_request, in_memory=in_memory)
+    cache = FeatureCache(store, "s", in_memory=in_memory)
+    cache.open([video])
+    reader.video(video)                                    # opened once per run, as train
+    order = np.random.default_rng(0).permutation(keyframes)
+    n = min(steps * batch, keyframes)
+    picks = [int(i) for i in order[:n]]
+    boxes = np.array([[a / 3, 0.1, a / 3 + 0.3, 0.9] for a in range(3)], np.float32)
+    kfs = [Keyframe(video, i + 1, i, boxes) for i in picks]
+    warm = kfs[:batch]                                     # one untimed step first
+    head(*kbatch(warm, cache)[:2], bank=reader.gather(warm, np.random.default_rng(0)),
+         valid=kbatch(warm, cache)[2]).float().pow(2).mean().backward()
+    gather = total = 0.0
+    slots_seen = 0
+    for s in range(0, n, batch):
+        part = kfs[s:s + batch]
+        t0 = time.perf_counter()
+        ctx, rois, valid = kbatch(part, cache)
+        t1 = time.perf_counter()
+        bank = reader.gather(part, np.random.default_rng(s))
+        t2 = time.perf_counter()
+        logits = head(ctx, rois, bank=bank, valid=valid)
+        loss = logits.float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += time.perf_counter() - t0
+        gather += t2 - t1
+        slots_seen += int(bank[1].sum())
+    return {"s_per_keyframe": total / n, "gather_ms_per_keyframe": 1000 * gather / n,
+            "bank_slots_per_keyframe": slots_seen / n, "keyframes_timed": n}
+
+
+def lengths(args: argparse.Namespace) -> None:
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for length in args.lengths:
+            root = Path(tmp) / f"L{length}"
+            root.mkdir()
+            features, dets, ckpt = make_inputs(root, 1, length, args.channels, args.size,
+                                               args.actors, args.reduce_dim, args.hidden_dim)
+            banks = {}
+            for kind in ("lfb", "acfb"):
+                banks[kind] = str(root / f"{kind}.zarr")
+                bank.run(bank.BankConfig(kind=kind, pool="none"), features, dets, banks[kind],
+                         ckpt if kind == "acfb" else None)
+            for head_name in ("lfb", "acfb"):
+                for in_memory in (True, False):
+                    r = train_cost(head_name, features, banks[head_name], in_memory,
+                                   args.channels, args.hidden_dim, length, args.steps)
+                    row = {"video_s": length, "head": head_name,
+                           "data": "memory" if in_memory else "disk", **r}
+                    runs.append(row)
+                    print(row, flush=True)
+    result = {"setup": {"channels": args.channels, "H": args.size, "W": args.size,
+                        "actors_per_keyframe": args.actors, "reduce_dim": args.reduce_dim,
+                        "hidden_dim": args.hidden_dim, "threads": 1, "steps": args.steps,
+                        "batch": 8, "load_avg_1min": os.getloadavg()[0]},
+              "runs": runs}
+    out = args.out if args.out.name != "bank.json" else args.out.with_name("bank_lengths.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'head':<6}{'data':<8}" + "".join(f"{f'{L} s':>12}" for L in args.lengths)
+          + "   (ms per keyframe; gather ms)")
+    for head_name in ("lfb", "acfb"):
+        for data in ("memory", "disk"):
+            cells = [next(r for r in runs if r["video_s"] == L and r["head"] == head_name
+                          and r["data"] == data) for L in args.lengths]
+            print(f"{head_name:<6}{data:<8}" + "".join(
+                f"{1000 * c['s_per_keyframe']:>7.1f};{c['gather_ms_per_keyframe']:>4.1f}"
+                for c in cells))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=2)
@@ -111,10 +207,16 @@ def main() -> None:
     ap.add_argument("--hidden-dim", type=int, default=512)
     ap.add_argument("--window", type=int, default=10, help="acfb window (lfb: 30)")
     ap.add_argument("--pools", default="none,2x2,4x4")
+    ap.add_argument("--lengths", type=int, nargs="+",
+                    help="video lengths (s): time the bank heads' training per keyframe")
+    ap.add_argument("--steps", type=int, default=6, help="--lengths: steps of 8 keyframes")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bank.json")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
+    if args.lengths:
+        lengths(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         features, dets, ckpt = make_inputs(root, args.videos, args.keyframes, args.channels,

@@ -4,7 +4,9 @@ Runs the whole stage (``pipeline.extract.run``: decoding workers, resizing, batc
 forward, Zarr writes) on one video with one keyframe per second, then the bare backbone
 forward (plus the mean over time) on pre-made tensors of the same shapes, batches and
 torch threads.  Reports clips/s of both, their ratio (target >= 0.85), and the bytes per
-keyframe of the default view in the store.  Writes bench/results/extract.json.
+keyframe of the default view in the store, as float16 and as int8 (the same maps written
+again by the stage's writer; with int8's error), and where the time goes per clip (decode +
+resize in one process, the writes).  Writes bench/results/extract.json.
 
     uv run python bench/extract.py            # r2plus1d_18, S=256, random init, CPU
     uv run python bench/extract.py --backbone i3d --weights kinetics400 --clip-frames 32 \
@@ -38,11 +40,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import zarr
 
 from pipeline import extract
 from pipeline.artifacts.detections import write_detections
-from pipeline.artifacts.features import FeatureStore
-from pipeline.backbones import build_backbone
+from pipeline.artifacts.features import DTYPES, FeatureStore
+from pipeline.backbones import build_backbone, get_backbone
 from pipeline.video import Video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +102,77 @@ def store_bytes(store: Path, video: str, view: str) -> dict:
             "view_bytes_per_keyframe": size(store / video / view) / k,
             "group_bytes_per_keyframe": size(store / video) / k,
             "uncompressed_bytes_per_keyframe": raw}
+
+
+def dtype_sizes(store: Path, video: str, view: str, tmp: Path) -> dict:
+    """The stage's float16 maps written again as float16 and as int8 (the stage's own
+    writer, ``FeatureStore.write_rows``, in its batches): stored bytes per keyframe of each,
+    the seconds the writes took, and int8's error against float16."""
+    src = FeatureStore(str(store))
+    maps = src.read(video, view)                                   # (K, C, H, W) float16
+    out: dict = {}
+    for dtype in DTYPES:
+        url = tmp / f"{dtype}.zarr"
+        fs = FeatureStore(str(url), mode="a")
+        fs.begin_video(video, src.timestamps(video), src.attrs(video))
+        arr = fs.create_view(video, src.view(video, view), maps.shape, dtype)
+        start = time.perf_counter()
+        for k in range(0, len(maps), 2):
+            fs.write_rows(video, arr, k, maps[k:k + 2])
+        write_s = time.perf_counter() - start
+        fs.finish_video(video)
+        sizes = store_bytes(url, video, view)
+        back = FeatureStore(str(url)).read(video, view).astype(np.float32)
+        ref = maps.astype(np.float32)
+        err = back - ref
+        out[dtype] = {**sizes, "write_s_per_keyframe": write_s / len(maps),
+                      "rel_rms_error": float(np.sqrt((err ** 2).mean() / (ref ** 2).mean())),
+                      "max_abs_error_over_max_abs": float(np.abs(err).max()
+                                                          / np.abs(ref).max())}
+    out["uint8_affine (measured, not an option)"] = affine_uint8(maps, tmp / "affine.zarr")
+    f16, i8 = (out[d]["group_bytes_per_keyframe"] for d in DTYPES)
+    return {"dtypes": out, "int8_fewer_bytes": f16 / i8,
+            "zero_fraction": float((maps == 0).mean()), "min_value": float(maps.min())}
+
+
+def affine_uint8(maps: np.ndarray, url: Path) -> dict:
+    """The alternative scheme: uint8 with a float16 offset and scale per (keyframe,
+    channel), ``x ~ lo + q * scale``, 255 steps over [min, max] (symmetric int8 spends
+    one bit on the sign of post-ReLU maps).  Stored in the same layout, for its bytes."""
+    x = maps.astype(np.float32)
+    flat = x.reshape(*x.shape[:2], -1)
+    lo = flat.min(axis=2).astype(np.float16)
+    scale = ((flat.max(axis=2) - lo.astype(np.float32)) / 255).astype(np.float16)
+    s = np.where(scale > 0, scale.astype(np.float32), 1)[..., None]
+    q = np.clip(np.rint((flat - lo.astype(np.float32)[..., None]) / s), 0, 255)
+    q = q.astype(np.uint8)
+    back = (lo.astype(np.float32)[..., None] + q * scale.astype(np.float32)[..., None])
+    grp = zarr.open_group(str(url), mode="w", zarr_format=3)
+    for name, a in (("q", q.reshape(x.shape)), ("lo", lo), ("scale", scale)):
+        grp.create_array(name, shape=a.shape, chunks=(1, *a.shape[1:]), shards=a.shape,
+                         dtype=a.dtype, fill_value=0)[:] = a
+    size = sum(f.stat().st_size for f in url.rglob("*") if f.is_file())
+    err = back - flat
+    return {"group_bytes_per_keyframe": size / len(maps),
+            "rel_rms_error": float(np.sqrt((err ** 2).mean() / (flat ** 2).mean())),
+            "max_abs_error_over_max_abs": float(np.abs(err).max() / np.abs(flat).max())}
+
+
+def decode_seconds(cfg: extract.ExtractConfig, video_path: Path, stamps: list[int]) -> float:
+    """Seconds the stage's decoding workers spend (decode + resize) on these keyframes, run
+    here in one process: the CPU time that competes with the forward on a loaded machine."""
+    bb = get_backbone(cfg.backbone)
+    frames, stride = cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride
+    times = np.asarray(stamps, np.float64)
+    segs = [extract._Segment(video_path.stem, video_path, times, a,
+                             min(a + cfg.segment_keyframes, len(times)))
+            for a in range(0, len(times), cfg.segment_keyframes)]
+    cfg = extract.ExtractConfig(**{**cfg.__dict__, "pad_multiple": cfg.pad_multiple
+                                   or extract.default_pad_multiple(cfg)})
+    start = time.perf_counter()
+    for _ in extract._SegmentFrames(segs, cfg, frames, stride, [cfg.short_side]):
+        pass
+    return time.perf_counter() - start
 
 
 def padding_difference(cfg: extract.ExtractConfig, video: Video, pads: list[int]) -> dict:
@@ -166,9 +240,12 @@ def main() -> None:
                                 num_workers=args.workers, device="cpu")
     n = len(stamps)
     bare = [bare_forward(cfg, video, n)]
+    name = extract.view_name(args.short_side, False)
     with tempfile.TemporaryDirectory() as tmp:
         full, store = full_stage(cfg, args.video, stamps, Path(tmp))
-        sizes = store_bytes(store, args.video.stem, extract.view_name(args.short_side, False))
+        sizes = store_bytes(store, args.video.stem, name)
+        sizes.update(dtype_sizes(store, args.video.stem, name, Path(tmp)))
+    decode = decode_seconds(cfg, args.video, stamps)
     bare += [bare_forward(cfg, video, n) for _ in range(args.repeats - 1)]
     bare_s = statistics.median(bare)
     w, h, side = extract.view_geometry(video.width, video.height, args.short_side,
@@ -183,6 +260,11 @@ def main() -> None:
         "full_s": full, "full_clips_per_s": n / full,
         "bare_s": bare, "bare_clips_per_s": n / bare_s,
         "ratio": (n / full) / (n / bare_s),
+        # where the rest goes, in seconds per clip (the workers' decode + resize run beside
+        # the forward: on a machine with no idle core they take their CPU from it)
+        "per_clip_s": {"full": full / n, "bare_forward": bare_s / n, "decode_resize": decode / n,
+                       "write_float16": sizes["dtypes"]["float16"]["write_s_per_keyframe"],
+                       "write_int8": sizes["dtypes"]["int8"]["write_s_per_keyframe"]},
         **sizes,
     }
     out = args.out or results / "extract.json"

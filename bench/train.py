@@ -4,6 +4,8 @@
     uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2] [--repeat 3]
                                  [--features normal|relu] [--reader rows|zarr|both]
                                  [--zarr-config '{"async.concurrency": 64}']
+    nice -n 5 uv run python bench/train.py --keyframes 2048 --channels 2304 --size 16 \
+        --width 22 --features relu --repeat 1 --cold --out bench/results/train_2304.json
 
 ``--reader``: how the disk epochs read a run of keyframes: ``rows``, the hand decoder of
 :mod:`pipeline.keyframes` (``RowReader``), or ``zarr``, zarr's own ``array[start:stop]``;
@@ -42,7 +44,7 @@ HPARAMS = {"linear": {}, "actor_actor": {},
 
 
 def make_store(url: str, keyframes: int, channels: int, size: int, features: str = "normal",
-               per_video: int = 32):
+               per_video: int = 32, width: int | None = None, dtype: str = "float16"):
     rng = np.random.default_rng(0)
     spec = FeatureSpec("bench", "random", True, 32, 2, 256, channels, ("s256",))
     store = FeatureStore(url, mode="a")
@@ -50,12 +52,15 @@ def make_store(url: str, keyframes: int, channels: int, size: int, features: str
     for v in range(keyframes // per_video):
         video = f"v{v:03d}"
         store.begin_video(video, np.arange(per_video), spec.to_dict())
-        vs = ViewSpec("s256", 256, False, (size * 16, size * 16), (0, 0, 256, 192), 16.0)
-        arr = store.create_view(video, vs, (per_video, channels, size, size))
-        maps = rng.standard_normal((per_video, channels, size, size))
-        if features == "relu":                  # a backbone's output: about half zeros
-            maps = np.maximum(maps, 0)
-        arr[:] = maps.astype(np.float16)
+        w = width or size
+        vs = ViewSpec("s256", 256, False, (w * 16, size * 16), (0, 0, w * 16, size * 16), 16.0)
+        arr = store.create_view(video, vs, (per_video, channels, size, w), dtype)
+        for a in range(0, per_video, 8):        # bounded memory at realistic widths
+            maps = rng.standard_normal((min(8, per_video - a), channels, size, w),
+                                       dtype=np.float32)
+            if features == "relu":              # a backbone's output: about half zeros
+                maps = np.maximum(maps, 0)
+            store.write_rows(video, arr, a, maps.astype(np.float16))
         store.finish_video(video)
         for k in range(per_video):
             n = int(rng.integers(1, 4))
@@ -66,7 +71,20 @@ def make_store(url: str, keyframes: int, channels: int, size: int, features: str
     return FeatureStore(url), samples
 
 
-def epoch_rate(store, samples, head_name, in_memory, workers, cfg, reader="rows") -> float:
+def drop_page_cache() -> bool:
+    """Drop the kernel's page cache (root only): the next disk epoch reads from the disk."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def epoch_rate(store, samples, head_name, in_memory, workers, cfg, reader="rows",
+               cold: bool = False) -> float:
+    if cold and not drop_page_cache():
+        raise SystemExit("--cold: cannot drop the page cache (needs root)")
     cache = FeatureCache(store, "s256", in_memory=in_memory)
     if reader == "zarr":                  # zarr's own reads: the array itself
         cache.reader = lambda arr: arr
@@ -87,7 +105,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keyframes", type=int, default=512)
     ap.add_argument("--channels", type=int, default=512)
-    ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--size", type=int, default=16, help="map height (and width)")
+    ap.add_argument("--width", type=int, default=None, help="map width  [--size]")
+    ap.add_argument("--dtype", choices=["float16", "int8"], default="float16")
+    ap.add_argument("--cold", action="store_true",
+                    help="also time disk epochs after dropping the page cache (needs root)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
     ap.add_argument("--head", action="append", help="head(s) to time [linear, acar]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=train.TrainConfig.num_workers,
@@ -107,35 +130,43 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = train.TrainConfig(batch_size=args.batch_size)
     results = {"keyframes": args.keyframes, "channels": args.channels, "map": args.size,
+               "map_hw": [args.size, args.width or args.size], "dtype": args.dtype,
                "threads": args.threads, "workers": args.workers, "repeat": args.repeat,
                "features": args.features, "reader": args.reader,
                "zarr_config": zarr_config,
                "loadavg_before": [round(x, 2) for x in os.getloadavg()], "heads": {}}
     with tempfile.TemporaryDirectory() as tmp:
         store, samples = make_store(f"{tmp}/f.zarr", args.keyframes, args.channels,
-                                    args.size, args.features)
+                                    args.size, args.features, width=args.width,
+                                    dtype=args.dtype)
         results["store_mib"] = round(sum(
             p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20, 1)
         readers = ["rows", "zarr"] if args.reader == "both" else [args.reader]
         for head in args.head or ["linear", "acar"]:
             epoch_rate(store, samples[:64], head, True, 0, cfg)          # warm-up
             disk = dict.fromkeys(readers, 0.0)
-            mem = 0.0
+            mem, cold = 0.0, 0.0
             for _ in range(args.repeat):
                 for reader in readers:
                     with zarr.config.set(zarr_config if reader == "zarr" else {}):
                         disk[reader] = max(disk[reader], epoch_rate(
                             store, samples, head, False, args.workers, cfg, reader))
                 mem = max(mem, epoch_rate(store, samples, head, True, 0, cfg))
+                if args.cold:
+                    cold = max(cold, epoch_rate(store, samples, head, False, args.workers,
+                                                cfg, cold=True))
             row = {"memory_kf_per_s": round(mem, 1)}
             for reader, rate in disk.items():
                 suffix = "" if len(readers) == 1 else f"_{reader}"
                 row |= {f"disk{suffix}_kf_per_s": round(rate, 1),
                         f"ratio{suffix}": round(rate / mem, 3)}
+            if args.cold:
+                row |= {"disk_cold_kf_per_s": round(cold, 1),
+                        "ratio_cold": round(cold / mem, 3)}
             results["heads"][head] = row
             print(head, row, flush=True)
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    out = ROOT / "bench" / "results" / "train.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -59,13 +59,16 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--num-workers", type=int, default=None, help="Decoding workers  [auto]")
 @click.option("--device", default=None, help="auto, cpu or cuda[:i]")
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda")
+@click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None,
+              help="Stored values: float16, or int8 with a float16 scale per (keyframe, "
+                   "channel), about half the bytes; readers dequantise  [float16]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, weights,
             random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
             time_offset,
-            batch_size, num_workers, device, amp, shard, recursive) -> None:
+            batch_size, num_workers, device, amp, dtype, shard, recursive) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
     One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
@@ -95,6 +98,7 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, 
                  clip_stride=clip_stride, clip_fps=clip_fps, short_side=short_side,
                  scales=int_list(scales), pad_multiple=pad_multiple, flip=flip,
                  time_offset=time_offset,
-                 batch_size=batch_size, num_workers=num_workers, device=device, amp=amp)
+                 batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
+                 dtype=dtype)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard),
                       allow_empty=allow_empty, recursive=recursive), "videos")

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
-from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
+from .artifacts.features import DTYPES, FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, feature_stride, get_backbone
 from .distributed import worker_init
 from .progress import progress
@@ -94,6 +94,8 @@ class ExtractConfig:
     piece_frames: int = 32            # frames per message from a worker
     device: str = "auto"              # auto | cpu | cuda[:i]
     amp: bool = False                 # cuda: float16 autocast
+    dtype: str = "float16"            # float16 | int8 (per-(keyframe, channel) scale:
+                                      # about half the bytes; pipeline/artifacts/features.py)
 
 
 def view_name(scale: int, flip: bool) -> str:
@@ -416,6 +418,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
     extra = {"clip_fps": cfg.clip_fps, "dilate_last": cfg.dilate_last,
              "pad_multiple": cfg.pad_multiple, "time_offset": cfg.time_offset,
              "amp": cfg.amp}
+    if cfg.dtype != "float16":     # a float16 store records none: older stores still match
+        extra["dtype"] = cfg.dtype
     random_init = cfg.random_init and bb.learned     # a non-learned backbone ignores it
     spec = FeatureSpec(cfg.backbone, identity, random_init,
                        cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride,
@@ -440,6 +444,9 @@ def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     if spec.clip_frames < bb.min_frames or spec.clip_stride < 1:
         raise ArtifactError(out, f"{cfg.backbone} needs clip_frames >= {bb.min_frames} and "
                             "clip_stride >= 1")
+    if cfg.dtype not in DTYPES:
+        raise ArtifactError(out, f"extract.dtype '{cfg.dtype}' is not one of "
+                            f"{', '.join(DTYPES)}")
     if min([cfg.short_side, *cfg.scales]) < 8 or cfg.batch_size < 1:
         raise ArtifactError(out, "scales must be >= 8 and batch_size >= 1")
 
@@ -640,12 +647,9 @@ class _Context:
                 vs = ViewSpec(name, scale, flip, (side, side), (0, 0, w, h),
                               side / fmap.shape[-1])
                 st.arrays[name] = self.store.create_view(st.video, vs,
-                                                         (st.num_clips, *fmap.shape[1:]))
-            st.writes.append(writer.submit(_write_rows, st.arrays[name], ks, fmap))
+                                                         (st.num_clips, *fmap.shape[1:]),
+                                                         self.cfg.dtype)
+            assert ks == list(range(ks[0], ks[0] + len(ks)))   # consecutive keyframes
+            st.writes.append(writer.submit(self.store.write_rows, st.video, st.arrays[name],
+                                           ks[0], fmap))
         return len(ks)
-
-
-def _write_rows(arr: zarr.Array, ks: list[int], data: np.ndarray) -> None:
-    """Write the rows of a group of consecutive keyframes ``ks``."""
-    assert ks == list(range(ks[0], ks[0] + len(ks)))
-    arr[ks[0]:ks[0] + len(ks)] = data

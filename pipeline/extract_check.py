@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 
 from .artifacts.detections import read_detections
-from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
+from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec, dequantise, scale_name
 from .shards import shard_items
 from .video import fingerprint, list_videos
 
@@ -125,21 +125,26 @@ def _check_video(store: FeatureStore, video: str, timestamps: np.ndarray | None,
             stamps = np.asarray(grp["timestamps"][:])
             for name in spec.views:
                 if isinstance(arr := grp.get(name), zarr.Array):
-                    problems += [f"view {name}: {p}" for p in _value_problems(arr, stamps)]
+                    scale = grp.get(scale_name(name)) if arr.dtype == np.int8 else None
+                    problems += [f"view {name}: {p}"
+                                 for p in _value_problems(arr, stamps, scale)]
         return problems, spec
     except Exception as err:  # noqa: BLE001
         return [f"unreadable ({err.__class__.__name__}: {str(err)[:200]})"], spec
 
 
-def _value_problems(arr: zarr.Array, stamps: np.ndarray) -> list[str]:
+def _value_problems(arr: zarr.Array, stamps: np.ndarray, scale: Any = None) -> list[str]:
     """Read ``arr`` one shard file at a time: shards that cannot be read (truncated,
-    corrupt) and keyframes holding a non-finite value, one line each."""
+    corrupt) and keyframes holding a non-finite value, one line each.  ``scale``: the
+    scales of an int8 view (its values are checked dequantised)."""
     rows = (arr.shards or arr.chunks)[0]
     problems, nonfinite = [], []
     for a in range(0, arr.shape[0], rows):
         b = min(a + rows, arr.shape[0])
         try:
             block = np.asarray(arr[a:b])
+            if isinstance(scale, zarr.Array):
+                block = dequantise(block, np.asarray(scale[a:b]))
         except Exception as err:  # noqa: BLE001 - any decoding failure is a finding
             first = (str(err).splitlines() or [""])[0][:120]
             problems.append(f"shard of keyframes {a}-{b - 1} is unreadable (truncated or "
@@ -227,18 +232,32 @@ def _group_problems(grp: zarr.Group, meta: dict, spec: FeatureSpec,
         problems.append(_keyframe_difference(stamps, np.asarray(timestamps)))
     if not spec.views:
         problems.append("its spec lists no views")
+    dtype = spec.extra.get("dtype", "float16")
     for name in spec.views:
-        problems += [f"view {name}: {p}"
-                     for p in _view_problems(grp.get(name), name, len(stamps), spec.channels)]
+        problems += [f"view {name}: {p}" for p in _view_problems(
+            grp.get(name), name, len(stamps), spec.channels, dtype)]
+        if dtype == "int8":
+            problems += [f"view {name}: {p}" for p in _scale_problems(
+                grp.get(scale_name(name)), len(stamps), spec.channels)]
     return problems
 
 
-def _view_problems(arr: Any, name: str, k: int, channels: int) -> list[str]:
+def _scale_problems(arr: Any, k: int, channels: int) -> list[str]:
+    """What is wrong with the (K, C) float16 scales beside an int8 view."""
+    if not isinstance(arr, zarr.Array):
+        return ["int8 view without its scale array"]
+    if arr.dtype != np.float16 or tuple(arr.shape) != (k, channels):
+        return [f"scales are {arr.dtype} {tuple(arr.shape)}, expected float16 {(k, channels)}"]
+    return []
+
+
+def _view_problems(arr: Any, name: str, k: int, channels: int,
+                   dtype: str = "float16") -> list[str]:
     if not isinstance(arr, zarr.Array):
         return ["array missing"]
     problems = []
-    if arr.dtype != np.float16:
-        problems.append(f"dtype {arr.dtype}, expected float16")
+    if arr.dtype != np.dtype(dtype):
+        problems.append(f"dtype {arr.dtype}, expected {dtype}")
     try:
         view = ViewSpec.from_dict(arr.attrs["acar"])
         w, h = (round(x / view.feature_stride) for x in view.input_size)

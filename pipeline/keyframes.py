@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from zarr.storage import LocalStore
 
 from .artifacts import ArtifactError
-from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input
+from .artifacts.features import FeatureStore, ViewSpec, boxes_to_input, dequantise
 from .models.masking import cells_inside
 
 
@@ -43,9 +43,11 @@ class Keyframe:
 
 def _is_view_layout(arr: zarr.Array) -> bool:
     """Whether ``arr`` has the codecs that ``FeatureStore.create_view`` writes."""
+    # one-byte values (an int8 view) have no byte order
+    order = {"configuration": {"endian": "little"}} if arr.dtype.itemsize > 1 else {}
     layout = [{"name": "sharding_indexed", "configuration": {
         "chunk_shape": [1, *arr.shape[1:]],
-        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+        "codecs": [{"name": "bytes", **order},
                    {"name": "zstd", "configuration": {"level": 0, "checksum": False}}],
         "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
                          {"name": "crc32c"}],
@@ -124,15 +126,34 @@ class RowReader:
         return self._index[shard]
 
 
+class Dequantised:
+    """Rows of an int8 view and of its (K, C) scales, read as float16 maps:
+    ``rows[k]`` (C, H, W), ``rows[a:b]`` (b - a, C, H, W).  Each part is an array in
+    memory or a reader of the store array."""
+
+    def __init__(self, q: np.ndarray | RowReader | zarr.Array,
+                 scale: np.ndarray | RowReader | zarr.Array):
+        self.q, self.scale = q, scale
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.q.shape) if not isinstance(self.q, RowReader) else \
+            tuple(self.q.arr.shape)
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        return dequantise(np.asarray(self.q[index]), np.asarray(self.scale[index]))
+
+
 class FeatureCache:
-    """Per-keyframe context maps of one view; whole videos in memory when ``in_memory``."""
+    """Per-keyframe context maps of one view; whole videos in memory when ``in_memory``
+    (an int8 store stays int8 in memory, dequantised per read: :class:`Dequantised`)."""
 
     # how a store array is read from disk (bench/train.py --reader swaps it)
     reader: Callable[[zarr.Array], RowReader | zarr.Array] = RowReader
 
     def __init__(self, store: FeatureStore, view: str, in_memory: bool = True):
         self.store, self.view_name, self.in_memory = store, view, in_memory
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray | RowReader | zarr.Array | Dequantised] = {}
         self._views: dict[str, ViewSpec] = {}
 
     def view(self, video: str) -> ViewSpec:
@@ -140,12 +161,15 @@ class FeatureCache:
             self._views[video] = self.store.view(video, self.view_name)
         return self._views[video]
 
-    def _array(self, video: str) -> np.ndarray | RowReader | zarr.Array:
+    def _array(self, video: str) -> np.ndarray | RowReader | zarr.Array | Dequantised:
         """The video's (K, C, H, W) maps: in memory, or a reader of the store array."""
         if video not in self._arrays:
             arr = self.store.group(video)[self.view_name]
+            scale = self.store.scale(video, self.view_name)
             with self._unreadable(video):
-                self._arrays[video] = np.asarray(arr[:]) if self.in_memory else self.reader(arr)
+                load = (lambda a: np.asarray(a[:])) if self.in_memory else self.reader
+                self._arrays[video] = load(arr) if scale is None else \
+                    Dequantised(load(arr), load(scale))
         return self._arrays[video]
 
     @contextmanager
@@ -188,11 +212,14 @@ class FeatureCache:
             self.view(v)
 
     def nbytes(self, videos: list[str]) -> int:
-        """Bytes that holding ``videos`` in memory would take."""
+        """Bytes that holding ``videos`` in memory would take (int8: with the scales)."""
         total = 0
         for v in videos:
-            arr = self.store.group(v)[self.view_name]
-            total += int(np.prod(arr.shape)) * arr.dtype.itemsize
+            grp = self.store.group(v)
+            arrays = [grp[self.view_name]]
+            if (scale := self.store.scale(v, self.view_name)) is not None:
+                arrays.append(scale)
+            total += sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in arrays)
         return total
 
 

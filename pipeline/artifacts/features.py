@@ -9,6 +9,15 @@ Layout::
         <view>                          float16 (K, C, H, W)  one chunk per keyframe,
                                         stored in shards of SHARD_KEYFRAMES keyframes
                                         attrs: {"acar": ViewSpec}
+                                        (or int8 (K, C, H, W): see below)
+        <view>_scale                    float16 (K, C)  only beside an int8 view
+
+``extract.dtype: int8`` stores each view quantised: ``q = round(x / scale)`` in
+[-127, 127] with one float16 ``scale = max|x| / 127`` per (keyframe, channel), so that a
+value is ``q * scale`` (:func:`quantise`, :func:`dequantise`).  The group's spec records
+``extra.dtype = "int8"`` and the view's attrs ``acar.encoding``; every reader (``read``,
+:class:`pipeline.keyframes.FeatureCache`, the audit) dequantises, so the heads always see
+float16 maps.  A float16 store records no ``dtype`` (stores made before the option match).
 
 A *view* is one test-time variant of the input (``s256``, ``s256_flip``, ``s288``…).
 ``complete`` is set last, so an interrupted run leaves an incomplete group that the
@@ -37,6 +46,8 @@ VERSION = 1
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
 SHARD_KEYFRAMES = 32
+DTYPES = ("float16", "int8")     # extract.dtype: how a view's values are stored
+QMAX = 127                       # int8: symmetric, q in [-QMAX, QMAX]
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,32 @@ def boxes_to_input(boxes: np.ndarray, view: ViewSpec) -> np.ndarray:
     boxes[:, [0, 2]] = x0 + boxes[:, [0, 2]] * (x1 - x0)
     boxes[:, [1, 3]] = y0 + boxes[:, [1, 3]] * (y1 - y0)
     return boxes
+
+
+def scale_name(view: str) -> str:
+    """The array beside an int8 view that holds its (K, C) float16 scales."""
+    return f"{view}_scale"
+
+
+def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, C, ...) float maps -> (B, C, ...) int8 ``q`` and (B, C) float16 ``scale``:
+    symmetric per (keyframe, channel), ``x ~ q * scale``, ``|q| <= QMAX``.  An all-zero
+    channel (or one too small for a float16 scale) has scale 0 and q 0."""
+    x = np.asarray(x, np.float32)
+    flat = x.reshape(*x.shape[:2], -1)                                   # (B, C, HW)
+    scale = (np.abs(flat).max(axis=2, initial=0.0) / QMAX).astype(np.float16)   # (B, C)
+    s = scale.astype(np.float32)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s > 0, np.rint(flat / np.where(s > 0, s, 1)), 0)
+    q = np.clip(q, -QMAX, QMAX).astype(np.int8).reshape(x.shape)
+    return q, scale
+
+
+def dequantise(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(B, C, ...) int8 and (B, C) scales (or (C, ...) and (C,)) -> float16 maps."""
+    q, scale = np.asarray(q), np.asarray(scale, np.float32)
+    s = scale.reshape(*scale.shape, *(1,) * (q.ndim - scale.ndim))
+    return (q.astype(np.float32) * s).astype(np.float16)
 
 
 def open_store(url: str, mode: str = "r", kind: str = KIND) -> zarr.Group:
@@ -176,8 +213,24 @@ class FeatureStore:
         return ViewSpec.from_dict(self.group(video)[view].attrs["acar"])
 
     def read(self, video: str, view: str, index: int | slice | None = None) -> np.ndarray:
+        """The float16 maps of ``view`` (dequantised if the store is int8)."""
         arr = self.group(video)[view]
-        return np.asarray(arr[:] if index is None else arr[index])
+        index = slice(None) if index is None else index
+        scale = self.scale(video, view)
+        if scale is None:
+            return np.asarray(arr[index])
+        return dequantise(np.asarray(arr[index]), np.asarray(scale[index]))
+
+    def scale(self, video: str, view: str) -> zarr.Array | None:
+        """The (K, C) float16 scales of an int8 view; None for a float16 one."""
+        grp = self.group(video)
+        if grp[view].dtype != np.int8:
+            return None
+        try:
+            return grp[scale_name(view)]
+        except KeyError:
+            raise ArtifactError(self.url, f"video '{video}': int8 view '{view}' has no "
+                                f"'{scale_name(view)}' array") from None
 
     # ---- writing ------------------------------------------------------------------
     def begin_video(self, video: str, timestamps: np.ndarray, attrs: dict[str, Any]
@@ -196,15 +249,37 @@ class FeatureStore:
     def create_view(self, video: str, view: ViewSpec, shape: tuple[int, ...],
                     dtype: str = "float16") -> zarr.Array:
         """An array of ``shape`` (K, ...): one chunk per keyframe, in shards of
-        :data:`SHARD_KEYFRAMES` keyframes (write whole shards where you can)."""
+        :data:`SHARD_KEYFRAMES` keyframes (write whole shards where you can).  With
+        ``dtype="int8"`` also its (K, C) float16 scales (:func:`scale_name`); fill both with
+        :func:`write_rows`."""
         grp = self.group(video)
-        chunks = (1, *shape[1:])
-        shards = (max(1, min(shape[0], SHARD_KEYFRAMES)), *shape[1:])
-        arr = grp.create_array(view.name, shape=shape, chunks=chunks, shards=shards,
-                               dtype=dtype, fill_value=0,
-                               dimension_names=dimension_names(grp, view.name, shape))
-        arr.attrs["acar"] = view.to_dict()
+
+        def create(name: str, shape: tuple[int, ...], dtype: str) -> zarr.Array:
+            chunks = (1, *shape[1:])
+            shards = (max(1, min(shape[0], SHARD_KEYFRAMES)), *shape[1:])
+            return grp.create_array(name, shape=shape, chunks=chunks, shards=shards,
+                                    dtype=dtype, fill_value=0,
+                                    dimension_names=dimension_names(grp, name, shape))
+
+        arr = create(view.name, shape, dtype)
+        attrs = view.to_dict()
+        if np.dtype(dtype) == np.int8:
+            create(scale_name(view.name), shape[:2], "float16")
+            attrs["encoding"] = {"dtype": "int8", "scale": scale_name(view.name),
+                                 "scheme": "symmetric per (keyframe, channel)"}
+        arr.attrs["acar"] = attrs
         return arr
+
+    def write_rows(self, video: str, arr: zarr.Array, start: int, data: np.ndarray) -> None:
+        """Write float maps ``data`` (B, C, ...) to rows ``[start, start + B)`` of view
+        ``arr``: as float16, or quantised with their scales for an int8 view."""
+        stop = start + len(data)
+        if arr.dtype == np.int8:
+            q, scale = quantise(data)
+            self.group(video)[scale_name(arr.basename)][start:stop] = scale
+            arr[start:stop] = q
+        else:
+            arr[start:stop] = data
 
     def remove_video(self, video: str) -> None:
         """Delete the group of ``video`` (complete or not), e.g. a video no longer in the input."""
