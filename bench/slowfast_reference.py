@@ -322,7 +322,8 @@ def cli_check(args, tmp: Path) -> dict:
                         str(tmp / "dets.parquet"), "--out", store, "--backbone",
                         "slowfast_r50", "--weights", str(zoo), "--short-side", str(side),
                         "--clip-frames", "32", "--clip-stride", "2", "--clip-fps", "30",
-                        "--time-offset", "0", "--batch-size", "1", "--num-workers", "0"],
+                        "--time-offset", "0", "--batch-size", "1", "--num-workers", "0",
+                        "--dtype", args.dtype],
                        check=True, cwd=tmp)             # cwd: no stages.yaml defaults
         subprocess.run([*acar, "import", str(zoo), "--out", str(tmp / case), "--labelmap",
                         str(tmp / "ava60.pbtxt"), "--short-side", str(side)], check=True,
@@ -379,6 +380,8 @@ def main() -> None:
     ap.add_argument("--store", action="store_true", help="write the suite's fixture (small)")
     ap.add_argument("--zoo", nargs="*", default=None, choices=list(ZOO),
                     help="check `acar import` on whole ACAR-Net models instead")
+    ap.add_argument("--dtype", default="float32", choices=["float16", "int8", "float32"],
+                    help="--cli: the feature store's dtype (float16 rounds the maps to ~5e-4)")
     ap.add_argument("--cli", action="store_true",
                     help="with --zoo: the whole CLI path (extract, import, eval) on a video")
     ap.add_argument("--official", metavar="OUT", help=argparse.SUPPRESS)
@@ -397,7 +400,8 @@ def main() -> None:
     if args.zoo is not None:
         with tempfile.TemporaryDirectory() as tmp:
             if args.cli:
-                results = {"cli": cli_check(args, Path(tmp))}
+                key = "cli" if args.dtype == "float16" else f"cli_{args.dtype}"
+                results = {key: {"store_dtype": args.dtype, **cli_check(args, Path(tmp))}}
             else:
                 results = zoo_check(args, Path(tmp))
         out = ROOT / "bench" / "results" / "acar_import_reference.json"

@@ -59,9 +59,10 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--num-workers", type=int, default=None, help="Decoding workers  [auto]")
 @click.option("--device", default=None, help="auto, cpu or cuda[:i]")
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on cuda")
-@click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None,
+@click.option("--dtype", type=click.Choice(["float16", "int8", "float32"]), default=None,
               help="Stored values: float16, or int8 with a float16 scale per (keyframe, "
-                   "channel), about half the bytes; readers dequantise  [float16]")
+                   "channel), about half the bytes (readers dequantise), or float32, twice "
+                   "the bytes, to match a reference model to 1e-4  [float16]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, weights,

@@ -96,6 +96,7 @@ class ExtractConfig:
     amp: bool = False                 # cuda: float16 autocast
     dtype: str = "float16"            # float16 | int8 (per-(keyframe, channel) scale:
                                       # about half the bytes; pipeline/artifacts/features.py)
+                                      # | float32 (exact maps, twice the bytes)
 
 
 def view_name(scale: int, flip: bool) -> str:
@@ -635,7 +636,8 @@ class _Context:
             x = normalise_clips(x, self.mean, self.std, flip, side)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
                 fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
-            fmap = fmap.float().mean(dim=2).half().cpu().numpy()     # (B, C, H', W')
+            fmap = fmap.float().mean(dim=2)                           # (B, C, H', W')
+            fmap = (fmap if self.cfg.dtype == "float32" else fmap.half()).cpu().numpy()
             name = view_name(scale, flip)
             finite = np.isfinite(fmap).reshape(len(ks), -1).all(axis=1)   # (B,)
             if not finite.all():

@@ -45,6 +45,9 @@ def head_spec(head: str, hparams: dict, where: object | None = None) -> dict:
 # (``extra``'s keys are compared one by one: clip_fps, dilate_last, pad_multiple, ...).
 SPEC_FIELDS = ("backbone", "weights", "random_init", "short_side", "clip_frames",
                "clip_stride", "channels", "views")
+# How a store keeps its values (extract.dtype: float16, int8, float32), not which features
+# they are: a head trained on one scores the others (int8 within its quantisation step).
+STORAGE_KEYS = ("dtype",)
 
 
 def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec,
@@ -57,7 +60,7 @@ def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec,
     out = [f"{k} {_shown(getattr(a, k))} != {_shown(getattr(b, k))}"
            for k in SPEC_FIELDS if getattr(a, k) != getattr(b, k)]
     for k in sorted(set(a.extra) | set(b.extra)) if extra else ():
-        if a.extra.get(k) != b.extra.get(k):
+        if k not in STORAGE_KEYS and a.extra.get(k) != b.extra.get(k):
             out.append(f"{k} {_shown(a.extra.get(k))} != {_shown(b.extra.get(k))}")
     return out
 

@@ -151,3 +151,27 @@ def test_extract_int8_is_the_float16_store_quantised(world_dets, tmp_path):
     with pytest.raises(ArtifactError, match="extract.dtype 'int4' is not one of"):
         extract.run(extract.ExtractConfig(**{**CFG.__dict__, "dtype": "int4"}),
                     world / "videos", dets, i8)
+
+
+def test_extract_float32_stores_the_maps_exactly(world_dets, tmp_path):
+    """float32: the maps as the backbone computed them (a float16 store rounds them to
+    ~5e-4 relative, what an imported reference model's 1e-4 check cannot afford)."""
+    world, dets = world_dets
+    f16, f32 = str(tmp_path / "f16.zarr"), str(tmp_path / "f32.zarr")
+    assert extract.run(CFG, world / "videos", dets, f16) == []
+    assert extract.run(extract.ExtractConfig(**{**CFG.__dict__, "dtype": "float32"}),
+                       world / "videos", dets, f32) == []
+    a, b = FeatureStore(f16), FeatureStore(f32)
+    for v in a.videos():
+        assert b.spec(v).extra["dtype"] == "float32" and b.group(v)["s16"].dtype == np.float32
+        full, half = b.read(v, "s16"), a.read(v, "s16")
+        assert full.dtype == np.float32
+        np.testing.assert_array_equal(full.astype(np.float16), half)   # same maps, rounded
+        assert np.abs(full - half.astype(np.float32)).max() > 0          # which float32 keeps
+        # the same features, stored otherwise: a head trained on one scores the other
+        from pipeline.inference import spec_differences
+
+        assert spec_differences(a.spec(v), b.spec(v)) == []
+        other = type(a.spec(v)).from_dict({**a.spec(v).to_dict(), "short_side": 99})
+        assert spec_differences(other, b.spec(v)) == ["short_side 99 != 16"]
+    assert extract_check.check_store(f32, dets, world / "videos", values=True).ok

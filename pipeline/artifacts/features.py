@@ -46,7 +46,7 @@ VERSION = 1
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
 SHARD_KEYFRAMES = 32
-DTYPES = ("float16", "int8")     # extract.dtype: how a view's values are stored
+DTYPES = ("float16", "int8", "float32")  # extract.dtype: how a view's values are stored
 QMAX = 127                       # int8: symmetric, q in [-QMAX, QMAX]
 
 
