@@ -115,7 +115,9 @@ RULES: dict[str, dict[str, Rule]] = {
                 "time_offset": Rule("float", null=True), "short_side": _int(8),
                 "scales": _int(8, items=True), "pad_multiple": _int(1, null=True),
                 "batch_size": POSITIVE, "num_workers": _int(0, null=True),
-                "segment_keyframes": POSITIVE, "piece_frames": POSITIVE},
+                "segment_keyframes": POSITIVE, "piece_frames": POSITIVE,
+                "preset": Rule("str", null=True, choices=(
+                    "acar-net-r50", "acar-net-r101", "i3d-kinetics400", "hoghof-toy"))},
     "bank": {"kind": Rule("str", choices=("lfb", "acfb")),
              "pool": Rule("str", choices=("none", "2x2", "4x4")),
              "det_threshold": FRACTION, "batch_size": POSITIVE},
@@ -346,7 +348,8 @@ def load_config(cls: type[T], section: str | list[str], params: str | os.PathLik
     check_params(data, path)
     values = section_values(section, data, path)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values.update(flags)
+    layer = getattr(cls, "preset_layer", None)   # extract.preset: defaults < preset < keys
+    values = layer(values, flags, path, _flag) if layer else {**values, **flags}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from tqdm import tqdm
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import FeatureSpec, FeatureStore, ViewSpec
-from .backbones import build_backbone, feature_stride, get_backbone
+from .backbones import build_backbone, feature_stride, get_backbone, presets
 from .shards import shard_items, stale_items
 from .video import (
     VIDEO_EXTS,
@@ -70,6 +71,9 @@ from .video import (
 
 @dataclass
 class ExtractConfig:
+    preset: str | None = None         # the papers' settings in one word: backbone, clip,
+                                      # scales, short side (pipeline/backbones/presets.py)
+    preset_layer: ClassVar = staticmethod(presets.expand)     # load_config's preset layer
     backbone: str = "r2plus1d_18"
     weights: str | None = None        # None: torchvision's Kinetics weights (downloads)
     random_init: bool = False         # explicit; recorded in the store attributes
@@ -414,6 +418,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
     extra = {"clip_fps": cfg.clip_fps, "dilate_last": cfg.dilate_last,
              "pad_multiple": cfg.pad_multiple, "time_offset": cfg.time_offset,
              "amp": cfg.amp}
+    if cfg.preset is not None:        # recorded only then: stores made without are unchanged
+        extra.update(preset=cfg.preset, norm=[list(bb.mean), list(bb.std)])
     random_init = cfg.random_init and bb.learned     # a non-learned backbone ignores it
     spec = FeatureSpec(cfg.backbone, identity, random_init,
                        cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride,
