@@ -31,7 +31,7 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--preset", default=None,
               help="The papers' settings in one word: acar-net-r50, acar-net-r101, "
                    "i3d-kinetics400 or hoghof-toy (backbone, clip, scales, short side); the "
-                   "other flags override it, and it overrides the params file's keys")
+                   "other flags override it, and it overrides the params file's keys  [none]")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
                    "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)")
