@@ -15,9 +15,9 @@ person detector are absent), with the stages' own functions:
    ``linear`` head (a few epochs), the rest are held out and scored (frame mAP);
 3. ``acar demo`` (``pipeline.demo.run``) on each clip with that head: it re-detects, finds
    its features complete and renders ``<clip>_actions.mp4``; a few frames are saved as PNG;
-4. padding: one 16:9 clip extracted with two paddings (``pad_multiple`` 32 and 96): the
-   relative difference of the I3D maps inside the image, per distance (in cells) from the
-   padded edge.
+4. padding: one 16:9 clip extracted with two paddings (``pad_multiple`` 32 and 128: 288-
+   and 384-px canvases): the relative difference of the I3D maps inside the image, per
+   distance (in cells) from the padded edge.
 
     uv run python bench/e2e_shared.py            # -> bench/results/e2e_shared.json
 
@@ -114,7 +114,7 @@ def save_frames(rendered: Path, times: list[float], out: Path) -> list[Path]:
     vr = open_video(rendered)
     paths = []
     for t in times:
-        idx = int(vr.index_at(t))
+        idx = int(np.asarray(vr.index_at(t)).reshape(-1)[0])
         frame = vr.read([idx])[0]                       # (H, W, 3) uint8
         path = out / f"{rendered.stem}_{t:g}s.png"
         Image.fromarray(frame).save(path)
@@ -135,7 +135,7 @@ def padding_check(video: Path, work: Path, frames: int, short_side: int) -> dict
     link(video, sub / "videos")
     write_detections(dets[dets.timestamp.isin(stamps)], sub / "d.parquet", meta)
     maps, valid = {}, {}
-    for pad in (32, 96):
+    for pad in (32, 128):
         url = str(sub / f"p{pad}.zarr")
         assert extract.run(extract_cfg(frames, short_side, pad), sub / "videos",
                            sub / "d.parquet", url) == []
@@ -143,10 +143,11 @@ def padding_check(video: Path, work: Path, frames: int, short_side: int) -> dict
         view = store.view(video.stem, f"s{short_side}")
         maps[pad] = store.read(video.stem, view.name).astype(np.float32)    # (K, C, H, W)
         valid[pad] = view.valid
+    assert maps[32].shape[-1] != maps[128].shape[-1], "the two canvases must differ"
     x0, y0, x1, y1 = valid[32]
     stride = 32
     h, w = int(y1 // stride), int(x1 // stride)         # cells wholly inside the image
-    a, b = maps[32][..., :h, :w], maps[96][..., :h, :w]
+    a, b = maps[32][..., :h, :w], maps[128][..., :h, :w]
     rel = np.abs(a - b).max(axis=1) / (np.abs(a).max(axis=1) + 1e-6)     # (K, h, w)
     # distance of each cell from the padded side (right and bottom edges of the image)
     dist = np.minimum((x1 / stride - 1 - np.arange(w))[None, :],
@@ -219,8 +220,13 @@ def main() -> None:
               train_dir / "d.parquet", train_dir / "train.csv", train_dir / "labelmap.pbtxt",
               model)
     train_s = time.perf_counter() - t0
+    # scored on the held-out keyframes only (a prediction on a training keyframe of the same
+    # video would count as a false positive: its frame has no ground truth in val.csv)
+    held = dets.merge(va[["video_id", "timestamp"]].drop_duplicates(), on=["video_id",
+                                                                         "timestamp"])
+    write_detections(held, train_dir / "d_val.parquet", parts[0][1])
     metrics = evaluate.run(evaluate.EvalConfig(det_threshold=dcfg.det_threshold), model,
-                           str(train_dir / "f.zarr"), train_dir / "d.parquet",
+                           str(train_dir / "f.zarr"), train_dir / "d_val.parquet",
                            train_dir / "val.csv", train_dir / "labelmap.pbtxt",
                            train_dir / "val_metrics.json")
 
