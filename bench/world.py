@@ -7,6 +7,7 @@ metrics, and prints the README's table (AP x 100 per family and overall mAP).
 
     uv run python bench/world.py --seeds 0 1 2     # ~5.5 min per seed on 2 idle cores
     uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
+    uv run python bench/world.py --seeds 0 --params bench/world_i3d.yaml --tag _i3d  # I3D
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
@@ -28,7 +29,8 @@ HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
 
 
-def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS) -> dict:
+def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
+             reuse_world: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
     times = {}
@@ -39,8 +41,11 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS) -> di
         times[name] = round(time.perf_counter() - t0, 1)
         return out
 
-    timed("synth", synth.run, load_config(synth.SynthConfig, "synth", params, {"seed": seed}),
-          world)
+    if reuse_world and (world / "val.csv").exists():     # the same seed's world, made before
+        times["synth"] = None
+    else:
+        timed("synth", synth.run, load_config(synth.SynthConfig, "synth", params,
+                                              {"seed": seed}), world)
     timed("detect", detect.run, load_config(detect.DetectConfig, "detect", params),
           world / "videos", dets, [world / "train.csv", world / "val.csv"])
     timed("extract", extract.run, load_config(extract.ExtractConfig, "extract", params),
@@ -92,11 +97,14 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS,
                     help="a subset, in this order (acfb needs acar before it)")
+    ap.add_argument("--reuse-world", action="store_true",
+                    help="keep a world already in --work (synth is deterministic in the seed)")
     args = ap.parse_args()
     runs = []
     for seed in args.seeds:
         t0 = time.perf_counter()
-        runs.append(run_seed(seed, args.params, Path(args.work) / f"seed{seed}", args.heads))
+        runs.append(run_seed(seed, args.params, Path(args.work) / f"seed{seed}", args.heads,
+                             args.reuse_world))
         runs[-1]["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(__file__).parent / "results" / f"world{args.tag}.json"
     out.parent.mkdir(exist_ok=True)

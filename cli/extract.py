@@ -29,6 +29,10 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--allow-empty", is_flag=True,
               help="Accept detections without a row, a videos folder without a video, and "
                    "(--check) a store with no video; else each is an error.")
+@click.option("--preset", default=None,
+              help="The papers' settings in one word: acar-net-r50, acar-net-r101, "
+                   "i3d-kinetics400 or hoghof-toy (backbone, clip, scales, short side); the "
+                   "other flags override it, and it overrides the params file's keys  [none]")
 @click.option("--backbone", default=None,
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
                    "swin3d_b, or hoghof (non-learned HOG/HOF/colour, stride 20)")
@@ -65,7 +69,7 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
                    "the bytes, to match a reference model to 1e-4  [float16]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, weights,
+def extract(ctx, videos, detections, out, check, values, allow_empty, preset, backbone, weights,
             random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
             time_offset,
@@ -94,7 +98,8 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, backbone, 
         raise click.UsageError("--videos and --detections are required (unless --check)")
     from pipeline import extract as stage
 
-    cfg = config(ctx, stage.ExtractConfig, "extract", backbone=backbone, weights=weights,
+    cfg = config(ctx, stage.ExtractConfig, "extract", preset=preset, backbone=backbone,
+                 weights=weights,
                  random_init=random_init, dilate_last=dilate_last, clip_frames=clip_frames,
                  clip_stride=clip_stride, clip_fps=clip_fps, short_side=short_side,
                  scales=int_list(scales), pad_multiple=pad_multiple, flip=flip,

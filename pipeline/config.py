@@ -20,6 +20,7 @@ import importlib
 import inspect
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,7 +116,9 @@ RULES: dict[str, dict[str, Rule]] = {
                 "time_offset": Rule("float", null=True), "short_side": _int(8),
                 "scales": _int(8, items=True), "pad_multiple": _int(1, null=True),
                 "batch_size": POSITIVE, "num_workers": _int(0, null=True),
-                "segment_keyframes": POSITIVE, "piece_frames": POSITIVE},
+                "segment_keyframes": POSITIVE, "piece_frames": POSITIVE,
+                "preset": Rule("str", null=True, choices=(
+                    "acar-net-r50", "acar-net-r101", "i3d-kinetics400", "hoghof-toy"))},
     "bank": {"kind": Rule("str", choices=("lfb", "acfb")),
              "pool": Rule("str", choices=("none", "2x2", "4x4")),
              "det_score_thr": FRACTION, "batch_size": POSITIVE},
@@ -352,12 +355,11 @@ def section_values(section: str | list[str], data: dict[str, Any],
 
 
 # Layers between the params file and the flags, per section, as "module:function" (imported
-# only when that section is loaded).  The function gets the values of the file and the flags
-# merged (so it sees e.g. ``preset``) and returns None, or ``(source, values)``: values that
-# override the file's, are overridden by the flags, and are reported as coming from
-# ``source`` (e.g. ``preset:slowfast_r50``).  E.g. ``{"extract":
-# "pipeline.backbones.presets:preset_layer"}``.
-LAYERS: dict[str, str] = {}
+# only when that section is loaded): ``function(file_values, flags, params_path, flag_name)``
+# returns the section's merged values, e.g. extract.preset (pipeline/backbones/presets.py:
+# defaults < the preset < the file's keys < the flags; a --preset flag beats the file's
+# keys).  What it sets is reported as coming from ``preset:<name>``.
+LAYERS: dict[str, str] = {"extract": "pipeline.backbones.presets:expand"}
 
 
 @dataclasses.dataclass
@@ -413,18 +415,23 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-def _layer(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def _layer(section: str) -> Callable[..., dict[str, Any]] | None:
     spec = LAYERS.get(section.split(".")[0])
     if spec is None:
         return None
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)(values)
+    return getattr(importlib.import_module(module), name)
 
 
 def layer_values(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(source, values)`` of the :data:`LAYERS` layer of ``section`` over ``values``;
-    ``("", {})`` when there is none (for ``--help``, which shows what a run would use)."""
-    return _layer(section, values) or ("", {})
+    """``(source, values)``: what the :data:`LAYERS` layer of ``section`` sets over the
+    file's ``values`` (what ``--help`` shows a run would use); ``("", {})`` if nothing."""
+    layer = _layer(section)
+    if layer is None:
+        return "", {}
+    merged = layer(values, {})
+    layered = {k: v for k, v in merged.items() if k not in values}
+    return (f"preset:{merged.get('preset')}", layered) if layered else ("", {})
 
 
 def resolve_config(cls: type[T], section: str | list[str],
@@ -454,13 +461,17 @@ def resolve_config(cls: type[T], section: str | list[str],
         sources.update(dict.fromkeys(given, order[-1]))
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     first = sections[0]
-    layer = _layer(first, {**values, **flags})
+    layer = _layer(first)           # e.g. extract.preset: defaults < preset < keys < flags
     if layer is not None:
-        source, layered = layer
-        check_values(first, layered, source)
-        values.update(layered)
-        sources.update(dict.fromkeys(layered, source))
-        order.append(source)
+        merged = layer(values, flags, path, _flag)
+        # what the layer set, or changed (a --preset over the file's keys), is its own
+        layered = {k: v for k, v in merged.items()
+                   if k not in flags and (k not in values or values[k] != v)}
+        if layered:
+            source = f"preset:{merged.get('preset')}"
+            sources.update(dict.fromkeys(layered, source))
+            order.append(source)
+        values = {k: v for k, v in merged.items() if k not in flags}
     values.update(flags)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)

@@ -72,6 +72,8 @@ from .video import (
 
 @dataclass
 class ExtractConfig:
+    preset: str | None = None         # the papers' settings in one word: backbone, clip,
+                                      # scales, short side (pipeline/backbones/presets.py)
     backbone: str = "r2plus1d_18"
     weights: str | None = None        # None: torchvision's Kinetics weights (downloads)
     random_init: bool = False         # explicit; recorded in the store attributes
@@ -421,6 +423,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
              "amp": cfg.amp}
     if cfg.dtype != "float16":     # a float16 store records none: older stores still match
         extra["dtype"] = cfg.dtype
+    if cfg.preset is not None:        # recorded only then: stores made without are unchanged
+        extra.update(preset=cfg.preset, norm=[list(bb.mean), list(bb.std)])
     random_init = cfg.random_init and bb.learned     # a non-learned backbone ignores it
     spec = FeatureSpec(cfg.backbone, identity, random_init,
                        cfg.clip_frames or bb.clip_frames, cfg.clip_stride or bb.clip_stride,

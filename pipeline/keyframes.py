@@ -308,7 +308,13 @@ def batch(keyframes: list[Keyframe], cache: FeatureCache, boxes: list[np.ndarray
 
 def stack_float32(maps: Sequence[np.ndarray]) -> torch.Tensor:
     """(B, C, H, W) float32 from B float16 maps: stacked, then converted by one torch op
-    (a conversion per map would pay torch's thread fan-out B times)."""
+    (a conversion per map would pay torch's thread fan-out B times).  Maps of videos of
+    other sizes (aspect ratios) are zero-padded right and bottom to the largest: cells
+    outside every image, which :func:`valid_region` masks for the heads."""
+    h, w = max(m.shape[-2] for m in maps), max(m.shape[-1] for m in maps)
+    if any(m.shape[-2:] != (h, w) for m in maps):
+        maps = [np.pad(m, [(0, 0)] * (m.ndim - 2) + [(0, h - m.shape[-2]), (0, w - m.shape[-1])])
+                for m in maps]
     return torch.from_numpy(np.stack(maps)).float()
 
 

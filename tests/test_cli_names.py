@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from pipeline import config as config_mod
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.annotations import write_annotations
 from pipeline.artifacts.detections import read_detections, write_detections
@@ -238,31 +237,31 @@ def test_the_settings_line_names_the_source_of_each_changed_value(tmp_path, monk
     assert "detect settings: source=proposals from --source" in err
 
 
-def test_a_layer_slots_in_between_the_file_and_the_flags(tmp_path, monkeypatch):
-    """The hook a preset uses: LAYERS[section] sees the merged values and returns its own,
-    which override the file's, yield to the flags' and are reported as its source."""
+def test_a_preset_slots_in_between_the_defaults_and_the_file(tmp_path):
+    """extract.preset (the LAYERS hook): its values override the defaults, yield to the
+    file's keys and the flags, and are reported as coming from ``preset:<name>``, in the
+    settings line and in --help."""
     from pipeline.extract import ExtractConfig
 
-    def layer(values):
-        if values.get("backbone") == "i3d":
-            return "preset:test", {"clip_frames": 64, "short_side": 224, "batch_size": 2}
-        return None
-
-    monkeypatch.setitem(sys.modules, "tests._layer_mod", type(sys)("tests._layer_mod"))
-    sys.modules["tests._layer_mod"].layer = layer
-    monkeypatch.setitem(config_mod.LAYERS, "extract", "tests._layer_mod:layer")
     params = tmp_path / "p.yaml"
-    params.write_text("extract:\n  backbone: i3d\n  short_side: 160\n  clip_stride: 3\n")
+    params.write_text("extract:\n  preset: hoghof-toy\n  short_side: 128\n")
     res = resolve_config(ExtractConfig, "extract", params, {"batch_size": 5})
     cfg = res.config
-    assert (cfg.clip_frames, cfg.short_side, cfg.clip_stride, cfg.batch_size) == (64, 224, 3, 5)
-    assert res.sources["short_side"] == "preset:test"
+    assert (cfg.backbone, cfg.clip_frames, cfg.short_side, cfg.batch_size) == \
+        ("hoghof", 8, 128, 5)
+    assert res.sources["clip_frames"] == "preset:hoghof-toy"
+    assert res.sources["short_side"] == str(params)
     assert res.sources["batch_size"] == "--batch-size"
-    assert res.summary("extract") == (
-        f"extract settings: backbone=i3d, clip_stride=3 from {params}; clip_frames=64, "
-        "short_side=224 from preset:test; batch_size=5 from --batch-size")
+    line = res.summary("extract")
+    assert line.startswith(f"extract settings: preset=hoghof-toy, short_side=128 from {params}; ")
+    assert "backbone=hoghof" in line and "from preset:hoghof-toy; batch_size=5 from " \
+        "--batch-size" in line
     text = " ".join(help_text("extract", "--params", str(params)).split())
-    assert "[preset:test: 224]" in text and "[p.yaml: 3]" in text      # what a run uses
+    assert "[preset:hoghof-toy: 8]" in text and "[p.yaml: 128]" in text   # what a run uses
+    # a --preset flag beats the file's keys; its values are the preset's
+    res = resolve_config(ExtractConfig, "extract", params, {"preset": "i3d-kinetics400"})
+    assert (res.config.backbone, res.config.short_side) == ("i3d", 256)
+    assert res.sources["short_side"] == "preset:i3d-kinetics400"
     params.write_text("extract:\n  backbone: hoghof\n")
     assert resolve_config(ExtractConfig, "extract", params).sources == {"backbone": str(params)}
 
