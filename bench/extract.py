@@ -44,7 +44,7 @@ import zarr
 
 from pipeline import extract
 from pipeline.artifacts.detections import write_detections
-from pipeline.artifacts.features import DTYPES, FeatureStore
+from pipeline.artifacts.features import FeatureStore
 from pipeline.backbones import build_backbone, get_backbone
 from pipeline.video import Video
 
@@ -104,6 +104,9 @@ def store_bytes(store: Path, video: str, view: str) -> dict:
             "uncompressed_bytes_per_keyframe": raw}
 
 
+COMPARED = ("float16", "int8")    # the stored dtypes compared (float32 is 2x float16)
+
+
 def dtype_sizes(store: Path, video: str, view: str, tmp: Path) -> dict:
     """The stage's float16 maps written again as float16 and as int8 (the stage's own
     writer, ``FeatureStore.write_rows``, in its batches): stored bytes per keyframe of each,
@@ -111,7 +114,7 @@ def dtype_sizes(store: Path, video: str, view: str, tmp: Path) -> dict:
     src = FeatureStore(str(store))
     maps = src.read(video, view)                                   # (K, C, H, W) float16
     out: dict = {}
-    for dtype in DTYPES:
+    for dtype in COMPARED:
         url = tmp / f"{dtype}.zarr"
         fs = FeatureStore(str(url), mode="a")
         fs.begin_video(video, src.timestamps(video), src.attrs(video))
@@ -130,7 +133,7 @@ def dtype_sizes(store: Path, video: str, view: str, tmp: Path) -> dict:
                       "max_abs_error_over_max_abs": float(np.abs(err).max()
                                                           / np.abs(ref).max())}
     out["uint8_affine (measured, not an option)"] = affine_uint8(maps, tmp / "affine.zarr")
-    f16, i8 = (out[d]["group_bytes_per_keyframe"] for d in DTYPES)
+    f16, i8 = (out[d]["group_bytes_per_keyframe"] for d in COMPARED)
     return {"dtypes": out, "int8_fewer_bytes": f16 / i8,
             "zero_fraction": float((maps == 0).mean()), "min_value": float(maps.min())}
 

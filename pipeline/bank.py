@@ -214,7 +214,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                 **compute.spec}
         if cells != (height, width):        # banked from the image's cells only (a group
             spec["image_cells"] = list(cells)   # made before that is rebuilt, not reused)
-        if bank.is_complete(video) and bank.attrs(video).get("kind") == cfg.kind \
+        if bank.is_current(video) and bank.attrs(video).get("kind") == cfg.kind \
                 and bank.spec(video) == spec:
             reused += 1
             continue

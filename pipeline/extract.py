@@ -512,7 +512,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
                   for v, g in dets[dets["video_id"].isin(wanted)].groupby("video_id")}
     reused = 0
     for v in wanted:
-        if store.is_complete(v) and store.spec(v) == spec and _same_source(
+        if store.is_current(v) and store.spec(v) == spec and _same_source(
                 store, v, paths.get(v), all_stamps[v]):
             reused += 1
             continue

@@ -709,6 +709,29 @@ def test_groups_of_videos_not_in_the_input_are_removed(world_and_dets, reference
     assert_same_store(reference, url)
 
 
+def test_a_group_of_an_older_layout_is_rebuilt_not_reused(world_and_dets, reference,
+                                                         tmp_path):
+    """A complete group written by an older acar (no ``layout``, arrays without zarr
+    dimension_names) is rebuilt: the persisted store then equals a fresh build (#19 item
+    4), which a reuse on the spec alone left different (dvc.lock hashes of a fresh clone)."""
+    import zarr
+
+    world, dets = world_and_dets
+    url = _copy_store(reference, tmp_path / "f.zarr")
+    root = zarr.open_group(url, mode="a")
+    grp = root["val_000"]
+    attrs = dict(grp.attrs["acar"])
+    del attrs["layout"]
+    grp.attrs["acar"] = attrs                   # as an acar before layout 2 wrote it
+    assert not FeatureStore(url).is_current("val_000")
+    assert FeatureStore(url).is_current("train_000")
+    extract.run(CFG, world / "videos", dets, url)
+    assert FeatureStore(url).is_current("val_000")
+    assert_same_store(reference, url)
+    view = zarr.open_group(url, mode="r")["val_000"]["s16"]
+    assert view.metadata.dimension_names == ("keyframe", "channel", "y", "x")
+
+
 def test_a_sharded_run_removes_only_the_stale_groups_of_its_shard(world_and_dets, reference,
                                                                   tmp_path):
     world, dets = world_and_dets

@@ -104,6 +104,10 @@ class BankStore:
     def is_complete(self, video: str) -> bool:
         return self.store.is_complete(video)
 
+    def is_current(self, video: str) -> bool:
+        """Complete, in today's layout (``features.LAYOUT``): reusable as it is."""
+        return self.store.is_current(video)
+
     def attrs(self, video: str) -> dict[str, Any]:
         return self.store.attrs(video)
 

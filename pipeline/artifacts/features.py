@@ -42,6 +42,10 @@ from . import ArtifactError
 
 KIND = "features"
 VERSION = 1
+# The arrays' format inside a video group (group attrs ``layout``), bumped when it changes
+# (2: zarr dimension_names).  A group of another layout is rebuilt, never reused, so a
+# persisted store always equals a fresh build of the same inputs.
+LAYOUT = 2
 # Zarr v3 sharding codec: each file holds this many keyframe chunks.  DVC's push/pull
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
@@ -197,6 +201,10 @@ class FeatureStore:
     def attrs(self, video: str) -> dict[str, Any]:
         return dict(self.group(video).attrs["acar"])
 
+    def is_current(self, video: str) -> bool:
+        """Complete and written in today's :data:`LAYOUT` (else a run rebuilds it)."""
+        return self.is_complete(video) and self.attrs(video).get("layout") == LAYOUT
+
     def spec(self, video: str) -> FeatureSpec:
         return FeatureSpec.from_dict(self.attrs(video))
 
@@ -239,7 +247,7 @@ class FeatureStore:
         if video in self.root:
             del self.root[video]
         grp = self.root.create_group(video)
-        grp.attrs["acar"] = {**attrs, "complete": False}
+        grp.attrs["acar"] = {**attrs, "layout": LAYOUT, "complete": False}
         ts = np.asarray(timestamps, dtype=np.int32)
         grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),),
                          dimension_names=["keyframe"])
