@@ -192,24 +192,40 @@ def check_predictions(pred: Table, gt: Table, label_ids: tuple[int, ...],
                                   "earlier row)", line_of_row(path, row))
     codes, names = string_codes(pred["video_id"])
     gt_codes, gt_names = string_codes(gt["video_id"])
-    videos = {str(names[c]) for c in np.unique(codes)}
-    gt_videos = {str(gt_names[c]) for c in np.unique(gt_codes)}
+    videos = {str(n) for n in names[np.bincount(codes, minlength=len(names)) > 0]}
+    gt_videos = {str(n) for n in gt_names[np.bincount(gt_codes, minlength=len(gt_names)) > 0]}
     if gt_videos and not videos & gt_videos:
         raise ArtifactError(path, f"none of its {len(videos)} videos is in the annotations "
                                   f"(e.g. {sorted(videos)[0]!r}; annotations: "
                                   f"{sorted(gt_videos)[0]!r}, ...)")
-    if is_int_column(pred["timestamp"]) and is_int_column(gt["timestamp"]) and gt_videos:
-        def frames(c: np.ndarray, n: np.ndarray, ts) -> set[tuple[str, int]]:
-            pairs = np.unique(np.stack([c.astype(np.int64), np.asarray(ts, np.int64)]), axis=1)
-            return {(str(n[v]), int(t)) for v, t in pairs.T}
-
-        if not frames(codes, names, pred["timestamp"]) & frames(gt_codes, gt_names,
-                                                               gt["timestamp"]):
-            raise ArtifactError(path, "none of its keyframes (video_id, timestamp) is in the "
-                                      "annotations (timestamps in another unit or offset?)")
+    if is_int_column(pred["timestamp"]) and is_int_column(gt["timestamp"]) and gt_videos \
+            and not _shares_a_keyframe(codes, names, pred["timestamp"], gt_codes, gt_names,
+                                       gt["timestamp"]):
+        raise ArtifactError(path, "none of its keyframes (video_id, timestamp) is in the "
+                                  "annotations (timestamps in another unit or offset?)")
     if not np.isin(np.asarray(pred["action_id"]), list(label_ids)).any():
         raise ArtifactError(path, "none of its action ids is in the label map (ids "
                                   f"{', '.join(map(str, label_ids[:5]))}...)")
+
+
+def _shares_a_keyframe(codes: np.ndarray, names: np.ndarray, stamps, gt_codes: np.ndarray,
+                       gt_names: np.ndarray, gt_stamps, chunk: int = 1 << 20) -> bool:
+    """Whether some (video, timestamp) of the predictions is one of the ground truth's: the
+    keyframes as int64 keys (the video's code in the ground truth, then the second), the
+    predictions looked up a chunk at a time (the first chunk usually answers)."""
+    gt_ts = np.asarray(gt_stamps, np.int64)
+    span = int(gt_ts.max()) + 2 if len(gt_ts) else 1      # a key per (video, second)
+    keys = np.unique(gt_codes.astype(np.int64) * span + np.clip(gt_ts, -1, span - 2))
+    index = {str(n): i for i, n in enumerate(gt_names)}
+    to_gt = np.array([index.get(str(n), -1) for n in names], dtype=np.int64)  # pred -> gt
+    ts = np.asarray(stamps, np.int64)
+    for start in range(0, len(codes), chunk):
+        v = to_gt[codes[start:start + chunk]]
+        t = ts[start:start + chunk]
+        ok = (v >= 0) & (t >= 0) & (t < span - 1)
+        if np.isin(v[ok] * span + t[ok], keys).any():
+            return True
+    return False
 
 
 def duplicate_row(pred: Table) -> int | None:
