@@ -20,6 +20,7 @@ from pipeline.artifacts.detections import read_detections, write_detections
 from pipeline.config import RENAMED, resolve_config
 from pipeline.evaluate import det_score_check
 from tests.conftest import boxes_gt
+from tests.test_bad_inputs_detect_extract import acar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,22 +269,6 @@ def test_a_preset_slots_in_between_the_defaults_and_the_file(tmp_path):
 
 # ---- --version and the error prefix ---------------------------------------------------------
 
-def acar(*args) -> tuple[int, str, str]:
-    """``acar ARGS`` as the console script runs it: (exit code, stdout, stderr)."""
-    from cli.main import main
-
-    runner = CliRunner()
-    argv = sys.argv
-    with runner.isolation() as (out, err, _):
-        sys.argv = ["acar", *map(str, args)]
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            sys.argv = argv
-        return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def test_version():
