@@ -24,6 +24,7 @@ Everything but tensors is plain Python data, so ``torch.load(weights_only=True)`
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint is missing {missing}")
+    buf = io.BytesIO()              # not the temporary file: torch.save names its archive
+    torch.save({"format": FORMAT, **ckpt}, buf)   # after the file, so the bytes would vary
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **ckpt}, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, unfinished: bool = False) -> dict:

@@ -87,3 +87,18 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
     assert np.isfinite(1.0)
+
+
+def test_a_checkpoint_saved_twice_has_the_same_bytes(tmp_path):
+    """The file's bytes are a function of its content (DVC hashes them): not of the
+    temporary file's random name, which torch.save would put in the archive."""
+    import torch
+
+    from pipeline.artifacts.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = {"head": "linear", "hparams": {}, "in_channels": 4, "num_classes": 2,
+            "labelmap": {}, "feature_spec": {}, "state_dict": {"w": torch.arange(6.0)}}
+    save_checkpoint(ckpt, tmp_path / "a.pt")
+    save_checkpoint(ckpt, tmp_path / "sub" / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
+    assert torch.equal(load_checkpoint(tmp_path / "a.pt")["state_dict"]["w"], torch.arange(6.0))
