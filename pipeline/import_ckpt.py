@@ -45,6 +45,7 @@ from .artifacts.checkpoint import save_checkpoint
 from .artifacts.features import FeatureSpec
 from .artifacts.labelmap import read_labelmap
 from .backbones import get_backbone, slowfast
+from .backbones.weights import read_tensors
 from .models import build_head, head_config
 
 BACKBONE_OF = {50: "slowfast_r50", 101: "slowfast_r101"}
@@ -52,19 +53,9 @@ BACKBONE_OF = {50: "slowfast_r50", 101: "slowfast_r101"}
 
 def read_model_zoo(path: Path) -> dict[str, torch.Tensor]:
     """The file's state dict, ``module.`` dropped (``backbone.module.*``, ``head.*``...)."""
-    if not path.is_file():
-        raise ArtifactError(path, "checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle / zip errors
-        raise ArtifactError(path, f"not a loadable checkpoint ({err.__class__.__name__})"
-                            ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ArtifactError(path, "not a state dict")
+    state = read_tensors(path, noun="checkpoint", wrappers=("state_dict",), tensors_only=False)
     return {(k[len("module."):] if k.startswith("module.") else k): v
-            for k, v in state.items() if isinstance(v, torch.Tensor)}
+            for k, v in state.items()}
 
 
 def _take(state: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:

@@ -122,7 +122,7 @@ def test_weights_from_a_state_dict_file(tmp_path):
     with pytest.raises(ArtifactError, match="do not fit r3d_18"):
         build_backbone("r3d_18", weights=str(path))
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ArtifactError, match="junk.pt: not a loadable state dict"):
+    with pytest.raises(ArtifactError, match="junk.pt: not a loadable weights file"):
         build_backbone("mc3_18", weights=str(tmp_path / "junk.pt"))
     with pytest.raises(ArtifactError, match="weights file not found"):
         build_backbone("mc3_18", weights=str(tmp_path / "missing.pth"))

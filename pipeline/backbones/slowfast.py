@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..artifacts import ArtifactError
+from .weights import read_tensors
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 SLOW_TEMPORAL = (1, 1, 3, 3)          # res2..res5 temporal kernel, Slow pathway
@@ -259,19 +260,7 @@ _IGNORED = ("module.neck.", "module.head.", "neck.", "head.")   # heads: not the
 
 def read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """``(backbone state dict with the prefixes dropped, its layout)`` of a weights file."""
-    if not path.is_file():
-        raise ArtifactError(path, "weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle / zip errors
-        raise ArtifactError(path, f"not a loadable checkpoint ({err.__class__.__name__})"
-                            ) from None
-    for key in ("model_state", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ArtifactError(path, "not a state dict of tensors")
+    state = read_tensors(path)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith(_IGNORED) or key.endswith("num_batches_tracked"):

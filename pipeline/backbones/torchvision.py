@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.models import get_weight
 
 from ..artifacts import ArtifactError
+from .weights import read_tensors
 
 if TYPE_CHECKING:
     from . import Backbone
@@ -147,19 +148,7 @@ def from_torchvision(spec: Backbone, enum) -> nn.Module:
 def from_file(spec: Backbone, path: Path, with_head: bool = False) -> nn.Module:
     """The model with a state dict from ``path`` (a checkpoint dict is unwrapped); the
     classifier's keys are ignored unless ``with_head`` (then they must be there too)."""
-    if not path.is_file():
-        raise ArtifactError(path, "weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle / zip errors
-        raise ArtifactError(path, f"not a loadable state dict ({err.__class__.__name__})"
-                            ) from None
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ArtifactError(path, "not a state dict of tensors")
+    state = read_tensors(path)
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     net = spec.build(weights=None)
     kept = (lambda k: True) if with_head else (lambda k: not k.startswith(spec.head_prefixes))
