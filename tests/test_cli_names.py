@@ -72,6 +72,17 @@ def test_train_help_lists_every_head(monkeypatch):
         assert re.search(rf"^\s+{name}\s+\S", block, re.M), name
 
 
+def test_extract_help_names_every_backbone(monkeypatch):
+    from pipeline.backbones import BACKBONES
+
+    monkeypatch.chdir(ROOT)
+    text = " ".join(help_text("extract").split())       # click wraps the help lines
+    block = text[text.index("--backbone"):text.index("--weights")]
+    for name in BACKBONES:
+        if not name.endswith("_16x8"):                 # "and their _16x8"
+            assert re.search(rf"\b{name}\b", block), name
+
+
 def test_detect_and_demo_default_to_one_yolo_weights():
     from pipeline.demo import DemoConfig
     from pipeline.detect import YOLO_WEIGHTS, DetectConfig
