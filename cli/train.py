@@ -36,7 +36,7 @@ from .common import LABELMAP_HELP, config, stage_command, warn
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (those that fit)  "
                    "[stages.yaml heads.<HEAD>.init]")
-@click.option("--train", "train_part", default=None, type=click.Choice(["all", "classifier"]),
+@click.option("--train", default=None, type=click.Choice(["all", "classifier"]),
               help="Which parameters train: all, or the final classifier only (the rest "
                    "frozen: stage two of decoupled fine-tuning; needs --init)")
 @click.option("--sampler", default=None, type=click.Choice(["shuffle", "class-balanced"]),
@@ -51,7 +51,7 @@ from .common import LABELMAP_HELP, config, stage_command, warn
                    "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
-          log, epochs, lr, seed, det_score_thr, strict, init, train_part, sampler, finetune,
+          log, epochs, lr, seed, det_score_thr, strict, init, train, sampler, finetune,
           resume, val_excluded) -> None:
     """Train a head on cached features (no video decoding).
 
@@ -80,7 +80,7 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
     name = head or config(ctx, stage.TrainConfig, "train", show=False).head
     sections = ["train", f"heads.{name}"] + (["finetune"] if finetune else [])
     cfg = config(ctx, stage.TrainConfig, sections, head=name, epochs=epochs, lr=lr, seed=seed,
-                 det_score_thr=det_score_thr, init=init, train=train_part, sampler=sampler)
+                 det_score_thr=det_score_thr, init=init, train=train, sampler=sampler)
     videos = set(read_annotations(annotations)["video_id"])
     if val_annotations is not None:
         videos |= set(read_annotations(val_annotations)["video_id"])
