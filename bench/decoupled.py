@@ -10,6 +10,7 @@ Writes bench/results/decoupled<tag>.json.
 
     uv run python bench/world.py --seeds 0 --heads linear --work /tmp/w     # the world
     uv run python bench/decoupled.py --work /tmp/w/seed0 --heads linear --tag _linear
+    ... --control: also stage two with sampler: shuffle (what the extra epochs alone do)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def box_counts(annotations: Path) -> dict[int, int]:
     return {int(a): int(n) for a, n in gt.groupby("action_id").size().items()}
 
 
-def run_head(head: str, params: str, work: Path, rare: int) -> dict:
+def run_head(head: str, params: str, work: Path, rare: int, control: bool = False,
+             epochs: int | None = None) -> dict:
     world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
     lm = read_labelmap(world / "labelmap.pbtxt")
     times: dict[str, float] = {}
@@ -44,14 +46,22 @@ def run_head(head: str, params: str, work: Path, rare: int) -> dict:
         cfg = load_config(train.TrainConfig, ["train", f"heads.{head}"], params, {"head": head})
         train.run(cfg, feats, dets, world / "train.csv", world / "labelmap.pbtxt", one)
         times["stage_one"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    cfg = load_config(train.TrainConfig, ["train", f"heads.{head}", "finetune"], params,
-                      {"head": head, "init": str(one)})
-    train.run(cfg, feats, dets, world / "train.csv", world / "labelmap.pbtxt", two)
-    times["stage_two"] = round(time.perf_counter() - t0, 1)
+    models = {"before": one, "after": two}
+    over = {"head": head, "init": str(one), "epochs": epochs}
+    cfg = load_config(train.TrainConfig, ["train", f"heads.{head}", "finetune"], params, over)
+    runs = [("after", cfg, two)]
+    if control:        # the same stage two with the plain sampler: what the epochs alone do
+        models["shuffle"] = work / f"{head}_shuffle.pt"
+        ctl = load_config(train.TrainConfig, ["train", f"heads.{head}", "finetune"], params,
+                          {**over, "sampler": "shuffle"})
+        runs.append(("shuffle", ctl, models["shuffle"]))
+    for name, c, out in runs:
+        t0 = time.perf_counter()
+        train.run(c, feats, dets, world / "train.csv", world / "labelmap.pbtxt", out)
+        times[f"stage_two_{name}"] = round(time.perf_counter() - t0, 1)
     ecfg = load_config(evaluate.EvalConfig, "eval", params)
     metrics = {}
-    for name, model in (("before", one), ("after", two)):
+    for name, model in models.items():
         metrics[name] = evaluate.run(ecfg, model, feats, dets, world / "val.csv",
                                      world / "labelmap.pbtxt", work / f"{model.stem}_metrics.json",
                                      excluded=world / "excluded.csv")
@@ -60,11 +70,10 @@ def run_head(head: str, params: str, work: Path, rare: int) -> dict:
     ranked = sorted(lm.ids, key=lambda a: (counts.get(a, 0), a))     # rarest first
     classes = []
     for a in ranked:
-        b, f = (metrics[k]["per_class"][str(a)]["ap"] for k in ("before", "after"))
         classes.append({"id": a, "name": lm.names[lm.ids.index(a)],
                         "train_boxes": counts.get(a, 0),
-                        "share": round(counts.get(a, 0) / total, 4), "ap_before": b,
-                        "ap_after": f})
+                        "share": round(counts.get(a, 0) / total, 4),
+                        **{f"ap_{k}": metrics[k]["per_class"][str(a)]["ap"] for k in models}})
 
     def mean_ap(rows: list[dict], key: str) -> float | None:
         vals = [r[key] for r in rows if r[key] is not None]
@@ -73,22 +82,26 @@ def run_head(head: str, params: str, work: Path, rare: int) -> dict:
     # the groups: classes with training boxes and val boxes (an AP), ranked by train boxes
     scored = [c for c in classes if c["train_boxes"] and c["ap_before"] is not None]
     groups = {f"bottom{rare}": scored[:rare], f"top{rare}": scored[-rare:], "all": scored}
-    summary = {g: {"before": mean_ap(rows, "ap_before"), "after": mean_ap(rows, "ap_after")}
-               for g, rows in groups.items()}
-    summary["mAP"] = {"before": metrics["before"]["mAP"], "after": metrics["after"]["mAP"]}
+    summary = {g: {k: mean_ap(rows, f"ap_{k}") for k in models} for g, rows in groups.items()}
+    summary["mAP"] = {k: metrics[k]["mAP"] for k in models}
     return {"head": head, "finetune": {k: getattr(cfg, k) for k in
                                        ("train", "sampler", "epochs", "lr", "batch_size")},
             "summary": summary, "classes": classes, "seconds": times}
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| head | group | before | after | change |", "|---|---|---|---|---|"]
+    lines = ["| head | group | before | after (class-balanced) | change | "
+             "control (shuffle) | change |", "|---|---|---|---|---|---|---|"]
     for r in runs:
         for g, v in r["summary"].items():
             if v["before"] is None or v["after"] is None:
                 continue
+            ctl = v.get("shuffle")
+            tail = (f"{100 * ctl:.1f} | {100 * (ctl - v['before']):+.1f}" if ctl is not None
+                    else "– | –")
             lines.append(f"| {r['head']} | {g} | {100 * v['before']:.1f} | "
-                         f"{100 * v['after']:.1f} | {100 * (v['after'] - v['before']):+.1f} |")
+                         f"{100 * v['after']:.1f} | {100 * (v['after'] - v['before']):+.1f} | "
+                         f"{tail} |")
     return "\n".join(lines)
 
 
@@ -99,8 +112,12 @@ def main() -> None:
     ap.add_argument("--params", default="stages.yaml")
     ap.add_argument("--rare", type=int, default=3, help="classes in the bottom and top groups")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--control", action="store_true",
+                    help="also stage two with sampler: shuffle (the same epochs and lr)")
+    ap.add_argument("--epochs", type=int, default=None, help="stage two's  [finetune.epochs]")
     args = ap.parse_args()
-    runs = [run_head(h, args.params, Path(args.work), args.rare) for h in args.heads]
+    runs = [run_head(h, args.params, Path(args.work), args.rare, args.control, args.epochs)
+            for h in args.heads]
     out = Path(__file__).parent / "results" / f"decoupled{args.tag}.json"
     out.parent.mkdir(exist_ok=True)
     params = yaml.safe_load(Path(args.params).read_text())
