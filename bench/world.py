@@ -25,7 +25,7 @@ import yaml
 from pipeline import bank, detect, evaluate, extract, synth, train
 from pipeline.config import load_config
 
-HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
+HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "atr"]
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
 
 

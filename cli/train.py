@@ -7,7 +7,7 @@ from .common import LABELMAP_HELP, config, stage_command, warn
 
 @stage_command("train")
 @click.option("--head", default=None,
-              help="Head name: linear, actor_actor, acrn, acar, acfb or lfb; its settings "
+              help="Head name: linear, actor_actor, acrn, acar, acfb, lfb or atr; its settings "
                    "are stages.yaml heads.<HEAD>")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -36,12 +36,23 @@ from .common import LABELMAP_HELP, config, stage_command, warn
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (those that fit)  "
                    "[stages.yaml heads.<HEAD>.init]")
+@click.option("--train", default=None, type=click.Choice(["all", "classifier"]),
+              help="Which parameters train: all, or the final classifier only (the rest "
+                   "frozen: stage two of decoupled fine-tuning; needs --init)")
+@click.option("--sampler", default=None, type=click.Choice(["shuffle", "class-balanced"]),
+              help="shuffle: every keyframe once per epoch; class-balanced: a class "
+                   "uniformly, then one of its boxes (its keyframe batched whole, the drawn "
+                   "box carries the loss)")
+@click.option("--finetune", is_flag=True,
+              help="Take the settings of stages.yaml `finetune` too (over train and "
+                   "heads.<HEAD>): decoupled class-balanced fine-tuning of the --init head")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run from its resume state OUT.partial (written "
                    "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
-          log, epochs, lr, seed, det_score_thr, strict, init, resume, val_excluded) -> None:
+          log, epochs, lr, seed, det_score_thr, strict, init, train, sampler, finetune,
+          resume, val_excluded) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
@@ -55,14 +66,21 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
       acar         actor-context-actor relations (ACAR-Net's HR2O)
       acfb         acar with a long-term actor-context feature bank (--bank, bank --kind acfb)
       lfb          long-term feature bank of actor vectors (--bank, bank --kind lfb)
+      atr          actor-target relations (attention to the context outside the box)
+
+    \b
+    Decoupled long-tail fine-tuning (Kang et al. 2019), after a head is trained:
+      acar train --head H --finetune --init data/models/H.pt --out data/models/H_cb.pt
+    (stages.yaml `finetune`: --train classifier --sampler class-balanced)
     """
     from pipeline import train as stage
     from pipeline.artifacts.annotations import read_annotations
     from pipeline.evaluate import det_score_check
 
     name = head or config(ctx, stage.TrainConfig, "train", show=False).head
-    cfg = config(ctx, stage.TrainConfig, ["train", f"heads.{name}"], head=name, epochs=epochs,
-                 lr=lr, seed=seed, det_score_thr=det_score_thr, init=init)
+    sections = ["train", f"heads.{name}"] + (["finetune"] if finetune else [])
+    cfg = config(ctx, stage.TrainConfig, sections, head=name, epochs=epochs, lr=lr, seed=seed,
+                 det_score_thr=det_score_thr, init=init, train=train, sampler=sampler)
     videos = set(read_annotations(annotations)["video_id"])
     if val_annotations is not None:
         videos |= set(read_annotations(val_annotations)["video_id"])

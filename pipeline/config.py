@@ -130,7 +130,9 @@ RULES: dict[str, dict[str, Rule]] = {
               "det_score_thr": FRACTION, "match_iou": FRACTION,
               "jitter": Rule("float", 0, 0.5, hi_open=True), "seed": COUNT,
               "cache": Rule("str", choices=("auto", "memory", "disk")),
-              "cache_max_gb": Rule("float", 0), "num_workers": COUNT},
+              "cache_max_gb": Rule("float", 0), "num_workers": COUNT,
+              "train": Rule("str", choices=("all", "classifier")),
+              "sampler": Rule("str", choices=("shuffle", "class-balanced"))},
     "eval": {"det_score_thr": FRACTION, "batch_size": POSITIVE},
     "viz": {"action_score_thr": FRACTION, "det_score_thr": FRACTION, "top_k": POSITIVE,
             "text_scale": Rule("float", 0, lo_open=True), "chunk": POSITIVE},
@@ -155,7 +157,7 @@ RENAMED: dict[str, dict[str, str]] = {
 def rules_of(section: str) -> dict[str, Rule]:
     """The :data:`RULES` of a params section (``bank.lfb``, ``heads.acar``...)."""
     top = section.split(".")[0]
-    return RULES.get("train" if top == "heads" else top, {})
+    return RULES.get("train" if top in TRAIN_SECTIONS else top, {})
 
 
 def check_values(section: str, values: dict[str, Any], where: Any = DEFAULT_PARAMS) -> None:
@@ -198,7 +200,11 @@ SECTIONS: dict[str, str] = {
     "report": "pipeline.report:ReportConfig",
     "viz": "pipeline.viz:VizConfig",
     "demo": "pipeline.demo:DemoConfig",
+    # stage two of decoupled fine-tuning (`acar train --finetune`): merged over `train` and
+    # `heads.<head>`
+    "finetune": "pipeline.train:TrainConfig",
 }
+TRAIN_SECTIONS = ("heads", "finetune")     # sections of TrainConfig keys besides `train`
 
 
 def config_class(section: str) -> type:
@@ -249,7 +255,7 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
 
 def _check_keys(path: object, section: str, node: dict[str, Any], names: list[str]) -> None:
     top = section.split(".")[0]
-    renamed = RENAMED.get("train" if top == "heads" else top, {})
+    renamed = RENAMED.get("train" if top in TRAIN_SECTIONS else top, {})
     for key in node:
         if key in renamed and key not in names:
             raise ArtifactError(path, f"key '{key}' in section '{section}' is now "

@@ -11,6 +11,14 @@ beside the output (``m.pt.partial``), so ``--resume`` continues an interrupted r
 the same result; the output path (and its log: ``<log>.partial`` until then) only ever
 holds a finished model.  A non-finite loss stops the run at once (one line naming the
 epoch, step and keyframes): nothing is written.
+
+Decoupled long-tail fine-tuning (Kang et al. 2019, classifier re-training), stage two after
+a normally trained head: ``train: classifier`` (with ``init``, the stage-one checkpoint,
+all of whose weights must fit) freezes every parameter but the head's final classifier
+(``Head.classifier``; the frozen part runs in eval mode, its dropouts off, so the features
+are those of stage one) and ``sampler: class-balanced`` draws the training boxes class-first
+(:class:`ClassBalanced`).  ``acar train --finetune`` takes these settings from the params
+file's ``finetune`` section.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
-from .models import build_head
+from .models import Head, build_head
 from .progress import progress
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "val_mAP"]
@@ -80,18 +88,123 @@ class TrainConfig:
     # a checkpoint whose weights start the head (those with the same name and shape), e.g.
     # fine-tuning; on the toy world, acfb started from its bank's acar did worse (README)
     init: str | None = None
+    # which parameters train: all | classifier (the final classifier only; the rest frozen,
+    # as stage two of decoupled fine-tuning; needs init)
+    train: str = "all"
+    # how an epoch's samples are drawn: shuffle (every keyframe once, all its boxes carry the
+    # loss) | class-balanced (a class uniformly, then one of its boxes: ClassBalanced)
+    sampler: str = "shuffle"
+
+    def check(self) -> None:
+        """One-line ArtifactErrors for settings that do not go together."""
+        if self.train not in TRAIN_PARTS:
+            raise ArtifactError("--train", f"must be one of {', '.join(TRAIN_PARTS)}, "
+                                           f"got {self.train!r}")
+        if self.sampler not in SAMPLERS:
+            raise ArtifactError("--sampler", f"must be one of {', '.join(SAMPLERS)}, "
+                                             f"got {self.sampler!r}")
+        if self.train == "classifier" and not self.init:
+            raise ArtifactError("--init", "--train classifier re-trains the classifier of a "
+                                          "trained head: give its checkpoint with --init")
 
 
-def init_from(head: torch.nn.Module, path: str | os.PathLike) -> int:
+TRAIN_PARTS = ("all", "classifier")
+SAMPLERS = ("shuffle", "class-balanced")
+
+
+def init_from(head: torch.nn.Module, path: str | os.PathLike, every: bool = False) -> int:
     """Copy into ``head`` the weights of checkpoint ``path`` that fit (same name and
-    shape); returns how many tensors were copied.  None fitting is an error."""
+    shape); returns how many tensors were copied.  None fitting is an error; with
+    ``every``, any weight of the head left unfitted is one (``--train classifier`` freezes
+    them: they must be the trained ones)."""
     state = load_checkpoint(path)["state_dict"]
     own = head.state_dict()
     fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fit:
         raise ArtifactError(path, "no weight of this checkpoint fits the head (--init)")
+    if every and len(fit) < len(own):
+        missing = [k for k in own if k not in fit]
+        raise ArtifactError(path, f"--train classifier freezes the head's weights, so --init "
+                                  f"must hold all of them: {len(missing)} of {len(own)} do "
+                                  f"not fit ({', '.join(missing[:3])}"
+                                  f"{', ...' if len(missing) > 3 else ''})")
     head.load_state_dict(fit, strict=False)
     return len(fit)
+
+
+def trainable(head: Head, part: str) -> list[torch.nn.Parameter]:
+    """The parameters that ``part`` trains (all | classifier); with ``classifier``, every
+    other parameter of ``head`` gets ``requires_grad = False``."""
+    if part == "all":
+        return list(head.parameters())
+    keep = {id(p) for p in head.classifier.parameters()}
+    for p in head.parameters():
+        p.requires_grad_(id(p) in keep)
+    return [p for p in head.parameters() if id(p) in keep]
+
+
+def train_mode(head: Head, part: str) -> None:
+    """``head.train()``; with ``part`` classifier, the frozen modules in eval mode (their
+    dropouts off): only the classifier and the dropout before it train."""
+    head.train()
+    if part == "classifier":
+        for m in head.modules():
+            m.train(m is head or m is head.classifier or m is head.dropout)
+
+
+class ClassBalanced:
+    """Class-balanced sampling of training boxes (Kang et al. 2019; Feng et al.'s stage two).
+
+    A draw picks a class uniformly among the classes that have at least one training box,
+    then a box of that class uniformly (GT boxes and matched detections alike).
+
+    * **Multi-label boxes**: a box is a box of each of its classes, so it can be drawn
+      through any of them; its target is its whole label vector (every class's BCE, the
+      pose softmax).  The drawn class's frequency is uniform; a label that co-occurs with
+      others (every box has a pose) is seen more often than that.
+    * **Keyframe batching**: a draw trains on its box's keyframe, with all of that
+      keyframe's boxes (the actors and the context that relation heads read), but only the
+      drawn box carries the loss.  A batch is ``batch_size`` draws (a keyframe may come
+      twice, each time for another box); an epoch is as many draws as there are training
+      boxes.
+    """
+
+    def __init__(self, samples: list[Keyframe]):
+        counts = [len(k.boxes) for k in samples]
+        labels = np.concatenate([k.labels for k in samples]) > 0       # (M, K) all boxes
+        self.keyframe = np.repeat(np.arange(len(samples)), counts)      # (M,) box -> keyframe
+        self.row = np.concatenate([np.arange(n) for n in counts])      # (M,) box -> its row
+        self.counts = counts
+        self.classes = np.flatnonzero(labels.any(0))                    # classes with a box
+        self.boxes = [np.flatnonzero(labels[:, c]) for c in self.classes]
+
+    def __len__(self) -> int:
+        return len(self.keyframe)                                      # draws per epoch
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n draws -> (class (n,), box (n,)): a class uniformly, then one of its boxes."""
+        which = rng.integers(len(self.classes), size=n)                 # (n,) class slot
+        box = np.empty(n, np.int64)
+        for j, boxes in enumerate(self.boxes):
+            at = np.flatnonzero(which == j)
+            box[at] = boxes[rng.integers(len(boxes), size=len(at))]
+        return self.classes[which], box
+
+    def batches(self, epoch: int, cfg: TrainConfig) -> list[list[tuple[int, int]]]:
+        """The global batches of ``epoch``: ``batch_size`` (keyframe, row of the drawn box)
+        entries each, seeded by (seed, epoch)."""
+        _, box = self.draw(len(self), np.random.default_rng([cfg.seed, epoch, 1]))
+        entries = list(zip(self.keyframe[box].tolist(), self.row[box].tolist(), strict=True))
+        return [entries[s:s + cfg.batch_size] for s in range(0, len(entries), cfg.batch_size)]
+
+    def loss_rows(self, share: list[tuple[int, int]]) -> list[int]:
+        """The rows of the drawn boxes among the rois of a batch of ``share``'s keyframes
+        (all their boxes, in order)."""
+        rows, offset = [], 0
+        for k, row in share:
+            rows.append(offset + row)
+            offset += self.counts[k]
+        return rows
 
 
 def gt_keyframes(store: FeatureStore, gt: pd.DataFrame, dets: pd.DataFrame,
@@ -136,8 +249,12 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return cfg.lr * cfg.lr_gamma ** decays
 
 
-def global_batches(data: TrainKeyframes, epoch: int, cfg: TrainConfig) -> list[list[int]]:
-    """Batches of ``cfg.batch_size`` keyframes in the seeded order of ``epoch``."""
+def global_batches(data: TrainKeyframes, epoch: int, cfg: TrainConfig,
+                   balanced: ClassBalanced | None = None) -> list[list[int]]:
+    """Batches of ``cfg.batch_size`` keyframes in the seeded order of ``epoch`` (with
+    ``balanced``: the keyframes of its draws)."""
+    if balanced is not None:
+        return [[k for k, _ in b] for b in balanced.batches(epoch, cfg)]
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data)).tolist()
     return [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
 
@@ -192,14 +309,15 @@ class Prefetcher:
 
 
 def epoch_loader(data: TrainKeyframes, epoch: int, cfg: TrainConfig, workers: int,
-                 d: Dist = SINGLE) -> DataLoader | Prefetcher:
+                 d: Dist = SINGLE, balanced: ClassBalanced | None = None
+                 ) -> DataLoader | Prefetcher:
     """This rank's share (``batch[rank::world]``) of every global batch of ``epoch``,
     loaded by ``workers`` processes, or with none by a :class:`Prefetcher` thread.
 
     A rank whose share is empty gets an empty batch and still takes part in the step.
     """
     data.epoch = epoch
-    shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg)]
+    shares = [b[d.rank::d.world] for b in global_batches(data, epoch, cfg, balanced)]
     loader = DataLoader(data, batch_sampler=shares, collate_fn=data.collate,
                         num_workers=workers, prefetch_factor=4 if workers else None,
                         worker_init_fn=worker_init() if workers else None)
@@ -210,8 +328,13 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
                 loader: DataLoader | Prefetcher,
                 pose: list[int], cfg: TrainConfig, epoch: int, actors: list[int],
                 d: Dist = SINGLE, banks: BankReader | None = None,
-                source: object = "features") -> list[float]:
+                source: object = "features",
+                loss_rows: list[list[int]] | None = None) -> list[float]:
     """One pass over ``loader``; the learning rate is set before every step.
+
+    ``loss_rows[s]``: the rows of this rank's batch ``s`` that carry the loss (the drawn
+    boxes of :class:`ClassBalanced`); None: every row.  ``actors[s]`` then counts the
+    loss-bearing rows of the global batch.
 
     ``actors[s]`` is the number of boxes in global batch ``s``: each rank divides its
     summed loss by the global element count, so the gradients that DDP averages over
@@ -220,7 +343,8 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
     loss (on any rank) is an :class:`ArtifactError` naming ``source``, the epoch, the step
     and the batch's keyframes, raised before the step changes any weight.
     """
-    model.train()
+    train_mode(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel)
+               else model, cfg.train)
     losses = []
     steps = len(actors)
     bar = progress(loader, desc=f"train {cfg.head} epoch {epoch + 1}", unit="step", leave=False,
@@ -236,6 +360,9 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer,
         if valid is not None:
             valid = valid.to(d.device)
         logits = model(context.to(d.device), rois.to(d.device), bank=slots, valid=valid)
+        if loss_rows is not None:
+            rows = torch.as_tensor(loss_rows[s], dtype=torch.long, device=logits.device)
+            logits, targets = logits[rows], targets[rows.cpu()]               # (n, K)
         local = ava_loss(logits, targets.to(d.device), pose, reduction="sum")
         loss = local * (d.world / elements)
         if len(rois) == 0:   # no actors on this rank: zero gradients keep DDP's collectives
@@ -299,6 +426,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
          resume: bool, bank: str | None,
          val_excluded: str | os.PathLike | None = None) -> dict:
     hparams = head_spec(cfg.head, cfg.hparams)     # before any file is read: a typo fails fast
+    cfg.check()
     if val_excluded is not None and val_annotations is None:
         raise ArtifactError(val_excluded, "--val-excluded scores the val mAP: it goes with "
                                           "--val-annotations")
@@ -330,11 +458,12 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
     head = build_head(cfg.head, spec.channels, lm.num_classes, **hparams).to(d.device)
     if cfg.init:
-        init_from(head, cfg.init)
+        init_from(head, cfg.init, every=cfg.train == "classifier")
     banks = open_bank(bank, head, spec.to_dict(), in_memory)   # None: head reads no bank
-    opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    opt = torch.optim.SGD(trainable(head, cfg.train), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    balanced = ClassBalanced(samples) if cfg.sampler == "class-balanced" else None
+    steps_per_epoch = math.ceil(len(balanced or samples) / cfg.batch_size)
     log = Path(log) if log else Path(str(out) + ".log.csv")
     partial_log = Path(str(log) + ".partial")
     rows: list[dict] = []
@@ -361,10 +490,18 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
                              excluded=val_excluded)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d)
-        actors = [sum(len(samples[i].boxes) for i in b)
-                  for b in global_batches(data, epoch, cfg)]
-        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d, banks, features)
+        loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d,
+                              balanced)
+        loss_rows = None
+        if balanced is None:
+            actors = [sum(len(samples[i].boxes) for i in b)
+                      for b in global_batches(data, epoch, cfg)]
+        else:                                 # one loss-bearing box per draw
+            draws = balanced.batches(epoch, cfg)
+            actors = [len(b) for b in draws]
+            loss_rows = [balanced.loss_rows(b[d.rank::d.world]) for b in draws]
+        losses = train_epoch(model, opt, loader, pose, cfg, epoch, actors, d, banks, features,
+                             loss_rows)
         if not d.main:
             distributed.barrier(d)          # rank 0 validates and writes
             continue

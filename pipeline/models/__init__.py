@@ -32,6 +32,7 @@ from .acar import ACARHead
 from .acfb import ACFBHead
 from .acrn import ACRNHead
 from .actor_actor import ActorActorHead
+from .atr import ATRHead
 from .base import BANK_POOLS, BankRequest, Head, HeadConfig, RelationHead
 from .lfb import LFBHead
 from .linear import LinearHead
@@ -46,6 +47,7 @@ HEADS: dict[str, type[Head]] = {
     "acar": ACARHead,
     "acfb": ACFBHead,
     "lfb": LFBHead,
+    "atr": ATRHead,
 }
 
 

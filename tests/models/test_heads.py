@@ -25,6 +25,8 @@ CONFIGS = {
                              True),
     "acar-rn-global-k1": ("acar", dict(ACAR, hr2o="rn", downsample="global", kernel_size=1),
                           True),
+    "atr": ("atr", dict(hidden_dim=8), False),
+    "atr-add": ("atr", dict(hidden_dim=8, fuse="add"), False),
 }
 IDS = list(CONFIGS)
 

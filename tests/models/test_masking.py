@@ -401,6 +401,8 @@ HEAD_CONFIGS = {
     "acfb": ("acfb", dict(ACAR_SMALL, pool="none")),
     "acfb-2x2": ("acfb", dict(ACAR_SMALL, pool="2x2", depth=1)),
     "lfb": ("lfb", dict(hidden_dim=4, zero_init=False)),
+    "atr": ("atr", dict(hidden_dim=4)),
+    "atr-add": ("atr", dict(hidden_dim=4, fuse="add")),
 }
 
 

@@ -18,6 +18,7 @@ SMALL = {  # name -> small hparams (fast to build)
     "acar": dict(reduce_dim=16, hidden_dim=8, depth=1),
     "acfb": dict(reduce_dim=16, hidden_dim=8, depth=1),
     "lfb": dict(hidden_dim=8, num_layers=1),
+    "atr": dict(hidden_dim=8),
 }
 
 
@@ -93,6 +94,8 @@ def test_acfb_takes_no_acar_only_keys():
     ("lfb", dict(max_per_step=0), "max_per_step"),
     ("lfb", dict(nl_dropout=1.5), "nl_dropout"),
     ("lfb", dict(bank_dim=0), "bank_dim"),
+    ("atr", dict(fuse="mul"), "fuse"),
+    ("atr", dict(hidden_dim=0), "hidden_dim"),
 ])
 def test_bad_value_is_one_line_naming_head_and_field(name, bad, field):
     for make in (lambda: head_config(name, bad), lambda: build_head(name, C, K, **bad)):
@@ -133,6 +136,8 @@ LAYOUT = {
             "layers.0.norm.weight", "layers.0.norm.bias", "layers.0.out.weight",
             "layers.0.out.bias", "fc.weight", "fc.bias"],
 }
+LAYOUT["atr"] = ["query.weight", "query.bias", "key.weight", "key.bias", "value.weight",
+                 "value.bias", "fc.weight", "fc.bias"]
 LAYOUT["acfb"] = LAYOUT["acar"]   # acfb loads an acar checkpoint
 
 

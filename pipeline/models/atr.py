@@ -1,0 +1,116 @@
+"""``atr``: actor-target relations (Jiang et al., "Human Centric Spatio-Temporal Action
+Localization", ActivityNet 2018): a non-local operation from each actor's RoI feature to
+the context cells *outside* its box, so that a box can read the target of its action (the
+object grabbed, the person hugged) beside it::
+
+    A        = actors(context, rois)                         (N, C)   RoIAlign 7x7 + max
+    q        = Linear(A)                                     (N, d)   the actor: query
+    k, v     = Conv1x1(V), Conv1x1(V)                        (B, d, H, W)  keys, values
+    allowed  = cell outside box_i and inside the image       (N, H*W)  bool
+    w        = softmax_p(q . k[b_i, p] / sqrt(d)) on allowed (N, H*W)  0 elsewhere
+    y        = sum_p w_p v[b_i, p]                           (N, d)   the context part
+    logits   = Linear(Dropout([A; y]))                       (N, K)   fuse: concat
+             = Linear(Dropout(A + Linear(y)))                (N, K)   fuse: add
+
+The box mask comes from the RoI on the feature grid: cell (r, c) covers ``[c, c + 1) x
+[r, r + 1)`` in feature pixels, and a cell that overlaps the box at all (positive area) is
+inside, so no cell holding any of the actor's own pixels is a key.  With ``valid`` (B, 2)
+the cells outside the image (padding) are masked too: each keyframe gets what it gets from
+its map cropped to ``[:rows, :cols]``.  An actor whose box covers every image cell has no
+context: y = 0.
+
+Defaults: ``hidden_dim`` d = 512, ``fuse`` = concat, ``dropout`` = 0.0, ``roi_size`` = 7.
+Like ACRN, ATR relates each actor to the scene only; actors do not see each other (another
+person is context, outside the box).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import Head, HeadConfig
+from .masking import needed, valid_mask
+
+FUSES = ("concat", "add")
+
+
+@dataclass(frozen=True)
+class ATRConfig(HeadConfig):
+    head = "atr"
+    hidden_dim: int = 512       # d, channels of the queries, keys and values
+    fuse: str = "concat"        # concat: [A; y]; add: A + Linear(y)
+    dropout: float = 0.0        # before the classifier
+    roi_size: int = 7           # RoIAlign output size
+
+    def __post_init__(self) -> None:
+        self.check_range("hidden_dim", 1)
+        self.check_choice("fuse", FUSES)
+        self.check_dropout("dropout")
+        self.check_range("roi_size", 1)
+
+
+def outside_boxes(rois: Tensor, height: int, width: int) -> Tensor:
+    """(N, 5) rois in feature pixels -> (N, H, W) bool: True on the cells that do not
+    overlap the actor's box (cell (r, c) is ``[c, c + 1) x [r, r + 1)``)."""
+    cols = torch.arange(width, device=rois.device, dtype=rois.dtype)     # (W,)
+    rows = torch.arange(height, device=rois.device, dtype=rois.dtype)    # (H,)
+    x1, y1, x2, y2 = (rois[:, i, None] for i in range(1, 5))             # (N, 1) each
+    in_x = (cols[None] < x2) & (cols[None] + 1 > x1)                     # (N, W)
+    in_y = (rows[None] < y2) & (rows[None] + 1 > y1)                     # (N, H)
+    return ~(in_y[:, :, None] & in_x[:, None, :])                        # (N, H, W)
+
+
+class ATRHead(Head):
+    Config = ATRConfig
+    config: ATRConfig
+
+    def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
+        super().__init__(**hparams)
+        d = self.config.hidden_dim
+        self.query = nn.Linear(in_channels, d)
+        self.key = nn.Conv2d(in_channels, d, 1)
+        self.value = nn.Conv2d(in_channels, d, 1)
+        add = self.config.fuse == "add"
+        self.out = nn.Linear(d, in_channels) if add else None
+        self.add_classifier(in_channels if add else in_channels + d, num_classes)
+
+    def features(self, context: Tensor, rois: Tensor, bank: Any = None,
+                 valid: Tensor | None = None) -> list[Tensor]:
+        a, y = self.attend(context, rois, valid)                        # (N, C), (N, d)
+        if self.out is not None:
+            return [a + self.out(y)]                                    # [(N, C)]
+        return [a, y]                                                   # [(N, C), (N, d)]
+
+    def attend(self, context: Tensor, rois: Tensor,
+               valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A (N, C) and the attended context y (N, d): the actor part and the context
+        part that the classifier reads."""
+        valid = needed(valid, context)                                  # (B, 2) | None
+        a = self.actors(context, rois, valid)                           # (N, C)
+        return a, self.context_part(self.query(a), context, rois, valid)
+
+    def context_part(self, q: Tensor, context: Tensor, rois: Tensor,
+                     valid: Tensor | None = None) -> Tensor:
+        """Queries q (N, d) -> y (N, d), attending to the cells of each actor's keyframe
+        outside its box and inside the image: what y reads of the map besides A."""
+        B, C, H, W = context.shape
+        valid = needed(valid, context)                                  # (B, 2) | None
+        b = rois[:, 0].long()                                           # (N,)
+        k = self.key(context).flatten(2)[b]                             # (N, d, HW)
+        v = self.value(context).flatten(2)[b]                           # (N, d, HW)
+        allowed = outside_boxes(rois, H, W)                             # (N, H, W)
+        if valid is not None:
+            allowed = allowed & valid_mask(valid, H, W)[b]              # (N, H, W)
+        allowed = allowed.flatten(1)                                    # (N, HW)
+        scores = torch.einsum("nd,ndp->np", q, k) / q.shape[1] ** 0.5   # (N, HW)
+        some = allowed.any(1, keepdim=True)                             # (N, 1)
+        # -inf: exactly 0 weight (and gradient) on a masked cell; an actor with no cell
+        # allowed gets uniform weights times 0 (finite, no NaN in the backward)
+        scores = torch.where(allowed, scores, -torch.inf)
+        scores = torch.where(some, scores, 0.0)
+        w = scores.softmax(1) * some                                    # (N, HW)
+        return torch.einsum("np,ndp->nd", w, v)                         # (N, d)
