@@ -56,12 +56,12 @@ def bare_forward(cfg: extract.ExtractConfig, video: Video, clips: int) -> float:
     """Seconds for the backbone alone on ``clips`` clips in the stage's batches."""
     net, bb, _ = build_backbone(cfg.backbone, cfg.weights, random_init=cfg.random_init,
                                 seed=cfg.seed)
-    _, _, side = extract.view_geometry(video.width, video.height, cfg.short_side,
-                                       cfg.pad_multiple or extract.default_pad_multiple(cfg))
+    _, _, (cw, ch) = extract.view_geometry(video.width, video.height, cfg.short_side,
+                                           cfg.pad_multiple or extract.default_pad_multiple(cfg))
     t = cfg.clip_frames or bb.clip_frames
     sizes = [min(cfg.batch_size, clips - s) for s in range(0, clips, cfg.batch_size)]
     gen = torch.Generator().manual_seed(0)
-    inputs = {b: torch.randn(b, 3, t, side, side, generator=gen) for b in set(sizes)}
+    inputs = {b: torch.randn(b, 3, t, ch, cw, generator=gen) for b in set(sizes)}
     with torch.inference_mode():
         net(inputs[sizes[-1]])                          # warm-up, as the stage's first batch
         start = time.perf_counter()
@@ -251,13 +251,13 @@ def main() -> None:
     decode = decode_seconds(cfg, args.video, stamps)
     bare += [bare_forward(cfg, video, n) for _ in range(args.repeats - 1)]
     bare_s = statistics.median(bare)
-    w, h, side = extract.view_geometry(video.width, video.height, args.short_side,
-                                       extract.default_pad_multiple(cfg))
+    w, h, (cw, ch) = extract.view_geometry(video.width, video.height, args.short_side,
+                                           extract.default_pad_multiple(cfg))
     result = {
         "video": str(args.video), "frame_size": [video.width, video.height],
         "fps": video.fps, "backbone": args.backbone, "weights": args.weights or "random-init",
         "short_side": args.short_side,
-        "input": [3, args.clip_frames, side, side], "clips": n, "batch_size": args.batch_size,
+        "input": [3, args.clip_frames, ch, cw], "clips": n, "batch_size": args.batch_size,
         "torch_threads": args.threads, "decode_workers": args.workers,
         "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
         "full_s": full, "full_clips_per_s": n / full,

@@ -55,8 +55,9 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--short-side", type=int, default=None, help="Default view's scale S")
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--pad-multiple", type=int, default=None,
-              help="Pad the input to a square whose side is a multiple of this (a multiple "
-                   "of the backbone's stride)  [32; hoghof: 40]")
+              help="Pad each side of the input (right, bottom) to a multiple of this (a "
+                   "multiple of the backbone's stride)  [the stride: i3d 32, SlowFast 16, "
+                   "hoghof 20]")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
 @click.option("--time-offset", type=float, default=None,
               help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "

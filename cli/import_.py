@@ -19,7 +19,8 @@ import click
 @click.option("--time-offset", type=float, default=0.0, show_default=True,
               help="The extract run's --time-offset (AVA 15-minute cuts: 900)")
 @click.option("--pad-multiple", type=int, default=None,
-              help="The extract run's --pad-multiple  [extract's default, 32]")
+              help="The extract run's --pad-multiple  [extract's default: the "
+                   "backbone's stride, 16]")
 def import_cmd(ckpt, out_dir, labelmap, backbone, short_side, time_offset,
                pad_multiple) -> None:
     """Turn ACAR-Net checkpoint CKPT (backbone + neck + ACAR or linear head) into

@@ -7,13 +7,19 @@ at ``clip_fps`` (30, AVA's rate: 32 x 2 spans 2.1 s whatever the video's own rat
 video's real frame times (:mod:`pipeline.video`); near the start or end the window is
 shifted to stay inside the video.  Each frame is scaled so that its short side is
 ``scale``, normalised with the backbone's weights' statistics (or its own ``norm``
-when it is non-learned, e.g. ``hoghof``), zero-padded to a square
-(right and bottom) whose side is a multiple of ``pad_multiple``, and the clip goes
-through the backbone; the map is averaged over time: one (C, H, W) float16 map per
-keyframe and view.  A backbone that ``sees_image`` (``hoghof``) is told the image's size
-and ignores the padding, so its map inside the image does not depend on ``pad_multiple``;
-a learned one sees the padding (zeros = the mean colour) near the image's edges.
-The layout is :mod:`pipeline.artifacts.features`.
+when it is non-learned, e.g. ``hoghof``), zero-padded right and bottom to the *canvas*:
+each side rounded up on its own to a multiple of ``pad_multiple`` (by default the
+backbone's output stride), so a 16:9 frame stays 16:9 (456 x 256 -> 464 x 256 for a
+stride-16 SlowFast, 480 x 256 for the stride-32 I3D), and the clip goes through the
+backbone; the map is averaged over time: one (C, H, W) float16 map per keyframe and view,
+of the video's own aspect ratio.  The official ACAR-Net code runs one clip unpadded; the
+canvas adds less than one output cell of zeros at the right and bottom, so a learned
+backbone sees (nearly) what it sees there (``bench/canvas.py`` measures the difference).
+A backbone that ``sees_image`` (``hoghof``) is told the image's size and ignores the
+padding, so its map inside the image does not depend on ``pad_multiple``.  Stores made
+before (``LAYOUT`` < 3) padded to a square; they are rebuilt, and the spec records the
+canvas (``extra.canvas``), so a head trained on square-canvas features is refused on
+these.  The layout is :mod:`pipeline.artifacts.features`.
 
 Throughput: the keyframes of a video are cut into segments of ``segment_keyframes``;
 DataLoader workers decode and resize segments (each frame of a video is decoded once,
@@ -54,7 +60,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
-from .artifacts.features import DTYPES, FeatureSpec, FeatureStore, ViewSpec
+from .artifacts.features import CANVAS, DTYPES, FeatureSpec, FeatureStore, ViewSpec
 from .backbones import build_backbone, feature_stride, get_backbone
 from .distributed import worker_init
 from .progress import progress
@@ -88,8 +94,9 @@ class ExtractConfig:
     short_side: int = 256             # the default view's scale
     scales: list[int] = field(default_factory=list)  # extra test-time scales
     flip: bool = False                # also write flipped views
-    pad_multiple: int | None = None   # square input side is a multiple of this; None: the
-                                      # backbone's stride times ceil(32 / stride) (32; hoghof 40)
+    pad_multiple: int | None = None   # each canvas side is padded up to a multiple of
+                                      # this; None: the backbone's output stride (32 for
+                                      # i3d, 16 for SlowFast, 20 for hoghof)
     batch_size: int = 4               # clips per forward pass
     num_workers: int | None = None    # decoding workers; None: min(8, cores - 1)
     segment_keyframes: int = 64       # keyframes per decoding task
@@ -146,12 +153,19 @@ def plan_clips(info: VideoInfo, times: np.ndarray, frames: int, stride: int,
 
 # ---- pre-processing -----------------------------------------------------------------
 
+def canvas_size(w: int, h: int, pad_multiple: int) -> tuple[int, int]:
+    """(W, H) of the network input holding a ``w`` x ``h`` image: each side rounded up to a
+    multiple of ``pad_multiple`` on its own (not a square)."""
+    return (math.ceil(w / pad_multiple) * pad_multiple,
+            math.ceil(h / pad_multiple) * pad_multiple)
+
+
 def view_geometry(width: int, height: int, scale: int, pad_multiple: int
-                  ) -> tuple[int, int, int]:
-    """(w, h) of the frame scaled to short side ``scale``, and the square side."""
+                  ) -> tuple[int, int, tuple[int, int]]:
+    """(w, h) of the frame scaled to short side ``scale``, and the canvas (W, H)."""
     r = scale / min(width, height)
     w, h = max(1, round(width * r)), max(1, round(height * r))
-    return w, h, math.ceil(max(w, h) / pad_multiple) * pad_multiple
+    return w, h, canvas_size(w, h, pad_multiple)
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -164,10 +178,12 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.contiguous()
 
 
-def normalise_clips(clips: torch.Tensor, mean: tuple, std: tuple, flip: bool, side: int
-                    ) -> torch.Tensor:
-    """(B, T, 3, h, w) uint8 -> (B, 3, T, side, side) float: normalised, optionally
-    mirrored, zero-padded right and bottom (zero = the mean colour after normalising)."""
+def normalise_clips(clips: torch.Tensor, mean: tuple, std: tuple, flip: bool,
+                    canvas: tuple[int, int] | int) -> torch.Tensor:
+    """(B, T, 3, h, w) uint8 -> (B, 3, T, H, W) float: normalised, optionally mirrored,
+    zero-padded right and bottom to the canvas ``(W, H)`` (an int: a square; zero = the
+    mean colour after normalising)."""
+    cw, ch = (canvas, canvas) if isinstance(canvas, int) else canvas
     x = clips.float().div_(255)
     m = torch.tensor(mean, device=x.device).view(1, 1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 1, 3, 1, 1)
@@ -175,20 +191,20 @@ def normalise_clips(clips: torch.Tensor, mean: tuple, std: tuple, flip: bool, si
     if flip:
         x = x.flip(-1)
     h, w = x.shape[-2:]
-    x = F.pad(x, (0, side - w, 0, side - h))
+    x = F.pad(x, (0, cw - w, 0, ch - h))
     return x.permute(0, 2, 1, 3, 4).contiguous()
 
 
 def preprocess(frames: np.ndarray, scale: int, flip: bool, pad_multiple: int,
                mean: tuple, std: tuple) -> tuple[torch.Tensor, tuple[int, int], tuple]:
-    """One clip (T, H0, W0, 3) uint8 -> ((3, T, S, S) float, (W, H) input size, valid box).
+    """One clip (T, H0, W0, 3) uint8 -> ((3, T, H, W) float, (W, H) canvas, valid box).
 
     The same steps as the stage (:func:`resize_frames`, :func:`normalise_clips`)."""
     h0, w0 = frames.shape[1:3]
-    w, h, side = view_geometry(w0, h0, scale, pad_multiple)
+    w, h, canvas = view_geometry(w0, h0, scale, pad_multiple)
     x = resize_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), (w, h))
-    x = normalise_clips(x[None], mean, std, flip, side)[0]
-    return x, (side, side), (0, 0, w, h)
+    x = normalise_clips(x[None], mean, std, flip, canvas)[0]
+    return x, canvas, (0, 0, w, h)
 
 
 # ---- decoding workers -----------------------------------------------------------------
@@ -419,8 +435,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
     views = [(s, f) for s in dict.fromkeys([cfg.short_side, *cfg.scales])
              for f in ([False, True] if cfg.flip else [False])]
     extra = {"clip_fps": cfg.clip_fps, "dilate_last": cfg.dilate_last,
-             "pad_multiple": cfg.pad_multiple, "time_offset": cfg.time_offset,
-             "amp": cfg.amp}
+             "pad_multiple": cfg.pad_multiple, "canvas": CANVAS,
+             "time_offset": cfg.time_offset, "amp": cfg.amp}
     if cfg.dtype != "float16":     # a float16 store records none: older stores still match
         extra["dtype"] = cfg.dtype
     if cfg.preset is not None:        # recorded only then: stores made without are unchanged
@@ -434,9 +450,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
 
 
 def default_pad_multiple(cfg: ExtractConfig) -> int:
-    """The smallest multiple of the backbone's output stride that is at least 32."""
-    stride = feature_stride(get_backbone(cfg.backbone), cfg.dilate_last)
-    return stride * math.ceil(32 / stride)
+    """The backbone's output stride: each canvas side is padded to the next whole cell."""
+    return feature_stride(get_backbone(cfg.backbone), cfg.dilate_last)
 
 
 def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
@@ -635,9 +650,9 @@ class _Context:
         w0, h0 = st.size
         amp = self.cfg.amp and self.device.type == "cuda"
         for scale, flip in self.views:
-            w, h, side = view_geometry(w0, h0, scale, self.cfg.pad_multiple)
+            w, h, canvas = view_geometry(w0, h0, scale, self.cfg.pad_multiple)
             x = clips[scale].to(self.device, non_blocking=True)
-            x = normalise_clips(x, self.mean, self.std, flip, side)
+            x = normalise_clips(x, self.mean, self.std, flip, canvas)   # (B, 3, T, H, W)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
                 fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
             fmap = fmap.float().mean(dim=2)                           # (B, C, H', W')
@@ -650,8 +665,12 @@ class _Context:
                                 f"at keyframe t={int(st.timestamps[k])} (view {name}); the "
                                 "video is not written")
             if name not in st.arrays:
-                vs = ViewSpec(name, scale, flip, (side, side), (0, 0, w, h),
-                              side / fmap.shape[-1])
+                stride = canvas[0] / fmap.shape[-1]
+                if canvas[1] / fmap.shape[-2] != stride:     # the cells must be square
+                    raise ArtifactError(self.spec.backbone, f"a {canvas[0]}x{canvas[1]} "
+                                        f"input gave a {fmap.shape[-1]}x{fmap.shape[-2]} map: "
+                                        "not one stride on both axes")
+                vs = ViewSpec(name, scale, flip, canvas, (0, 0, w, h), stride)
                 st.arrays[name] = self.store.create_view(st.video, vs,
                                                          (st.num_clips, *fmap.shape[1:]),
                                                          self.cfg.dtype)

@@ -42,9 +42,9 @@ import torch
 from .artifacts import ArtifactError
 from .artifacts.atomic import atomic_path
 from .artifacts.checkpoint import save_checkpoint
-from .artifacts.features import FeatureSpec
+from .artifacts.features import CANVAS, FeatureSpec
 from .artifacts.labelmap import read_labelmap
-from .backbones import get_backbone, slowfast
+from .backbones import feature_stride, get_backbone, slowfast
 from .backbones.weights import read_tensors
 from .models import build_head, head_config
 
@@ -158,12 +158,12 @@ def import_checkpoint(ckpt: str | os.PathLike, out_dir: str | os.PathLike,
     if result.missing_keys or result.unexpected_keys:
         raise ArtifactError(path, f"head tensors: missing {result.missing_keys[:4]}, "
                             f"unexpected {result.unexpected_keys[:4]}")
-    pad = pad_multiple or 32
+    pad = pad_multiple or feature_stride(bb)        # extract's default canvas
     spec = FeatureSpec(backbone, f"file:{path.name}:{slowfast._digest(path)}", False,
                        bb.clip_frames, bb.clip_stride, short_side, bb.channels,
                        (f"s{short_side}",),
                        {"clip_fps": 30.0, "dilate_last": False, "pad_multiple": pad,
-                        "time_offset": float(time_offset), "amp": False})
+                        "canvas": CANVAS, "time_offset": float(time_offset), "amp": False})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"source": str(path), "source_format": f"ACAR-Net model zoo ({fmt} backbone)",

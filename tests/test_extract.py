@@ -71,11 +71,18 @@ def test_keyframes_outside_the_video_are_an_error_that_mentions_the_offset():
 
 # ---- pre-processing geometry ------------------------------------------------------------
 
-def test_preprocess_pads_to_square_and_records_valid_region():
-    frames = np.zeros((2, 48, 64, 3), np.uint8)
+def test_preprocess_pads_each_side_to_the_multiple_and_records_valid_region():
+    """The canvas keeps the frame's aspect ratio: each side is padded to the next multiple
+    (a 16:9 frame at short side 36 is 64 x 36 -> 64 x 48), not to a square."""
+    frames = np.full((2, 72, 128, 3), 200, np.uint8)
     x, size, valid = extract.preprocess(frames, 36, False, 16, (0.5,) * 3, (0.25,) * 3)
-    assert x.shape == (3, 2, 48, 48) and size == (48, 48) and valid == (0, 0, 48, 36)
+    assert x.shape == (3, 2, 48, 64) and size == (64, 48) and valid == (0, 0, 64, 36)
     assert float(x[:, :, 36:].abs().max()) == 0.0          # zero padding below the image
+    assert float(x[:, :, :36].abs().min()) > 1.0           # the image fills the rest
+    x, size, _ = extract.preprocess(frames[:, :, :72], 36, True, 16, (0.5,) * 3, (0.25,) * 3)
+    assert x.shape == (3, 2, 48, 48) and size == (48, 48)  # a square frame: a square canvas
+    frames = np.zeros((2, 60, 80, 3), np.uint8)            # 4:3 at 30: 40 x 30 -> 48 x 32
+    assert extract.preprocess(frames, 30, False, 16, (0.5,) * 3, (0.5,) * 3)[1] == (48, 32)
 
 
 def _square_video(path: Path, box=(0.25, 0.25, 0.5, 0.75), w=96, h=64, n=12, fps=4):
@@ -134,12 +141,13 @@ def test_store_contents_and_spec(reference):
     attrs = store.attrs("val_000")
     assert attrs["frame_size"] == [96, 64] and attrs["fps"] == pytest.approx(8)
     feats = store.read("val_000", "s16")
-    assert feats.dtype == np.float16 and feats.shape == (3, 512, 2, 2)
+    assert feats.dtype == np.float16 and feats.shape == (3, 512, 1, 2)   # 32x16 canvas
     view = store.view("val_000", "s16")
-    assert view.valid == (0, 0, 24, 16) and view.input_size == (32, 32)
+    assert view.valid == (0, 0, 24, 16) and view.input_size == (32, 16)
     assert view.feature_stride == 16.0
     np.testing.assert_array_equal(store.timestamps("val_000"), [1, 2, 3])
-    assert store.root["val_000"]["s16"].chunks == (1, 512, 2, 2)
+    assert store.root["val_000"]["s16"].chunks == (1, 512, 1, 2)
+    assert spec.extra["canvas"] == "per-side" and spec.extra["pad_multiple"] == 16
 
 
 def test_check_accepts_what_extract_writes(world_and_dets, reference):
@@ -156,7 +164,7 @@ def test_stored_maps_equal_the_backbone_on_the_sampled_clip(world_and_dets, refe
     video = Video(world / "videos" / "train_001.mp4")
     for k, t in enumerate(store.timestamps("train_001")):
         idx = extract.clip_indices(float(t), video.info, 4, 2, clip_fps=8)
-        x, _, _ = extract.preprocess(video.read(idx), 16, False, 32, bb.mean, bb.std)
+        x, _, _ = extract.preprocess(video.read(idx), 16, False, 16, bb.mean, bb.std)
         with torch.inference_mode():
             want = net(x[None]).mean(dim=2)[0].half().numpy()
         got = store.read("train_001", "s16", k)
@@ -180,9 +188,9 @@ def test_non_learned_hoghof_backbone(world_and_dets, tmp_path):
     assert (spec.channels, spec.clip_frames, spec.clip_stride) == (bb.channels, bb.clip_frames,
                                                                    bb.clip_stride)
     view = store.view("val_000", "s40")
-    assert view.input_size == (60, 60) and view.feature_stride == bb.stride
+    assert view.input_size == (60, 40) and view.feature_stride == bb.stride   # 53 x 40
     feats = store.read("val_000", "s40")
-    assert feats.shape == (3, bb.channels, 3, 3) and np.isfinite(feats).all()
+    assert feats.shape == (3, bb.channels, 2, 3) and np.isfinite(feats).all()
     net, bb, _ = build_backbone("hoghof")
     video = Video(world / "videos" / "val_000.mp4")
     idx = extract.clip_indices(float(store.timestamps("val_000")[1]), video.info,
@@ -216,7 +224,7 @@ def test_views_map_boxes_onto_the_image_content(tmp_path):
     frames = Video(tmp_path / "v" / "sq.mp4").read([4])
     for name in store.spec("sq").views:
         view = store.view("sq", name)
-        x, size, valid = extract.preprocess(frames, view.scale, view.flip, 32, (0.0,) * 3,
+        x, size, valid = extract.preprocess(frames, view.scale, view.flip, 16, (0.0,) * 3,
                                             (1.0,) * 3)
         assert size == tuple(view.input_size) and valid == tuple(view.valid)
         img = x[:, 0].mean(0).numpy()                          # (S, S) in [0, 1]
@@ -224,7 +232,8 @@ def test_views_map_boxes_onto_the_image_content(tmp_path):
         x1, y1, x2, y2 = boxes_to_input(box, view)[0]
         assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1, name
         assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, name
-        assert store.read("sq", name).shape[-1] == view.input_size[0] / view.feature_stride
+        w, h = (v / view.feature_stride for v in view.input_size)
+        assert store.read("sq", name).shape[-2:] == (h, w) and w > h, name   # 3:2: not square
 
 
 def test_hoghof_features_inside_the_image_do_not_depend_on_the_padding(wide_clip, tmp_path):
@@ -391,8 +400,8 @@ def test_real_video_near_start_and_end(tmp_path):
     assert store.attrs("pedestrians")["frame_size"] == [768, 576]
     assert store.attrs("pedestrians")["fps"] == pytest.approx(10)
     view = store.view("pedestrians", "s32")
-    assert view.valid == (0, 0, 43, 32) and view.input_size == (64, 64)
-    assert store.read("pedestrians", "s32").shape == (3, 512, 4, 4)
+    assert view.valid == (0, 0, 43, 32) and view.input_size == (48, 32)
+    assert store.read("pedestrians", "s32").shape == (3, 512, 2, 3)
 
 
 # ---- real processes: concurrent shards, one killed and resumed ---------------------------
@@ -676,7 +685,7 @@ def test_default_pad_multiple_fits_the_backbone():
         for dilate in (False, True) if bb.resnet else (False,):
             cfg = extract.ExtractConfig(backbone=name, dilate_last=dilate)
             pad, stride = extract.default_pad_multiple(cfg), feature_stride(bb, dilate)
-            assert pad % stride == 0 and 32 <= pad < 32 + stride, (name, dilate)
+            assert pad == stride, (name, dilate)            # the canvas: one cell at most
 
 
 # ---- issue 19: stale groups, non-finite features, two writers, --check --values, empty -----

@@ -1,11 +1,14 @@
-"""Heads see only the image, end to end: one 16:9 clip extracted with two paddings gives the
-same logits for the same boxes, for every head (issue: padded context cells must not count).
+"""The canvas, and heads that see only the image.
 
-extract pads each frame right and bottom to a square canvas (``pad_multiple``); the image's
-cells travel with each keyframe's map as ``valid`` (:func:`pipeline.keyframes.batch`), and
-every head restricts its pooling, attention and RoI paths to them
-(:mod:`pipeline.models.masking`).  The features inside the image agree to float16 storage
-precision (hoghof sees only the image), so the logits agree to that precision too.
+extract pads each frame right and bottom to its *canvas*: each side rounded up on its own to
+a multiple of ``pad_multiple`` (by default the backbone's stride), so a 16:9 clip keeps its
+aspect ratio and a learned backbone sees less than one cell of padding, as close as a padded
+input gets to the official code's unpadded clip (``bench/canvas.py`` measures the rest).
+The image's cells travel with each keyframe's map as ``valid`` (:func:`pipeline.keyframes.batch`),
+and every head restricts its pooling, attention and RoI paths to them
+(:mod:`pipeline.models.masking`).  One 16:9 clip extracted with two paddings gives the same
+logits for the same boxes, for every head: the features inside the image agree to float16
+storage precision (hoghof sees only the image), so the logits agree to that precision too.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import pytest
 import torch
 
 from pipeline import extract
-from pipeline.artifacts.features import FeatureStore
+from pipeline.artifacts.features import CANVAS, FeatureStore
+from pipeline.backbones import build_backbone
 from pipeline.keyframes import FeatureCache, Keyframe, batch
 from pipeline.models import HEADS, build_head
+from pipeline.video import Video
 
 SMALL = {"linear": {}, "actor_actor": dict(hidden_dim=16, num_heads=2),
          "acrn": dict(hidden_dim=8), "acar": dict(reduce_dim=16, hidden_dim=8),
@@ -27,8 +32,9 @@ BOXES = np.array([[0.05, 0.1, 0.4, 0.95], [0.55, 0.2, 0.98, 0.99]], np.float32)
 
 @pytest.fixture(scope="module")
 def stores(wide_clip, tmp_path_factory) -> dict[int, FeatureStore]:
-    """The 16:9 clip (conftest) extracted with hoghof at pad_multiple 20 (a 140x140 canvas:
-    7x7 cells, the image 4x7) and 60 (180x180)."""
+    """The 16:9 clip (conftest: 128x72 at short side 72) extracted with hoghof at
+    pad_multiple 20 (a 140x80 canvas: 4x7 cells, all of them the image's) and 60 (180x120:
+    6x9 cells, the image's 4x7)."""
     videos, dets = wide_clip
     root = tmp_path_factory.mktemp("pad")
     out = {}
@@ -55,7 +61,7 @@ def test_two_paddings_give_the_same_logits(stores, name, view):
     head = build_head(name, 30, 5, **SMALL[name]).eval()
     a, shape_a = logits(stores[20], view, head)
     b, shape_b = logits(stores[60], view, head)
-    assert shape_a == (7, 7) and shape_b == (9, 9)          # the maps really differ in size
+    assert shape_a == (4, 7) and shape_b == (6, 9)          # the maps really differ in size
     assert a.abs().max() > 1e-3                             # not a trivially zero output
     torch.testing.assert_close(a, b, rtol=1e-2, atol=2e-3)
 
@@ -72,3 +78,60 @@ def test_without_the_mask_the_padding_would_change_the_logits(stores):
         with torch.no_grad():
             outs.append(head(context, rois))
     assert (outs[0] - outs[1]).abs().max() > 1e-2
+
+
+# ---- the canvas: a learned backbone runs on the clip padded to its stride, not to a square ---
+
+LEARNED = dict(backbone="mc3_18", random_init=True, clip_frames=4, clip_stride=1, clip_fps=None,
+               batch_size=2, num_workers=0)
+
+
+def _clip(videos, store: FeatureStore, k: int, frames: int = 4) -> np.ndarray:
+    video = Video(videos / "wide.mp4")
+    t = float(store.timestamps("wide")[k])
+    return video.read(extract.clip_indices(t, video.info, frames, 1))   # (T, H0, W0, 3)
+
+
+def test_a_learned_backbone_sees_the_clip_padded_to_its_stride(wide_clip, tmp_path):
+    """128x72 at short side 36: the image is 64x36, the canvas 64x48 (stride 16), the map
+    3x4 (every cell holds image), and the stored map is the backbone on that clip; the
+    square 64x64 canvas of old would give another map (its bottom rows see the padding)."""
+    videos, dets = wide_clip
+    url = str(tmp_path / "f.zarr")
+    assert extract.run(extract.ExtractConfig(**LEARNED, short_side=36), videos, dets, url) == []
+    store = FeatureStore(url)
+    view = store.view("wide", "s36")
+    assert view.input_size == (64, 48) and view.valid == (0, 0, 64, 36)
+    assert view.feature_stride == 16
+    got = store.read("wide", "s36").astype(np.float32)                   # (K, 512, 3, 4)
+    assert got.shape == (2, 512, 3, 4)
+    assert store.spec("wide").extra["canvas"] == CANVAS
+    net, bb, _ = build_backbone("mc3_18", random_init=True)
+    x, canvas, _ = extract.preprocess(_clip(videos, store, 0), 36, False, 16, bb.mean, bb.std)
+    assert canvas == (64, 48) and x.shape == (3, 4, 48, 64)
+    with torch.inference_mode():
+        want = net(x[None]).mean(dim=2)[0].numpy()                       # (512, 3, 4)
+        square = torch.nn.functional.pad(x, (0, 0, 0, 16))               # 64x64, as before
+        old = net(square[None]).mean(dim=2)[0, :, :3].numpy()            # its image cells
+    np.testing.assert_allclose(got[0], want, rtol=1e-2, atol=2e-3)
+    assert np.abs(old - want).max() > 10 * np.abs(got[0] - want).max() + 1e-3
+
+
+def test_a_frame_of_whole_cells_is_not_padded(wide_clip, tmp_path):
+    """At short side 144 the 16:9 frame is 256x144, 16x9 cells of 16: the canvas is the frame
+    itself, so the stored map is the backbone on the unpadded clip (the official input)."""
+    videos, dets = wide_clip
+    url = str(tmp_path / "f.zarr")
+    cfg = extract.ExtractConfig(**LEARNED, short_side=144)
+    assert extract.run(cfg, videos, dets, url) == []
+    store = FeatureStore(url)
+    assert store.view("wide", "s144").input_size == (256, 144)
+    net, bb, _ = build_backbone("mc3_18", random_init=True)
+    clip = torch.from_numpy(_clip(videos, store, 1)).permute(0, 3, 1, 2)       # (T, 3, H0, W0)
+    x = extract.resize_frames(clip, (256, 144)).float().div(255)
+    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
+    with torch.inference_mode():                                          # no F.pad at all
+        want = net(x.permute(1, 0, 2, 3)[None]).mean(dim=2)[0].numpy()   # (512, 9, 16)
+    got = store.read("wide", "s144")[1].astype(np.float32)
+    assert got.shape == want.shape == (512, 9, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)

@@ -43,9 +43,16 @@ from . import ArtifactError
 KIND = "features"
 VERSION = 1
 # The arrays' format inside a video group (group attrs ``layout``), bumped when it changes
-# (2: zarr dimension_names).  A group of another layout is rebuilt, never reused, so a
-# persisted store always equals a fresh build of the same inputs.
-LAYOUT = 2
+# (2: zarr dimension_names; 3: the canvas is no longer a square, each side is padded to a
+# multiple of pad_multiple on its own: the maps have the video's aspect ratio and a learned
+# backbone's border cells other values).  A group of another layout is rebuilt, never
+# reused, so a persisted store always equals a fresh build of the same inputs.
+LAYOUT = 3
+# FeatureSpec.extra["canvas"]: how extract padded each frame.  "per-side": right and bottom,
+# each side up to a multiple of pad_multiple (ViewSpec.input_size, not square).  A spec
+# without the key (older stores and checkpoints) padded to a square, whose side was a
+# multiple of pad_multiple: a learned backbone's maps differ there near the image's edges.
+CANVAS = "per-side"
 # Zarr v3 sharding codec: each file holds this many keyframe chunks.  DVC's push/pull
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
@@ -59,7 +66,8 @@ class ViewSpec:
     """How one view's input was made from the original frame.
 
     The frame (W0 x H0) is optionally flipped, resized so that its short side is
-    ``scale`` and placed at ``valid[:2]`` inside a zero canvas of ``input_size``.
+    ``scale`` and placed at ``valid[:2]`` inside a zero canvas of ``input_size`` (each side
+    a multiple of the stride; square only in stores of ``LAYOUT`` < 3).
     Feature map pixel (i, j) covers input pixels ``[j*stride, (j+1)*stride)``.
     """
 
