@@ -17,7 +17,7 @@ import torch
 
 from .artifacts import ArtifactError
 from .artifacts.annotations import read_annotations, read_excluded
-from .artifacts.features import FeatureSpec, FeatureStore
+from .artifacts.features import EXTRA_ABSENT, FeatureSpec, FeatureStore
 from .artifacts.labelmap import LabelMap
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .ava_eval import frame_map
@@ -60,8 +60,9 @@ def spec_differences(want: dict | FeatureSpec, got: dict | FeatureSpec,
     out = [f"{k} {_shown(getattr(a, k))} != {_shown(getattr(b, k))}"
            for k in SPEC_FIELDS if getattr(a, k) != getattr(b, k)]
     for k in sorted(set(a.extra) | set(b.extra)) if extra else ():
-        if k not in STORAGE_KEYS and a.extra.get(k) != b.extra.get(k):
-            out.append(f"{k} {_shown(a.extra.get(k))} != {_shown(b.extra.get(k))}")
+        va, vb = (x.extra.get(k, EXTRA_ABSENT.get(k)) for x in (a, b))
+        if k not in STORAGE_KEYS and va != vb:
+            out.append(f"{k} {_shown(va)} != {_shown(vb)}")
     return out
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pipeline import demo
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.checkpoint import save_checkpoint
-from pipeline.artifacts.features import ViewSpec
+from pipeline.artifacts.features import CANVAS, ViewSpec
 from pipeline.artifacts.labelmap import LabelMap
 from pipeline.artifacts.predictions import read_predictions
 from pipeline.models import build_head
@@ -33,7 +33,8 @@ LM = LabelMap(ids=(1, 2, 4), names=("stand", "walk", "hold"),
 SPEC = {"backbone": "r3d_18", "weights": "random-init(seed=0)", "random_init": True,
         "clip_frames": 4, "clip_stride": 2, "short_side": 48, "channels": 512,
         "views": ["s48"], "extra": {"clip_fps": None, "dilate_last": False,
-                                    "pad_multiple": 32, "time_offset": 0.0, "amp": False},
+                                    "pad_multiple": 32, "canvas": CANVAS, "time_offset": 0.0,
+                                    "amp": False},
         "train_view": "s48"}
 HPARAMS = {"linear": {}, "acrn": {"hidden_dim": 8}, "acar": {"reduce_dim": 16, "hidden_dim": 8},
            "lfb": {"hidden_dim": 8}, "acfb": {"reduce_dim": 16, "hidden_dim": 8}}

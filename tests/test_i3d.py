@@ -189,4 +189,4 @@ def test_extract_stage_runs_i3d_through_the_registry_and_store(tmp_path):
     assert (spec.backbone, spec.weights, spec.channels, spec.random_init) == (
         "i3d", "kinetics400", 1024, False)
     fmap = store.read("v", "s64")
-    assert fmap.shape == (2, 1024, 4, 4) and np.isfinite(fmap).all()   # 64 x 107 -> 128 pad
+    assert fmap.shape == (2, 1024, 2, 4) and np.isfinite(fmap).all()   # 107 x 64 -> 128 x 64

@@ -20,6 +20,7 @@ import torch
 from pipeline import extract
 from pipeline.artifacts.features import CANVAS, FeatureStore
 from pipeline.backbones import build_backbone
+from pipeline.inference import spec_differences
 from pipeline.keyframes import FeatureCache, Keyframe, batch
 from pipeline.models import HEADS, build_head
 from pipeline.video import Video
@@ -135,3 +136,14 @@ def test_a_frame_of_whole_cells_is_not_padded(wide_clip, tmp_path):
     got = store.read("wide", "s144")[1].astype(np.float32)
     assert got.shape == want.shape == (512, 9, 16)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)
+
+
+def test_a_head_trained_on_a_square_canvas_is_refused_on_these_features():
+    """The spec records the canvas: a checkpoint whose features came from a square canvas
+    (no ``canvas`` key, LAYOUT < 3) differs from today's store in one named field."""
+    cfg = extract.ExtractConfig(**{**LEARNED, "pad_multiple": 16}, short_side=36)
+    spec, _ = extract.make_spec(cfg, "random-init(seed=0)")
+    old = spec.to_dict()
+    del old["extra"]["canvas"]
+    assert spec_differences(old, spec) == ["canvas square != per-side"]
+    assert spec_differences(spec.to_dict(), spec) == []

@@ -53,6 +53,9 @@ LAYOUT = 3
 # without the key (older stores and checkpoints) padded to a square, whose side was a
 # multiple of pad_multiple: a learned backbone's maps differ there near the image's edges.
 CANVAS = "per-side"
+# What a spec without an extra key meant (a checkpoint's spec against a store's: a head
+# trained on a square canvas is refused on per-side features, and the error says "square").
+EXTRA_ABSENT = {"canvas": "square"}
 # Zarr v3 sharding codec: each file holds this many keyframe chunks.  DVC's push/pull
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.

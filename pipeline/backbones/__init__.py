@@ -49,11 +49,13 @@ I3D's default clip is the one it was trained with: 64 consecutive frames (at ext
 ``clip_fps``).
 
 Input constraints: every trunk takes any H, W that are multiples of its stride
-(``extract`` pads to a multiple of ``pad_multiple``, which must be a multiple of the
-stride; by default the smallest such from 32 on: 32, or 40 for ``hoghof``) and any clip
-length from ``min_frames`` on.  A trunk with ``sees_image`` (``hoghof``) is also told
-where the image lies in the padded input and ignores the padding; the learned trunks
-see the padding (zeros after normalising) and their border cells depend on it.
+(``extract`` pads each side on its own to a multiple of ``pad_multiple``, which must be a
+multiple of the stride; by default the stride itself: the canvas keeps the frame's aspect
+ratio and adds less than one cell) and any clip length from ``min_frames`` on.  A trunk
+with ``sees_image`` (``hoghof``) is also told where the image lies in the padded input and
+ignores the padding; the learned trunks see the padding (zeros after normalising), so
+their last row and column of cells differ a little from an unpadded run's
+(``bench/canvas.py``).
 torchvision's MViT ``forward`` fixes the token grid to its constructor's 16x224x224;
 the trunk here takes the grid from the patch embedding instead, and torchvision's
 relative-position code interpolates its tables to the grid (as MViTv2 does), so MViT
