@@ -17,8 +17,9 @@ normalised clip (the stage's own functions) goes through the backbone
 and each map inside the image is compared with the reference (and the stage's with the
 square one: how far the change moved the features), per cell: max over channels of
 |a - ref| / max over channels of |ref| (the measure of closing2.md's 1.37 / 0.26 / 0.003),
-grouped by the cell's distance, in cells, from the image's right or bottom edge (where the
-padding is; 0: the cell holding the edge).  The map's shape is the reference's,
+grouped by the cell's distance, in cells, from the image's right or bottom edge, whichever
+is nearer (0: the last column and the last row of the map), whether or not the canvas pads
+that side.  The map's shape is the reference's,
 ceil(h / stride) x ceil(w / stride); the square canvas's extra cells are dropped.
 ``hoghof`` floors a partial cell when it is not told where the image ends, so its unpadded
 map lacks the last partial column or row and its edge cells' context differs: for hoghof the
