@@ -37,7 +37,7 @@ sizes stay even down to stride 16, as on the stride canvas.  PyTorch's symmetric
 (SlowFast, the torchvision ResNets) has no such shift: there an unpadded clip and the stride
 canvas differ only where the receptive field reaches the padding.  No SlowFast weights are
 offline, so ``slowfast_r50`` runs on seeded random weights whose batch norms get random
-statistics and affine terms (``--random-bn``, the default for it; a fresh random init's
+statistics and affine terms (always, for a ``slowfast*`` backbone: a fresh random init's
 batch norm maps a zero input to zero, which would hide the padding), saved in ACAR-Net's
 layout and passed to the stage as a weights file.
 
