@@ -27,7 +27,8 @@ from pipeline.video import Video
 
 SMALL = {"linear": {}, "actor_actor": dict(hidden_dim=16, num_heads=2),
          "acrn": dict(hidden_dim=8), "acar": dict(reduce_dim=16, hidden_dim=8),
-         "acfb": dict(reduce_dim=16, hidden_dim=8), "lfb": dict(hidden_dim=8)}
+         "acfb": dict(reduce_dim=16, hidden_dim=8), "lfb": dict(hidden_dim=8),
+         "atr": dict(hidden_dim=8)}
 BOXES = np.array([[0.05, 0.1, 0.4, 0.95], [0.55, 0.2, 0.98, 0.99]], np.float32)
 
 
