@@ -3,7 +3,8 @@
 For each seed: synth (seed overridden) -> detect (GT boxes) -> extract -> train every
 head of stages.yaml -> banks -> eval, all with the parameters of ``--params`` (the same
 functions the DVC stages call).  Writes bench/results/world<tag>.json with per-seed
-metrics, and prints the README's table (AP x 100 per family and overall mAP).
+metrics, and prints the README's table (AP x 100 per family and overall mAP, then per
+long-term class: every class of the label map's ``longterm`` superclass).
 
     uv run python bench/world.py --seeds 0 1 2     # ~5.5 min per seed on 2 idle cores
     uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
@@ -26,6 +27,8 @@ from pipeline import bank, detect, evaluate, extract, synth, train
 from pipeline.config import load_config
 
 HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
+LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
+            if s == "longterm"]          # per-class columns of the table
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
 
 
@@ -69,20 +72,31 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
         m = timed(f"eval_{head}", evaluate.run, load_config(evaluate.EvalConfig, "eval", params),
                   work / f"{head}.pt", feats, dets, world / "val.csv", world / "labelmap.pbtxt",
                   work / f"{head}_metrics.json", excluded=world / "excluded.csv", bank=bank_url)
-        metrics[head] = {"mAP": m["mAP"], **m["per_superclass"]}
+        metrics[head] = {"mAP": m["mAP"], **m["per_superclass"],
+                         "per_class": {c["name"]: c["ap"] for c in m["per_class"].values()}}
         print(seed, head, {k: round(100 * v, 1) for k, v in metrics[head].items()
-                           if v is not None}, flush=True)
+                           if isinstance(v, float)},
+              {k: round(100 * metrics[head]["per_class"][k], 1) for k in LONGTERM
+               if metrics[head]["per_class"].get(k) is not None}, flush=True)
     return {"seed": seed, "metrics": metrics, "seconds": times}
 
 
+def _value(metrics: dict, col: str) -> float | None:
+    """A family / mAP column, or ``class:<name>`` (a per-class AP)."""
+    if col.startswith("class:"):
+        return metrics.get("per_class", {}).get(col[6:])
+    return metrics.get(col)
+
+
 def table(runs: list[dict], heads: list[str] = HEADS) -> str:
-    cols = list(synth.FAMILIES) + ["mAP"]
-    lines = ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    cols = list(synth.FAMILIES) + ["mAP"] + [f"class:{c}" for c in LONGTERM]
+    lines = ["| head | " + " | ".join(c.replace("class:", "") for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
     for head in heads:
         cells = []
         for c in cols:
-            vals = [100 * r["metrics"][head][c] for r in runs
-                    if r["metrics"][head].get(c) is not None]
+            vals = [100 * v for r in runs
+                    if (v := _value(r["metrics"][head], c)) is not None]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}" if vals else "–")
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
