@@ -30,6 +30,8 @@ HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
 LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
             if s == "longterm"]          # per-class columns of the table
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
+# variants: a row name -> (the head, hparams over its stages.yaml ones)
+VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"})}   # + time encoding in the bank
 
 
 def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
@@ -62,9 +64,13 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
                                                      {"kind": "acfb"}),
                   feats, dets, str(work / "acfb.zarr"), model=work / "acar.pt",
                   annotations=[world / "train.csv"])
-        kind = BANK_OF.get(head)
+        base, extra = VARIANTS.get(head, (head, {}))
+        kind = BANK_OF.get(base)
         bank_url = str(work / f"{kind}.zarr") if kind else None
-        cfg = load_config(train.TrainConfig, ["train", f"heads.{head}"], params, {"head": head})
+        if kind == "acfb" and not (work / "acfb.zarr").exists():
+            raise SystemExit(f"{head} needs the acfb bank: run acar and acfb before it")
+        cfg = load_config(train.TrainConfig, ["train", f"heads.{base}"], params, {"head": base})
+        cfg.hparams = {**cfg.hparams, **extra}
         if cfg.init:        # stages.yaml names data/models/<head>.pt: here it is work/<head>.pt
             cfg.init = str(work / Path(cfg.init).name)
         timed(f"train_{head}", train.run, cfg, feats, dets, world / "train.csv",
@@ -109,8 +115,9 @@ def main() -> None:
     ap.add_argument("--params", default="stages.yaml")
     ap.add_argument("--work", default="/tmp/acar_world")
     ap.add_argument("--tag", default="")
-    ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS,
-                    help="a subset, in this order (acfb needs acar before it)")
+    ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS + list(VARIANTS),
+                    help="a subset, in this order (acfb needs acar before it; variants: "
+                         + ", ".join(f"{k} = {b} {h}" for k, (b, h) in VARIANTS.items()) + ")")
     ap.add_argument("--reuse-world", action="store_true",
                     help="keep a world already in --work (synth is deterministic in the seed)")
     args = ap.parse_args()

@@ -18,7 +18,8 @@ class BankReader:
     """A bank opened once per run, for a head's ``bank_request``::
 
         {"kind": "lfb" | "acfb", "window": w, "max_per_step": K | None,
-         "exclude_current": bool, "dim": C or d, "pool": "none" | "2x2" | "4x4" (acfb)}
+         "exclude_current": bool, "dim": C or d, "pool": "none" | "2x2" | "4x4" (acfb),
+         "times": bool}
 
     :meth:`gather` gives B keyframes their bank slots: the banked actors at seconds
     ``[t - w, t + w]`` of the same video (without those at t when ``exclude_current``), at
@@ -73,17 +74,20 @@ class BankReader:
         return np.concatenate(keep)
 
     def gather(self, keyframes: list, rng: np.random.Generator | None = None,
-               flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               flip: bool = False) -> tuple[torch.Tensor, ...]:
         """Bank slots of B keyframes (objects with ``video`` and ``timestamp``).
 
         Returns ``slots`` (B, S, *item) float32, zero where padded, and ``mask`` (B, S)
         bool, True for real slots; S = the most slots of one keyframe (at least 1).
-        ``flip`` mirrors acfb maps for a horizontally flipped view.
+        ``flip`` mirrors acfb maps for a horizontally flipped view.  With the request's
+        ``times``, also ``times`` (B, S) int64: each slot's second minus the keyframe's
+        (0 where padded).
         """
-        per_kf = []
+        per_kf, rel = [], []
         for k in keyframes:
             vb = self.video(k.video)
             rows = self.rows(k.video, int(k.timestamp), rng)
+            rel.append(vb.actor_timestamps[rows].astype(np.int64) - int(k.timestamp))
             if len(rows) == 0:
                 per_kf.append(None)
             elif isinstance(vb.data, np.ndarray):
@@ -101,7 +105,12 @@ class BankReader:
         slots = torch.from_numpy(slots)
         if flip and self.request.kind == "acfb":
             slots = slots.flip(-1)
-        return slots, torch.from_numpy(mask)
+        if not self.request.times:
+            return slots, torch.from_numpy(mask)
+        times = np.zeros((len(keyframes), s), np.int64)
+        for b, r in enumerate(rel):
+            times[b, :len(r)] = r
+        return slots, torch.from_numpy(mask), torch.from_numpy(times)
 
 
 def open_bank(url: str | None, head: torch.nn.Module, features_spec: dict | None = None,

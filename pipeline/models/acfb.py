@@ -33,6 +33,15 @@ every slot masked) the head computes exactly ``acar`` with ``hr2o="nl"`` and the
 Defaults: ACAR's (reduce_dim 1024, hidden_dim 512, kernel_size 3, hr2o_dropout 0.2,
 dropout 0.0, roi_size 7), ``pool`` = "none" (no max-pool before HR2O: full map detail),
 ``window`` w = 10 s, ``depth`` = 2.
+
+``temporal`` (not in the paper; default "none", the paper's ACFB): the bank is a set, so
+its attention cannot tell a map of second t - 4 from one of t + 4, nor t - 2 from t - 3.
+"learned" adds a learned vector per relative second to each banked map before the blocks::
+
+    L_bs   <- L_bs + E[tau_bs + w]        E (2w+1, d), zero-initialised; tau_bs = s - t
+
+so keys and values carry when the slot was (the reader gives ``times``; the live actors
+get nothing).  With E = 0 it computes the paper's ACFB.
 """
 
 from __future__ import annotations
@@ -40,12 +49,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from .acar import BANK_POOL_DOWNSAMPLE, ACARHead, check_common
 from .actor import group_actors
 from .base import BANK_POOLS, BankRequest, HeadConfig, bank_slots
 from .masking import extent_through, needed, zero_outside
+
+TEMPORAL = ("none", "learned")
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class ACFBConfig(HeadConfig):
     dropout: float = 0.0        # before the classifier
     bias: bool = False          # classifier bias
     roi_size: int = 7           # RoIAlign output size
+    temporal: str = "none"      # none (the paper) | learned: a vector per relative second
 
     # what ACARHead's constructor reads beyond these fields
     hr2o = "nl"
@@ -76,6 +89,7 @@ class ACFBConfig(HeadConfig):
         self.check_range("hidden_dim", 1)
         self.check_choice("pool", BANK_POOLS)
         self.check_range("window", 0)
+        self.check_choice("temporal", TEMPORAL)
         check_common(self)
 
 
@@ -86,8 +100,11 @@ class ACFBHead(ACARHead):
     def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
         super().__init__(in_channels, num_classes, **hparams)   # acar's parameters, names
         cfg = self.config
+        learned = cfg.temporal == "learned"
         self.bank_request = BankRequest("acfb", cfg.window, None, exclude_current=True,
-                                        dim=cfg.hidden_dim, pool=cfg.pool)
+                                        dim=cfg.hidden_dim, pool=cfg.pool, times=learned)
+        if learned:   # E (2w+1, d): a vector per relative second, zero: the paper's ACFB
+            self.time_embed = nn.Parameter(torch.zeros(2 * cfg.window + 1, cfg.hidden_dim))
 
     def maps(self, context: Tensor, rois: Tensor, bank: Any = None,
              valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -96,7 +113,17 @@ class ACFBHead(ACARHead):
         ``features`` and ``relation_maps`` (ACAR's) read them."""
         valid = needed(valid, context)                               # (B, 2) | None
         a, f, ext = self._pooled_first_order(context, rois, valid)   # (N, D), (N, d, h, w)
+        times = None
+        if self.config.temporal != "none" and bank is not None:
+            if len(bank) != 3:
+                raise ValueError("acfb with temporal='learned' needs the bank's slot times "
+                                 "(slots, mask, times)")
+            bank, times = bank[:2], bank[2]                          # times (B, S)
         mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
+        if times is not None:
+            w = self.config.window
+            e = self.time_embed[(times.long() + w).clamp(0, 2 * w)]  # (B, S, d)
+            mem = mem + (e * mem_mask[..., None])[..., None, None]   # masked slots stay 0
         mem = zero_outside(mem, extent_through(valid, [self.conv2, self.downsample]))
         index, mask = group_actors(rois, len(context))               # (B, M), (B, M)
         return a, self.hr2o(f, index, mask, (mem, mem_mask), valid=ext), ext  # (N, d, h, w)
