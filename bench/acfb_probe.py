@@ -42,7 +42,6 @@ from pipeline.artifacts.banks import BankStore
 from pipeline.artifacts.checkpoint import load_checkpoint
 from pipeline.artifacts.detections import read_detections
 from pipeline.artifacts.features import FeatureStore
-from sklearn.metrics import average_precision_score as average_precision
 from pipeline.bank_reader import BankReader
 from pipeline.config import load_config
 from pipeline.inference import load_head, test_keyframes
@@ -110,14 +109,37 @@ def coverage(work: Path, cfg, scs, request, gt) -> dict:
             "window": request.window, "max_per_step": request.max_per_step}
 
 
-def _fit_ap(xtr, ytr, xva, yva) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """AP of a ranking: the mean precision at each positive (ties broken by order)."""
+    y = np.asarray(y, bool)[np.argsort(-np.asarray(score), kind="stable")]
+    if not y.any():
+        return float("nan")
+    hits = np.cumsum(y)
+    return float(np.mean(hits[y] / (np.flatnonzero(y) + 1)))
 
-    sc = StandardScaler().fit(xtr)
-    clf = LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced")
-    clf.fit(sc.transform(xtr), ytr)
-    return float(average_precision(yva.astype(bool), clf.decision_function(sc.transform(xva))))
+
+def _fit_ap(xtr, ytr, xva, yva, l2: float = 1e-3) -> float:
+    """A logistic probe (standardised inputs, class-balanced, L2, full-batch L-BFGS)
+    trained on (xtr, ytr), its AP on (xva, yva)."""
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    x = torch.from_numpy((xtr - mu) / sd).float()
+    y = torch.from_numpy(ytr.astype(np.float32))
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    pos = float(y.mean())
+    weight = torch.where(y > 0, 0.5 / max(pos, 1e-6), 0.5 / max(1 - pos, 1e-6))
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+            x @ w + b, y, weight=weight) + l2 * (w ** 2).sum())
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        score = torch.from_numpy((xva - mu) / sd).float() @ w + b
+    return average_precision(yva, score.numpy())
 
 
 def probe(work: Path, cfg, scs) -> dict:
@@ -190,8 +212,17 @@ class _Masked(BankReader):
     """Every slot masked: the head sees an empty bank."""
 
     def gather(self, keyframes, rng=None, flip=False):
-        out = super().gather(keyframes, rng, flip)
-        return (out[0], torch.zeros_like(out[1]), *out[2:])
+        out = list(super().gather(keyframes, rng, flip))
+        out[1] = torch.zeros_like(out[1])
+        if self.request.scene:                  # (.., scene, scene_mask, scene_times)
+            out[-2] = torch.zeros_like(out[-2])
+        return tuple(out)
+
+
+def bank_of(work: Path, head: str) -> str:
+    """The bank bench/world.py trained ``head`` with."""
+    scene = load_checkpoint(work / f"{head}.pt")["hparams"].get("scene")
+    return str(work / ("acfb_scene.zarr" if scene else "acfb.zarr"))
 
 
 def ablation(work: Path, params: str, heads: list[str]) -> dict:
@@ -211,7 +242,7 @@ def ablation(work: Path, params: str, heads: list[str]) -> dict:
                                  work / "detections.parquet", world / "val.csv",
                                  world / "labelmap.pbtxt", work / f"probe_{head}_{name[:4]}.json",
                                  work / f"probe_{head}_{name[:4]}.csv",
-                                 excluded=world / "excluded.csv", bank=str(work / "acfb.zarr"))
+                                 excluded=world / "excluded.csv", bank=bank_of(work, head))
             finally:
                 br.BankReader = BankReader
             res[name] = {c["name"]: c["ap"] for c in m["per_class"].values()
@@ -226,7 +257,7 @@ def attention(work: Path, cfg, scs, head_name: str) -> dict:
     share of the real slots."""
     ckpt = load_checkpoint(work / f"{head_name}.pt")
     head = load_head(ckpt, work / f"{head_name}.pt").eval()
-    reader = BankReader(str(work / "acfb.zarr"), head.bank_request)
+    reader = BankReader(bank_of(work, head_name), head.bank_request)
     store = FeatureStore(str(work / "features.zarr"))
     dets, _ = read_detections(work / "detections.parquet")
     gt = read_annotations(work / "synth" / "val.csv")
@@ -243,7 +274,7 @@ def attention(work: Path, cfg, scs, head_name: str) -> dict:
         captured.append(att.detach())
         return att
     hr2o.masked_softmax = spy
-    mass, share = [], []
+    mass, share, scene_mass, scene_share = [], [], [], []
     try:
         with torch.no_grad():
             for s in range(0, len(kfs), 16):
@@ -264,15 +295,31 @@ def attention(work: Path, cfg, scs, head_name: str) -> dict:
                         pid = person_of(scs[k.video], k.boxes[a], k.timestamp * cfg.fps, cfg)
                         if (k.video, k.timestamp, pid) not in alerted:
                             continue
-                        # att (B, M, M_max + S, h, w): the slots follow the padded live actors
-                        w = [att[b, a, -slots[0].shape[1]:][:len(rows)].mean((-2, -1))
-                             for att in captured]                             # (S,) per block
-                        w = torch.stack(w).mean(0).numpy()
-                        mass.append(float(w[good].sum() / max(w.sum(), 1e-9)))
+                        # att (B, M, M_max + S (+ T), h, w): live actors, slots, scene
+                        S = slots[0].shape[1]
+                        T = slots[-3].shape[1] if head.bank_request.scene else 0
+                        live = captured[0].shape[2] - S - T
+                        w = torch.stack([att[b, a, live:].mean((-2, -1)) for att in captured]
+                                        ).mean(0).numpy()                     # (S + T,)
+                        wa = w[:len(rows)]
+                        mass.append(float(wa[good].sum() / max(wa.sum(), 1e-9)))
                         share.append(float(good.mean()))
+                        if T:
+                            n = int(slots[-2][b].sum())
+                            st = k.timestamp + slots[-1][b, :n].numpy()
+                            g2 = np.array([lit_in_clip(scs[k.video], int(x), cfg.fps)
+                                           and k.timestamp - 9 <= x <= k.timestamp - 3
+                                           for x in st])
+                            ws = w[S:S + n]
+                            scene_mass.append(float(ws[g2].sum() / max(w.sum(), 1e-9)))
+                            scene_share.append(float(g2.sum() / (len(rows) + n)))
     finally:
         hr2o.masked_softmax = real
-    return {"alerted_actors": len(mass),
+    extra = {} if not scene_mass else {
+        "attention on lit past scene slots (share of all the bank's weight)":
+            float(np.mean(scene_mass)),
+        "their share of all slots": float(np.mean(scene_share))}
+    return {**extra, "alerted_actors": len(mass),
             "attention_on_lit_past_slots (share of the bank's weight)": float(np.mean(mass)),
             "their share of the slots (uniform weight)": float(np.mean(share)),
             "ratio": float(np.mean(mass) / max(np.mean(share), 1e-9))}
@@ -300,8 +347,9 @@ def main() -> None:
     request = load_head(load_checkpoint(work / "acfb.pt"), work / "acfb.pt").bank_request
     steps = {"coverage": lambda: coverage(work, cfg, scs, request, gt_va),
              "order_blind": lambda: order_blind(cfg, scs, gt_tr, gt_va),
-             "ablation": lambda: ablation(work, args.params, ["acfb", "acfb_t"]),
-             "attention": lambda: {h: attention(work, cfg, scs, h) for h in ("acfb", "acfb_t")
+             "ablation": lambda: ablation(work, args.params, ["acfb", "acfb_t", "acfb_s"]),
+             "attention": lambda: {h: attention(work, cfg, scs, h)
+                                   for h in ("acfb", "acfb_t", "acfb_s")
                                    if (work / f"{h}.pt").exists()},
              "probe": lambda: probe(work, cfg, scs)}
     for name, fn in steps.items():

@@ -30,8 +30,9 @@ HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
 LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
             if s == "longterm"]          # per-class columns of the table
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
-# variants: a row name -> (the head, hparams over its stages.yaml ones)
-VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"})}   # + time encoding in the bank
+# variants: a row name -> (the head, hparams over its stages.yaml ones); acfb's options
+VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"}),                # + time encoding
+            "acfb_s": ("acfb", {"temporal": "learned", "scene": True})}  # + the scene maps
 
 
 def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
@@ -69,6 +70,11 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
         bank_url = str(work / f"{kind}.zarr") if kind else None
         if kind == "acfb" and not (work / "acfb.zarr").exists():
             raise SystemExit(f"{head} needs the acfb bank: run acar and acfb before it")
+        if extra.get("scene"):          # the same bank, with the keyframes' context maps
+            bank_url = str(work / "acfb_scene.zarr")
+            timed(f"bank_{head}", bank.run, load_config(
+                bank.BankConfig, "bank.acfb", params, {"kind": "acfb", "scene": True}),
+                feats, dets, bank_url, model=work / "acar.pt", annotations=[world / "train.csv"])
         cfg = load_config(train.TrainConfig, ["train", f"heads.{base}"], params, {"head": base})
         cfg.hparams = {**cfg.hparams, **extra}
         if cfg.init:        # stages.yaml names data/models/<head>.pt: here it is work/<head>.pt
