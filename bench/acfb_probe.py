@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pipeline import evaluate, synth
 from pipeline.artifacts.annotations import read_annotations
@@ -142,9 +143,9 @@ def _fit_ap(xtr, ytr, xva, yva, l2: float = 1e-3) -> float:
     return average_precision(yva, score.numpy())
 
 
-def probe(work: Path, cfg, scs) -> dict:
+def probe(work: Path, cfg, scs, banked: bool = True) -> dict:
     store = FeatureStore(str(work / "features.zarr"))
-    bank = BankStore(str(work / "acfb.zarr"))
+    bank = BankStore(str(work / "acfb.zarr")) if banked else None
     raw = {"train": ([], []), "val": ([], [])}
     maps = {"train": ([], []), "val": ([], [])}
     for video in store.videos():
@@ -155,6 +156,8 @@ def probe(work: Path, cfg, scs) -> dict:
         for k, t in enumerate(store.timestamps(video)):
             raw[split][0].append(ctx[k].reshape(-1))
             raw[split][1].append(lit_in_clip(sc, int(t), cfg.fps))
+        if bank is None:
+            continue
         vb = bank.read_video(video)
         for r in range(len(vb.actor_timestamps)):
             maps[split][0].append(np.asarray(vb.data[r], np.float32))
@@ -163,6 +166,8 @@ def probe(work: Path, cfg, scs) -> dict:
     for name, d, fn in (("raw hoghof context map (C*H*W)", raw, lambda x: x),
                         ("banked first-order map (d*h*w)", maps, lambda x: x.reshape(len(x), -1)),
                         ("banked map, mean over space (d)", maps, lambda x: x.mean((2, 3)))):
+        if not d["train"][0]:
+            continue
         xtr, ytr = fn(np.stack(d["train"][0])), np.array(d["train"][1])
         xva, yva = fn(np.stack(d["val"][0])), np.array(d["val"][1])
         t0 = time.perf_counter()
@@ -344,14 +349,18 @@ def main() -> None:
              [["video_id", "timestamp", "person_id"]].values]
     out: dict = {"seed": args.seed, "replay_agreement": float(np.mean(agree))}
     assert out["replay_agreement"] > 0.9, out
-    request = load_head(load_checkpoint(work / "acfb.pt"), work / "acfb.pt").bank_request
-    steps = {"coverage": lambda: coverage(work, cfg, scs, request, gt_va),
+    def request():            # the paper's acfb of --params (window, no per-second cap)
+        from pipeline.models import build_head
+        hp = yaml.safe_load(Path(args.params).read_text())["heads"]["acfb"]["hparams"]
+        return build_head("acfb", 1, 1, **hp).bank_request
+    steps = {"coverage": lambda: coverage(work, cfg, scs, request(), gt_va),
              "order_blind": lambda: order_blind(cfg, scs, gt_tr, gt_va),
              "ablation": lambda: ablation(work, args.params, ["acfb", "acfb_t", "acfb_s"]),
              "attention": lambda: {h: attention(work, cfg, scs, h)
                                    for h in ("acfb", "acfb_t", "acfb_s")
                                    if (work / f"{h}.pt").exists()},
-             "probe": lambda: probe(work, cfg, scs)}
+             "probe": lambda: probe(work, cfg, scs),
+             "probe_raw": lambda: probe(work, cfg, scs, banked=False)}
     for name, fn in steps.items():
         if name in args.skip:
             continue

@@ -68,7 +68,7 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
         base, extra = VARIANTS.get(head, (head, {}))
         kind = BANK_OF.get(base)
         bank_url = str(work / f"{kind}.zarr") if kind else None
-        if kind == "acfb" and not (work / "acfb.zarr").exists():
+        if kind == "acfb" and not extra.get("scene") and not (work / "acfb.zarr").exists():
             raise SystemExit(f"{head} needs the acfb bank: run acar and acfb before it")
         if extra.get("scene"):          # the same bank, with the keyframes' context maps
             bank_url = str(work / "acfb_scene.zarr")
@@ -91,6 +91,21 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
               {k: round(100 * metrics[head]["per_class"][k], 1) for k in LONGTERM
                if metrics[head]["per_class"].get(k) is not None}, flush=True)
     return {"seed": seed, "metrics": metrics, "seconds": times}
+
+
+def collect(seed_dir: Path, heads: list[str]) -> dict:
+    """One seed's run from the metrics its heads left in ``seed_dir`` (``run_seed``'s
+    layout): for heads trained by separate invocations of this script."""
+    from pipeline.artifacts.metrics import read_eval
+
+    metrics = {}
+    for head in heads:
+        path = seed_dir / f"{head}_metrics.json"
+        if path.exists():
+            m = read_eval(path)
+            metrics[head] = {"mAP": m["mAP"], **m["per_superclass"],
+                             "per_class": {c["name"]: c["ap"] for c in m["per_class"].values()}}
+    return {"seed": int(seed_dir.name.removeprefix("seed")), "metrics": metrics}
 
 
 def _value(metrics: dict, col: str) -> float | None:
@@ -124,9 +139,22 @@ def main() -> None:
     ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS + list(VARIANTS),
                     help="a subset, in this order (acfb needs acar before it; variants: "
                          + ", ".join(f"{k} = {b} {h}" for k, (b, h) in VARIANTS.items()) + ")")
+    ap.add_argument("--collect", nargs="+", default=None, metavar="SEED_DIR",
+                    help="run nothing: tabulate the <head>_metrics.json that runs of this "
+                         "script left in these --work/seed<N> directories (heads run apart)")
     ap.add_argument("--reuse-world", action="store_true",
                     help="keep a world already in --work (synth is deterministic in the seed)")
     args = ap.parse_args()
+    if args.collect:
+        runs = [collect(Path(d), args.heads) for d in args.collect]
+        heads = [h for h in args.heads if all(h in r["metrics"] for r in runs)]
+        out = Path(__file__).parent / "results" / f"world{args.tag}.json"
+        params = yaml.safe_load(Path(args.params).read_text())
+        out.write_text(json.dumps({"params": params, "collected": args.collect, "runs": runs,
+                                   "table": table(runs, heads)}, indent=1) + "\n")
+        print(table(runs, heads))
+        print(f"wrote {out}")
+        return
     runs = []
     for seed in args.seeds:
         t0 = time.perf_counter()
