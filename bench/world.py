@@ -9,6 +9,12 @@ long-term class: every class of the label map's ``longterm`` superclass).
     uv run python bench/world.py --seeds 0 1 2     # ~5.5 min per seed on 2 idle cores
     uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
     uv run python bench/world.py --seeds 0 --params bench/world_i3d.yaml --tag _i3d  # I3D
+    uv run python bench/world.py --seeds 0 1 2 --heads linear acar acfb acfb_t acfb_s lfb
+    uv run python bench/world.py --collect /tmp/acar_world/seed0 /tmp/acar_world/seed1
+
+``--heads`` also takes the acfb variants of :data:`VARIANTS` (acfb_t: temporal encoding;
+acfb_s: + the scene's context maps, from a second bank built with ``scene``); ``--collect``
+tabulates heads that were trained by separate runs into the same ``--work``.
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
