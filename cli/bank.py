@@ -29,6 +29,8 @@ from .common import (
 @click.option("--pool", type=click.Choice(["none", "2x2", "4x4"]), default=None,
               help="acfb: max-pool of the stored maps (size against detail); "
                    "heads.acfb.hparams.pool must match")
+@click.option("--scene/--no-scene", default=None,
+              help="acfb: also bank each keyframe's context map (for heads.acfb.hparams.scene)")
 @click.option("--det-score-thr", type=float, default=None,
               help="Detections with at least this score are banked")
 @renamed_option("--det-threshold", "--det-score-thr")
@@ -36,7 +38,7 @@ from .common import (
               help="An error, not a warning, when --det-score-thr drops most detections.")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
-def bank(ctx, kind, features, detections, out, model, annotations, pool, det_score_thr,
+def bank(ctx, kind, features, detections, out, model, annotations, pool, scene, det_score_thr,
          strict, shard) -> None:
     """Build a long-term feature bank, one group per video (resumable).
 
@@ -46,7 +48,7 @@ def bank(ctx, kind, features, detections, out, model, annotations, pool, det_sco
     from pipeline import bank as stage
     from pipeline.evaluate import det_score_check
 
-    cfg = config(ctx, stage.BankConfig, f"bank.{kind}", kind=kind, pool=pool,
+    cfg = config(ctx, stage.BankConfig, f"bank.{kind}", kind=kind, pool=pool, scene=scene,
                  det_score_thr=det_score_thr)
     warn(det_score_check(detections, cfg.det_score_thr, "bank", strict))
     fail_if(stage.run(cfg, features, detections, out, model, list(annotations),

@@ -9,7 +9,9 @@ Two kinds, each in its own store (layout: :mod:`pipeline.artifacts.banks`):
 ``acfb`` (Pan et al., CVPR 2021, Sec. 3.3)
     The first-order actor-context map F_i of every actor at every keyframe (1 s stride),
     made by the first-order part of a *trained* ``acar`` checkpoint, then max-pooled by
-    ``pool`` (none / 2x2 / 4x4: size against detail).  Boxes: a keyframe with ground truth
+    ``pool`` (none / 2x2 / 4x4: size against detail).  With ``scene`` (not in the paper),
+    also each keyframe's context map as the feature store holds it (for acfb's ``scene``
+    option: the head encodes it with its own, trained layers).  Boxes: a keyframe with ground truth
     in ``annotations`` (the train videos) uses its GT boxes; any other keyframe (val/test
     videos) uses the detections with score >= ``det_score_thr``.  Built once, frozen.
 
@@ -62,6 +64,7 @@ class BankConfig:
     pool: str = "none"               # acfb: max-pool of the stored maps, none | 2x2 | 4x4
     view: str | None = None          # feature view (default: the store's first)
     batch_size: int = 16             # keyframes per forward pass (never across videos)
+    scene: bool = False              # acfb: also bank each keyframe's context map
 
 
 def weights_digest(ckpt: dict) -> str:
@@ -180,6 +183,8 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
     if cfg.kind == "lfb" and (annotations or model is not None):
         raise ArtifactError(out, "an lfb bank is made of features and detections only "
                                  "(drop --model and --annotations)")
+    if cfg.scene and cfg.kind != "acfb":
+        raise ArtifactError(out, "scene maps are banked for acfb only (drop --scene)")
     compute = LFBMaker() if cfg.kind == "lfb" else ACFBMaker(model, cfg.pool)
     src = FeatureStore(features)
     dets, _ = read_detections(detections, min_score=cfg.det_score_thr)
@@ -214,6 +219,8 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                 **compute.spec}
         if cells != (height, width):        # banked from the image's cells only (a group
             spec["image_cells"] = list(cells)   # made before that is rebuilt, not reused)
+        if cfg.scene:
+            spec["scene"] = True
         if bank.is_current(video) and bank.attrs(video).get("kind") == cfg.kind \
                 and bank.spec(video) == spec:
             reused += 1
@@ -226,6 +233,9 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
             rows = compute(*batch(kfs[s:s + cfg.batch_size], cache)).numpy()
             data[row:row + len(rows)] = rows.astype(np.float16)
             row += len(rows)
+        if cfg.scene:                       # (K, C, H, W): the store's maps, as they are
+            bank.write_scene(video, np.stack(cache.contexts(
+                [(video, k) for k in range(len(timestamps))])))
         bank.finish_video(video)
     size = bank.size([v for v in videos if bank.is_complete(v)])
     tqdm.write(f"bank {cfg.kind}: {size['videos']} videos ({reused} reused), "

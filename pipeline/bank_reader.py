@@ -18,7 +18,8 @@ class BankReader:
     """A bank opened once per run, for a head's ``bank_request``::
 
         {"kind": "lfb" | "acfb", "window": w, "max_per_step": K | None,
-         "exclude_current": bool, "dim": C or d, "pool": "none" | "2x2" | "4x4" (acfb)}
+         "exclude_current": bool, "dim": C or d, "pool": "none" | "2x2" | "4x4" (acfb),
+         "times": bool}
 
     :meth:`gather` gives B keyframes their bank slots: the banked actors at seconds
     ``[t - w, t + w]`` of the same video (without those at t when ``exclude_current``), at
@@ -44,6 +45,9 @@ class BankReader:
         if kind == "acfb" and spec.get("pool") != request.pool:
             raise ArtifactError(self.url, f"bank maps are pooled '{spec.get('pool')}', the "
                                           f"head expects pool '{request.pool}'")
+        if request.scene and not spec.get("scene"):
+            raise ArtifactError(self.url, "the head reads the scene's context maps: build the "
+                                          "bank with --scene")
         if features_spec is not None and spec.get("features") != features_spec:
             raise ArtifactError(self.url, "bank was built on other features than these")
         self._videos: dict[str, VideoBank] = {}
@@ -73,17 +77,20 @@ class BankReader:
         return np.concatenate(keep)
 
     def gather(self, keyframes: list, rng: np.random.Generator | None = None,
-               flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               flip: bool = False) -> tuple[torch.Tensor, ...]:
         """Bank slots of B keyframes (objects with ``video`` and ``timestamp``).
 
         Returns ``slots`` (B, S, *item) float32, zero where padded, and ``mask`` (B, S)
         bool, True for real slots; S = the most slots of one keyframe (at least 1).
-        ``flip`` mirrors acfb maps for a horizontally flipped view.
+        ``flip`` mirrors acfb maps for a horizontally flipped view.  With the request's
+        ``times``, also ``times`` (B, S) int64: each slot's second minus the keyframe's
+        (0 where padded).
         """
-        per_kf = []
+        per_kf, rel = [], []
         for k in keyframes:
             vb = self.video(k.video)
             rows = self.rows(k.video, int(k.timestamp), rng)
+            rel.append(vb.actor_timestamps[rows].astype(np.int64) - int(k.timestamp))
             if len(rows) == 0:
                 per_kf.append(None)
             elif isinstance(vb.data, np.ndarray):
@@ -101,7 +108,43 @@ class BankReader:
         slots = torch.from_numpy(slots)
         if flip and self.request.kind == "acfb":
             slots = slots.flip(-1)
-        return slots, torch.from_numpy(mask)
+        out: tuple[torch.Tensor, ...] = (slots, torch.from_numpy(mask))
+        if self.request.times:
+            times = np.zeros((len(keyframes), s), np.int64)
+            for b, r in enumerate(rel):
+                times[b, :len(r)] = r
+            out += (torch.from_numpy(times),)
+        if self.request.scene:
+            out += self.scene(keyframes, flip)
+        return out
+
+    def scene(self, keyframes: list, flip: bool = False) -> tuple[torch.Tensor, ...]:
+        """The context maps of the keyframes' windows (the seconds of the video's keyframes
+        in ``[t - w, t + w]``, without t when ``exclude_current``): ``scene`` (B, T, C, H,
+        W) float32, ``mask`` (B, T) and ``times`` (B, T) (second - t), zero where padded."""
+        per_kf = []
+        w = self.request.window
+        for k in keyframes:
+            vb = self.video(k.video)
+            t = int(k.timestamp)
+            idx = np.flatnonzero((vb.timestamps >= t - w) & (vb.timestamps <= t + w)
+                                 & ((vb.timestamps != t) | (not self.request.exclude_current)))
+            maps = None if len(idx) == 0 else (
+                vb.scene[idx] if isinstance(vb.scene, np.ndarray)
+                else np.asarray(vb.scene[idx[0]:idx[-1] + 1])[idx - idx[0]])
+            per_kf.append((maps, vb.timestamps[idx].astype(np.int64) - t))
+        item = next((m.shape[1:] for m, _ in per_kf if m is not None), None)
+        if item is None:
+            item = self.video(keyframes[0].video).scene.shape[1:] if keyframes else (0, 1, 1)
+        n = max([1] + [len(r) for _, r in per_kf])
+        scene = np.zeros((len(keyframes), n, *item), np.float32)
+        mask = np.zeros((len(keyframes), n), bool)
+        times = np.zeros((len(keyframes), n), np.int64)
+        for b, (m, r) in enumerate(per_kf):
+            if m is not None:
+                scene[b, :len(r)], mask[b, :len(r)], times[b, :len(r)] = m, True, r
+        out = torch.from_numpy(scene)
+        return (out.flip(-1) if flip else out), torch.from_numpy(mask), torch.from_numpy(times)
 
 
 def open_bank(url: str | None, head: torch.nn.Module, features_spec: dict | None = None,

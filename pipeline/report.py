@@ -17,7 +17,9 @@ validation ground truth and the label map, and writes into ``out_dir``:
     Then "Orderings": the relations the ACRN/ACAR/LFB papers report, checked with
     measured margins wherever the heads involved are present (:data:`CHECKS`):
     linear is close to the best on pose, relational reasoning wins on context and
-    relation classes, feature banks win on long-term ones.
+    relation classes, feature banks win on long-term ones.  A per-class ordering is
+    checked on each class of its family apart (ids ``f.<class>``), from the heads'
+    ``per_class.json`` (skipped, saying so, where a head has none or no AP for it).
 
 ``report.png``
     A grouped bar chart of the same numbers (groups: families and mAP; one colour per
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,8 @@ class Ordering:
     ``kind``: ``ratio``: AP(head) / max AP(others) >= threshold; ``margin``: AP(head) -
     max AP(others) >= threshold; ``between``: AP(head) lies in [min, max] of others
     (margin to the nearer end >= threshold).  ``others`` may be :data:`ALL`: every other
-    head of the report.
+    head of the report.  ``per_class``: checked on each class of ``family`` apart (its
+    per-class APs), one result per class.
     """
 
     id: str
@@ -72,6 +75,7 @@ class Ordering:
     others: tuple[str, ...] | str
     threshold: float
     statement: str
+    per_class: bool = False
 
 
 CHECKS: list[Ordering] = [
@@ -85,6 +89,8 @@ CHECKS: list[Ordering] = [
              "acfb − acar ≥ 10 AP points on longterm"),
     Ordering("e", "longterm", "between", "lfb", ("acar", "acfb"), 0.0,
              "lfb lies between acar and acfb on longterm"),
+    Ordering("f", "longterm", "margin", "acfb", ("acar",), 10.0,
+             "acfb − acar ≥ 10 AP points on each longterm class", per_class=True),
 ]
 
 
@@ -165,6 +171,32 @@ def _check(check: Ordering, table: dict[str, dict[str, float | None]],
             if res["measured"] is not None:
                 res["passed"] = bool(res["measured"] >= thr)
     return res
+
+
+def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] | None],
+                   labelmap: LabelMap, families: list[str]) -> list[dict]:
+    """A per-class ordering: one :func:`_check` result per class of its family, on the
+    heads' per-class APs x 100 (``classes``: head -> class name -> AP, None: the head has
+    no per_class.json)."""
+    names = [n for n, s in zip(labelmap.names, labelmap.superclasses, strict=True)
+             if s == check.family]
+    if check.family not in families or not names:
+        return [_check(check, {}, families)]
+    out = []
+    for name in names:
+        one = replace(check, id=f"{check.id}.{name}", family=name,
+                      statement=check.statement.replace("each ", "").replace(
+                          f"{check.family} class", f"{check.family} class '{name}'"))
+        heads = [check.head, *([] if check.others == ALL else check.others)]
+        absent = [h for h in heads if h in classes and classes[h] is None]
+        res = _check(one, {h: {name: (c or {}).get(name)} for h, c in classes.items()},
+                     [name])
+        res["family"] = check.family
+        if absent:
+            res.update(skipped=f"no per_class.json for {', '.join(absent)}", passed=None,
+                       measured=None, values={})
+        out.append(res)
+    return out
 
 
 def _fmt(v: float | None) -> str:
@@ -288,7 +320,13 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
     report = {"title": cfg.title, "families": families,
               "family_names": {c: names.get(c, c) for c in [*families, MAP]},
               "table": table, "chance": chance(annotations, lm, families)}
-    report["orderings"] = [_check(c, table, families) for c in CHECKS]
+    classes = {head: per_class_path(path) for head, path in metrics.items()}
+    class_ap = {head: None if not p.exists() else
+                {c["name"]: None if c["ap"] is None else 100.0 * c["ap"]
+                 for c in read_per_class(p).values()} for head, p in classes.items()}
+    report["per_class"] = class_ap
+    report["orderings"] = [r for c in CHECKS for r in (
+        _check_classes(c, class_ap, lm, families) if c.per_class else [_check(c, table, families)])]
     out_dir = Path(out_dir)
     markdown = _markdown(cfg, report)
     with ExitStack() as stack:  # both renamed into place only when both are written
@@ -296,7 +334,6 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
         png = stack.enter_context(atomic_path(out_dir / "report.png"))
         md.write_text(markdown)
         _plot(cfg, report, png)
-    classes = {head: per_class_path(path) for head, path in metrics.items()}
     if all(p.exists() for p in classes.values()):
         plot_per_class({head: read_per_class(p) for head, p in classes.items()},
                        out_dir / "per_class_ap.png")

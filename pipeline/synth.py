@@ -22,13 +22,18 @@ relation    ride       i sits in the cart *and someone else drives it*; without 
 longterm    wait       i handed an object to someone who then left the scene, 3 to 8 s
                        before t (the clip around t only shows i standing, empty-handed;
                        the hand-over itself shows as ``hold`` on i, then on the receiver)
+            alerted    the alarm lamp on the wall flashed while i was in the scene, 3 to
+                       9 s before t, and it is dark in the 2-s clip around t (past scene
+                       context: nobody else is involved, nothing of it is left in the clip)
 ==========  =========  ==============================================================
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
 carts, people who stand still all along without handing anything over (as a giver
 stands after the hand-over), a silent or absent speaker, a talker away from the lectern
-(who turns to the nearest person; nobody listens), occlusion by the cart's side, the
+(who turns to the nearest person; nobody listens), an alarm lamp on the wall in every
+scene that flashes in only some, people who walk in after it went dark (they never saw
+it), occlusion by the cart's side, the
 lectern and other people, and ``label_noise`` (a few percent of the person-keyframes get
 one non-pose label toggled).  Sizes are for a 160x160 canvas and scale with the frame
 (``MIN_CANVAS`` keeps tiny test frames usable).
@@ -49,6 +54,7 @@ Outputs (``out_dir``)::
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,12 +68,13 @@ from .progress import progress
 from .video import write_video
 
 LABELMAP = LabelMap(
-    ids=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+    ids=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11),
     names=("stand", "sit", "walk", "watch", "warm", "drive", "hold", "ride", "listen",
-           "wait"),
+           "wait", "alerted"),
     superclasses=("pose", "pose", "pose", "context", "context", "context", "context",
-                  "relation", "relation", "longterm"))
-STAND, SIT, WALK, WATCH, WARM, DRIVE, HOLD, RIDE, LISTEN, WAIT = LABELMAP.ids
+                  "relation", "relation", "longterm", "longterm"))
+STAND, SIT, WALK, WATCH, WARM, DRIVE, HOLD, RIDE, LISTEN, WAIT = LABELMAP.ids[:10]
+ALERTED = LABELMAP.ids[10]
 FAMILIES = ("pose", "context", "relation", "longterm")
 
 # The world's rules (probabilities per video unless said otherwise).
@@ -87,6 +94,13 @@ FAR_FROM_FIRE = 72
 WAIT_RANGE = (3, 8)       # seconds after the hand-over
 MIN_CANVAS = 96
 YELLOW = (250, 220, 30)
+# `alerted` (past scene context), drawn from its own random stream (_alarm_rng), so the
+# rest of each video is what it was before the class existed
+P_ALARM = 0.5             # the lamp flashes, once, for ALARM_SECONDS
+ALARM_SECONDS = (1, 2)
+ALERT_RANGE = (3, 9)      # seconds between the flash and the keyframe
+P_ARRIVE = 0.5            # a distractor: someone walks in (often after the flash)
+LAMP_OFF, LAMP_ON = (52, 48, 48), (255, 40, 40)
 
 
 @dataclass
@@ -141,6 +155,8 @@ class Scene:
     bench: tuple[float, float, float] | None = None   # x1, x2, seat y
     crates: list[tuple[int, int, int, int, tuple]] = field(default_factory=list)
     people: list[Person] = field(default_factory=list)
+    lamp: tuple[float, float] | None = None     # the alarm lamp's centre on the wall
+    lamp_lit: np.ndarray | None = None          # (F,) bool: the lamp flashes (frames)
 
 
 # ---- the script: where everyone is and what they do, per frame ---------------------
@@ -181,8 +197,10 @@ class _Draft:
         return self.cfg.duration * self.cfg.fps
 
 
-def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
-    """Where everyone is and what they do, per frame (the draws' order fixes the world)."""
+def _script(rng: np.random.Generator, cfg: SynthConfig,
+            alarm_rng: np.random.Generator | None = None) -> Scene:
+    """Where everyone is and what they do, per frame (the draws' order fixes the world;
+    the alarm lamp and the late arrivals draw from ``alarm_rng``, default ``rng``)."""
     scene = _room(rng, cfg)
     n = int(rng.integers(1, cfg.max_people + 1))
     colors = [tuple(int(c) for c in rng.integers(90, 255, 3)) for _ in range(n + 2)]
@@ -201,6 +219,7 @@ def _script(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         _free_moves(d, p)
     if talker is not None:
         _turn_to_nearest(scene, talker, d.frames)
+    _alarm(d, rng if alarm_rng is None else alarm_rng)
     return scene
 
 
@@ -405,6 +424,62 @@ def _nearest(people: list[Person], p: Person, f: int) -> int | None:
     return arg
 
 
+def _alarm_rng(cfg: SynthConfig, video_id: str) -> np.random.Generator:
+    """The alarm's own random stream of one video (seed and video id)."""
+    return np.random.default_rng([cfg.seed, zlib.crc32(video_id.encode())])
+
+
+def _alarm(d: _Draft, rng: np.random.Generator) -> None:
+    """The alarm lamp (``alerted``): a lamp on the wall in every scene, which flashes once
+    for 1-2 s in some, and maybe a late arrival, who walks in from an edge (0.5-1 s) at a
+    random second and then stands, clear of everyone (often after the flash: never saw it)."""
+    scene, u, W, H, fps = d.scene, d.scene.unit, d.cfg.width, d.cfg.height, d.cfg.fps
+    secs, F = d.cfg.duration, d.frames
+    sx1, _, sx2, _ = scene.screen
+    for _ in range(20):                              # on the wall, not below the screen
+        lx = float(rng.uniform(8 * u, W - 8 * u))
+        if not sx1 - 8 * u < lx < sx2 + 8 * u:
+            break
+    scene.lamp = (lx, float(rng.uniform(0.3, 0.42) * H))
+    scene.lamp_lit = np.zeros(F, bool)
+    if secs >= ALERT_RANGE[0] + 2 and rng.random() < P_ALARM:
+        a = int(rng.integers(1, secs - ALERT_RANGE[0]))
+        n = int(rng.integers(ALARM_SECONDS[0], ALARM_SECONDS[1] + 1))
+        scene.lamp_lit[a * fps: (a + n) * fps] = True
+    if not (secs >= 4 and d.colors and rng.random() < P_ARRIVE):
+        return
+    for _ in range(40):
+        x = float(rng.uniform(8 * u, W - 8 * u))
+        if any(a - 6 * u < x < b + 6 * u for a, b in d.occupied) or \
+                (scene.fire is not None and abs(x - scene.fire[0]) < FAR_FROM_FIRE * u) or \
+                any(abs(x - q.x[-1]) < 9 * u for q in scene.people if not q.in_cart):
+            continue
+        break
+    else:
+        return
+    come = int(rng.integers(1, secs - 1)) * fps      # first frame on screen
+    edge = -1 if x < W / 2 else 1
+    x0 = -8 * u if edge < 0 else W + 8 * u            # off screen until ``come``
+    walk = max(int(rng.uniform(0.5, 1.0) * fps), 1)
+    p = Person(d.colors.pop(), y=float(rng.uniform(0.72, 0.95) * H),
+               **_static(F, x, STAND, -edge))
+    p.x[:come] = x0
+    p.x[come:come + walk] = x0 + (x - x0) * np.arange(1, walk + 1) / walk
+    p.pose[come:come + walk] = WALK
+    p.visible[:come] = False
+    scene.people.append(p)
+
+
+def saw_alarm(scene: Scene, p: Person, f: int, fps: int) -> bool:
+    """``alerted``: the lamp flashed while ``p`` was on screen, 3 to 9 s before frame
+    ``f``, and it is dark from 1 s before to 1 s after ``f`` (the clip around it)."""
+    lit = scene.lamp_lit
+    if lit is None or lit[max(f - fps, 0): f + fps + 1].any():
+        return False
+    lo, hi = max(f - ALERT_RANGE[1] * fps, 0), f - ALERT_RANGE[0] * fps
+    return hi >= 0 and bool((lit[lo: hi + 1] & p.visible[lo: hi + 1]).any())
+
+
 # ---- the rules: labels of person i at keyframe frame f ---------------------------
 
 def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
@@ -428,6 +503,8 @@ def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
         out.append(LISTEN)
     if p.handover is not None and WAIT_RANGE[0] <= f / fps - p.handover <= WAIT_RANGE[1]:
         out.append(WAIT)
+    if saw_alarm(scene, p, f, fps):
+        out.append(ALERTED)
     return out
 
 
@@ -511,6 +588,7 @@ def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
         _rect(img, x1, y1, x2, y2, (24, 26, 30))
     for cx1, cy1, cx2, cy2, colour in scene.crates:
         _rect(img, cx1, cy1, cx2, cy2, colour)
+    _draw_lamp(img, scene, f)
     if scene.fire is not None:  # flames: flickering orange/yellow tongues on logs
         fx, fy = scene.fire
         _rect(img, fx - 7 * u, fy - 2 * u, fx + 7 * u, fy + 1 * u, (90, 50, 20))
@@ -547,9 +625,21 @@ def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _draw_lamp(img, scene: Scene, f: int) -> None:
+    """The alarm lamp: a dark bulb on a bracket; while it flashes, red on 2 frames of
+    every 4 (so the clip's every-2nd-frame sampling sees it on and off)."""
+    if scene.lamp is None:
+        return
+    u = scene.unit
+    x, y = scene.lamp
+    _rect(img, x - 4 * u, y + 3 * u, x + 4 * u, y + 5 * u, (70, 70, 76))
+    on = scene.lamp_lit is not None and scene.lamp_lit[f] and (f // 2) % 2 == 0
+    _disc(img, x, y, 4 * u, LAMP_ON if on else LAMP_OFF)
+
+
 def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, path: Path
                   ) -> list[tuple]:
-    scene = _script(rng, cfg)
+    scene = _script(rng, cfg, _alarm_rng(cfg, video_id))
     F = cfg.duration * cfg.fps
     frame_rng = np.random.default_rng(rng.integers(1 << 62))   # flicker
     noise_rng = np.random.default_rng(rng.integers(1 << 62))   # label noise

@@ -102,7 +102,8 @@ def test_table_and_chance_row(world):
 def test_orderings_pass_with_margins(world):
     res = run(world, PASSING)
     checks = {c["id"]: c for c in res["orderings"]}
-    assert [c["passed"] for c in res["orderings"]] == [True] * 5
+    assert [c["passed"] for c in res["orderings"]] == [True] * 5 + [None]
+    assert checks["f.wait"]["skipped"] == "no wait AP for acfb, acar"   # per_class.json: {}
     assert checks["a"]["measured"] == pytest.approx(50 / 60)
     assert checks["b"]["measured"] == pytest.approx(15.0)
     assert checks["c"]["measured"] == pytest.approx(15.0)     # acar 40 - acrn 25
@@ -110,18 +111,20 @@ def test_orderings_pass_with_margins(world):
     assert checks["e"]["measured"] == pytest.approx(5.0)      # 20 <= 25 <= 35
     md = (world / "out" / "report.md").read_text()
     lines = md.split("## Orderings\n", 1)[1].strip().splitlines()
-    assert len(lines) == 5 and all(ln.startswith("- ✓ ") for ln in lines)
+    assert len(lines) == 6 and all(ln.startswith("- ✓ ") for ln in lines[:5])
+    assert lines[5].startswith("- – **(f.wait)** acfb − acar ≥ 10 AP points on longterm "
+                               "class 'wait': skipped")
     assert "linear 50.0, best acrn 60.0 → 83% of best (needs ≥ 80%)" in lines[0]
     assert "acar 40.0, linear 10.0, actor_actor 20.0, acrn 25.0 → margin +15.0" in lines[2]
 
 
 def test_orderings_fail_with_margins(world):
     res = run(world, FAILING)
-    assert [c["passed"] for c in res["orderings"]] == [False] * 5
-    measured = [c["measured"] for c in res["orderings"]]
+    assert [c["passed"] for c in res["orderings"]][:5] == [False] * 5
+    measured = [c["measured"] for c in res["orderings"]][:5]
     assert measured == pytest.approx([40 / 60, 5.0, 5.0, 5.0, -15.0])
     md = (world / "out" / "report.md").read_text()
-    lines = md.split("## Orderings\n", 1)[1].strip().splitlines()
+    lines = md.split("## Orderings\n", 1)[1].strip().splitlines()[:5]
     assert len(lines) == 5 and all(ln.startswith("- ✗ ") for ln in lines)
     assert "margin to the nearer end -15.0 (needs ≥ +0.0)" in lines[4]
 
@@ -254,3 +257,41 @@ def test_the_plots_png_twins_every_head_in_each(world):
                                    "--labelmap", str(world / "labelmap.pbtxt"),
                                    "--out", str(world / "x")])
     assert bad.exit_code != 0 and "expected HEAD=PATH" in bad.output
+
+
+LONG = LabelMap(ids=(1, 5, 9), names=("stand", "wait", "alerted"),
+                superclasses=("pose", "longterm", "longterm"))
+
+
+def test_longterm_ordering_is_checked_on_each_class(world):
+    """acfb - acar >= 10 on the family can hold while one long-term class fails: the
+    per-class ordering (f) says which."""
+    write_labelmap(LONG, world / "labelmap.pbtxt")
+    aps = {"acar": {"1": 0.5, "5": 0.30, "9": 0.20}, "acfb": {"1": 0.5, "5": 0.60, "9": 0.22},
+           "lfb": {"1": 0.5, "5": 0.40, "9": 0.21}}
+    runs = {}
+    for head, per in aps.items():
+        classes = {a: {"name": LONG.name(int(a)), "ap": ap, "num_gt": 3} for a, ap in per.items()}
+        fam = (per["5"] + per["9"]) / 2
+        write_metrics({"mAP": 0.4, "per_class": classes,
+                       "per_superclass": {"pose": 0.5, "longterm": fam}},
+                      world / head / "metrics.json")
+        runs[head] = world / head / "metrics.json"
+    res = report.run(report.ReportConfig(), runs, world / "val.csv",
+                                         world / "labelmap.pbtxt", world / "out")
+    checks = {c["id"]: c for c in res["orderings"]}
+    assert checks["d"]["passed"] and checks["d"]["measured"] == pytest.approx(16.0)
+    assert checks["f.wait"]["passed"] and checks["f.wait"]["measured"] == pytest.approx(30.0)
+    assert checks["f.alerted"]["passed"] is False
+    assert checks["f.alerted"]["measured"] == pytest.approx(2.0)
+    assert checks["f.alerted"]["family"] == "longterm"
+    md = (world / "out" / "report.md").read_text()
+    assert ("- ✗ **(f.alerted)** acfb − acar ≥ 10 AP points on longterm class 'alerted': "
+            "acfb 22.0, acar 20.0 → margin +2.0 (needs ≥ +10.0)") in md
+    # a head without per-class APs: the per-class checks say so instead of guessing
+    (world / "acar" / "per_class.json").unlink()
+    res = report.run(report.ReportConfig(), runs, world / "val.csv",
+                     world / "labelmap.pbtxt", world / "out2")
+    checks = {c["id"]: c for c in res["orderings"]}
+    assert checks["f.wait"]["skipped"] == "no per_class.json for acar"
+    assert checks["f.wait"]["passed"] is None and checks["d"]["passed"]

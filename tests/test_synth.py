@@ -41,8 +41,8 @@ def test_deterministic(tmp_path):
 def scenes():
     """Many scripted scenes of the default size (no rendering: fast)."""
     cfg = synth.SynthConfig()
-    rng = np.random.default_rng(1)
-    return cfg, [synth._script(rng, cfg) for _ in range(150)]
+    rng = np.random.default_rng(1)        # the alarm's own stream: the same scenes as before
+    return cfg, [synth._script(rng, cfg, np.random.default_rng([1, k])) for k in range(150)]
 
 
 def _labelled(cfg, scenes):
@@ -203,3 +203,67 @@ def test_label_noise_toggles_few_labels(tmp_path):
     # poses are never noised
     pa, pb = (d[d.action_id.isin(POSES)][key].values.tolist() for d in (a, b))
     assert pa == pb
+
+
+def _lamp_on(img, sc) -> int:
+    """Pixels of the alarm lamp's flash colour around the lamp."""
+    x, y = sc.lamp
+    r = 6 * sc.unit
+    return _drawn(img, sc, synth.LAMP_ON, x - r, x + r, y - r, y + r)
+
+
+def test_alerted_saw_the_lamp_flash_outside_the_clip(scenes):
+    """``alerted`` (past scene context): the lamp flashed while i was on screen 3-9 s
+    before t, and the frames of the 2-s clip around t show it dark; nobody else counts."""
+    cfg, scs = scenes
+    fps, rng = cfg.fps, np.random.default_rng(3)
+    frames: dict = {}
+
+    def on(k, sc, g):
+        if (k, g) not in frames:
+            frames[k, g] = _lamp_on(synth._frame(sc, g, rng), sc) > 0
+        return frames[k, g]
+
+    alerted = late = lit_in_clip = 0
+    for k, sc in enumerate(scs):
+        assert sc.lamp is not None                          # a lamp in every scene
+        for t in range(1, cfg.duration):
+            f = t * fps
+            for i, p in enumerate(sc.people):
+                if not p.visible[f]:
+                    continue
+                labels = synth.labels_at(sc, i, f, fps)
+                window = range(max(f - 9 * fps, 0), f - 3 * fps + 1)
+                clip = range(f - fps, min(f + fps, len(p.x) - 1) + 1)
+                saw = [g for g in window if sc.lamp_lit[g] and p.visible[g]]
+                if synth.ALERTED in labels:
+                    alerted += 1
+                    if k < 40:                              # as rendered: seen, then dark
+                        assert any(on(k, sc, g) for g in saw[:4])
+                        assert not any(on(k, sc, g) for g in clip)
+                    assert not sc.lamp_lit[clip.start: clip.stop].any()
+                    # the same label with everyone else gone: no other person involved
+                    alone = synth.Scene(**{**sc.__dict__, "people": [p]})
+                    assert synth.ALERTED in synth.labels_at(alone, 0, f, fps)
+                elif sc.lamp_lit[window.start: window.stop].any():
+                    if sc.lamp_lit[clip.start: clip.stop].any():
+                        lit_in_clip += 1                    # still flashing: not yet
+                    else:
+                        assert not saw
+                        late += 1                           # came after it went dark
+    # positives; people who walked in after the flash; keyframes while it still flashes
+    assert alerted > 200 and late > 10 and lit_in_clip > 10, (alerted, late, lit_in_clip)
+
+
+def test_alarm_draws_from_its_own_stream():
+    """The lamp and the late arrivals leave the rest of a scene as it was without them."""
+    cfg = synth.SynthConfig()
+    for k in range(20):
+        a = synth._script(np.random.default_rng(k), cfg, np.random.default_rng(100 + k))
+        b = synth._script(np.random.default_rng(k), cfg, np.random.default_rng(200 + k))
+        n = min(len(a.people), len(b.people))
+        assert n >= len(a.people) - 1 and n >= len(b.people) - 1    # one arrival at most
+        for p, q in zip(a.people[:n], b.people[:n], strict=True):
+            if not p.visible[0] or not q.visible[0]:
+                continue                                            # an arrival
+            assert np.array_equal(p.x, q.x) and np.array_equal(p.pose, q.pose)

@@ -14,6 +14,8 @@ one writer per video group, so ``--shard i/N`` is safe).  A store holds one bank
         from_gt               bool (M,)           GT box (train videos) or detection
         vectors               float16 (M, C)      lfb: actor vectors A_i (RoIAlign + max-pool)
         maps                  float16 (M, d, h, w)  acfb: first-order actor-context maps F_i
+        scene                 float16 (K, C, H, W)  acfb built with ``scene``: each keyframe's
+                                                    context map (the scene), by ``timestamps``
 
 A banked actor's key is ``(video, actor_timestamps[r], actor_index[r])``.  Rows are sorted
 by (timestamp, actor), so the actors of a time window are one contiguous row range
@@ -46,7 +48,8 @@ CHUNK_BYTES = 4 << 20                          # target size of one data chunk
 # Zarr v3 dimension_names of each array (xarray reads them; ``timestamps``: ``keyframe``)
 DIMS = {"actor_timestamps": ["actor"], "actor_index": ["actor"], "boxes": ["actor", "coord"],
         "scores": ["actor"], "from_gt": ["actor"], "vectors": ["actor", "channel"],
-        "maps": ["actor", "channel", "y", "x"]}
+        "maps": ["actor", "channel", "y", "x"], "scene": ["keyframe", "channel", "y", "x"]}
+SCENE = "scene"                                # acfb: the keyframes' context maps (optional)
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -84,6 +87,7 @@ class VideoBank:
     scores: np.ndarray               # (M,)
     from_gt: np.ndarray              # (M,)
     data: Any                        # (M, C) or (M, d, h, w): np.ndarray or zarr.Array
+    scene: Any = None                # (K, C, H, W) context maps by keyframe, or None
 
     def keys(self) -> list[tuple[str, int, int]]:
         return [(self.video, int(t), int(a)) for t, a in zip(self.actor_timestamps,
@@ -132,8 +136,13 @@ class BankStore:
             raise ArtifactError(self.url, f"video '{video}': arrays of different lengths")
         if m and np.any(np.diff(arrays["actor_timestamps"]) < 0):
             raise ArtifactError(self.url, f"video '{video}': actor_timestamps are not sorted")
+        scene = grp[SCENE] if SCENE in grp else None
+        if scene is not None and scene.shape[0] != len(arrays["timestamps"]):
+            raise ArtifactError(self.url, f"video '{video}': scene maps are not one per keyframe")
+        if scene is not None and in_memory:
+            scene = np.asarray(scene[:])
         return VideoBank(video, kind, *(arrays[n] for n in ("timestamps", *INDEX)),
-                         np.asarray(data[:]) if in_memory else data)
+                         np.asarray(data[:]) if in_memory else data, scene)
 
     def size(self, videos: list[str] | None = None) -> dict[str, int | float]:
         """Keyframes, actors and bytes (raw float16 data + index, and stored) of ``videos``."""
@@ -177,6 +186,14 @@ class BankStore:
         return grp.create_array(DATA[kind], shape=data_shape, dtype="float16",
                                 chunks=(rows, *data_shape[1:]), fill_value=0,
                                 dimension_names=dims)
+
+    def write_scene(self, video: str, maps: np.ndarray) -> None:
+        """The keyframes' context maps (K, C, H, W) of an incomplete group, as float16."""
+        grp = self.store.group(video)
+        arr = grp.create_array(SCENE, shape=maps.shape, dtype="float16",
+                               chunks=maps.shape, dimension_names=DIMS[SCENE])
+        if maps.size:
+            arr[...] = maps.astype(np.float16)
 
     def finish_video(self, video: str) -> None:
         """Record the group's sizes, then mark it complete (last)."""

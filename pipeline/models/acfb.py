@@ -33,6 +33,26 @@ every slot masked) the head computes exactly ``acar`` with ``hr2o="nl"`` and the
 Defaults: ACAR's (reduce_dim 1024, hidden_dim 512, kernel_size 3, hr2o_dropout 0.2,
 dropout 0.0, roi_size 7), ``pool`` = "none" (no max-pool before HR2O: full map detail),
 ``window`` w = 10 s, ``depth`` = 2.
+
+``temporal`` (not in the paper; default "none", the paper's ACFB): the bank is a set, so
+its attention cannot tell a map of second t - 4 from one of t + 4, nor t - 2 from t - 3.
+"learned" adds a learned vector per relative second to each banked map before the blocks::
+
+    L_bs   <- L_bs + E[tau_bs + w]        E (2w+1, d), zero-initialised; tau_bs = s - t
+
+so keys and values carry when the slot was (the reader gives ``times``; the live actors
+get nothing).  With E = 0 it computes the paper's ACFB.
+
+``scene`` (not in the paper; default false): the banked maps are those of a frozen acar,
+trained on single clips, which has no reason to keep what only matters later (a lamp that
+flashed), and they exist only for the seconds somebody was on screen.  With ``scene`` the
+bank also holds each second's raw context map X_s (``acar bank --scene``), and the head
+encodes it with its own first-order layers (trained, so they can keep what the label
+needs), without an actor term::
+
+    G_s    = pool(ReLU(Conv3x3(ReLU(Conv1x1(Conv1x1(X_s))))))    (T, d, h, w)  reduce,
+                                                                   conv1_context, conv2
+    memory = [L_bs : m_bs] ++ [G_s (+ E[s - t]) : s in the window, s != t]
 """
 
 from __future__ import annotations
@@ -40,12 +60,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from .acar import BANK_POOL_DOWNSAMPLE, ACARHead, check_common
 from .actor import group_actors
 from .base import BANK_POOLS, BankRequest, HeadConfig, bank_slots
-from .masking import extent_through, needed, zero_outside
+from .masking import extent_after, extent_through, masked_max_pool, needed, zero_outside
+
+TEMPORAL = ("none", "learned")
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,8 @@ class ACFBConfig(HeadConfig):
     dropout: float = 0.0        # before the classifier
     bias: bool = False          # classifier bias
     roi_size: int = 7           # RoIAlign output size
+    temporal: str = "none"      # none (the paper) | learned: a vector per relative second
+    scene: bool = False         # also the window's context maps, encoded by the head
 
     # what ACARHead's constructor reads beyond these fields
     hr2o = "nl"
@@ -76,6 +101,8 @@ class ACFBConfig(HeadConfig):
         self.check_range("hidden_dim", 1)
         self.check_choice("pool", BANK_POOLS)
         self.check_range("window", 0)
+        self.check_choice("temporal", TEMPORAL)
+        self.check(isinstance(self.scene, bool), "scene", "true or false")
         check_common(self)
 
 
@@ -86,8 +113,12 @@ class ACFBHead(ACARHead):
     def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
         super().__init__(in_channels, num_classes, **hparams)   # acar's parameters, names
         cfg = self.config
+        learned = cfg.temporal == "learned"
         self.bank_request = BankRequest("acfb", cfg.window, None, exclude_current=True,
-                                        dim=cfg.hidden_dim, pool=cfg.pool)
+                                        dim=cfg.hidden_dim, pool=cfg.pool, times=learned,
+                                        scene=cfg.scene)
+        if learned:   # E (2w+1, d): a vector per relative second, zero: the paper's ACFB
+            self.time_embed = nn.Parameter(torch.zeros(2 * cfg.window + 1, cfg.hidden_dim))
 
     def maps(self, context: Tensor, rois: Tensor, bank: Any = None,
              valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -96,10 +127,45 @@ class ACFBHead(ACARHead):
         ``features`` and ``relation_maps`` (ACAR's) read them."""
         valid = needed(valid, context)                               # (B, 2) | None
         a, f, ext = self._pooled_first_order(context, rois, valid)   # (N, D), (N, d, h, w)
+        cfg = self.config
+        times = scene = None
+        if bank is not None:
+            want = 2 + (cfg.temporal != "none") + 3 * cfg.scene
+            if len(bank) != want:
+                raise ValueError(f"acfb (temporal={cfg.temporal}, scene={cfg.scene}) needs "
+                                 f"{want} bank tensors (slots, mask[, times][, scene, "
+                                 f"scene_mask, scene_times]), got {len(bank)}: the slot times")
+            rest = list(bank[2:])
+            bank = bank[:2]
+            times = rest.pop(0) if cfg.temporal != "none" else None   # (B, S)
+            scene = rest if cfg.scene else None
         mem, mem_mask = self.slots(bank, f, len(context))            # (B, S, d, h, w), (B, S)
+        if scene is not None:
+            g, g_mask = self._scene(scene[0], scene[1], valid)       # (B, T, d, h, w), (B, T)
+            mem, mem_mask = torch.cat([mem, g], 1), torch.cat([mem_mask, g_mask], 1)
+            if times is not None:
+                times = torch.cat([times, scene[2].to(times.dtype)], 1)  # (B, S + T)
+        if times is not None:
+            w = cfg.window
+            e = self.time_embed[(times.long() + w).clamp(0, 2 * w)]  # (B, S, d)
+            mem = mem + (e * mem_mask[..., None])[..., None, None]   # masked slots stay 0
         mem = zero_outside(mem, extent_through(valid, [self.conv2, self.downsample]))
         index, mask = group_actors(rois, len(context))               # (B, M), (B, M)
         return a, self.hr2o(f, index, mask, (mem, mem_mask), valid=ext), ext  # (N, d, h, w)
+
+    def _scene(self, x: Tensor, mask: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Scene slots: context maps x (B, T, C, H, W) with mask (B, T) -> G (B, T, d, h, w)
+        by the head's own first-order layers (no actor term), 0 where masked or outside the
+        image, and the mask."""
+        B, T = x.shape[:2]
+        v = self.reduce(x.flatten(0, 1).to(self.reduce.weight.dtype))    # (B*T, D, H, W)
+        g = self.conv2(self.conv1_context(v).relu()).relu()             # (B*T, d, H-2, W-2)
+        ext = extent_after(None if valid is None else valid.repeat_interleave(T, 0),
+                           self.conv2)                                   # (B*T, 2) | None
+        g, _ = masked_max_pool(zero_outside(g, ext), ext, self.downsample)
+        g = g.unflatten(0, (B, T))                                       # (B, T, d, h, w)
+        mask = mask.to(torch.bool)
+        return torch.where(mask[..., None, None, None], g, 0.0), mask
 
     @staticmethod
     def slots(bank: Any, f: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

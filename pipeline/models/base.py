@@ -17,7 +17,9 @@ Every head is called as ``head(context, rois, bank=None, valid=None)``:
 
 * ``context`` (B, C, H, W), ``rois`` (N, 5): see :mod:`pipeline.models.actor`;
 * ``bank``: ``(slots (B, S, ...), mask (B, S))`` for a head whose ``bank_request`` is not
-  None, else ignored;
+  None (``(slots, mask, times (B, S))`` when it asks for ``times``: each slot's second
+  relative to the keyframe; then ``scene (B, T, C, H, W), scene_mask (B, T), scene_times
+  (B, T)`` when it asks for ``scene``), else ignored;
 * ``valid`` (B, 2) int64: ``(rows, cols)`` of context cells inside the image, from the
   top-left corner (``extract`` pads right and bottom).  ``None``: the whole map.  A head
   with ``valid`` computes, for each keyframe, what it computes on that keyframe's map
@@ -50,6 +52,8 @@ class BankRequest:
     exclude_current: bool           # leave out the keyframe's own second
     dim: int                        # channels of one banked item
     pool: str | None = None         # acfb: the bank's --pool (one of BANK_POOLS)
+    times: bool = False             # also each slot's second relative to the keyframe
+    scene: bool = False             # acfb: also the window's context maps (bank --scene)
 
     def __post_init__(self) -> None:
         if self.kind not in BANK_KINDS:
