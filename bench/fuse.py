@@ -7,6 +7,8 @@ bench/results/fuse<tag>.json: per store and head, mAP and AP per family (x 100),
 seconds of every step.
 
     OMP_NUM_THREADS=1 nice -n 5 uv run python bench/fuse.py --seed 0
+    OMP_NUM_THREADS=1 nice -n 5 uv run python bench/fuse.py --params bench/world_small.yaml \
+        --tag _small      # 60 train / 40 val videos
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def main() -> None:
                                               {"seed": args.seed}), world)
     timed("detect", detect.run, load_config(detect.DetectConfig, "detect", p),
           world / "videos", dets, [world / "train.csv", world / "val.csv"])
-    stores = {"hoghof": str(work / "hoghof.zarr"), "flow": str(work / "flow.zarr"),
-              "hoghof+flow": str(work / "hoghof_flow.zarr")}
+    stores = {"hoghof": str(work / "hoghof.zarr"),
+              "hoghof+flow": str(work / "hoghof_flow.zarr"), "flow": str(work / "flow.zarr")}
     for bb in ("hoghof", "flow"):
         timed(f"extract_{bb}", extract.run,
               load_config(extract.ExtractConfig, "extract", p, {"backbone": bb}),
@@ -54,6 +56,8 @@ def main() -> None:
     timed("fuse", fuse.run, fuse.FuseConfig("concat"), stores["hoghof"], stores["flow"],
           stores["hoghof+flow"])
     results: dict[str, dict] = {}
+    out = Path(__file__).parent / "results" / f"fuse{args.tag}.json"     # after every head
+    out.parent.mkdir(exist_ok=True)
     for name, feats in stores.items():
         for head in args.heads:
             tag = f"{name}/{head}"
@@ -67,10 +71,8 @@ def main() -> None:
             results[tag] = {k: (None if v is None else round(100 * v, 2)) for k, v in
                             {"mAP": m["mAP"], **m["per_superclass"]}.items()}
             print(tag, results[tag], flush=True)
-    out = Path(__file__).parent / "results" / f"fuse{args.tag}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"seed": args.seed, "params": args.params, "results": results,
-                               "seconds": times}, indent=1) + "\n")
+            out.write_text(json.dumps({"seed": args.seed, "params": args.params,
+                                       "results": results, "seconds": times}, indent=1) + "\n")
     print(f"wrote {out}")
 
 
