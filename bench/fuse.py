@@ -7,8 +7,8 @@ bench/results/fuse<tag>.json: per store and head, mAP and AP per family (x 100),
 seconds of every step.
 
     OMP_NUM_THREADS=1 nice -n 5 uv run python bench/fuse.py --seed 0
-    OMP_NUM_THREADS=1 nice -n 5 uv run python bench/fuse.py --params bench/world_small.yaml \
-        --tag _small      # 60 train / 40 val videos
+    OMP_NUM_THREADS=1 nice -n 5 uv run python bench/fuse.py --videos 60 40 --tag _small
+                          # stages.yaml's world with 60 train / 40 val videos
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/acar_fuse")
     ap.add_argument("--tag", default="")
     ap.add_argument("--heads", nargs="+", default=["linear", "acar"])
+    ap.add_argument("--videos", type=int, nargs=2, metavar=("TRAIN", "VAL"), default=None,
+                    help="synth.num_train / num_val instead of --params' (a smaller world)")
     args = ap.parse_args()
     work = Path(args.work) / f"seed{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -43,8 +45,9 @@ def main() -> None:
 
     p = args.params
     if not (world / "val.csv").exists():
+        size = {"num_train": args.videos[0], "num_val": args.videos[1]} if args.videos else {}
         timed("synth", synth.run, load_config(synth.SynthConfig, "synth", p,
-                                              {"seed": args.seed}), world)
+                                              {"seed": args.seed, **size}), world)
     timed("detect", detect.run, load_config(detect.DetectConfig, "detect", p),
           world / "videos", dets, [world / "train.csv", world / "val.csv"])
     stores = {"hoghof": str(work / "hoghof.zarr"),
@@ -72,6 +75,7 @@ def main() -> None:
                             {"mAP": m["mAP"], **m["per_superclass"]}.items()}
             print(tag, results[tag], flush=True)
             out.write_text(json.dumps({"seed": args.seed, "params": args.params,
+                                       "videos": args.videos,
                                        "results": results, "seconds": times}, indent=1) + "\n")
     print(f"wrote {out}")
 
