@@ -42,7 +42,7 @@ def scenes():
     """Many scripted scenes of the default size (no rendering: fast)."""
     cfg = synth.SynthConfig()
     rng = np.random.default_rng(1)
-    return cfg, [synth._script(rng, cfg) for _ in range(150)]
+    return cfg, [synth._script(rng, cfg, synth._grow_rng(cfg, f"v{k}")) for k in range(150)]
 
 
 def _labelled(cfg, scenes):
