@@ -122,7 +122,9 @@ def _value(metrics: dict, col: str) -> float | None:
 
 
 def table(runs: list[dict], heads: list[str] = HEADS) -> str:
-    cols = list(synth.FAMILIES) + ["mAP"] + [f"class:{c}" for c in LONGTERM]
+    families = [f for f in synth.GROWN_FAMILIES        # those the runs' world has
+                if any(f in r["metrics"][h] for r in runs for h in heads)]
+    cols = families + ["mAP"] + [f"class:{c}" for c in LONGTERM]
     lines = ["| head | " + " | ".join(c.replace("class:", "") for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for head in heads:

@@ -50,9 +50,11 @@ from .artifacts.labelmap import LabelMap, read_labelmap
 from .artifacts.metrics import per_class_path, read_metrics, read_per_class
 from .eval_plots import plot_curves, plot_per_class
 
-FAMILIES = ["pose", "context", "relation", "longterm"]
+FAMILIES = ["pose", "context", "relation", "longterm", "temporal", "target"]
 FAMILY_NAMES = {"pose": "pose (actor)", "context": "context (actor–context)",
-                "relation": "relation (actor–context–actor)", "longterm": "long-term"}
+                "relation": "relation (actor–context–actor)", "longterm": "long-term",
+                "temporal": "temporal (order of two actors' motions)",
+                "target": "actor-target (beside the box)"}
 MAP = "mAP"
 ALL = "*"   # in a check: every head of the report
 

@@ -25,7 +25,19 @@ longterm    wait       i handed an object to someone who then left the scene, 3 
             alerted    the alarm lamp on the wall flashed while i was in the scene, 3 to
                        9 s before t, and it is dark in the 2-s clip around t (past scene
                        context: nobody else is involved, nothing of it is left in the clip)
+temporal    answer     i waves back: i waves (arm up, hand to and fro, 0.5 s) in the 2nd
+                       second of the clip around t, someone else waved in its 1st second
+                       and neither waved in the other one.  The one who waved first, a
+                       lone wave and two at once get no label: only the order tells
+target      reach      i reaches (arm out) for the green ball on the stand beside i
+                       (15-18 px from i's centre, on the side i faces, outside i's box)
 ==========  =========  ==============================================================
+
+The ``temporal`` and ``target`` families (:func:`_grow`, own random stream per video) and
+the rarer ``listen`` (a lectern speaker sometimes stays silent) were added for issue 17's
+heads.  Their distractors: the one who waved first (same two waves, the reverse order),
+a lone wave, two waves at once; a reacher facing away from the green ball, a blue ball
+on the stand, the stand without reaching, and a green ball elsewhere in the scene.
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
@@ -76,6 +88,11 @@ LABELMAP = LabelMap(
 STAND, SIT, WALK, WATCH, WARM, DRIVE, HOLD, RIDE, LISTEN, WAIT = LABELMAP.ids[:10]
 ALERTED = LABELMAP.ids[10]
 FAMILIES = ("pose", "context", "relation", "longterm")
+# ``synth.grow``: issue 17's families on top (the label map then has these two classes too)
+GROWN_LABELMAP = LabelMap(ids=LABELMAP.ids + (12, 13), names=LABELMAP.names + ("answer", "reach"),
+                          superclasses=LABELMAP.superclasses + ("temporal", "target"))
+ANSWER, REACH = GROWN_LABELMAP.ids[-2:]
+GROWN_FAMILIES = FAMILIES + ("temporal", "target")
 
 # The world's rules (probabilities per video unless said otherwise).
 P_SCREEN_ON = 0.5
@@ -101,6 +118,20 @@ ALARM_SECONDS = (1, 2)
 ALERT_RANGE = (3, 9)      # seconds between the flash and the keyframe
 P_ARRIVE = 0.5            # a distractor: someone walks in (often after the flash)
 LAMP_OFF, LAMP_ON = (52, 48, 48), (255, 40, 40)
+# issue 17's families (`answer`, `reach`) and the rarer `listen`, drawn from their own
+# random stream (_grow_rng), so the rest of each video is what it was before them
+P_WAVES = 0.8             # two people in the scene wave, around some keyframes
+WAVE_KEYFRAMES = (2, 5, 8)  # seconds (3 s apart: the 2-s clips of two events never meet)
+P_WAVE_KEYFRAME = 0.7     # ... around each of these keyframes, one event:
+WAVE_EVENTS = (("answer", 0.5), ("alone", 0.25), ("together", 0.25))
+WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 samples
+P_REACH = 0.9             # somebody stands by a stand with a ball on it
+P_FACES_BALL = 0.7        # ... facing the ball (else facing away)
+P_GREEN = 0.65            # ... a green ball (else a blue one: reaching for it is no `reach`)
+REACH_X = (15, 18)        # px from the reacher's centre to the ball's
+P_DECOY_BALL = 0.5        # a green ball on a stand somewhere else in the scene
+P_SILENT_SPEAKER = 0.3    # the lectern's speaker never talks (fewer `listen`)
+GREEN, BLUE, STAND_GREY = (40, 200, 70), (50, 80, 230), (150, 150, 160)
 
 
 @dataclass
@@ -114,6 +145,7 @@ class SynthConfig:
     height: int = 160
     max_people: int = 5
     label_noise: float = 0.03   # share of person-keyframes with one non-pose label toggled
+    grow: bool = False          # issue 17's families too: temporal (answer), target (reach)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):   # h264 frames have even sides: an odd one would be
@@ -138,6 +170,8 @@ class Person:
     audience: bool = False      # sits on the bench that faces the lectern
     speaker: bool = False       # stands at the lectern
     handover: int | None = None  # second at which this person handed an object over
+    waving: np.ndarray | None = None    # (F,) bool: waves (``answer``)
+    reaching: np.ndarray | None = None  # (F,) bool: reaches out (``reach``)
 
 
 @dataclass
@@ -157,6 +191,7 @@ class Scene:
     people: list[Person] = field(default_factory=list)
     lamp: tuple[float, float] | None = None     # the alarm lamp's centre on the wall
     lamp_lit: np.ndarray | None = None          # (F,) bool: the lamp flashes (frames)
+    balls: list[tuple[float, float, tuple]] = field(default_factory=list)  # x, y, colour
 
 
 # ---- the script: where everyone is and what they do, per frame ---------------------
@@ -198,9 +233,11 @@ class _Draft:
 
 
 def _script(rng: np.random.Generator, cfg: SynthConfig,
-            alarm_rng: np.random.Generator | None = None) -> Scene:
+            alarm_rng: np.random.Generator | None = None,
+            grow_rng: np.random.Generator | None = None) -> Scene:
     """Where everyone is and what they do, per frame (the draws' order fixes the world;
-    the alarm lamp and the late arrivals draw from ``alarm_rng``, default ``rng``)."""
+    the alarm lamp and the late arrivals draw from ``alarm_rng``, default ``rng``; issue
+    17's additions, only with a ``grow_rng``, draw from it)."""
     scene = _room(rng, cfg)
     n = int(rng.integers(1, cfg.max_people + 1))
     colors = [tuple(int(c) for c in rng.integers(90, 255, 3)) for _ in range(n + 2)]
@@ -220,6 +257,8 @@ def _script(rng: np.random.Generator, cfg: SynthConfig,
     if talker is not None:
         _turn_to_nearest(scene, talker, d.frames)
     _alarm(d, rng if alarm_rng is None else alarm_rng)
+    if grow_rng is not None:
+        _grow(d, grow_rng, talker)
     return scene
 
 
@@ -480,6 +519,119 @@ def saw_alarm(scene: Scene, p: Person, f: int, fps: int) -> bool:
     return hi >= 0 and bool((lit[lo: hi + 1] & p.visible[lo: hi + 1]).any())
 
 
+# ---- issue 17's additions: waves (temporal), a ball to reach for (target) ----------
+
+def _grow_rng(cfg: SynthConfig, video_id: str) -> np.random.Generator:
+    """The additions' own random stream of one video (seed and video id)."""
+    return np.random.default_rng([cfg.seed, zlib.crc32(video_id.encode()), 17])
+
+
+def _grow(d: _Draft, rng: np.random.Generator, talker: Person | None) -> None:
+    """Issue 17's additions to a scripted scene: maybe a silent lectern speaker, a reacher
+    by a ball on a stand (and a green decoy ball elsewhere), two people who wave."""
+    for q in d.scene.people:
+        if q.speaker and rng.random() < P_SILENT_SPEAKER:
+            q.talking[:] = False
+    reacher = _reach(d, rng)
+    _waves(d, rng, exclude=[talker, reacher])
+
+
+def _hand_y(scene: Scene, p: Person, f: int) -> float:
+    """The height of ``p``'s outstretched arm (its shoulder line, as drawn) at frame f."""
+    return box_of(scene, p, f)[1] + 13.25 * scene.unit
+
+
+def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
+    """Maybe a free person (not carrying a box) stands still all along beside a stand
+    with a ball at arm's height, green or blue, facing it or away, and reaches out for
+    a stretch of >= 3 s; maybe a green ball on a stand elsewhere, clear of everyone."""
+    scene, u, W, H, fps = d.scene, d.scene.unit, d.cfg.width, d.cfg.height, d.cfg.fps
+    secs, F = d.cfg.duration, d.frames
+    reacher = None
+    pool = [p for p in d.free if not p.holding.any()]
+    if pool and secs >= 3 and rng.random() < P_REACH:
+        p = pool[int(rng.integers(len(pool)))]
+        side = int(rng.choice([-1, 1]))
+        dx = float(rng.uniform(*REACH_X)) * u
+        if not 6 * u < p.x[0] + side * dx < W - 6 * u:
+            side = -side
+        p.x[:], p.pose[:] = p.x[0], STAND
+        p.face[:] = side if rng.random() < P_FACES_BALL else -side
+        colour = GREEN if rng.random() < P_GREEN else BLUE
+        scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), colour))
+        p.reaching = np.zeros(F, bool)
+        a = int(rng.integers(0, secs - 2))
+        b = int(rng.integers(a + 3, secs + 1))
+        p.reaching[a * fps: b * fps] = True
+        reacher = p
+    if rng.random() < P_DECOY_BALL:
+        for _ in range(20):
+            x = float(rng.uniform(6 * u, W - 6 * u))
+            if all(np.abs(q.x - x).min() >= 30 * u for q in scene.people) and \
+                    all(abs(x - b[0]) >= 12 * u for b in scene.balls):
+                scene.balls.append((x, float(rng.uniform(0.5, 0.7) * H), GREEN))
+                break
+    return reacher
+
+
+def _waves(d: _Draft, rng: np.random.Generator, exclude: list) -> None:
+    """Maybe two people (on screen all along, not speaking, driving or reaching) wave
+    around some of the keyframes WAVE_KEYFRAMES, one event each: ``answer`` (one waves in
+    the second before the keyframe, the other in the second after it), ``alone`` (one of
+    them waves, in either second) or ``together`` (both, in the same second)."""
+    scene, fps, F = d.scene, d.cfg.fps, d.frames
+    pool = [q for q in scene.people if not any(q is e for e in exclude)
+            and not q.speaker and not q.driver and q.visible.all()]
+    if len(pool) < 2 or rng.random() >= P_WAVES:
+        return
+    pair = [pool[k] for k in rng.choice(len(pool), 2, replace=False)]
+    for q in pair:
+        q.waving = np.zeros(F, bool)
+    names, probs = zip(*WAVE_EVENTS, strict=True)
+    for t in WAVE_KEYFRAMES:
+        f = t * fps
+        if f - fps < 0 or f + fps > F or rng.random() >= P_WAVE_KEYFRAME:
+            continue
+        before = slice(f - fps + 1, f - fps + 1 + WAVE_FRAMES)     # inside [f - fps, f)
+        after = slice(f + 1, f + 1 + WAVE_FRAMES)                  # inside [f, f + fps)
+        event = str(rng.choice(names, p=probs))
+        if event == "answer":
+            first, second = (pair if rng.random() < 0.5 else pair[::-1])
+            first.waving[before] = second.waving[after] = True
+        else:
+            when = before if rng.random() < 0.5 else after
+            for q in (pair if event == "together" else [pair[int(rng.integers(2))]]):
+                q.waving[when] = True
+
+
+def waved(p: Person, f: int, fps: int) -> tuple[bool, bool]:
+    """Whether ``p`` waves in the second before frame ``f`` ([f - fps, f)) and in the
+    second from it ([f, f + fps)): the two halves of the 2-s clip around keyframe f."""
+    if p.waving is None:
+        return False, False
+    return bool(p.waving[max(f - fps, 0): f].any()), bool(p.waving[f: f + fps].any())
+
+
+def _grown_labels(scene: Scene, i: int, f: int, fps: int) -> list[int]:
+    """``answer`` and ``reach`` of person ``i`` at frame ``f`` (see the module docstring)."""
+    p, u, out = scene.people[i], scene.unit, []
+    if waved(p, f, fps) == (False, True) and any(
+            q is not p and q.visible[f] and waved(q, f, fps) == (True, False)
+            for q in scene.people):
+        out.append(ANSWER)
+    if p.reaching is not None and p.reaching[f] and any(
+            colour == GREEN and p.face[f] * (bx - p.x[f]) > 0
+            and REACH_X[0] * u - 1e-6 <= abs(bx - p.x[f]) <= REACH_X[1] * u + 1e-6
+            and abs(by - _hand_y(scene, p, f)) < 2 * u for bx, by, colour in scene.balls):
+        out.append(REACH)
+    return out
+
+
+def labelmap_of(cfg: SynthConfig) -> LabelMap:
+    """The world's classes: issue 17's two only with ``grow``."""
+    return GROWN_LABELMAP if cfg.grow else LABELMAP
+
+
 # ---- the rules: labels of person i at keyframe frame f ---------------------------
 
 def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
@@ -505,7 +657,7 @@ def labels_at(scene: Scene, i: int, f: int, fps: int) -> list[int]:
         out.append(WAIT)
     if saw_alarm(scene, p, f, fps):
         out.append(ALERTED)
-    return out
+    return out + _grown_labels(scene, i, f, fps)
 
 
 def box_of(scene: Scene, p: Person, f: int) -> tuple[float, float, float, float]:
@@ -572,6 +724,31 @@ def _draw_person(img, scene: Scene, p: Person, f: int, rng) -> None:
     if p.holding[f]:                       # a box, carried at the hip
         hx = cx + face * 9 * u
         _rect(img, hx - 4.5 * u, shoulder + 5 * u, hx + 4.5 * u, shoulder + 14 * u, YELLOW)
+    _draw_grown_arms(img, scene, p, f)
+
+
+def _draw_grown_arms(img, scene: Scene, p: Person, f: int) -> None:
+    """A reaching arm straight out at the shoulder, on the side faced (beyond the box),
+    and a waving arm raised above the head on the other side, hand to and fro."""
+    u = scene.unit
+    _, y1, _, _ = box_of(scene, p, f)
+    cx, face, shoulder = p.x[f], p.face[f], y1 + 12 * u
+    if p.reaching is not None and p.reaching[f]:
+        hx = cx + face * 12 * u
+        _rect(img, min(cx, hx), shoulder, max(cx, hx), shoulder + 2.5 * u, p.color)
+    if p.waving is not None and p.waving[f]:
+        ax = cx - face * 4 * u + 2.5 * u * np.sin(f * 2.1)
+        _rect(img, ax - 1.2 * u, y1 - 6 * u, ax + 1.2 * u, shoulder, p.color)
+        _rect(img, ax - 2 * u, y1 - 9 * u, ax + 2 * u, y1 - 5 * u, p.color)
+
+
+def _draw_balls(img, scene: Scene) -> None:
+    """Balls on stands: a pole, a plate, the ball (radius 3.5 px) at arm's height."""
+    u = scene.unit
+    for bx, by, colour in scene.balls:
+        _rect(img, bx - u, by + 3.5 * u, bx + u, by + 27 * u, STAND_GREY)
+        _rect(img, bx - 4 * u, by + 3.5 * u, bx + 4 * u, by + 5 * u, STAND_GREY)
+        _disc(img, bx, by, 3.5 * u, colour)
 
 
 def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
@@ -589,6 +766,7 @@ def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
     for cx1, cy1, cx2, cy2, colour in scene.crates:
         _rect(img, cx1, cy1, cx2, cy2, colour)
     _draw_lamp(img, scene, f)
+    _draw_balls(img, scene)
     if scene.fire is not None:  # flames: flickering orange/yellow tongues on logs
         fx, fy = scene.fire
         _rect(img, fx - 7 * u, fy - 2 * u, fx + 7 * u, fy + 1 * u, (90, 50, 20))
@@ -639,7 +817,8 @@ def _draw_lamp(img, scene: Scene, f: int) -> None:
 
 def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, path: Path
                   ) -> list[tuple]:
-    scene = _script(rng, cfg, _alarm_rng(cfg, video_id))
+    scene = _script(rng, cfg, _alarm_rng(cfg, video_id),
+                    _grow_rng(cfg, video_id) if cfg.grow else None)
     F = cfg.duration * cfg.fps
     frame_rng = np.random.default_rng(rng.integers(1 << 62))   # flicker
     noise_rng = np.random.default_rng(rng.integers(1 << 62))   # label noise
@@ -647,7 +826,8 @@ def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, pat
     write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps, lossless=True)
     rows: list[tuple] = []
     W, H = cfg.width, cfg.height
-    non_pose = [a for a, s in zip(LABELMAP.ids, LABELMAP.superclasses, strict=True)
+    lm = labelmap_of(cfg)
+    non_pose = [a for a, s in zip(lm.ids, lm.superclasses, strict=True)
                 if s != "pose"]
     for t in range(1, cfg.duration):
         f = t * cfg.fps
@@ -689,4 +869,4 @@ def run(cfg: SynthConfig, out_dir: str | os.PathLike) -> None:
     # One excluded keyframe in val, so the excluded-timestamps path is always exercised.
     write_excluded(pd.DataFrame({"video_id": ["val_000"], "timestamp": [cfg.duration - 1]}),
                    out / "excluded.csv")
-    write_labelmap(LABELMAP, out / "labelmap.pbtxt")
+    write_labelmap(labelmap_of(cfg), out / "labelmap.pbtxt")
