@@ -43,9 +43,14 @@ from . import ArtifactError
 KIND = "features"
 VERSION = 1
 # The arrays' format inside a video group (group attrs ``layout``), bumped when it changes
-# (2: zarr dimension_names).  A group of another layout is rebuilt, never reused, so a
-# persisted store always equals a fresh build of the same inputs.
-LAYOUT = 2
+# (2: zarr dimension_names; 3: flat chunk keys).  A group of another layout is rebuilt,
+# never reused, so a persisted store always equals a fresh build of the same inputs.
+LAYOUT = 3
+# Chunk files named ``c.0.0.0`` beside the array's zarr.json, not ``c/0/0/0``: one directory
+# per array instead of one per chunk index level.  DVC walks every directory of a directory
+# dep once per stage that names it (features.zarr: 23 stages), and the walk, not the
+# hashing, is most of a no-op `dvc status` (bench/dvc_noop.py).
+CHUNK_KEYS = {"name": "default", "separator": "."}
 # Zarr v3 sharding codec: each file holds this many keyframe chunks.  DVC's push/pull
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
@@ -250,7 +255,7 @@ class FeatureStore:
         grp.attrs["acar"] = {**attrs, "layout": LAYOUT, "complete": False}
         ts = np.asarray(timestamps, dtype=np.int32)
         grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),),
-                         dimension_names=["keyframe"])
+                         dimension_names=["keyframe"], chunk_key_encoding=CHUNK_KEYS)
         grp["timestamps"][:] = ts
         return grp
 
@@ -266,7 +271,7 @@ class FeatureStore:
             chunks = (1, *shape[1:])
             shards = (max(1, min(shape[0], SHARD_KEYFRAMES)), *shape[1:])
             return grp.create_array(name, shape=shape, chunks=chunks, shards=shards,
-                                    dtype=dtype, fill_value=0,
+                                    dtype=dtype, fill_value=0, chunk_key_encoding=CHUNK_KEYS,
                                     dimension_names=dimension_names(grp, name, shape))
 
         arr = create(view.name, shape, dtype)
