@@ -217,7 +217,7 @@ def _compare(acar: dict, official: dict) -> dict:
     """Every AP and the mAP, acar against the official: identical floats?"""
     prefix = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
     theirs = {k[len(prefix):]: v for k, v in official.items() if k.startswith(prefix)}
-    ours = {c["name"]: c["ap"] for c in acar["per_class"].values()}
+    ours = {c["name"]: c["ap"] for c in acar["per_class"].values()}  # see _read_metrics
     differ = {n: {"acar": ours.get(n), "official": theirs.get(n)}
               for n in sorted(set(ours) | set(theirs)) if ours.get(n) != theirs.get(n)}
     official_map = official["PascalBoxes_Precision/mAP@0.5IOU"]
@@ -296,11 +296,18 @@ def main() -> None:
         for _ in range(max(1, args.repeat)):
             runs.append(_run(cmd)[:3])
         metrics = json.loads(metrics_path.read_text())
+        # metrics.json is the summary; the per-class APs are in per_class.json beside it
+        metrics["per_class"] = json.loads((Path(tmp) / "per_class.json").read_text())
     wall, cpu, peak_mb = min(runs)
+    print(f"acar runs (wall s, CPU s, peak MB): {runs}; mAP {metrics['mAP']!r}",
+          file=sys.stderr, flush=True)           # kept if the official run fails later
 
     if args.official is not None:
         ocmd = _official_command(args.official, official_py, paths)
         o_wall, o_cpu, o_mb, o_out = _run(ocmd, official_env, args.official)
+        (data_dir / "official_stdout.txt").write_text(o_out)   # 40 min of output: keep it
+        print(f"official: wall {o_wall:.1f} s, CPU {o_cpu:.1f} s, peak {o_mb:.0f} MB; stdout "
+              f"in {data_dir / 'official_stdout.txt'}", file=sys.stderr, flush=True)
         official = {"command": " ".join(["python", *ocmd[1:]]),
                     "env": "uv venv --python 3.11 + uv pip install 'numpy<1.24'",
                     "wall_s": round(o_wall, 2), "cpu_s": round(o_cpu, 2),

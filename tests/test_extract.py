@@ -816,7 +816,7 @@ def test_a_second_unsharded_writer_is_a_one_line_error(world_and_dets, tmp_path,
 
 
 def _shard_file(url: str, video: str, view: str) -> Path:
-    files = [p for p in (Path(url) / video / view / "c").rglob("*") if p.is_file()]
+    files = [p for p in (Path(url) / video / view).glob("c.*") if p.is_file()]  # flat keys
     assert len(files) == 1
     return files[0]
 

@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 
 from . import ArtifactError
-from .features import FeatureStore
+from .features import CHUNK_KEYS, FeatureStore
 
 STORE_KIND = "bank"
 KINDS = ("lfb", "acfb")
@@ -176,7 +176,7 @@ class BankStore:
             a = np.asarray(index[name], dtype=dtype)
             arr = grp.create_array(name, shape=a.shape, dtype=dtype,
                                    chunks=(max(m, 1), *a.shape[1:]),
-                                   dimension_names=DIMS[name])
+                                   dimension_names=DIMS[name], chunk_key_encoding=CHUNK_KEYS)
             if a.size:
                 arr[...] = a
         row_bytes = 2 * int(np.prod(data_shape[1:]))
@@ -185,7 +185,7 @@ class BankStore:
             ["actor", *(f"dim_{i}" for i in range(1, len(data_shape)))]
         return grp.create_array(DATA[kind], shape=data_shape, dtype="float16",
                                 chunks=(rows, *data_shape[1:]), fill_value=0,
-                                dimension_names=dims)
+                                dimension_names=dims, chunk_key_encoding=CHUNK_KEYS)
 
     def write_scene(self, video: str, maps: np.ndarray) -> None:
         """The keyframes' context maps (K, C, H, W) of an incomplete group, as float16."""

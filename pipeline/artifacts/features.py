@@ -45,9 +45,9 @@ VERSION = 1
 # The arrays' format inside a video group (group attrs ``layout``), bumped when it changes
 # (2: zarr dimension_names; 3: the canvas is no longer a square, each side is padded to a
 # multiple of pad_multiple on its own: the maps have the video's aspect ratio and a learned
-# backbone's border cells other values).  A group of another layout is rebuilt, never
-# reused, so a persisted store always equals a fresh build of the same inputs.
-LAYOUT = 3
+# backbone's border cells other values; 4: flat chunk keys).  A group of another layout is
+# rebuilt, never reused, so a persisted store always equals a fresh build of the same inputs.
+LAYOUT = 4
 # FeatureSpec.extra["canvas"]: how extract padded each frame.  "per-side": right and bottom,
 # each side up to a multiple of pad_multiple (ViewSpec.input_size, not square).  A spec
 # without the key (older stores and checkpoints) padded to a square, whose side was a
@@ -56,6 +56,11 @@ CANVAS = "per-side"
 # What a spec without an extra key meant (a checkpoint's spec against a store's: a head
 # trained on a square canvas is refused on per-side features, and the error says "square").
 EXTRA_ABSENT = {"canvas": "square"}
+# Chunk files named ``c.0.0.0`` beside the array's zarr.json, not ``c/0/0/0``: one directory
+# per array instead of one per chunk index level.  DVC walks every directory of a directory
+# dep once per stage that names it (features.zarr: 23 stages), and the walk, not the
+# hashing, is most of a no-op `dvc status` (bench/dvc_noop.py).
+CHUNK_KEYS = {"name": "default", "separator": "."}
 # Zarr v3 sharding codec: each file holds this many keyframe chunks.  DVC's push/pull
 # cost is per file (bench/dvc_share.py: 5,000 one-chunk files pull in 69 s, the same
 # data in 151 shards in 4 s), while reading one keyframe still reads only its chunk.
@@ -261,7 +266,7 @@ class FeatureStore:
         grp.attrs["acar"] = {**attrs, "layout": LAYOUT, "complete": False}
         ts = np.asarray(timestamps, dtype=np.int32)
         grp.create_array("timestamps", shape=ts.shape, dtype="int32", chunks=(max(len(ts), 1),),
-                         dimension_names=["keyframe"])
+                         dimension_names=["keyframe"], chunk_key_encoding=CHUNK_KEYS)
         grp["timestamps"][:] = ts
         return grp
 
@@ -277,7 +282,7 @@ class FeatureStore:
             chunks = (1, *shape[1:])
             shards = (max(1, min(shape[0], SHARD_KEYFRAMES)), *shape[1:])
             return grp.create_array(name, shape=shape, chunks=chunks, shards=shards,
-                                    dtype=dtype, fill_value=0,
+                                    dtype=dtype, fill_value=0, chunk_key_encoding=CHUNK_KEYS,
                                     dimension_names=dimension_names(grp, name, shape))
 
         arr = create(view.name, shape, dtype)

@@ -39,16 +39,28 @@ def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def check_values(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Scores are probabilities (finite, in [0, 1]) and boxes finite and normalised to
     [0, 1] (pixel boxes would score 0 and draw off the frame in silence), else one
-    :class:`ArtifactError` naming the file's line."""
+    :class:`ArtifactError` naming the file's line.
+
+    Column by column, a min and a max each (NaN fails both); the masks that find the line
+    are built only for a file that fails (8.6M rows: 0.02 s, against 1.3 s for the
+    comparisons of a stacked (N, 4) box array)."""
     score = np.asarray(df["score"], np.float64)                              # DataFrame or
-    boxes = np.stack([np.asarray(df[c], np.float64)                          # dict of columns
-                      for c in ("x1", "y1", "x2", "y2")], axis=1)            # (N, 4)
+    boxes = [np.asarray(df[c], np.float64) for c in ("x1", "y1", "x2", "y2")]  # dict of columns
     tol = 1e-6
-    for bad, problem in ((~((score >= 0) & (score <= 1)),
-                          "score must be in [0, 1] (a probability), got {}"),
-                         (~((boxes >= -tol) & (boxes <= 1 + tol)).all(axis=1),
-                          "box coordinates must be finite and normalised to [0, 1], got {}")):
-        if bad.any():
-            row = int(np.argmax(bad))
-            value = score[row] if "score" in problem else boxes[row].tolist()
-            raise ArtifactError(path, problem.format(value), line_of_row(path, row))
+    if not _within(score, 0.0, 1.0):
+        row = int(np.argmax(~((score >= 0) & (score <= 1))))
+        raise ArtifactError(path, f"score must be in [0, 1] (a probability), got {score[row]}",
+                            line_of_row(path, row))
+    if not all(_within(c, -tol, 1 + tol) for c in boxes):
+        bad = np.zeros(len(score), dtype=bool)                               # (N,)
+        for c in boxes:
+            bad |= ~((c >= -tol) & (c <= 1 + tol))
+        row = int(np.argmax(bad))
+        raise ArtifactError(path, "box coordinates must be finite and normalised to [0, 1], "
+                                  f"got {[float(c[row]) for c in boxes]}",
+                            line_of_row(path, row))
+
+
+def _within(values: np.ndarray, lo: float, hi: float) -> bool:
+    """Every value in [lo, hi] (False for NaN: min and max propagate it)."""
+    return not len(values) or bool(values.min() >= lo and values.max() <= hi)
