@@ -132,6 +132,9 @@ RULES: dict[str, dict[str, Rule]] = {
               "cache": Rule("str", choices=("auto", "memory", "disk")),
               "cache_max_gb": Rule("float", 0), "num_workers": COUNT},
     "eval": {"det_score_thr": FRACTION, "batch_size": POSITIVE},
+    "ensemble": {"scheme": Rule("str", choices=("mean_score", "mean_logit", "topk_logit",
+                                                "ap_weight")),
+                 "topk": _int(1, null=True), "folds": _int(2)},
     "viz": {"action_score_thr": FRACTION, "det_score_thr": FRACTION, "top_k": POSITIVE,
             "text_scale": Rule("float", 0, lo_open=True), "chunk": POSITIVE},
     "demo": {"classes": _int(0, items=True), "det_score_thr": FRACTION,
@@ -196,6 +199,7 @@ SECTIONS: dict[str, str] = {
     "heads": "pipeline.train:TrainConfig",
     "eval": "pipeline.evaluate:EvalConfig",
     "report": "pipeline.report:ReportConfig",
+    "ensemble": "pipeline.ensemble:EnsembleConfig",
     "viz": "pipeline.viz:VizConfig",
     "demo": "pipeline.demo:DemoConfig",
 }
