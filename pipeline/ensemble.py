@@ -321,7 +321,7 @@ def run(cfg: EnsembleConfig, members: list[tuple[str, str | os.PathLike]],
     if fused_logits is not None:
         df["logit"] = fused_logits.reshape(-1)
     meta = {"source": "ensemble", "scheme": cfg.scheme, "members": summary["members"],
-            **({"k": summary["k"]} if "k" in summary else {})}
+            **{key: summary[key] for key in ("k", "folds") if key in summary}}
     with ExitStack() as stack:       # both renamed into place, only when both are written
         tmp_csv = stack.enter_context(atomic_path(out))
         tmp_table = stack.enter_context(atomic_path(table_path(out)))

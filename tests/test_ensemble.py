@@ -242,9 +242,24 @@ def test_write_is_atomic(tmp_path, lm, monkeypatch):
 
 
 def test_config_checks():
+    from pipeline.config import RULES, load_config
+
     for bad in ({"scheme": "vote"}, {"topk": 0}, {"topk": 1.5}, {"folds": 1}):
         with pytest.raises(ArtifactError, match="ensemble"):
             ensemble.EnsembleConfig(**bad)
+    assert tuple(RULES["ensemble"]["scheme"].choices) == ensemble.SCHEMES
+    root = Path(__file__).resolve().parents[1]
+    assert load_config(ensemble.EnsembleConfig, "ensemble", root / "stages.yaml") == \
+        ensemble.EnsembleConfig(scheme="mean_logit", topk=None, folds=2)
+
+
+def test_ap_weight_records_its_weights(tmp_path, lm):
+    paths, gt = _ap_world(tmp_path, label_va=False)
+    run(tmp_path, lm, paths, "ap_weight", annotations=gt)
+    _, meta = read_prediction_table(tmp_path / "ens" / "ap_weight.parquet")
+    fold0 = meta["folds"][0]
+    assert fold0["weight"]["a"]["3"] == pytest.approx(2 / 3, abs=1e-6)
+    assert fold0["ap"]["b"]["3"] == pytest.approx(0.5) and fold0["ap"]["a"]["1"] is None
 
 
 # ---- the logits eval keeps --------------------------------------------------------------
