@@ -199,9 +199,9 @@ SECTIONS: dict[str, str] = {
     "heads": "pipeline.train:TrainConfig",
     "eval": "pipeline.evaluate:EvalConfig",
     "report": "pipeline.report:ReportConfig",
-    "ensemble": "pipeline.ensemble:EnsembleConfig",
     "viz": "pipeline.viz:VizConfig",
     "demo": "pipeline.demo:DemoConfig",
+    "ensemble": "pipeline.ensemble:EnsembleConfig",
 }
 
 
