@@ -13,6 +13,7 @@ from .bank import bank
 from .classify import classify
 from .demo import demo
 from .detect import detect
+from .ensemble import ensemble
 from .evaluate import eval_cmd
 from .extract import extract
 from .fuse import fuse
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, params: str | None, threads: int | None) -> None:
       bank     long-term feature banks         -> bank.zarr
       train    a head on cached features       -> model.pt
       eval     predictions + frame-mAP         -> metrics.json
+      ensemble several heads' predictions      -> predictions.csv (+ .parquet)
       viz      draw predictions over videos    -> <video>_actions.mp4
       demo     actions on any video file       -> <name>_actions.mp4 (+ heatmaps)
       report   compare the heads per family    -> report.md, report.png
@@ -72,7 +74,7 @@ def cli(ctx: click.Context, params: str | None, threads: int | None) -> None:
 
 
 for command in (synth, detect, extract, bank, train, eval_cmd, report, viz, demo,
-                classify, import_cmd, fuse):
+                classify, import_cmd, fuse, ensemble):
     cli.add_command(command)
 
 

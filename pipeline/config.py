@@ -134,6 +134,9 @@ RULES: dict[str, dict[str, Rule]] = {
               "train": Rule("str", choices=("all", "classifier")),
               "sampler": Rule("str", choices=("shuffle", "class-balanced"))},
     "eval": {"det_score_thr": FRACTION, "batch_size": POSITIVE},
+    "ensemble": {"scheme": Rule("str", choices=("mean_score", "mean_logit", "topk_logit",
+                                                "ap_weight")),
+                 "topk": _int(1, null=True), "folds": _int(2)},
     "viz": {"action_score_thr": FRACTION, "det_score_thr": FRACTION, "top_k": POSITIVE,
             "text_scale": Rule("float", 0, lo_open=True), "chunk": POSITIVE},
     "demo": {"classes": _int(0, items=True), "det_score_thr": FRACTION,
@@ -203,6 +206,7 @@ SECTIONS: dict[str, str] = {
     # stage two of decoupled fine-tuning (`acar train --finetune`): merged over `train` and
     # `heads.<head>`
     "finetune": "pipeline.train:TrainConfig",
+    "ensemble": "pipeline.ensemble:EnsembleConfig",
 }
 TRAIN_SECTIONS = ("heads", "finetune")     # sections of TrainConfig keys besides `train`
 

@@ -7,6 +7,10 @@ run: scoring a result file needs neither torch nor the heads).  Scoring is
 what it computes: ``metrics.json`` (the summary), ``per_class.json`` beside it (every
 class's AP: :mod:`pipeline.artifacts.metrics`) and the plots (:mod:`pipeline.eval_plots`).
 
+With a model, the predictions go to ``predictions.csv`` (the AVA result format) and, with
+each score's raw logit, to the prediction table ``predictions.parquet`` beside it
+(:mod:`pipeline.artifacts.predictions`; what ``acar ensemble`` reads).
+
 Nothing is half-written: with a model, the predictions, the plots and ``metrics.json`` are
 written to temporary files beside their targets and renamed into place only after all of
 them succeeded (the old ``metrics.json`` first removed), so a failure never leaves a new
@@ -30,7 +34,14 @@ from .artifacts.csvio import line_of_row
 from .artifacts.labelmap import read_labelmap
 from .artifacts.metrics import per_class_path, write_metrics
 from .artifacts.predictions import COLUMNS as PRED_COLUMNS
-from .artifacts.predictions import check_values, read_predictions, write_predictions
+from .artifacts.predictions import (
+    check_values,
+    read_prediction_table,
+    read_predictions,
+    table_path,
+    write_prediction_table,
+    write_predictions,
+)
 from .ava_eval import (
     DEFAULT_MODE,
     EvalResult,
@@ -95,8 +106,11 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
                             "in the feature store: nothing to predict")
     pred_path = predictions_out or os.path.join(os.path.dirname(str(out)) or ".",
                                                 "predictions.csv")
+    meta = {"source": "eval", "head": ckpt["head"], "model": str(model)}
     if shard[1] > 1:
-        write_predictions(pred, pred_path)
+        with atomic_path(table_path(pred_path)) as tmp_table:
+            write_prediction_table(pred, tmp_table, meta)
+            write_predictions(pred, pred_path)
         return {}
     with ExitStack() as stack:  # renamed into place on leaving, the last entered first
         tmp_out = stack.enter_context(atomic_path(out))
@@ -104,7 +118,9 @@ def run(cfg: EvalConfig, model: str | os.PathLike, features: str, detections: st
         tmp_plots = {name: stack.enter_context(atomic_path(Path(plots_dir) / name))
                      for name in PLOT_FILES} if plots_dir is not None else None
         tmp_pred = stack.enter_context(atomic_path(pred_path))
+        tmp_table = stack.enter_context(atomic_path(table_path(pred_path)))
         write_predictions(pred, tmp_pred)
+        write_prediction_table(pred, tmp_table, meta)     # the same rows, with their logits
         # scores the file as written
         result = scored(score_files(tmp_pred, annotations, lm, excluded, mode, action_thr),
                         annotations)
@@ -142,7 +158,9 @@ def det_score_check(detections: str | os.PathLike, thr: float, stage: str,
 
 def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) -> None:
     """Concatenate prediction CSVs (e.g. inference shards) into one, deterministically:
-    rows ordered by (video_id, timestamp), each keyframe's rows in their part's order."""
+    rows ordered by (video_id, timestamp), each keyframe's rows in their part's order.
+    When every part has its prediction table beside it, the tables are merged the same
+    way (beside ``out``)."""
     import pandas as pd  # here only: scoring a file imports no pandas
 
     frames = [read_predictions(p) for p in parts]
@@ -157,6 +175,18 @@ def merge_predictions(parts: list[str | os.PathLike], out: str | os.PathLike) ->
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: [] for c in PRED_COLUMNS})
     merged = merged.sort_values(["video_id", "timestamp"], kind="stable")
+    tables = [table_path(p) for p in parts]
+    if parts and all(t.is_file() for t in tables):   # the parts' logits too (sharded eval)
+        read = [read_prediction_table(t) for t in tables]
+        for t, (df, _), part in zip(tables, read, frames, strict=True):
+            if len(df) != len(part):
+                raise ArtifactError(t, f"{len(df)} rows, but {len(part)} in the predictions "
+                                       "CSV beside it (a stale table?)")
+        rows = pd.concat([df for df, _ in read], ignore_index=True).loc[merged.index]
+        with atomic_path(table_path(out)) as tmp:
+            write_prediction_table(rows, tmp, {**read[0][1], "merged": len(parts)})
+            write_predictions(merged, out)
+        return
     write_predictions(merged, out)
 
 

@@ -143,7 +143,8 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
 def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyframe],
                       caches: list[FeatureCache], batch_size: int,
                       bank: BankReader | None = None) -> pd.DataFrame:
-    """Logits averaged over the views of ``caches``, then activated, as AVA result rows.
+    """Logits averaged over the views of ``caches``, then activated, as AVA result rows
+    (with a ``logit`` column: the averaged logit each ``score`` activates).
     A non-finite logit is an :class:`ArtifactError` naming the store and keyframes (no
     row with a NaN score is ever returned)."""
     was_training = head.training
@@ -173,10 +174,11 @@ def predict_keyframes(head: torch.nn.Module, labelmap: LabelMap, kfs: list[Keyfr
             "video_id": np.repeat(vid, kc), "timestamp": np.repeat(ts, kc),
             "x1": np.repeat(boxes[:, 0], kc), "y1": np.repeat(boxes[:, 1], kc),
             "x2": np.repeat(boxes[:, 2], kc), "y2": np.repeat(boxes[:, 3], kc),
-            "action_id": np.tile(ids, n), "score": probs.reshape(-1)}))
+            "action_id": np.tile(ids, n), "score": probs.reshape(-1),
+            "logit": logits.numpy().reshape(-1)}))      # what `score` activates (ensembles)
     head.train(was_training)
     if not parts:
-        return pd.DataFrame({c: [] for c in PRED_COLUMNS})
+        return pd.DataFrame({c: [] for c in [*PRED_COLUMNS, "logit"]})
     return pd.concat(parts, ignore_index=True)
 
 

@@ -106,7 +106,8 @@ def test_a_failed_eval_leaves_old_outputs_untouched(tmp_path, feature_store, det
             labelmap_file, out, pred)
     evaluate.run(*args, plots_dir=plots)
     classes = out.with_name("per_class.json")
-    before = {p: p.read_bytes() for p in (out, classes, pred, *plots.iterdir())}
+    table = pred.with_suffix(".parquet")              # the prediction table, with logits
+    before = {p: p.read_bytes() for p in (out, classes, pred, table, *plots.iterdir())}
 
     def broken(*a, **k):
         raise RuntimeError("scoring failed")
@@ -116,9 +117,9 @@ def test_a_failed_eval_leaves_old_outputs_untouched(tmp_path, feature_store, det
     before[pred] = pred.read_bytes()
     with pytest.raises(RuntimeError, match="scoring failed"):
         evaluate.run(*args, plots_dir=plots)
-    assert {p: p.read_bytes() for p in (out, classes, pred, *plots.iterdir())} == before
+    assert {p: p.read_bytes() for p in (out, classes, pred, table, *plots.iterdir())} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "per_class.json",
-                                                            "plots", "pred.csv"]
+                                                            "plots", "pred.csv", "pred.parquet"]
 
 
 def test_scoring_a_csv_imports_neither_torch_nor_the_heads(tmp_path):

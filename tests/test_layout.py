@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.test_dag import ROOT, imports_of
 
 STAGES = {f"pipeline/{m}.py" for m in
-          ("synth", "detect", "extract", "bank", "train", "evaluate", "report", "viz")}
+          ("synth", "detect", "extract", "bank", "train", "evaluate", "report", "viz",
+           "ensemble")}
 COMPOSITE = {"pipeline/demo.py"}
 
 
