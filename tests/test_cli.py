@@ -100,7 +100,7 @@ def test_help_with_a_misspelled_params_file_is_a_one_line_error(tmp_path):
     assert res.returncode == 1
     assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
         f"error: {params}: unknown section 'extrac'; known: synth, detect, extract, bank, "
-        "train, heads, eval, report, viz, demo, ensemble"]
+        "train, heads, eval, report, viz, demo, finetune, ensemble"]
 
 
 def test_train_help_cites_only_keys_that_exist():
