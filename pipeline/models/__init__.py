@@ -37,7 +37,7 @@ from .lfb import LFBHead
 from .linear import LinearHead
 
 __all__ = ["BANK_POOLS", "HEADS", "BankRequest", "Head", "HeadConfig", "RelationHead",
-           "build_head", "head_config"]
+           "build_head", "head_config", "reads_time"]
 
 HEADS: dict[str, type[Head]] = {
     "linear": LinearHead,
@@ -60,6 +60,13 @@ def head_config(name: str, hparams: dict[str, Any]) -> HeadConfig:
     """The typed, checked config of head ``name``: ``hparams`` over the head's defaults.  An
     unknown head or key, or a bad value, is a one-line ValueError naming the head."""
     return head_class(name).Config.from_dict(hparams)
+
+
+def reads_time(head: str | Head) -> bool:
+    """Whether a head (a name or an instance) reads context maps with time bins
+    (``Head.temporal``: (B, C, T, H, W)); the readers pass it to ``FeatureCache(time=)``."""
+    return bool(head_class(head).temporal if isinstance(head, str) else
+                getattr(head, "temporal", False))
 
 
 def build_head(name: str, in_channels: int, num_classes: int, **hparams: Any) -> Head:

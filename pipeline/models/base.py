@@ -15,7 +15,9 @@ types below, never by attribute probing.
 
 Every head is called as ``head(context, rois, bank=None, valid=None)``:
 
-* ``context`` (B, C, H, W), ``rois`` (N, 5): see :mod:`pipeline.models.actor`;
+* ``context`` (B, C, H, W), ``rois`` (N, 5): see :mod:`pipeline.models.actor`; a head
+  with ``temporal = True`` (``s_only``, ``t_only``) reads (B, C, T, H, W) maps with T time
+  bins instead (``extract.temporal: T``; the readers give the other heads the bins' mean);
 * ``bank``: ``(slots (B, S, ...), mask (B, S))`` for a head whose ``bank_request`` is not
   None, else ignored;
 * ``valid`` (B, 2) int64: ``(rows, cols)`` of context cells inside the image, from the
@@ -149,6 +151,7 @@ class Head(nn.Module):
     Config: ClassVar[type[HeadConfig]]
     classifier_name: ClassVar[str] = "fc"
     bank_request: BankRequest | None = None   # reads no bank
+    temporal: ClassVar[bool] = False          # reads (B, C, T, H, W) maps with time bins
 
     def __init__(self, **hparams: Any):
         super().__init__()
