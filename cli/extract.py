@@ -80,7 +80,8 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, preset, ba
             batch_size, num_workers, device, amp, dtype, temporal, shard, recursive) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
-    One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
+    One (C, H, W) float16 map per keyframe and view, averaged over the clip's time
+    (--temporal N: N time bins, (C, N, H, W), for the heads that read time).
     Videos already complete (same parameters) are skipped, so an interrupted run
     resumes; --shard i/N lets N processes fill one store concurrently.  --check
     verifies a store (e.g. after the shards finished) instead.

@@ -55,6 +55,10 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
       acar         actor-context-actor relations (ACAR-Net's HR2O)
       acfb         acar with a long-term actor-context feature bank (--bank, bank --kind acfb)
       lfb          long-term feature bank of actor vectors (--bank, bank --kind lfb)
+      s_only       S-only: a transformer over the actors at each RoI cell (time bins:
+                   extract --temporal N)
+      t_only       T-only: a transformer over the actors at each time bin (extract
+                   --temporal N)
     """
     from pipeline import train as stage
     from pipeline.artifacts.annotations import read_annotations

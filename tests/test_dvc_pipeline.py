@@ -47,13 +47,15 @@ def git(repo: Path, *args: str) -> None:
 
 
 HEADS = {"linear", "actor_actor", "acrn", "acar", "acfb", "lfb"}
+# heads of stages.yaml that the default dvc.yaml does not train (issue 17's second pipeline)
+NOT_DEFAULT = {"s_only", "t_only"}
 
 
 def test_dvc_trains_every_head_of_the_params():
     """dvc.yaml's `models` (the heads it trains, with their banks) = stages.yaml's heads."""
     models = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["models"])
     for params in (ROOT / "stages.yaml", ROOT / "tests" / "stages_tiny.yaml"):
-        assert set(yaml.safe_load(params.read_text())["heads"]) == models == HEADS
+        assert set(yaml.safe_load(params.read_text())["heads"]) - NOT_DEFAULT == models == HEADS
 
 
 def test_repro_then_nothing_to_do_then_only_what_changed(repo):

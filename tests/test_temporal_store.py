@@ -9,12 +9,12 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.test_bad_inputs_detect_extract import acar
 from pipeline import detect, extract, extract_check
 from pipeline.artifacts import ArtifactError
 from pipeline.artifacts.features import FeatureStore, parse_temporal, time_bins
 from pipeline.inference import spec_differences
 from pipeline.keyframes import FeatureCache
+from tests.test_bad_inputs_detect_extract import acar
 
 torch.set_num_threads(1)
 
@@ -187,3 +187,37 @@ def test_int8_store_with_time_bins(world_dets, stores, tmp_path):
     assert (np.abs(got.astype(np.float32) - want) <= scale / 2 + 1e-3).all()
     timed = FeatureCache(store, "s64", in_memory=False, time=True)
     np.testing.assert_array_equal(timed.context("val_000", 1), got[1])
+
+
+def test_train_and_eval_a_head_with_time_and_one_without(world_dets, stores, tmp_path):
+    """t_only trains and scores on a store with bins and is refused (one line, before any
+    epoch) on a store without; linear trains on the bins' mean; a checkpoint is refused on
+    a store of another temporal."""
+    from pipeline import evaluate, train
+    from pipeline.artifacts.checkpoint import load_checkpoint
+
+    world, dets = world_dets
+    gt, lm = world / "train.csv", world / "labelmap.pbtxt"
+    hp = {"width": 8, "num_heads": 2}
+    cfg = train.TrainConfig(head="t_only", hparams=hp, epochs=2, batch_size=4, lr=0.05)
+    row = train.run(cfg, stores[4], dets, gt, lm, tmp_path / "t.pt", val_annotations=gt)
+    assert np.isfinite(row["loss"]) and 0 <= row["val_mAP"] <= 1
+    assert load_checkpoint(tmp_path / "t.pt")["feature_spec"]["extra"]["temporal"] == 4
+    ecfg = evaluate.EvalConfig()
+    m = evaluate.run(ecfg, tmp_path / "t.pt", stores[4], dets, world / "val.csv", lm,
+                     tmp_path / "t.json")
+    assert 0 <= m["mAP"] <= 1
+    with pytest.raises(ArtifactError, match="reads time bins, the store has none") as err:
+        train.run(cfg, stores["mean"], dets, gt, lm, tmp_path / "t2.pt")
+    assert "\n" not in str(err.value) and not (tmp_path / "t2.pt").exists()
+    with pytest.raises(ArtifactError, match="temporal 4 != 2") as err:
+        evaluate.run(ecfg, tmp_path / "t.pt", stores[2], dets, world / "val.csv", lm,
+                     tmp_path / "t2.json")
+    lin = train.TrainConfig(head="linear", epochs=1, batch_size=4)
+    assert np.isfinite(train.run(lin, stores[4], dets, gt, lm, tmp_path / "l.pt")["loss"])
+    m = evaluate.run(ecfg, tmp_path / "l.pt", stores[4], dets, world / "val.csv", lm,
+                     tmp_path / "l.json")
+    assert 0 <= m["mAP"] <= 1
+    with pytest.raises(ArtifactError, match="temporal 4 != None"):
+        evaluate.run(ecfg, tmp_path / "l.pt", stores["mean"], dets, world / "val.csv", lm,
+                     tmp_path / "l2.json")

@@ -20,6 +20,9 @@ classifier weights that read the pooled maps, and ``relation_grid``, where the m
 lie on the context map: the class activation maps of ``acar demo --heatmap`` (ACAR Fig. 6,
 ACRN Fig. 5).
 
+Heads that read time (``s_only``, ``t_only``; ``Head.temporal``, :func:`reads_time`) take
+``context`` (B, C, T, H, W) with T time bins (``extract.temporal: T``).
+
 Where to add a head: a module here with its ``Config`` dataclass and a :class:`Head`
 subclass holding only its relation part, then one line in ``HEADS``.
 """
@@ -35,6 +38,8 @@ from .actor_actor import ActorActorHead
 from .base import BANK_POOLS, BankRequest, Head, HeadConfig, RelationHead
 from .lfb import LFBHead
 from .linear import LinearHead
+from .s_only import SOnlyHead
+from .t_only import TOnlyHead
 
 __all__ = ["BANK_POOLS", "HEADS", "BankRequest", "Head", "HeadConfig", "RelationHead",
            "build_head", "head_config", "reads_time"]
@@ -46,6 +51,8 @@ HEADS: dict[str, type[Head]] = {
     "acar": ACARHead,
     "acfb": ACFBHead,
     "lfb": LFBHead,
+    "s_only": SOnlyHead,
+    "t_only": TOnlyHead,
 }
 
 
