@@ -8,6 +8,8 @@ metrics, and prints the README's table (AP x 100 per family and overall mAP).
     uv run python bench/world.py --seeds 0 1 2     # ~5.5 min per seed on 2 idle cores
     uv run python bench/world.py --seeds 0 --params tests/stages_tiny.yaml --tag _tiny
     uv run python bench/world.py --seeds 0 --params bench/world_i3d.yaml --tag _i3d  # I3D
+    uv run python bench/world.py --seeds 0 --params bench/world_temporal.yaml --tag _temporal \
+        --heads linear acar s_only t_only     # features with 4 time bins (extract.temporal)
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
@@ -25,11 +27,12 @@ import yaml
 from pipeline import bank, detect, evaluate, extract, synth, train
 from pipeline.config import load_config
 
-HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb"]
+HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "s_only", "t_only"]
+DEFAULT_HEADS = HEADS[:6]   # s_only, t_only read time bins: --params bench/world_temporal.yaml
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
 
 
-def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
+def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEADS,
              reuse_world: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
@@ -75,7 +78,7 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
     return {"seed": seed, "metrics": metrics, "seconds": times}
 
 
-def table(runs: list[dict], heads: list[str] = HEADS) -> str:
+def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
     cols = list(synth.FAMILIES) + ["mAP"]
     lines = ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for head in heads:
@@ -95,7 +98,7 @@ def main() -> None:
     ap.add_argument("--params", default="stages.yaml")
     ap.add_argument("--work", default="/tmp/acar_world")
     ap.add_argument("--tag", default="")
-    ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS,
+    ap.add_argument("--heads", nargs="+", default=DEFAULT_HEADS, choices=HEADS,
                     help="a subset, in this order (acfb needs acar before it)")
     ap.add_argument("--reuse-world", action="store_true",
                     help="keep a world already in --work (synth is deterministic in the seed)")
