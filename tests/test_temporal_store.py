@@ -221,3 +221,53 @@ def test_train_and_eval_a_head_with_time_and_one_without(world_dets, stores, tmp
     with pytest.raises(ArtifactError, match="temporal 4 != None"):
         evaluate.run(ecfg, tmp_path / "l.pt", stores["mean"], dets, world / "val.csv", lm,
                      tmp_path / "l2.json")
+
+
+def test_memory_bank_two_stage_schedule(world_dets, stores, tmp_path):
+    """Stage one: t_only, no bank.  ``bank --kind memory``: its pooled person features per
+    box.  Stage two: t_only with a window, fine-tuned from stage one with the bank; eval."""
+    from pipeline import bank, evaluate, train
+    from pipeline.artifacts.banks import BankStore
+    from pipeline.artifacts.checkpoint import load_checkpoint
+
+    world, dets = world_dets
+    gt, lm, feats = world / "train.csv", world / "labelmap.pbtxt", stores[4]
+    hp = {"width": 8, "num_heads": 2}
+    one = tmp_path / "t_only.pt"
+    train.run(train.TrainConfig(head="t_only", hparams=hp, epochs=1, batch_size=4), feats, dets,
+              gt, lm, one)
+    url = str(tmp_path / "memory.zarr")
+    cfg = bank.BankConfig(kind="memory", det_score_thr=0.5)
+    assert bank.run(cfg, feats, dets, url, model=one, annotations=[gt]) == []
+    store = BankStore(url)
+    vb = store.read_video("val_000")
+    assert vb.kind == "memory" and vb.data.shape[1:] == (8,) and len(vb.data) == len(vb.boxes)
+    # the rows are the stage-one head's pooled person features of those boxes
+    from pipeline.inference import load_head
+    from pipeline.keyframes import Keyframe, batch
+
+    head = load_head(load_checkpoint(one), one)
+    k = int(vb.actor_timestamps[0])
+    rows = vb.actor_timestamps == k
+    kf = Keyframe("val_000", k, list(FeatureStore(feats).timestamps("val_000")).index(k),
+                  vb.boxes[rows])
+    with torch.no_grad():
+        want = head.features(*batch([kf], FeatureCache(FeatureStore(feats), "s64", time=True))[:2])
+    np.testing.assert_allclose(np.asarray(vb.data[:rows.sum()], np.float32), want[0].numpy(),
+                               atol=2e-3, rtol=1e-2)
+    two = tmp_path / "t_only_memory.pt"
+    cfg2 = train.TrainConfig(head="t_only", hparams={**hp, "window": 2}, epochs=1, batch_size=4,
+                             init=str(one))
+    row = train.run(cfg2, feats, dets, gt, lm, two, bank=url, val_annotations=gt)
+    assert np.isfinite(row["loss"])
+    sd1, sd2 = load_checkpoint(one)["state_dict"], load_checkpoint(two)["state_dict"]
+    assert "mem_proj.weight" in sd2 and set(sd1) < set(sd2)
+    m = evaluate.run(evaluate.EvalConfig(), two, feats, dets, world / "val.csv", lm,
+                     tmp_path / "m.json", bank=url)
+    assert 0 <= m["mAP"] <= 1
+    # a bank of another kind, or a checkpoint of another head, is a one-line error
+    with pytest.raises(ArtifactError, match="memory bank holds the person features") as err:
+        bank.run(cfg, feats, dets, str(tmp_path / "x.zarr"), model=two, annotations=[gt])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ArtifactError, match="reads a memory bank|reads an memory|give --bank"):
+        train.run(cfg2, feats, dets, gt, lm, tmp_path / "y.pt")

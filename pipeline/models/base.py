@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .actor import actor_vectors
 
-BANK_KINDS = ("lfb", "acfb")
+BANK_KINDS = ("lfb", "acfb", "memory")
 BANK_POOLS = ("none", "2x2", "4x4")    # acfb: max-pool of the banked first-order maps
 
 
@@ -47,6 +47,7 @@ class BankRequest:
     """The bank a head reads: built by ``acar bank --kind <kind>``, read by the bank reader."""
 
     kind: str                       # "lfb" (actor vectors) | "acfb" (first-order maps)
+                                    # | "memory" (t_only's pooled person features)
     window: int                     # seconds either side of the keyframe
     max_per_step: int | None        # at most this many banked actors per second (None: all)
     exclude_current: bool           # leave out the keyframe's own second

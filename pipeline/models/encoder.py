@@ -14,6 +14,12 @@ the 7 x 7 RoI cells; T-only: the T time bins), d = ``width``::
     x       = LN(x), unpack, mean over the P positions        (N, d)
     logits  = Linear(Dropout(x))                              (N, K)
 
+With a memory (``t_only`` with ``window``: the ``memory`` bank, pooled person features of
+the keyframes within ±window s, (B, S, d) slots with a (B, S) mask), each sequence is the
+keyframe's persons followed by its S memory tokens ``Linear(slot)`` (the same at every
+position, no position encoding): (B*P, M + S, d), the memory's outputs dropped.  An empty
+memory (S = 0) is no memory, bitwise.
+
 ``pos`` (``pos: true``) is a fixed sinusoidal encoding of each position (the time bin, or
 the cell's row and column), so that the shared encoder can tell positions apart; the issue's
 account of the paper does not say whether it has one (``pos: false`` leaves it out).
@@ -32,7 +38,7 @@ from torch import Tensor, nn
 
 from .actor import actor_maps_over_time, group_actors
 from .actor_actor import ActorAttention
-from .base import Head, HeadConfig
+from .base import Head, HeadConfig, bank_slots
 from .masking import needed
 from .packing import pack, unpack
 
@@ -109,7 +115,11 @@ class SequenceHead(Head):
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.num_heads, cfg.mlp_ratio,
                                           cfg.attn_dropout) for _ in range(cfg.depth))
         self.ln_f = nn.LayerNorm(cfg.width)
+        self.add_memory()
         self.add_classifier(cfg.width, num_classes)
+
+    def add_memory(self) -> None:
+        """A head with a memory sets ``bank_request`` and ``mem_proj`` here."""
 
     def tokens(self, p: Tensor) -> Tensor:
         """P (N, C, T, s, s) -> tokens (N, P, C), one per position."""
@@ -129,19 +139,34 @@ class SequenceHead(Head):
         return actor_maps_over_time(context, rois, self.config.roi_size, valid,
                                     self.config.roi_aligned)          # (N, C, T, s, s)
 
-    def encode(self, x: Tensor, rois: Tensor, batch_size: int) -> Tensor:
+    def encode(self, x: Tensor, rois: Tensor, batch_size: int,
+               memory: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x (N, P, d) -> (N, P, d): the blocks over the persons of each keyframe at each
-        position."""
+        position, followed by the keyframe's memory tokens (B, S, d) (mask (B, S)) if any."""
         n, npos, d = x.shape
         index, mask = group_actors(rois, batch_size)                  # (B, M), (B, M)
         seq = pack(x, index)                                          # (B, M, P, d)
         m = seq.shape[1]
-        seq = seq.permute(0, 2, 1, 3).reshape(batch_size * npos, m, d)  # (B*P, M, d)
-        smask = mask[:, None, :].expand(batch_size, npos, m).reshape(-1, m)  # (B*P, M)
+        seq = seq.permute(0, 2, 1, 3)                                 # (B, P, M, d)
+        smask = mask[:, None, :].expand(batch_size, npos, m)          # (B, P, M)
+        if memory is not None and memory[0].shape[1] > 0:
+            mem, mem_mask = memory                                    # (B, S, d), (B, S)
+            seq = torch.cat([seq, mem[:, None].expand(-1, npos, -1, -1)], 2)   # (B, P, M+S, d)
+            smask = torch.cat([smask, mem_mask[:, None].expand(-1, npos, -1)], 2)
+        length = seq.shape[2]
+        seq, smask = seq.reshape(-1, length, d), smask.reshape(-1, length)   # (B*P, M+S, ..)
         for block in self.blocks:
             seq = block(seq, smask)
-        seq = self.ln_f(seq).view(batch_size, npos, m, d).transpose(1, 2)  # (B, M, P, d)
+        seq = self.ln_f(seq[:, :m]).view(batch_size, npos, m, d).transpose(1, 2)  # (B, M, P, d)
         return unpack(seq, index, mask)                               # (N, P, d)
+
+    def memory(self, bank: Any, like: Tensor, batch_size: int) -> tuple[Tensor, Tensor] | None:
+        """The memory tokens (B, S, d) and mask (B, S) of ``bank``; None: no memory."""
+        if self.bank_request is None:
+            return None
+        slots, mask = bank_slots(bank, (self.bank_request.dim,), batch_size, like,
+                                 "memory vectors (d,)")
+        return self.mem_proj(slots), mask                             # (B, S, d), (B, S)
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:
@@ -149,4 +174,5 @@ class SequenceHead(Head):
         x = self.proj(self.tokens(p))                                 # (N, P, d)
         if self.config.pos:
             x = x + self.positions(p).to(x)[None]                     # (N, P, d)
-        return [self.encode(x, rois, len(context)).mean(dim=1)]       # [(N, d)]
+        memory = self.memory(bank, x, len(context))
+        return [self.encode(x, rois, len(context), memory).mean(dim=1)]  # [(N, d)]

@@ -165,3 +165,55 @@ def test_one_line_errors(name):
         with pytest.raises(ValueError, match=field) as err:
             build_head(name, C, K, **bad)
         assert "\n" not in str(err.value) and name in str(err.value)
+
+
+# ---- t_only with a memory (the memory bank: pooled person features, (B, S, d) slots) ----
+
+def memory_head(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_head("t_only", C, K, width=8, num_heads=2, window=10).eval()
+
+
+def test_the_memory_request_and_an_empty_memory_is_no_memory():
+    head = memory_head()
+    req = head.bank_request
+    assert (req.kind, req.window, req.max_per_step, req.exclude_current, req.dim) == \
+        ("memory", 10, 5, True, 8)
+    assert build_head("t_only", C, K, width=8, num_heads=2).bank_request is None
+    plain = build_head("t_only", C, K, width=8, num_heads=2).eval()
+    plain.load_state_dict({k: v for k, v in head.state_dict().items()
+                           if not k.startswith("mem_proj")})
+    full = torch.tensor([[H, W]] * 3)
+    context, rois = padded_maps(full), boxes_inside(full)
+    empty = (torch.zeros(3, 0, 8), torch.zeros(3, 0, dtype=torch.bool))
+    masked = (torch.full((3, 2, 8), 1e4), torch.zeros(3, 2, dtype=torch.bool))
+    with torch.no_grad():
+        out = plain(context, rois)
+        assert torch.equal(head(context, rois), out)                 # bank=None
+        assert torch.equal(head(context, rois, bank=empty), out)
+        torch.testing.assert_close(head(context, rois, bank=masked), out, atol=1e-6, rtol=0)
+
+
+def test_the_memory_matters_only_to_its_keyframe_and_not_its_order():
+    head = memory_head()
+    full = torch.tensor([[H, W]] * 3)
+    context, rois = padded_maps(full), boxes_inside(full)
+    g = torch.Generator().manual_seed(3)
+    mem, mask = torch.randn(3, 4, 8, generator=g), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1],
+                                                                 [0, 0, 0, 0]]).bool()
+    with torch.no_grad():
+        out = head(context, rois, bank=(mem, mask))
+        other = mem.clone()
+        other[1] += 1.0                                              # keyframe 1's memory only
+        moved = head(context, rois, bank=(other, mask))
+        b = rois[:, 0].long()
+        assert torch.equal(moved[b != 1], out[b != 1])
+        assert not torch.allclose(moved[b == 1], out[b == 1], atol=1e-4)
+        perm = torch.tensor([3, 1, 0, 2])
+        torch.testing.assert_close(head(context, rois, bank=(mem[:, perm], mask[:, perm])), out,
+                                   atol=1e-5, rtol=0)
+        with pytest.raises(ValueError, match="do not fit"):
+            head(context, rois, bank=(torch.zeros(3, 2, 5), torch.ones(3, 2, dtype=torch.bool)))
+    head.train()
+    head(context, rois, bank=(mem, mask)).square().sum().backward()
+    assert head.mem_proj.weight.grad.abs().sum() > 0
