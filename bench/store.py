@@ -15,6 +15,14 @@ and the int8 - float16 differences (target: |diff| <= 0.5 point per head and fam
 the same maps).  Writes bench/results/store.json and prints the README's table.
 
     uv run python bench/store.py project
+
+``temporal``: the bytes per keyframe of ``extract.temporal`` mean, 1, 2 and 4 on the toy
+world of ``--data`` (its first ``--videos`` videos, extracted again with ``--params``'
+extract section, temporal overridden), and whether the ``mean`` store is byte for byte the
+world's own store (every file of those videos' groups).  Writes
+bench/results/store_temporal.json.
+
+    nice -n 5 uv run python bench/store.py temporal --data ../main/data --videos 60
 """
 
 from __future__ import annotations
@@ -154,6 +162,56 @@ def world(params: str, data: Path, work: Path, heads: list[str], out: Path) -> d
     return result
 
 
+def temporal(params: str, data: Path, work: Path, videos: int, bins: list[str]) -> dict:
+    """Extract the first ``videos`` videos of the world in ``data`` once per ``temporal``
+    value; bytes per keyframe (stored: files on disk; raw: values x itemsize) and seconds,
+    and the ``mean`` store's files against ``data/features.zarr``'s."""
+    import pandas as pd
+
+    from pipeline import extract
+    from pipeline.artifacts.detections import read_detections, write_detections
+    from pipeline.artifacts.features import FeatureStore
+    from pipeline.config import load_config
+
+    work.mkdir(parents=True, exist_ok=True)
+    dets, meta = read_detections(data / "detections.parquet")
+    keep = sorted(set(dets["video_id"]))[:videos]
+    sub = work / "detections.parquet"
+    write_detections(pd.DataFrame(dets[dets["video_id"].isin(keep)]), sub, meta)
+    out: dict = {"params": params, "videos": len(keep), "runs": {}}
+    for t in bins:
+        url = work / f"features_{t}.zarr"
+        cfg = load_config(extract.ExtractConfig, "extract", params, {"temporal": t})
+        t0 = time.perf_counter()
+        assert extract.run(cfg, data / "synth" / "videos", sub, str(url)) == []
+        seconds = time.perf_counter() - t0
+        store = FeatureStore(str(url))
+        k = sum(len(store.timestamps(v)) for v in keep)
+        view = store.spec(keep[0]).views[0]
+        arr = store.group(keep[0])[view]
+        stored = sum(f.stat().st_size for v in keep for f in (url / v).rglob("*")
+                     if f.is_file() and f.name != "zarr.json")
+        raw = sum(int(math.prod(store.group(v)[view].shape)) * arr.dtype.itemsize for v in keep)
+        out["runs"][t] = {"map": list(arr.shape[1:]), "keyframes": k,
+                          "stored_bytes_per_keyframe": round(stored / k),
+                          "raw_bytes_per_keyframe": round(raw / k),
+                          "extract_seconds": round(seconds, 1)}
+        print(t, out["runs"][t], flush=True)
+    if "mean" in bins:
+        ref, new = data / "features.zarr", work / "features_mean.zarr"
+        differ = [str(f.relative_to(new)) for v in keep for f in sorted((new / v).rglob("*"))
+                  if f.is_file() and (ref / f.relative_to(new)).read_bytes() != f.read_bytes()]
+        missing = [str(f.relative_to(ref)) for v in keep for f in (ref / v).rglob("*")
+                   if f.is_file() and not (new / f.relative_to(ref)).exists()]
+        out["mean_equals_the_world_store"] = {"files_differing": differ, "files_missing": missing,
+                                              "identical": not differ and not missing}
+    base = out["runs"].get("1") or next(iter(out["runs"].values()))
+    for r in out["runs"].values():
+        r["stored_vs_1_bin"] = round(r["stored_bytes_per_keyframe"]
+                                     / base["stored_bytes_per_keyframe"], 2)
+    return out
+
+
 def extract_results() -> dict[str, dict]:
     """backbone -> its bench/extract.py result with both dtypes, the largest map measured
     (the closest to AVA's) where there are several."""
@@ -277,6 +335,12 @@ def main() -> None:
                    default=["linear", "acar", "acfb", "lfb", "acrn", "actor_actor"],
                    help="in this order (acfb needs acar before it)")
     sub.add_parser("project")
+    t = sub.add_parser("temporal")
+    t.add_argument("--params", default=str(ROOT / "stages.yaml"))
+    t.add_argument("--data", type=Path, default=ROOT / "data")
+    t.add_argument("--work", type=Path, default=Path("/tmp/acar_store_temporal"))
+    t.add_argument("--videos", type=int, default=60)
+    t.add_argument("--bins", nargs="+", default=["mean", "1", "2", "4"])
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "world":
@@ -284,6 +348,10 @@ def main() -> None:
                        RESULTS / "store_world.json")
         print("float16\n" + result["table_float16"] + "\nint8\n" + result["table_int8"])
         print(f"max |int8 - float16| = {result['max_abs_diff_points']} AP points")
+    elif args.cmd == "temporal":
+        result = temporal(args.params, args.data, args.work, args.videos, args.bins)
+        (RESULTS / "store_temporal.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result, indent=1))
     else:
         result = project()
         (RESULTS / "store.json").write_text(json.dumps(result, indent=1) + "\n")

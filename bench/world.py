@@ -15,6 +15,8 @@ long-term class: every class of the label map's ``longterm`` superclass).
 ``--heads`` also takes the acfb variants of :data:`VARIANTS` (acfb_t: temporal encoding;
 acfb_s: + the scene's context maps, from a second bank built with ``scene``); ``--collect``
 tabulates heads that were trained by separate runs into the same ``--work``.
+    uv run python bench/world.py --seeds 0 --params bench/world_temporal.yaml --tag _temporal \
+        --heads linear acar s_only t_only     # features with 4 time bins (extract.temporal)
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
@@ -32,7 +34,8 @@ import yaml
 from pipeline import bank, detect, evaluate, extract, synth, train
 from pipeline.config import load_config
 
-HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "atr"]
+HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "atr", "s_only", "t_only"]
+DEFAULT_HEADS = HEADS[:6]   # s_only, t_only read time bins: --params bench/world_temporal.yaml
 LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
             if s == "longterm"]          # per-class columns of the table
 BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
@@ -41,7 +44,7 @@ VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"}),                # + time
             "acfb_s": ("acfb", {"temporal": "learned", "scene": True})}  # + the scene maps
 
 
-def run_seed(seed: int, params: str, work: Path, heads: list[str] = HEADS,
+def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEADS,
              reuse_world: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
@@ -121,7 +124,7 @@ def _value(metrics: dict, col: str) -> float | None:
     return metrics.get(col)
 
 
-def table(runs: list[dict], heads: list[str] = HEADS) -> str:
+def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
     families = [f for f in synth.GROWN_FAMILIES        # those the runs' world has
                 if any(f in r["metrics"][h] for r in runs for h in heads)]
     cols = families + ["mAP"] + [f"class:{c}" for c in LONGTERM]
@@ -144,7 +147,7 @@ def main() -> None:
     ap.add_argument("--params", default="stages.yaml")
     ap.add_argument("--work", default="/tmp/acar_world")
     ap.add_argument("--tag", default="")
-    ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS + list(VARIANTS),
+    ap.add_argument("--heads", nargs="+", default=DEFAULT_HEADS, choices=HEADS + list(VARIANTS),
                     help="a subset, in this order (acfb needs acar before it; variants: "
                          + ", ".join(f"{k} = {b} {h}" for k, (b, h) in VARIANTS.items()) + ")")
     ap.add_argument("--collect", nargs="+", default=None, metavar="SEED_DIR",

@@ -13,18 +13,20 @@ from .common import (
 )
 
 
-@stage_command("bank.lfb", "bank.acfb")
-@click.option("--kind", type=click.Choice(["lfb", "acfb"]), default="lfb", show_default=True,
+@stage_command("bank.lfb", "bank.acfb", "bank.memory")
+@click.option("--kind", type=click.Choice(["lfb", "acfb", "memory"]), default="lfb",
+              show_default=True,
               help="lfb: actor vectors of the detections; acfb: first-order actor-context "
-                   "maps of a trained acar.")
+                   "maps of a trained acar; memory: pooled person features of a trained "
+                   "t_only (its memory bank).")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
               help=DETECTIONS_HELP)
 @click.option("--out", required=True, help="Bank store to write (Zarr v3).")
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="acfb: the trained acar checkpoint.")
+              help="acfb: the trained acar checkpoint; memory: the trained t_only one.")
 @click.option("--annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="acfb: GT boxes (AVA CSV, repeatable) used instead of detections on the "
+              help="acfb, memory: GT boxes (AVA CSV, repeatable) used instead of detections on the "
                    "keyframes they label (give the train CSVs).")
 @click.option("--pool", type=click.Choice(["none", "2x2", "4x4"]), default=None,
               help="acfb: max-pool of the stored maps (size against detail); "

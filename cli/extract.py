@@ -71,16 +71,21 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
               help="Stored values: float16, or int8 with a float16 scale per (keyframe, "
                    "channel), about half the bytes (readers dequantise), or float32, twice "
                    "the bytes, to match a reference model to 1e-4  [float16]")
+@click.option("--temporal", default=None,
+              help="mean: one (C, H, W) map per keyframe, the backbone's map averaged over "
+                   "time; N: N time bins, (C, N, H, W), for the heads that read time "
+                   "(s_only, t_only)  [mean]")
 @click.option("--shard", default=None, help="Process a deterministic 1/N of the videos: i/N.")
 @click.pass_context
 def extract(ctx, videos, detections, out, check, values, allow_empty, preset, backbone, weights,
             random_init, dilate_last,
             clip_frames, clip_stride, clip_fps, short_side, scales, pad_multiple, flip,
             time_offset,
-            batch_size, num_workers, device, amp, dtype, shard, recursive) -> None:
+            batch_size, num_workers, device, amp, dtype, temporal, shard, recursive) -> None:
     """Extract backbone features of every keyframe into a Zarr feature store.
 
-    One (C, H, W) float16 map per keyframe and view, averaged over the clip's time.
+    One (C, H, W) float16 map per keyframe and view, averaged over the clip's time
+    (--temporal N: N time bins, (C, N, H, W), for the heads that read time).
     Videos already complete (same parameters) are skipped, so an interrupted run
     resumes; --shard i/N lets N processes fill one store concurrently.  --check
     verifies a store (e.g. after the shards finished) instead.
@@ -109,6 +114,6 @@ def extract(ctx, videos, detections, out, check, values, allow_empty, preset, ba
                  scales=int_list(scales), pad_multiple=pad_multiple, flip=flip,
                  time_offset=time_offset,
                  batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
-                 dtype=dtype)
+                 dtype=dtype, temporal=temporal)
     fail_if(stage.run(cfg, videos, detections, out, parse_shard(shard),
                       allow_empty=allow_empty, recursive=recursive), "videos")

@@ -67,6 +67,10 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
       acfb         acar with a long-term actor-context feature bank (--bank, bank --kind acfb)
       lfb          long-term feature bank of actor vectors (--bank, bank --kind lfb)
       atr          actor-target relations (attention to the context outside the box)
+      s_only       S-only: a transformer over the actors at each RoI cell (time bins:
+                   extract --temporal N)
+      t_only       T-only: a transformer over the actors at each time bin (extract
+                   --temporal N)
 
     \b
     Decoupled long-tail fine-tuning (Kang et al. 2019), after a head is trained:

@@ -15,6 +15,13 @@ Two kinds, each in its own store (layout: :mod:`pipeline.artifacts.banks`):
     in ``annotations`` (the train videos) uses its GT boxes; any other keyframe (val/test
     videos) uses the detections with score >= ``det_score_thr``.  Built once, frozen.
 
+``memory`` (Feng et al. 2021, T-only with memory)
+    The pooled person feature of every actor at every keyframe: the representation that
+    a *trained* ``t_only`` (stage one, no bank) feeds its classifier (its encoder's output
+    averaged over the time bins, (d,)), read from a store with time bins.  Boxes as acfb.
+    Stage two fine-tunes a ``t_only`` with ``window`` set from the stage-one checkpoint
+    (``train --init``), the bank's vectors concatenated to each time bin's tokens.
+
 Every keyframe of every complete video in the feature store is banked, from the image's
 cells of its context maps only (the ``valid`` region of :mod:`pipeline.keyframes`; a
 video whose image does not fill its maps records them as ``image_cells``).  A complete
@@ -59,7 +66,7 @@ BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
 @dataclass
 class BankConfig:
-    kind: str = "lfb"                # lfb | acfb
+    kind: str = "lfb"                # lfb | acfb | memory
     det_score_thr: float = 0.9       # detections banked (and, for acfb, where no GT)
     pool: str = "none"               # acfb: max-pool of the stored maps, none | 2x2 | 4x4
     view: str | None = None          # feature view (default: the store's first)
@@ -150,6 +157,37 @@ class ACFBMaker:
         return self.head.bank_maps(context, rois, self.pool, valid=valid)  # (N, d, h, w)
 
 
+class MemoryMaker:
+    """memory rows: (context (B, C, T, H, W), rois) -> pooled person features (N, d) of a
+    trained t_only (one without a bank: stage one)."""
+
+    time = True                      # reads the store's time bins
+
+    def __init__(self, model: str | os.PathLike | None):
+        if model is None:
+            raise ArtifactError("--model", "a memory bank needs a trained t_only checkpoint")
+        self.model = model
+        ckpt = load_checkpoint(model)
+        if ckpt["head"] != "t_only" or ckpt["hparams"].get("window") is not None:
+            raise ArtifactError(model, f"a '{ckpt['head']}' checkpoint"
+                                f"{' with a memory window' if ckpt['head'] == 't_only' else ''}"
+                                ": a memory bank holds the person features of a stage-one "
+                                "t_only (window: null)")
+        self.head = load_head(ckpt, model)
+        self.features = FeatureSpec.from_dict(ckpt["feature_spec"])
+        self.spec = {"model": weights_digest(ckpt)}
+
+    def item(self, fspec: FeatureSpec, height: int, width: int) -> tuple[int, ...]:
+        return (self.head.config.width,)
+
+    def check(self, store: FeatureStore, videos: list[str]) -> None:
+        check_feature_spec(self.features, store, videos, self.model)
+
+    def __call__(self, context: torch.Tensor, rois: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head.features(context, rois, None, valid)[0]          # (N, d)
+
+
 def bank_index(kfs: list[Keyframe], scores: np.ndarray, from_gt: np.ndarray
                ) -> dict[str, np.ndarray]:
     """The index arrays of a video's bank (one row per actor, keyframe by keyframe)."""
@@ -176,8 +214,9 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
         annotations: list[str | os.PathLike] | tuple = (),
         shard: tuple[int, int] = (0, 1)) -> list[str]:
     """Build (or complete) the ``cfg.kind`` bank ``out`` for this shard; returns failures."""
-    if cfg.kind not in ("lfb", "acfb"):
-        raise ArtifactError(out, f"bank kind '{cfg.kind}' is not available (choose lfb, acfb)")
+    if cfg.kind not in ("lfb", "acfb", "memory"):
+        raise ArtifactError(out, f"bank kind '{cfg.kind}' is not available (choose lfb, acfb, "
+                                 "memory)")
     if cfg.pool not in BANK_POOLS:
         raise ArtifactError(out, f"unknown pool '{cfg.pool}' (choose {', '.join(BANK_POOLS)})")
     if cfg.kind == "lfb" and (annotations or model is not None):
@@ -185,11 +224,12 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                                  "(drop --model and --annotations)")
     if cfg.scene and cfg.kind != "acfb":
         raise ArtifactError(out, "scene maps are banked for acfb only (drop --scene)")
-    compute = LFBMaker() if cfg.kind == "lfb" else ACFBMaker(model, cfg.pool)
+    compute = (LFBMaker() if cfg.kind == "lfb" else MemoryMaker(model) if cfg.kind == "memory"
+               else ACFBMaker(model, cfg.pool))
     src = FeatureStore(features)
     dets, _ = read_detections(detections, min_score=cfg.det_score_thr)
     dets = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
-    gt = read_gt(annotations) if cfg.kind == "acfb" else {}
+    gt = read_gt(annotations) if cfg.kind in ("acfb", "memory") else {}
     inputs = src.videos()
     if not inputs:                          # also keeps a wrong --features from emptying out
         raise ArtifactError(features, "feature store has no complete videos")
@@ -225,7 +265,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                 and bank.spec(video) == spec:
             reused += 1
             continue
-        cache = FeatureCache(src, view, in_memory=True)
+        cache = FeatureCache(src, view, in_memory=True, time=getattr(compute, "time", False))
         data = bank.begin_video(video, cfg.kind, timestamps, spec, index,
                                 (len(index["boxes"]), *item))
         row = 0

@@ -119,7 +119,7 @@ RULES: dict[str, dict[str, Rule]] = {
                 "segment_keyframes": POSITIVE, "piece_frames": POSITIVE,
                 "preset": Rule("str", null=True, choices=(
                     "acar-net-r50", "acar-net-r101", "i3d-kinetics400", "hoghof-toy"))},
-    "bank": {"kind": Rule("str", choices=("lfb", "acfb")),
+    "bank": {"kind": Rule("str", choices=("lfb", "acfb", "memory")),
              "pool": Rule("str", choices=("none", "2x2", "4x4")),
              "det_score_thr": FRACTION, "batch_size": POSITIVE},
     "train": {"epochs": POSITIVE, "batch_size": POSITIVE, "lr": Rule("float", 0, lo_open=True),
@@ -197,6 +197,7 @@ SECTIONS: dict[str, str] = {
     "extract": "pipeline.extract:ExtractConfig",
     "bank.lfb": "pipeline.bank:BankConfig",
     "bank.acfb": "pipeline.bank:BankConfig",
+    "bank.memory": "pipeline.bank:BankConfig",
     "train": "pipeline.train:TrainConfig",
     "heads": "pipeline.train:TrainConfig",
     "eval": "pipeline.evaluate:EvalConfig",

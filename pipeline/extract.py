@@ -12,9 +12,14 @@ each side rounded up on its own to a multiple of ``pad_multiple`` (by default th
 backbone's output stride), so a 16:9 frame stays 16:9 (456 x 256 -> 464 x 256 for a
 stride-16 SlowFast, 480 x 256 for the stride-32 I3D), and the clip goes through the
 backbone; the map is averaged over time: one (C, H, W) float16 map per keyframe and view,
-of the video's own aspect ratio.  The official ACAR-Net code runs one clip unpadded; the
-canvas adds less than one output cell of zeros at the right and bottom, so a learned
-backbone sees (nearly) what it sees there (``bench/canvas.py`` measures the difference).
+of the video's own aspect ratio.  ``temporal: N`` keeps N time bins instead, one
+(C, N, H, W) map (:func:`time_pool`): the backbone's map average-pooled over time into N
+bins when it has at least N time steps; a backbone whose map has fewer (``hoghof``: one)
+sees the clip cut into N consecutive sub-clips of ``clip_frames / N`` frames, each
+sub-clip's map averaged over time being one bin.  The official ACAR-Net code runs one
+clip unpadded; the canvas adds less than one output cell of zeros at the right and
+bottom, so a learned backbone sees (nearly) what it sees there (``bench/canvas.py``
+measures the difference).
 A backbone that ``sees_image`` (``hoghof``) is told the image's size and ignores the
 padding, so its map inside the image does not depend on ``pad_multiple``.  Stores made
 before (``LAYOUT`` < 3) padded to a square; they are rebuilt, and the spec records the
@@ -42,11 +47,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +66,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
-from .artifacts.features import CANVAS, DTYPES, FeatureSpec, FeatureStore, ViewSpec
+from .artifacts.features import CANVAS, DTYPES, FeatureSpec, FeatureStore, ViewSpec, parse_temporal
 from .backbones import build_backbone, feature_stride, get_backbone
 from .distributed import worker_init
 from .progress import progress
@@ -106,6 +112,8 @@ class ExtractConfig:
     dtype: str = "float16"            # float16 | int8 (per-(keyframe, channel) scale:
                                       # about half the bytes; pipeline/artifacts/features.py)
                                       # | float32 (exact maps, twice the bytes)
+    temporal: str | int = "mean"      # mean: (C, H, W) maps, the mean over time; N: N time
+                                      # bins, (C, N, H, W) maps (the s_only/t_only heads)
 
 
 def view_name(scale: int, flip: bool) -> str:
@@ -205,6 +213,22 @@ def preprocess(frames: np.ndarray, scale: int, flip: bool, pad_multiple: int,
     x = resize_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), (w, h))
     x = normalise_clips(x[None], mean, std, flip, canvas)[0]
     return x, canvas, (0, 0, w, h)
+
+
+def time_pool(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              bins: int | None) -> torch.Tensor:
+    """Clips (B, 3, T, S, S) through ``net`` (-> (B, C, T', H', W')) to float32 maps:
+    ``bins=None`` (``temporal: mean``) the mean over time (B, C, H', W'); else
+    (B, C, bins, H', W'): the map average-pooled over time into ``bins`` bins when
+    T' >= bins, else (a map with fewer time steps, e.g. hoghof's one) the mean map of each
+    of ``bins`` consecutive sub-clips of the clip (frames split as ``torch.tensor_split``)."""
+    if bins is None:
+        return net(x).float().mean(dim=2)                                  # (B, C, H', W')
+    fmap = net(x).float()                                                  # (B, C, T', H', W')
+    if fmap.shape[2] >= bins:
+        return F.adaptive_avg_pool3d(fmap, (bins, *fmap.shape[-2:]))       # (B, C, N, H', W')
+    parts = torch.tensor_split(x, bins, dim=2)                             # N x (B, 3, T/N, ..)
+    return torch.stack([net(p).float().mean(dim=2) for p in parts], dim=2)  # (B, C, N, H', W')
 
 
 # ---- decoding workers -----------------------------------------------------------------
@@ -439,6 +463,8 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
              "time_offset": cfg.time_offset, "amp": cfg.amp}
     if cfg.dtype != "float16":     # a float16 store records none: older stores still match
         extra["dtype"] = cfg.dtype
+    if (bins := parse_temporal(cfg.temporal)) is not None:   # mean records none, likewise
+        extra["temporal"] = bins
     if cfg.preset is not None:        # recorded only then: stores made without are unchanged
         extra.update(preset=cfg.preset, norm=[list(bb.mean), list(bb.std)])
     random_init = cfg.random_init and bb.learned     # a non-learned backbone ignores it
@@ -467,6 +493,11 @@ def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     if cfg.dtype not in DTYPES:
         raise ArtifactError(out, f"extract.dtype '{cfg.dtype}' is not one of "
                             f"{', '.join(DTYPES)}")
+    bins = parse_temporal(cfg.temporal)
+    if bins is not None and bins * bb.min_frames > spec.clip_frames:
+        raise ArtifactError(out, f"extract.temporal {bins} needs clip_frames >= {bins} x "
+                            f"{bb.min_frames} ({cfg.backbone}'s shortest clip), got "
+                            f"{spec.clip_frames}")
     if min([cfg.short_side, *cfg.scales]) < 8 or cfg.batch_size < 1:
         raise ArtifactError(out, "scales must be >= 8 and batch_size >= 1")
 
@@ -504,6 +535,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     if inputs and not paths and not allow_empty:
         raise no_videos_error(videos_dir, VIDEO_EXTS)
     wanted = shard_items(inputs, shard)
+    parse_temporal(cfg.temporal)          # a bad value fails before the backbone is built
     net, bb, identity = build_backbone(cfg.backbone, cfg.weights, cfg.random_init, cfg.seed,
                                        cfg.dilate_last)
     spec, views = make_spec(cfg, identity)
@@ -643,6 +675,12 @@ class _Context:
         self.store, self.net, self.bb, self.spec, self.views = store, net, bb, spec, views
         self.cfg, self.device = cfg, device
         self.mean, self.std = bb.mean, bb.std
+        self.bins = parse_temporal(cfg.temporal)
+
+    def _net(self, x: torch.Tensor, image: tuple[int, int], amp: bool) -> torch.Tensor:
+        """(B, 3, T, S, S) -> the backbone's (B, C, T', H', W') map."""
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+            return self.net(x, image=image) if self.bb.sees_image else self.net(x)
 
     @torch.inference_mode()
     def forward(self, st: _VideoState, ks: list[int], writer: ThreadPoolExecutor) -> int:
@@ -653,9 +691,7 @@ class _Context:
             w, h, canvas = view_geometry(w0, h0, scale, self.cfg.pad_multiple)
             x = clips[scale].to(self.device, non_blocking=True)
             x = normalise_clips(x, self.mean, self.std, flip, canvas)   # (B, 3, T, H, W)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-                fmap = self.net(x, image=(h, w)) if self.bb.sees_image else self.net(x)
-            fmap = fmap.float().mean(dim=2)                           # (B, C, H', W')
+            fmap = time_pool(functools.partial(self._net, image=(h, w), amp=amp), x, self.bins)
             fmap = (fmap if self.cfg.dtype == "float32" else fmap.half()).cpu().numpy()
             name = view_name(scale, flip)
             finite = np.isfinite(fmap).reshape(len(ks), -1).all(axis=1)   # (B,)

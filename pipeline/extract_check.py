@@ -235,7 +235,7 @@ def _group_problems(grp: zarr.Group, meta: dict, spec: FeatureSpec,
     dtype = spec.extra.get("dtype", "float16")
     for name in spec.views:
         problems += [f"view {name}: {p}" for p in _view_problems(
-            grp.get(name), name, len(stamps), spec.channels, dtype)]
+            grp.get(name), name, len(stamps), spec.channels, dtype, spec.time_bins)]
         if dtype == "int8":
             problems += [f"view {name}: {p}" for p in _scale_problems(
                 grp.get(scale_name(name)), len(stamps), spec.channels)]
@@ -252,7 +252,7 @@ def _scale_problems(arr: Any, k: int, channels: int) -> list[str]:
 
 
 def _view_problems(arr: Any, name: str, k: int, channels: int,
-                   dtype: str = "float16") -> list[str]:
+                   dtype: str = "float16", bins: int | None = None) -> list[str]:
     if not isinstance(arr, zarr.Array):
         return ["array missing"]
     problems = []
@@ -265,9 +265,10 @@ def _view_problems(arr: Any, name: str, k: int, channels: int,
         return [*problems, f"no valid ViewSpec attributes ({err.__class__.__name__}: {err})"]
     if view.name != name:
         problems.append(f"its ViewSpec is named {view.name!r}")
-    if tuple(arr.shape) != (k, channels, h, w):
-        problems.append(f"shape {tuple(arr.shape)}, expected {(k, channels, h, w)} "
-                        "(keyframes, channels, input size / feature_stride)")
+    want = (k, channels, h, w) if bins is None else (k, channels, bins, h, w)
+    if tuple(arr.shape) != want:
+        problems.append(f"shape {tuple(arr.shape)}, expected {want} (keyframes, channels, "
+                        f"{'' if bins is None else 'time bins, '}input size / feature_stride)")
     outer = arr.shards or arr.chunks
     total = math.prod(math.ceil(n / s) for n, s in zip(arr.shape, outer, strict=True))
     per_shard = math.prod(s // c for s, c in zip(outer, arr.chunks, strict=True))

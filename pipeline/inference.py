@@ -25,7 +25,7 @@ from .bank_reader import BankReader
 from .inference_config import PredictConfig
 from .keyframes import FeatureCache, Keyframe, batch
 from .losses import activate
-from .models import build_head, head_config
+from .models import build_head, head_config, reads_time
 from .progress import progress
 
 
@@ -135,7 +135,8 @@ def predict(head: torch.nn.Module, labelmap: LabelMap, store: FeatureStore, dets
         check_feature_spec(head.feature_spec, store, videos, getattr(head, "source", "checkpoint"))
     dets = dets[dets["score"] >= cfg.det_score_thr]
     kfs = test_keyframes(store, dets, videos)
-    caches = [FeatureCache(store, v, cfg.in_memory) for v in cfg.views or default_views]
+    caches = [FeatureCache(store, v, cfg.in_memory, time=reads_time(head))
+              for v in cfg.views or default_views]
     return predict_keyframes(head, labelmap, kfs, caches, cfg.batch_size, bank)
 
 
@@ -195,7 +196,9 @@ class Validator:
 
     def __init__(self, store: FeatureStore, dets: pd.DataFrame, annotations: str | os.PathLike,
                  labelmap: LabelMap, view: str, cfg: PredictConfig | None = None,
-                 bank: BankReader | None = None, excluded: str | os.PathLike | None = None):
+                 bank: BankReader | None = None, excluded: str | os.PathLike | None = None,
+                 time: bool = False):
+        """``time``: the head reads time bins (``reads_time``; see ``FeatureCache``)."""
         self.cfg, self.bank = cfg or PredictConfig(), bank
         self.gt, self.labelmap = read_annotations(annotations), labelmap
         # scored as `eval --excluded` scores: the frames of this file are left out
@@ -203,7 +206,7 @@ class Validator:
         videos = sorted(set(self.gt["video_id"]) & set(store.videos()))
         dets = dets[dets["score"] >= self.cfg.det_score_thr]
         self.keyframes = test_keyframes(store, dets, videos)
-        self.caches = [FeatureCache(store, view, self.cfg.in_memory)]
+        self.caches = [FeatureCache(store, view, self.cfg.in_memory, time=time)]
 
     def __call__(self, head: torch.nn.Module) -> dict:
         pred = predict_keyframes(head, self.labelmap, self.keyframes, self.caches,

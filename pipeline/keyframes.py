@@ -146,15 +146,23 @@ class Dequantised:
 
 class FeatureCache:
     """Per-keyframe context maps of one view; whole videos in memory when ``in_memory``
-    (an int8 store stays int8 in memory, dequantised per read: :class:`Dequantised`)."""
+    (an int8 store stays int8 in memory, dequantised per read: :class:`Dequantised`).
+
+    ``time``: whether the head reads time (``Head.temporal``).  False (every head but
+    s_only/t_only): (C, H, W) maps; a store with time bins (``extract.temporal: N``, views
+    (K, C, N, H, W)) gives the mean of its bins.  True: (C, N, H, W) maps; a store without
+    time bins is a one-line :class:`ArtifactError`."""
 
     # how a store array is read from disk (bench/train.py --reader swaps it)
     reader: Callable[[zarr.Array], RowReader | zarr.Array] = RowReader
 
-    def __init__(self, store: FeatureStore, view: str, in_memory: bool = True):
+    def __init__(self, store: FeatureStore, view: str, in_memory: bool = True,
+                 time: bool = False):
         self.store, self.view_name, self.in_memory = store, view, in_memory
+        self.time = time
         self._arrays: dict[str, np.ndarray | RowReader | zarr.Array | Dequantised] = {}
         self._views: dict[str, ViewSpec] = {}
+        self._binned: dict[str, bool] = {}
 
     def view(self, video: str) -> ViewSpec:
         if video not in self._views:
@@ -162,9 +170,16 @@ class FeatureCache:
         return self._views[video]
 
     def _array(self, video: str) -> np.ndarray | RowReader | zarr.Array | Dequantised:
-        """The video's (K, C, H, W) maps: in memory, or a reader of the store array."""
+        """The video's (K, C, H, W) or (K, C, N, H, W) maps: in memory, or a reader of the
+        store array."""
         if video not in self._arrays:
             arr = self.store.group(video)[self.view_name]
+            self._binned[video] = binned = arr.ndim == 5
+            if self.time and not binned:
+                raise ArtifactError(self.store.url, f"video '{video}' view '{self.view_name}': "
+                                    f"the head reads time bins, the store has none (maps "
+                                    f"{tuple(arr.shape)}, extract.temporal: mean); extract "
+                                    "with --temporal N (extract.temporal: N)")
             scale = self.store.scale(video, self.view_name)
             with self._unreadable(video):
                 load = (lambda a: np.asarray(a[:])) if self.in_memory else self.reader
@@ -186,12 +201,21 @@ class FeatureCache:
                                 f"{str(err)[:120]}); run `acar extract --check --values`"
                                 ) from None
 
+    def _rows(self, video: str, rows: np.ndarray) -> np.ndarray:
+        """Stored rows (b, C, [N,] H, W) -> what the head reads: the mean of the time bins
+        (float16, computed in float32) unless ``time``."""
+        if self._binned[video] and not self.time:
+            return rows.astype(np.float32).mean(axis=2).astype(np.float16)   # (b, C, H, W)
+        return rows
+
     def context(self, video: str, index: int) -> np.ndarray:
-        """(C, H, W) float16 map of keyframe ``index``."""
-        return np.asarray(self._array(video)[index])
+        """(C, H, W) float16 map of keyframe ``index`` ((C, N, H, W) with ``time``)."""
+        arr = self._array(video)
+        return self._rows(video, np.asarray(arr[index:index + 1]))[0]
 
     def contexts(self, keys: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-        """(C, H, W) float16 maps of keyframes ``(video, index)``, in the order of ``keys``.
+        """(C, H, W) float16 maps of keyframes ``(video, index)``, in the order of ``keys``
+        ((C, N, H, W) with ``time``).
 
         From disk, each run of consecutive indices of a video is one read
         (:class:`RowReader`), not one per keyframe.
@@ -199,7 +223,7 @@ class FeatureCache:
         maps: dict[tuple[str, int], np.ndarray] = {}
         for video, run in index_runs(keys):
             with self._unreadable(video):
-                rows = self._array(video)[run.start:run.stop]
+                rows = self._rows(video, np.asarray(self._array(video)[run.start:run.stop]))
             maps.update(((video, k), row) for k, row in zip(run, rows, strict=True))
         return [maps[key] for key in keys]
 

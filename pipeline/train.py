@@ -52,7 +52,7 @@ from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
 from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
 from .losses import ava_loss
-from .models import Head, build_head
+from .models import Head, build_head, reads_time
 from .progress import progress
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "val_mAP"]
@@ -449,7 +449,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
                            cfg.det_score_thr, cfg.match_iou)
     if not samples:
         raise ArtifactError(annotations, "no annotated keyframe has features in " + features)
-    cache = FeatureCache(store, view, in_memory=False)
+    cache = FeatureCache(store, view, in_memory=False, time=reads_time(cfg.head))
     in_memory = cfg.cache == "memory" or (
         cfg.cache == "auto"
         and cache.nbytes(sorted({k.video for k in samples})) < cfg.cache_max_gb * 2**30)
@@ -487,7 +487,7 @@ def _run(cfg: TrainConfig, d: Dist, features: str, detections: str | os.PathLike
     validate = None
     if val_annotations is not None and d.main:
         validate = Validator(store, dets, val_annotations, lm, view, bank=banks,
-                             excluded=val_excluded)
+                             excluded=val_excluded, time=reads_time(cfg.head))
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         loader = epoch_loader(data, epoch, cfg, 0 if in_memory else cfg.num_workers, d,

@@ -41,8 +41,8 @@ from . import ArtifactError
 from .features import CHUNK_KEYS, FeatureStore
 
 STORE_KIND = "bank"
-KINDS = ("lfb", "acfb")
-DATA = {"lfb": "vectors", "acfb": "maps"}     # the data array of each kind
+KINDS = ("lfb", "acfb", "memory")
+DATA = {"lfb": "vectors", "acfb": "maps", "memory": "vectors"}     # the data array of each kind
 INDEX = ("actor_timestamps", "actor_index", "boxes", "scores", "from_gt")
 CHUNK_BYTES = 4 << 20                          # target size of one data chunk
 # Zarr v3 dimension_names of each array (xarray reads them; ``timestamps``: ``keyframe``)

@@ -12,6 +12,15 @@ Layout::
                                         (or int8 (K, C, H, W): see below)
         <view>_scale                    float16 (K, C)  only beside an int8 view
 
+``extract.temporal: N`` keeps N temporal bins of the backbone's map instead of its mean:
+the view is then ``(K, C, N, H, W)`` (dimension names ``keyframe, channel, time, y, x``)
+and the group's spec records ``extra.temporal = N`` (:func:`time_bins`; part of the
+features' identity, so a store of another ``temporal`` is rebuilt, and a checkpoint
+trained on one is refused on the other).  ``temporal: mean`` (the default) records nothing
+and is the (K, C, H, W) layout above, byte for byte.  Readers give a head that reads no
+time the mean of the bins (:class:`pipeline.keyframes.FeatureCache`); a head that reads
+time (``Head.temporal``) refuses a store without bins.
+
 ``extract.dtype: int8`` stores each view quantised: ``q = round(x / scale)`` in
 [-127, 127] with one float16 ``scale = max|x| / 127`` per (keyframe, channel), so that a
 value is ``q * scale`` (:func:`quantise`, :func:`dequantise`).  The group's spec records
@@ -67,6 +76,22 @@ CHUNK_KEYS = {"name": "default", "separator": "."}
 SHARD_KEYFRAMES = 32
 DTYPES = ("float16", "int8", "float32")  # extract.dtype: how a view's values are stored
 QMAX = 127                       # int8: symmetric, q in [-QMAX, QMAX]
+TEMPORAL_MEAN = "mean"           # extract.temporal: the map's mean over time (no time axis)
+MAX_TIME_BINS = 64
+
+
+def parse_temporal(value: object, where: object = "extract.temporal") -> int | None:
+    """``extract.temporal`` -> None for ``mean`` (the default), else the number of time bins
+    N >= 1 (an int, or its digits from the CLI); anything else is a one-line
+    :class:`ArtifactError` naming ``where``."""
+    if value is None or value == TEMPORAL_MEAN:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIME_BINS:
+        raise ArtifactError(where, f"temporal must be 'mean' or a number of time bins in "
+                            f"1..{MAX_TIME_BINS}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,12 +139,25 @@ class FeatureSpec:
         d["views"] = list(self.views)
         return d
 
+    @property
+    def time_bins(self) -> int | None:
+        """N of a store extracted with ``extract.temporal: N``; None: the mean over time."""
+        return time_bins(self)
+
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         keys = cls.__dataclass_fields__
         d = {k: v for k, v in d.items() if k in keys}
         d["views"] = tuple(d.get("views", ()))
         return cls(**d)
+
+
+def time_bins(spec: FeatureSpec | dict) -> int | None:
+    """The number of time bins of a store's views (``extra.temporal``), None when the views
+    are the map's mean over time: (K, C, H, W) rather than (K, C, N, H, W)."""
+    extra = spec.extra if isinstance(spec, FeatureSpec) else spec.get("extra", {})
+    n = (extra or {}).get("temporal")
+    return None if n is None else int(n)
 
 
 def boxes_to_input(boxes: np.ndarray, view: ViewSpec) -> np.ndarray:

@@ -20,6 +20,9 @@ classifier weights that read the pooled maps, and ``relation_grid``, where the m
 lie on the context map: the class activation maps of ``acar demo --heatmap`` (ACAR Fig. 6,
 ACRN Fig. 5).
 
+Heads that read time (``s_only``, ``t_only``; ``Head.temporal``, :func:`reads_time`) take
+``context`` (B, C, T, H, W) with T time bins (``extract.temporal: T``).
+
 Where to add a head: a module here with its ``Config`` dataclass and a :class:`Head`
 subclass holding only its relation part, then one line in ``HEADS``.
 """
@@ -36,9 +39,11 @@ from .atr import ATRHead
 from .base import BANK_POOLS, BankRequest, Head, HeadConfig, RelationHead
 from .lfb import LFBHead
 from .linear import LinearHead
+from .s_only import SOnlyHead
+from .t_only import TOnlyHead
 
 __all__ = ["BANK_POOLS", "HEADS", "BankRequest", "Head", "HeadConfig", "RelationHead",
-           "build_head", "head_config"]
+           "build_head", "head_config", "reads_time"]
 
 HEADS: dict[str, type[Head]] = {
     "linear": LinearHead,
@@ -48,6 +53,8 @@ HEADS: dict[str, type[Head]] = {
     "acfb": ACFBHead,
     "lfb": LFBHead,
     "atr": ATRHead,
+    "s_only": SOnlyHead,
+    "t_only": TOnlyHead,
 }
 
 
@@ -62,6 +69,13 @@ def head_config(name: str, hparams: dict[str, Any]) -> HeadConfig:
     """The typed, checked config of head ``name``: ``hparams`` over the head's defaults.  An
     unknown head or key, or a bad value, is a one-line ValueError naming the head."""
     return head_class(name).Config.from_dict(hparams)
+
+
+def reads_time(head: str | Head) -> bool:
+    """Whether a head (a name or an instance) reads context maps with time bins
+    (``Head.temporal``: (B, C, T, H, W)); the readers pass it to ``FeatureCache(time=)``."""
+    return bool(head_class(head).temporal if isinstance(head, str) else
+                getattr(head, "temporal", False))
 
 
 def build_head(name: str, in_channels: int, num_classes: int, **hparams: Any) -> Head:

@@ -2,7 +2,8 @@
 
 Conventions shared by every head:
 
-* ``context``: (B, C, H, W), the time-averaged backbone map of B keyframes.
+* ``context``: (B, C, H, W), the time-averaged backbone map of B keyframes ((B, C, T, H, W)
+  with T time bins for the heads that read time: :func:`actor_maps_over_time`).
 * ``rois``: (N, 5) float, rows ``[b, x1, y1, x2, y2]`` with ``b`` the keyframe index in
   the batch and the box in *feature-map pixels* (already divided by the feature stride).
   Actors of one keyframe are the rows with the same ``b``; relation heads attend across
@@ -35,6 +36,21 @@ def actor_vectors(context: Tensor, rois: Tensor, size: int = 7,
     """
     context = replicate_edges(context, valid)                        # (B, C, H, W)
     return actor_maps(context, rois, size, aligned).amax(dim=(2, 3))  # (N, C)
+
+
+def actor_maps_over_time(context: Tensor, rois: Tensor, size: int = 7,
+                         valid: Tensor | None = None, aligned: bool = True) -> Tensor:
+    """(B, C, T, H, W) maps with T time bins, (N, 5) -> P (N, C, T, size, size): RoIAlign of
+    each box on each bin, the box inflated over time (the same box on every bin).
+    ``valid`` (B, 2) as in :func:`actor_vectors` (every bin of a keyframe shares it)."""
+    B, C, T, H, W = context.shape
+    flat = context.transpose(1, 2).reshape(B * T, C, H, W)           # (B*T, C, H, W)
+    flat = replicate_edges(flat, None if valid is None else valid.repeat_interleave(T, 0))
+    n = len(rois)
+    r = rois[:, None, :].expand(n, T, 5).clone()                     # (N, T, 5)
+    r[..., 0] = rois[:, None, 0] * T + torch.arange(T, device=rois.device, dtype=rois.dtype)
+    maps = actor_maps(flat, r.reshape(n * T, 5), size, aligned)      # (N*T, C, s, s)
+    return maps.view(n, T, C, size, size).transpose(1, 2)            # (N, C, T, s, s)
 
 
 def group_actors(rois: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:

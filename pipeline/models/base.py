@@ -15,7 +15,9 @@ types below, never by attribute probing.
 
 Every head is called as ``head(context, rois, bank=None, valid=None)``:
 
-* ``context`` (B, C, H, W), ``rois`` (N, 5): see :mod:`pipeline.models.actor`;
+* ``context`` (B, C, H, W), ``rois`` (N, 5): see :mod:`pipeline.models.actor`; a head
+  with ``temporal = True`` (``s_only``, ``t_only``) reads (B, C, T, H, W) maps with T time
+  bins instead (``extract.temporal: T``; the readers give the other heads the bins' mean);
 * ``bank``: ``(slots (B, S, ...), mask (B, S))`` for a head whose ``bank_request`` is not
   None (``(slots, mask, times (B, S))`` when it asks for ``times``: each slot's second
   relative to the keyframe; then ``scene (B, T, C, H, W), scene_mask (B, T), scene_times
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 
 from .actor import actor_vectors
 
-BANK_KINDS = ("lfb", "acfb")
+BANK_KINDS = ("lfb", "acfb", "memory")
 BANK_POOLS = ("none", "2x2", "4x4")    # acfb: max-pool of the banked first-order maps
 
 
@@ -47,6 +49,7 @@ class BankRequest:
     """The bank a head reads: built by ``acar bank --kind <kind>``, read by the bank reader."""
 
     kind: str                       # "lfb" (actor vectors) | "acfb" (first-order maps)
+                                    # | "memory" (t_only's pooled person features)
     window: int                     # seconds either side of the keyframe
     max_per_step: int | None        # at most this many banked actors per second (None: all)
     exclude_current: bool           # leave out the keyframe's own second
@@ -153,6 +156,7 @@ class Head(nn.Module):
     Config: ClassVar[type[HeadConfig]]
     classifier_name: ClassVar[str] = "fc"
     bank_request: BankRequest | None = None   # reads no bank
+    temporal: ClassVar[bool] = False          # reads (B, C, T, H, W) maps with time bins
 
     def __init__(self, **hparams: Any):
         super().__init__()

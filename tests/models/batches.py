@@ -7,12 +7,15 @@ import torch
 C, H, W, K = 16, 8, 8, 5   # in_channels, context map height and width, classes
 
 
-def make_batch(counts=(1, 2, 4), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Context (B, C, H, W) and shuffled rois (N, 5) with ``counts[b]`` actors in keyframe b.
-    Row 0 belongs to the largest keyframe, so the padded slots of the smaller keyframes
-    (which copy row 0) hold a foreign actor."""
+def make_batch(counts=(1, 2, 4), seed: int = 0, time: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context (B, C, H, W) (``time``: (B, C, time, H, W), for the heads that read time) and
+    shuffled rois (N, 5) with ``counts[b]`` actors in keyframe b.  Row 0 belongs to the
+    largest keyframe, so the padded slots of the smaller keyframes (which copy row 0) hold a
+    foreign actor."""
     g = torch.Generator().manual_seed(seed)
-    context = torch.randn(len(counts), C, H, W, generator=g)
+    bins = () if time is None else (time,)
+    context = torch.randn(len(counts), C, *bins, H, W, generator=g)
     rows = []
     for b, n in enumerate(counts):
         xy1 = torch.rand(n, 2, generator=g) * (W / 2)

@@ -27,7 +27,11 @@ CONFIGS = {
                           True),
     "atr": ("atr", dict(hidden_dim=8), False),
     "atr-add": ("atr", dict(hidden_dim=8, fuse="add"), False),
+    **{f"{h}-{agg}": (h, dict(width=8, num_heads=2, agg=agg), True)
+       for h in ("s_only", "t_only") for agg in ("avg", "max")},
+    "t_only-d2-nopos": ("t_only", dict(width=8, num_heads=2, depth=2, pos=False), True),
 }
+TIME_BINS = 3   # the time bins of the context of the heads that read time
 IDS = list(CONFIGS)
 
 
@@ -35,6 +39,12 @@ def make_head(cid: str, seed: int = 0) -> torch.nn.Module:
     name, hparams, _ = CONFIGS[cid]
     torch.manual_seed(seed)
     return build_head(name, C, K, **hparams).eval()
+
+
+def batch_of(cid: str, counts=(1, 2, 4), seed: int = 0):
+    """make_batch, with time bins for a head that reads time (s_only, t_only)."""
+    temporal = HEADS[CONFIGS[cid][0]].temporal
+    return make_batch(counts, seed, time=TIME_BINS if temporal else None)
 
 
 def test_every_head_is_tested():
@@ -45,7 +55,7 @@ def test_every_head_is_tested():
 
 @pytest.mark.parametrize("cid", IDS)
 def test_output_shape(cid):
-    context, rois = make_batch((1, 2, 4))
+    context, rois = batch_of(cid, (1, 2, 4))
     with torch.no_grad():
         out = make_head(cid)(context, rois)
     assert out.shape == (7, K)
@@ -55,7 +65,7 @@ def test_output_shape(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_permutation_equivariance(cid):
     head = make_head(cid)
-    context, rois = make_batch((1, 2, 4))
+    context, rois = batch_of(cid, (1, 2, 4))
     perm = torch.randperm(len(rois), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = head(context, rois)
@@ -71,12 +81,12 @@ def test_permutation_equivariance(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_single_actor_keyframe(cid):
     head = make_head(cid)
-    context, rois = make_batch((1,))
+    context, rois = batch_of(cid, (1,))
     with torch.no_grad():
         out = head(context, rois)
     assert out.shape == (1, K)
     assert torch.isfinite(out).all()
-    context, rois = make_batch((1, 1, 1))
+    context, rois = batch_of(cid, (1, 1, 1))
     with torch.no_grad():
         assert torch.isfinite(head(context, rois)).all()
 
@@ -86,7 +96,7 @@ def test_keyframes_without_actors(cid):
     """A keyframe with no actors (all-masked row) changes nothing and leaves grads finite;
     no actors at all gives (0, K)."""
     head = make_head(cid)
-    context, rois = make_batch((2, 0, 3))
+    context, rois = batch_of(cid, (2, 0, 3))
     with torch.no_grad():
         out = head(context, rois)
         ctx_0, rois_0, rows = alone(context, rois, 0)
@@ -100,7 +110,7 @@ def test_keyframes_without_actors(cid):
 def test_keyframes_are_independent(cid):
     """Each keyframe's outputs equal those of running it alone (no padding at all then)."""
     head = make_head(cid)
-    context, rois = make_batch((1, 2, 4))
+    context, rois = batch_of(cid, (1, 2, 4))
     with torch.no_grad():
         out = head(context, rois)
         for b in range(3):
@@ -114,7 +124,7 @@ def test_padded_slots_are_invisible(cid, small):
     """A small keyframe batched with a large one (so padded, its padding copying an actor of
     the large keyframe with huge features) gives the same outputs as alone."""
     head = make_head(cid)
-    context, rois = make_batch((small, 5), seed=3)
+    context, rois = batch_of(cid, (small, 5), seed=3)
     context[1] *= 100.0
     with torch.no_grad():
         out = head(context, rois)
@@ -128,7 +138,7 @@ def test_other_actors_matter_only_in_relation_heads(cid):
     (guards against relation heads that silently ignore their neighbours)."""
     head = make_head(cid)
     relational = CONFIGS[cid][2]
-    context, rois = make_batch((4,))
+    context, rois = batch_of(cid, (4,))
     moved = rois.clone()
     moved[0, 1:] = torch.tensor([0.0, 0.0, 7.5, 7.5])
     with torch.no_grad():
@@ -140,7 +150,7 @@ def test_other_actors_matter_only_in_relation_heads(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_gradients_reach_all_parameters(cid):
     head = make_head(cid).train()
-    context, rois = make_batch((1, 2, 4))
+    context, rois = batch_of(cid, (1, 2, 4))
     context.requires_grad_(True)
     head(context, rois).square().sum().backward()
     assert context.grad is not None and torch.isfinite(context.grad).all()

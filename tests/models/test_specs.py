@@ -19,6 +19,8 @@ SMALL = {  # name -> small hparams (fast to build)
     "acfb": dict(reduce_dim=16, hidden_dim=8, depth=1),
     "lfb": dict(hidden_dim=8, num_layers=1),
     "atr": dict(hidden_dim=8),
+    "s_only": dict(width=8, num_heads=2),
+    "t_only": dict(width=8, num_heads=2, agg="max"),
 }
 
 
@@ -139,6 +141,12 @@ LAYOUT = {
 LAYOUT["atr"] = ["query.weight", "query.bias", "key.weight", "key.bias", "value.weight",
                  "value.bias", "fc.weight", "fc.bias"]
 LAYOUT["acfb"] = LAYOUT["acar"]   # acfb loads an acar checkpoint
+LAYOUT["s_only"] = LAYOUT["t_only"] = [
+    "proj.weight", "proj.bias", "blocks.0.ln1.weight", "blocks.0.ln1.bias",
+    "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.out.weight",
+    "blocks.0.attn.out.bias", "blocks.0.ln2.weight", "blocks.0.ln2.bias",
+    "blocks.0.mlp.0.weight", "blocks.0.mlp.0.bias", "blocks.0.mlp.2.weight",
+    "blocks.0.mlp.2.bias", "ln_f.weight", "ln_f.bias", "fc.weight", "fc.bias"]
 
 
 @pytest.mark.parametrize("name", list(HEADS))
