@@ -83,7 +83,8 @@ def test_bins_are_the_sub_clips_maps(world_dets, stores):
     video = Video(world / "videos" / "val_000.mp4")
     t = float(store.timestamps("val_000")[1])
     idx = extract.clip_indices(t, video.info, 8, 1, None)
-    x, size, valid = extract.preprocess(video.read(idx), 64, False, CFG.pad_multiple or 40,
+    x, size, valid = extract.preprocess(video.read(idx), 64, False,
+                                        CFG.pad_multiple or extract.default_pad_multiple(CFG),
                                         bb.mean, bb.std)
     with torch.inference_mode():
         want = [net(x[None, :, 2 * i:2 * i + 2], image=(valid[3], valid[2]))[0, :, 0]
