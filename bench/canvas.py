@@ -8,8 +8,9 @@ For each clip of ``../shared/videos`` and a few keyframes, the same decoded, res
 normalised clip (the stage's own functions) goes through the backbone
 
 * ``unpadded``: the resized frame as it is, as the official code does (the reference);
-* ``stage``: ``pipeline.extract.run`` itself, on the stride canvas, stored as float32 (so
-  storage rounding plays no part);
+* ``stage``: ``pipeline.extract.run`` itself with its default ``pad_multiple`` (1, i.e.
+  unpadded, for i3d and SlowFast since the default changed; the stride for the others),
+  stored as float32 (so storage rounding plays no part);
 * ``stride``: the bare forward on the stride canvas (the stage must equal it);
 * ``square``: the bare forward on the old square canvas (its side a multiple of the old
   default, the smallest multiple of the stride from 32 on: 32, hoghof 40),
@@ -156,14 +157,14 @@ def measure(backbone: str, weights: str | None, path: Path, frames: int, short_s
     stamps = [t for t in stamps if t < video.info.duration - 0.5]
     net, bb, identity = build_backbone(backbone, weights)
     stride = feature_stride(bb)
-    pad = extract.default_pad_multiple(extract.ExtractConfig(backbone=backbone))
+    pad = extract.default_pad_multiple(extract.ExtractConfig(backbone=backbone))  # the stage's
     clips = clips_of(video, stamps, frames)
     maps: dict[str, list[np.ndarray]] = {"unpadded": [], "stride": [], "square": []}
     seconds: dict[str, float] = {k: 0.0 for k in maps}
     sizes = {}
     for clip in clips:
         for canvas in maps:
-            fmap, s, sizes[canvas] = forward(net, bb, clip, short_side, canvas, pad)
+            fmap, s, sizes[canvas] = forward(net, bb, clip, short_side, canvas, stride)
             maps[canvas].append(fmap)
             seconds[canvas] += s
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,8 +180,10 @@ def measure(backbone: str, weights: str | None, path: Path, frames: int, short_s
            "stage_view": view, "maps": {k: list(np.stack(v).shape[-2:]) for k, v in maps.items()},
            "forward_s_per_clip": {k: v / len(clips) for k, v in seconds.items()},
            "stage_s": stage_s}
+    # the cells the stage's map covers: the stride canvas's, padded or not (pad_multiple 1)
     assert tuple(view["input_size"]) == tuple(sizes["stride"]), (view, sizes)
     out["stage_vs_unpadded"] = compare(stage, ref, w, h, stride)
+    out["stride_bare_vs_unpadded"] = compare(np.stack(maps["stride"]), ref, w, h, stride)
     out["square_vs_unpadded"] = compare(np.stack(maps["square"]), ref, w, h, stride)
     out["stage_vs_stride_bare"] = compare(stage, np.stack(maps["stride"]), w, h, stride)
     out["stage_vs_square"] = compare(stage, np.stack(maps["square"])[..., :rows, :cols], w, h,

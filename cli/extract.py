@@ -57,8 +57,9 @@ from .common import config, fail_if, int_list, parse_shard, stage_command
 @click.option("--scales", default=None, help="Extra test-time scales, e.g. 288,320")
 @click.option("--pad-multiple", type=int, default=None,
               help="Pad each side of the input (right, bottom) to a multiple of this (a "
-                   "multiple of the backbone's stride)  [the stride: i3d 32, SlowFast 16, "
-                   "hoghof 20]")
+                   "multiple of the backbone's stride), or 1: no padding (the map then has "
+                   "ceil(side / stride) cells, as the official code's)  [1 for i3d and "
+                   "SlowFast, else the stride: hoghof 20, torchvision 16 or 32]")
 @click.option("--flip/--no-flip", default=None, help="Also write horizontally flipped views.")
 @click.option("--time-offset", type=float, default=None,
               help="video time = timestamp - offset (AVA 15-minute cuts: 900)  "

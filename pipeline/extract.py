@@ -9,17 +9,16 @@ shifted to stay inside the video.  Each frame is scaled so that its short side i
 ``scale``, normalised with the backbone's weights' statistics (or its own ``norm``
 when it is non-learned, e.g. ``hoghof``), zero-padded right and bottom to the *canvas*:
 each side rounded up on its own to a multiple of ``pad_multiple`` (by default the
-backbone's output stride), so a 16:9 frame stays 16:9 (456 x 256 -> 464 x 256 for a
-stride-16 SlowFast, 480 x 256 for the stride-32 I3D), and the clip goes through the
-backbone; the map is averaged over time: one (C, H, W) float16 map per keyframe and view,
+backbone's output stride; for i3d and SlowFast 1, no padding at all, as the official code
+runs them: their maps have ceil(side / stride) cells of any input, the last ones standing
+out past the image), so a 16:9 frame stays 16:9, and the clip goes through the backbone;
+the map is averaged over time: one (C, H, W) float16 map per keyframe and view,
 of the video's own aspect ratio.  ``temporal: N`` keeps N time bins instead, one
 (C, N, H, W) map (:func:`time_pool`): the backbone's map average-pooled over time into N
 bins when it has at least N time steps; a backbone whose map has fewer (``hoghof``: one)
 sees the clip cut into N consecutive sub-clips of ``clip_frames / N`` frames, each
-sub-clip's map averaged over time being one bin.  The official ACAR-Net code runs one
-clip unpadded; the canvas adds less than one output cell of zeros at the right and
-bottom, so a learned backbone sees (nearly) what it sees there (``bench/canvas.py``
-measures the difference).
+sub-clip's map averaged over time being one bin.  On a padded canvas a learned backbone
+sees the padding near the image's right and bottom edges (``bench/canvas.py`` measures it).
 A backbone that ``sees_image`` (``hoghof``) is told the image's size and ignores the
 padding, so its map inside the image does not depend on ``pad_multiple``.  Stores made
 before (``LAYOUT`` < 3) padded to a square; they are rebuilt, and the spec records the
@@ -68,6 +67,7 @@ from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
 from .artifacts.features import CANVAS, DTYPES, FeatureSpec, FeatureStore, ViewSpec, parse_temporal
 from .backbones import build_backbone, feature_stride, get_backbone
+from .backbones import default_pad_multiple as backbone_pad_multiple
 from .distributed import worker_init
 from .progress import progress
 from .shards import shard_items, stale_items
@@ -101,8 +101,8 @@ class ExtractConfig:
     scales: list[int] = field(default_factory=list)  # extra test-time scales
     flip: bool = False                # also write flipped views
     pad_multiple: int | None = None   # each canvas side is padded up to a multiple of
-                                      # this; None: the backbone's output stride (32 for
-                                      # i3d, 16 for SlowFast, 20 for hoghof)
+                                      # this (1: unpadded); None: 1 for i3d and SlowFast
+                                      # (the official input), else the output stride
     batch_size: int = 4               # clips per forward pass
     num_workers: int | None = None    # decoding workers; None: min(8, cores - 1)
     segment_keyframes: int = 64       # keyframes per decoding task
@@ -476,16 +476,17 @@ def make_spec(cfg: ExtractConfig, identity: str) -> tuple[FeatureSpec, list[tupl
 
 
 def default_pad_multiple(cfg: ExtractConfig) -> int:
-    """The backbone's output stride: each canvas side is padded to the next whole cell."""
-    return feature_stride(get_backbone(cfg.backbone), cfg.dilate_last)
+    """1 (no padding) for i3d and SlowFast, else the backbone's output stride: each canvas
+    side is padded to the next whole cell (:func:`pipeline.backbones.default_pad_multiple`)."""
+    return backbone_pad_multiple(get_backbone(cfg.backbone), cfg.dilate_last)
 
 
 def _check(cfg: ExtractConfig, spec: FeatureSpec, out: str) -> None:
     bb = get_backbone(cfg.backbone)
     stride = feature_stride(bb, cfg.dilate_last)
-    if cfg.pad_multiple % stride:
-        raise ArtifactError(out, f"pad_multiple {cfg.pad_multiple} must be a multiple of "
-                            f"{cfg.backbone}'s output stride {stride} (e.g. "
+    if cfg.pad_multiple != 1 and cfg.pad_multiple % stride:
+        raise ArtifactError(out, f"pad_multiple {cfg.pad_multiple} must be 1 (no padding) or "
+                            f"a multiple of {cfg.backbone}'s output stride {stride} (e.g. "
                             f"{math.lcm(32, stride)} or {stride})")
     if spec.clip_frames < bb.min_frames or spec.clip_stride < 1:
         raise ArtifactError(out, f"{cfg.backbone} needs clip_frames >= {bb.min_frames} and "
@@ -676,6 +677,7 @@ class _Context:
         self.cfg, self.device = cfg, device
         self.mean, self.std = bb.mean, bb.std
         self.bins = parse_temporal(cfg.temporal)
+        self.stride = feature_stride(bb, cfg.dilate_last)     # the map's cell, in px
 
     def _net(self, x: torch.Tensor, image: tuple[int, int], amp: bool) -> torch.Tensor:
         """(B, 3, T, S, S) -> the backbone's (B, C, T', H', W') map."""
@@ -701,12 +703,19 @@ class _Context:
                                 f"at keyframe t={int(st.timestamps[k])} (view {name}); the "
                                 "video is not written")
             if name not in st.arrays:
-                stride = canvas[0] / fmap.shape[-1]
-                if canvas[1] / fmap.shape[-2] != stride:     # the cells must be square
+                # the map covers ceil(canvas / stride) whole cells (= canvas / stride when
+                # the canvas is padded to the stride; pad_multiple 1: the last cells stand
+                # out past the image, as on the official unpadded input)
+                stride = self.stride
+                cells = (math.ceil(canvas[0] / stride), math.ceil(canvas[1] / stride))
+                size = (cells[0] * stride, cells[1] * stride)        # (W, H) the cells cover
+                if (fmap.shape[-1], fmap.shape[-2]) != cells:
                     raise ArtifactError(self.spec.backbone, f"a {canvas[0]}x{canvas[1]} "
-                                        f"input gave a {fmap.shape[-1]}x{fmap.shape[-2]} map: "
-                                        "not one stride on both axes")
-                vs = ViewSpec(name, scale, flip, canvas, (0, 0, w, h), stride)
+                                        f"input gave a {fmap.shape[-1]}x{fmap.shape[-2]} map, "
+                                        f"not {cells[0]}x{cells[1]} cells of stride {stride}"
+                                        + ("; pad the input (--pad-multiple "
+                                           f"{stride})" if self.cfg.pad_multiple == 1 else ""))
+                vs = ViewSpec(name, scale, flip, size, (0, 0, w, h), size[0] / cells[0])
                 st.arrays[name] = self.store.create_view(st.video, vs,
                                                          (st.num_clips, *fmap.shape[1:]),
                                                          self.cfg.dtype)

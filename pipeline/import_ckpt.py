@@ -44,7 +44,7 @@ from .artifacts.atomic import atomic_path
 from .artifacts.checkpoint import save_checkpoint
 from .artifacts.features import CANVAS, FeatureSpec
 from .artifacts.labelmap import read_labelmap
-from .backbones import feature_stride, get_backbone, slowfast
+from .backbones import default_pad_multiple, get_backbone, slowfast
 from .backbones.weights import read_tensors
 from .models import build_head, head_config
 
@@ -158,7 +158,7 @@ def import_checkpoint(ckpt: str | os.PathLike, out_dir: str | os.PathLike,
     if result.missing_keys or result.unexpected_keys:
         raise ArtifactError(path, f"head tensors: missing {result.missing_keys[:4]}, "
                             f"unexpected {result.unexpected_keys[:4]}")
-    pad = pad_multiple or feature_stride(bb)        # extract's default canvas
+    pad = pad_multiple or default_pad_multiple(bb)   # extract's default: unpadded
     spec = FeatureSpec(backbone, f"file:{path.name}:{slowfast._digest(path)}", False,
                        bb.clip_frames, bb.clip_stride, short_side, bb.channels,
                        (f"s{short_side}",),

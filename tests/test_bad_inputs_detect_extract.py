@@ -326,7 +326,7 @@ EXTRACT_CASES = [
                                                  "val/val_000.mp4": "val_000.mp4"}),
          "{tmp}/videos", "its subfolders hold videos: train/ (1), val/ (1)"),
     Case("pad-multiple-not-a-stride-multiple", _flags("--pad-multiple", "12"),
-         "pad_multiple 12", "must be a multiple of mc3_18's output stride"),
+         "pad_multiple 12", "or a multiple of mc3_18's output stride"),
     Case("short-side-too-small", _flags("--short-side", "4"),
          "--short-side: extract.short_side must be >= 8", ""),
     Case("bad-shard", _flags("--shard", "2/2"), "--shard", "need 0 <= i < N"),

@@ -139,6 +139,33 @@ def test_a_frame_of_whole_cells_is_not_padded(wide_clip, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)
 
 
+def test_pad_multiple_1_runs_the_backbone_on_the_unpadded_frame(wide_clip, tmp_path):
+    """``pad_multiple: 1`` (i3d's and SlowFast's default): no padding at all, whatever the
+    frame's size; the map has ceil(size / stride) cells, the last ones standing out past
+    the image, as the official code's unpadded input gives."""
+    videos, dets = wide_clip
+    url = str(tmp_path / "u.zarr")
+    cfg = extract.ExtractConfig(**{**LEARNED, "pad_multiple": 1}, short_side=72)
+    assert extract.run(cfg, videos, dets, url) == []
+    store = FeatureStore(url)
+    view = store.view("wide", "s72")
+    assert view.input_size == (128, 80) and view.valid == (0, 0, 128, 72)   # 8 x 5 cells
+    net, bb, _ = build_backbone("mc3_18", random_init=True)
+    clip = torch.from_numpy(_clip(videos, store, 1)).permute(0, 3, 1, 2)       # (T, 3, H0, W0)
+    x = extract.resize_frames(clip, (128, 72)).float().div(255)
+    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
+    with torch.inference_mode():                                          # no F.pad at all
+        want = net(x.permute(1, 0, 2, 3)[None]).mean(dim=2)[0].numpy()   # (512, 5, 8)
+    got = store.read("wide", "s72")[1].astype(np.float32)
+    assert got.shape == want.shape == (512, 5, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)
+    padded = str(tmp_path / "p.zarr")                  # the stride canvas differs inside
+    assert extract.run(extract.ExtractConfig(**LEARNED, short_side=72), videos, dets,
+                       padded) == []
+    assert np.abs(FeatureStore(padded).read("wide", "s72")[1].astype(np.float32)
+                  - got).max() > 1e-2
+
+
 def test_a_head_trained_on_a_square_canvas_is_refused_on_these_features():
     """The spec records the canvas: a checkpoint whose features came from a square canvas
     (no ``canvas`` key, LAYOUT < 3) differs from today's store in one named field."""

@@ -298,6 +298,18 @@ def feature_stride(spec: Backbone, dilate_last: bool = False) -> int:
     return spec.stride // 2 if dilate_last else spec.stride
 
 
+# Families whose map of any input size is ceil(size / stride) cells (TensorFlow "SAME"
+# padding in I3D; stride-2 convs and pools with padding k // 2 in SlowFast): they run on the
+# resized frame itself, unpadded, as the official ACAR-Net and PySlowFast code does.
+UNPADDED = ("i3d", "slowfast")
+
+
+def default_pad_multiple(spec: Backbone, dilate_last: bool = False) -> int:
+    """extract's default ``pad_multiple``: 1 (no padding) for the :data:`UNPADDED` families,
+    else the output stride (each side padded to the next whole cell)."""
+    return 1 if spec.family in UNPADDED else feature_stride(spec, dilate_last)
+
+
 # ---- classifiers ---------------------------------------------------------------------------
 
 def kinetics400_labels() -> list[str]:

@@ -26,14 +26,16 @@ test preprocessing (256), at the video's own rate, as ``acar classify`` uses it.
 ``hoghof-toy``: the toy world's settings of ``stages.yaml`` (8 frames every 2nd of the
 8-fps video: a 2-s window, 160 px).
 
-The canvas.  No preset sets ``pad_multiple``: each side of the resized frame is padded
-(right and bottom, zeros after normalising) up to a multiple of the backbone's output
-stride, so the network sees the frame's own aspect ratio with less than one cell of padding
-(the official ACAR-Net code runs one clip unpadded).  A 16:9 frame at short side 256 is
-456 x 256: ``acar-net-*`` (stride 16) run on 464 x 256 and store a 16 x 29 map;
-``i3d-kinetics400`` (stride 32) on 480 x 256, an 8 x 15 map; ``hoghof-toy``'s 160 x 160
-toy frames need no padding (stride 20, an 8 x 8 map).  Before features.LAYOUT 3 the canvas
-was a square (480 x 480 for that frame); ``bench/canvas.py`` measures what that changed.
+The canvas.  No preset sets ``pad_multiple``: extract's default runs i3d and SlowFast on
+the resized frame itself, unpadded, as the official ACAR-Net and PySlowFast code does (their
+maps have ceil(side / stride) cells whatever the size:
+:data:`pipeline.backbones.UNPADDED`); the other backbones
+get each side padded (right and bottom, zeros after normalising) up to a multiple of the
+output stride, less than one cell.  A 16:9 frame at short side 256 is 456 x 256:
+``acar-net-*`` (stride 16) store a 16 x 29 map and ``i3d-kinetics400`` (stride 32) an 8 x 15
+one, on the unpadded frame; ``hoghof-toy``'s 160 x 160 toy frames need no padding (stride
+20, an 8 x 8 map).  Before features.LAYOUT 3 the canvas was a square (480 x 480 for that
+frame); ``bench/canvas.py`` measures what each canvas changes.
 
 The normalisation is a property of the backbone's weights (its :data:`BACKBONES` entry,
 which ``extract`` applies); a preset names the one it expects and resolving it checks that
