@@ -126,17 +126,18 @@ def _value(metrics: dict, col: str) -> float | None:
 
 def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
     families = [f for f in synth.GROWN_FAMILIES        # those the runs' world has
-                if any(f in r["metrics"][h] for r in runs for h in heads)]
+                if any(f in r["metrics"].get(h, {}) for r in runs for h in heads)]
     cols = families + ["mAP"] + [f"class:{c}" for c in LONGTERM]
     lines = ["| head | " + " | ".join(c.replace("class:", "") for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for head in heads:
         cells = []
         for c in cols:
-            vals = [100 * v for r in runs
-                    if (v := _value(r["metrics"][head], c)) is not None]
+            vals = [100 * v for r in runs           # a head a seed did not run: left out
+                    if (v := _value(r["metrics"].get(head, {}), c)) is not None]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}" if vals else "–")
+            n = "" if len(vals) == len(runs) else f" ({len(vals)} seeds)"
+            cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}{n}" if vals else "–")
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
