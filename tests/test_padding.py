@@ -94,6 +94,17 @@ def _clip(videos, store: FeatureStore, k: int, frames: int = 4) -> np.ndarray:
     return video.read(extract.clip_indices(t, video.info, frames, 1))   # (T, H0, W0, 3)
 
 
+def _unpadded_map(videos, store: FeatureStore, size: tuple[int, int]) -> np.ndarray:
+    """mc3_18 (the stores' random init) on keyframe 1's clip resized to ``size`` (W, H), no
+    F.pad at all: the official input.  -> (C, H', W')"""
+    net, bb, _ = build_backbone("mc3_18", random_init=True)
+    clip = torch.from_numpy(_clip(videos, store, 1)).permute(0, 3, 1, 2)       # (T, 3, H0, W0)
+    x = extract.resize_frames(clip, size).float().div(255)
+    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return net(x.permute(1, 0, 2, 3)[None]).mean(dim=2)[0].numpy()
+
+
 def test_a_learned_backbone_sees_the_clip_padded_to_its_stride(wide_clip, tmp_path):
     """128x72 at short side 36: the image is 64x36, the canvas 64x48 (stride 16), the map
     3x4 (every cell holds image), and the stored map is the backbone on that clip; the
@@ -128,12 +139,7 @@ def test_a_frame_of_whole_cells_is_not_padded(wide_clip, tmp_path):
     assert extract.run(cfg, videos, dets, url) == []
     store = FeatureStore(url)
     assert store.view("wide", "s144").input_size == (256, 144)
-    net, bb, _ = build_backbone("mc3_18", random_init=True)
-    clip = torch.from_numpy(_clip(videos, store, 1)).permute(0, 3, 1, 2)       # (T, 3, H0, W0)
-    x = extract.resize_frames(clip, (256, 144)).float().div(255)
-    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
-    with torch.inference_mode():                                          # no F.pad at all
-        want = net(x.permute(1, 0, 2, 3)[None]).mean(dim=2)[0].numpy()   # (512, 9, 16)
+    want = _unpadded_map(videos, store, (256, 144))                    # (512, 9, 16)
     got = store.read("wide", "s144")[1].astype(np.float32)
     assert got.shape == want.shape == (512, 9, 16)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)
@@ -150,12 +156,7 @@ def test_pad_multiple_1_runs_the_backbone_on_the_unpadded_frame(wide_clip, tmp_p
     store = FeatureStore(url)
     view = store.view("wide", "s72")
     assert view.input_size == (128, 80) and view.valid == (0, 0, 128, 72)   # 8 x 5 cells
-    net, bb, _ = build_backbone("mc3_18", random_init=True)
-    clip = torch.from_numpy(_clip(videos, store, 1)).permute(0, 3, 1, 2)       # (T, 3, H0, W0)
-    x = extract.resize_frames(clip, (128, 72)).float().div(255)
-    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
-    with torch.inference_mode():                                          # no F.pad at all
-        want = net(x.permute(1, 0, 2, 3)[None]).mean(dim=2)[0].numpy()   # (512, 5, 8)
+    want = _unpadded_map(videos, store, (128, 72))                      # (512, 5, 8)
     got = store.read("wide", "s72")[1].astype(np.float32)
     assert got.shape == want.shape == (512, 5, 8)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=2e-3)
