@@ -33,7 +33,9 @@ complete videos) is removed, so the store equals a fresh build of the same input
 sharded run removes only those of its shard (:func:`pipeline.shards.stale_items`).  For acfb the
 checkpoint's features must be the store's (:func:`pipeline.inference.check_feature_spec`),
 checked for every video before anything is written.
-The same inputs give the same bytes (batches never cross videos).
+The same inputs give the same bytes (batches never cross videos).  A run that ends with
+the whole bank complete writes its digest beside it (``data/banks/lfb.zarr`` ->
+``data/banks/lfb.digest``, :mod:`pipeline.artifacts.digest`): what the DAG's stages depend on.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from .artifacts.annotations import read_annotations
 from .artifacts.banks import BankStore, digest
 from .artifacts.checkpoint import load_checkpoint
 from .artifacts.detections import read_detections
+from .artifacts.digest import remove_digest, write_digest
 from .artifacts.features import FeatureSpec, FeatureStore
 from .inference import check_feature_spec, load_head
 from .keyframes import FeatureCache, Keyframe, batch, valid_cells
@@ -241,6 +244,7 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                                           f"(it has {', '.join(fspec.views)})")
     compute.check(src, videos)
     bank = BankStore(out, mode="a")
+    remove_digest(out)                      # written again below once the bank is complete
     for video in stale_items(bank.videos(complete_only=False), inputs, shard):
         bank.store.remove_video(video)      # not in this run's input: a fresh build lacks it
     failures: list[str] = []
@@ -282,4 +286,8 @@ def run(cfg: BankConfig, features: str, detections: str | os.PathLike, out: str,
                f"{size['keyframes']} keyframes, {size['actors']} actors, "
                f"{size['bytes_per_keyframe']:.0f} bytes/keyframe "
                f"({size['stored_bytes_per_keyframe']:.0f} stored) -> {out}")
+    # a full build gets its digest (a shard: once the others are done too)
+    if set(bank.videos(complete_only=False)) == set(inputs) and all(
+            bank.is_current(v) and bank.attrs(v).get("kind") == cfg.kind for v in inputs):
+        write_digest(out)
     return failures

@@ -34,6 +34,9 @@ writes (in a background thread).  Memory stays bounded whatever the video's leng
 Resume: a video group is marked complete last; a rerun skips complete groups whose
 spec matches and rebuilds the others.  ``shard=(i, N)`` takes every N-th video of the
 sorted detections, so N processes fill one store without touching each other's groups.
+A run removes the store's digest (``data/features.zarr`` -> ``data/features.digest``,
+:mod:`pipeline.artifacts.digest`) before writing, and writes it again at its end when the
+store holds every video of the detections, complete (a shard: the one that ends last).
 
 A run leaves its store equal to a fresh build of the same inputs: groups of videos that
 are not in the detections are removed (a sharded run removes those that
@@ -65,6 +68,7 @@ from tqdm import tqdm
 
 from .artifacts import ArtifactError
 from .artifacts.detections import read_detections
+from .artifacts.digest import remove_digest, write_digest
 from .artifacts.features import CANVAS, DTYPES, FeatureSpec, FeatureStore, ViewSpec, parse_temporal
 from .backbones import build_backbone, feature_stride, get_backbone
 from .backbones import default_pad_multiple as backbone_pad_multiple
@@ -547,6 +551,7 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
     device = _device(cfg.device)
     net = net.to(device)
     store = open_output(out)
+    remove_digest(out)                    # written again below once the store is complete
     stale = stale_items(store.videos(complete_only=False), inputs, shard)
     for video in stale:
         store.remove_video(video)
@@ -641,7 +646,17 @@ def run(cfg: ExtractConfig, videos_dir: str | os.PathLike, detections: str | os.
             writer.shutdown(wait=True)
             bar.close()
     tqdm.write(summary_line(store, wanted, reused, failures, out))
+    if complete_store(store, inputs, spec):   # (a shard: only once the others are done too)
+        write_digest(out)
     return failures
+
+
+def complete_store(store: FeatureStore, videos: Iterable[str], spec: FeatureSpec) -> bool:
+    """Whether ``store`` holds exactly ``videos``, each complete and current with ``spec``:
+    a full build, which gets its digest (:mod:`pipeline.artifacts.digest`)."""
+    videos = set(videos)
+    return set(store.videos(complete_only=False)) == videos and all(
+        store.is_current(v) and store.spec(v) == spec for v in videos)
 
 
 def summary_line(store: FeatureStore, videos: Iterable[str], reused: int, failures: list[str],

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.artifacts.digest import digest_path
 from tests.test_dvc_pipeline import dvc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,6 +257,39 @@ def test_every_data_dep_of_the_methods_is_an_output():
         for dep in stage["deps"]:
             if dep.startswith("data/"):
                 assert covered(dep, made), f"{name}: no stage makes {dep}"
+
+
+# the command-line options by which a stage reads a Zarr store (extract's --out writes one)
+STORE_READS = ("--features", "--bank")
+
+
+def test_a_store_folder_is_named_by_its_producer_only():
+    """DVC walks and hashes a directory dep or out once per stage that names it.  A Zarr
+    store (thousands of files) is an out of its producer only, with its digest file beside
+    it (pipeline/artifacts/digest.py); a stage that reads the store depends on that digest,
+    so a no-op `dvc status` walks each store once and a changed store still reruns it."""
+    every = all_stages(outs=True)
+    producers: dict[str, str] = {}
+    for name, stage in every.items():
+        named = [d for d in stage["deps"] if d.endswith(".zarr")]
+        assert not named, f"{name} depends on the store folder {named}: use its digest"
+        for out in stage["outs"]:
+            if out.endswith(".zarr"):
+                producers[out] = name
+                assert digest_path(out).as_posix() in stage["outs"], \
+                    f"{name} makes {out} without its digest {digest_path(out)}"
+    assert producers == {"data/features.zarr": "extract", "data/banks/lfb.zarr": "bank_lfb",
+                         "data/banks/acfb.zarr": "bank_acfb"}
+    reads = 0
+    for name, stage in every.items():
+        words = stage["cmd"].split()
+        for flag, store in zip(words, words[1:], strict=False):
+            if flag in STORE_READS:
+                reads += 1
+                assert store in producers, f"{name} reads {store}, which no stage makes"
+                assert digest_path(store).as_posix() in stage["deps"], \
+                    f"{name} reads {store} but does not depend on {digest_path(store)}"
+    assert reads >= 23                   # every train/eval/bank stage of both files
 
 
 def test_methods_stages_run_in_the_repository_root():
