@@ -406,6 +406,38 @@ def test_row_reader_of_other_layouts_and_a_corrupt_shard_index(tmp_path):
         RowReader(arr)[0:2]
 
 
+def test_disk_batches_are_decoded_into_one_array_equal_to_memory(tmp_path):
+    """From disk, a batch's maps (any order, a keyframe drawn twice, across videos and
+    shards) are decoded straight into the rows of one (B, C, H, W) array: equal to the
+    maps from memory, and stack_float32 of them equals the stack it no longer makes."""
+    from pipeline.artifacts.features import SHARD_KEYFRAMES
+    from pipeline.keyframes import stack_float32
+    from tests.conftest import make_feature_store
+
+    k = SHARD_KEYFRAMES + 3                                 # v0: 2 shards
+    store = make_feature_store(str(tmp_path / "f.zarr"), {"v0": k, "v1": 5})
+    memory, disk = FeatureCache(store, "s36"), FeatureCache(store, "s36", in_memory=False)
+    keys = [("v1", 4), ("v0", k - 1), ("v0", 2), ("v1", 4), ("v0", 3), ("v0", 1),
+            ("v0", SHARD_KEYFRAMES - 1), ("v0", SHARD_KEYFRAMES)]
+    got, want = disk.contexts(keys), memory.contexts(keys)
+    base = got[0].base
+    assert base.shape == (len(keys), *want[0].shape) and base.dtype == np.float16
+    assert all(g.base is base for g in got)                 # rows of one array, in order
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[0], got[1])               # each its own keyframe
+    stacked = stack_float32(got)
+    np.testing.assert_array_equal(stacked.numpy(), np.stack(want).astype(np.float32))
+    assert not np.shares_memory(stacked.numpy(), base)
+    f32 = np.stack(want).astype(np.float32)                 # float32 rows of one array:
+    out = stack_float32(list(f32))                          # copied, never a view
+    np.testing.assert_array_equal(out.numpy(), f32)
+    assert not np.shares_memory(out.numpy(), f32)
+    shuffled = [want[1], want[0], *want[2:]]                # not in order: stacked as is
+    np.testing.assert_array_equal(stack_float32(shuffled).numpy(),
+                                  np.stack(shuffled).astype(np.float32))
+
+
 # ---- killed runs and non-finite losses (issue 19, items 1 and 2) -----------------------------
 
 def _kill_after_epochs(mp: pytest.MonkeyPatch, n: int) -> None:
