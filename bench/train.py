@@ -4,16 +4,22 @@
     uv run python bench/train.py [--keyframes 512] [--head linear] [--threads 2] [--repeat 3]
                                  [--features normal|relu] [--reader rows|zarr|both]
                                  [--zarr-config '{"async.concurrency": 64}']
-    nice -n 5 uv run python bench/train.py --keyframes 2048 --channels 2304 --size 16 \
-        --width 22 --features relu --repeat 1 --cold --out bench/results/train_2304.json
+    nice -n 5 uv run python bench/train.py --keyframes 4096 --channels 2304 --size 16 \
+        --width 22 --features relu --repeat 2 --cold --profile --threads 2 \
+        --epoch-keyframes acar=128 --out bench/results/train_2304.json
 
 ``--reader``: how the disk epochs read a run of keyframes: ``rows``, the hand decoder of
 :mod:`pipeline.keyframes` (``RowReader``), or ``zarr``, zarr's own ``array[start:stop]``;
 ``both`` times the two in the same run (issue #15: keep the faster); ``--zarr-config``
 sets zarr's own options (``zarr.config``) for the ``zarr`` reads.  Each rate is the
 best of ``--repeat`` epochs (the modes alternate), which damps the noise of a shared
-machine; the load average is recorded.  Writes bench/results/train.json.  Target
-(issue #4): disk / memory >= 0.8.
+machine; the load average is recorded, and each mode's process CPU time per keyframe
+(which the load hardly changes: on a shared machine the ratio of CPU times says what the
+disk costs).  ``--epoch-keyframes acar=128``: a slow head's epoch draws that many keyframes
+from the whole store (reads spread over a store of the full size).  ``--profile``: the
+reads, the collate and the step each alone.  Writes bench/results/train.json (after every
+head).  Targets: disk / memory >= 0.8 (issue #4); >= 0.9 at C = 2304, 16 x 22, a store
+of several GB (issue #21).
 """
 
 from __future__ import annotations

@@ -60,9 +60,9 @@ class RowReader:
 
     A view in the layout that ``FeatureStore.create_view`` writes, in a local store,
     is decoded here directly: a shard's index is read once, then a range of rows is one
-    file read and a zstd decode per row.  zarr-python awaits a file read and a decode
-    per chunk, about 3x the CPU per keyframe (``bench/train.py``).  Other arrays and
-    stores are read through zarr.
+    file read and a zstd decode per row, into the caller's rows (:meth:`read_into`).
+    zarr-python awaits a file read and a decode per chunk, about 3x the CPU per keyframe
+    (``bench/train.py``).  Other arrays and stores are read through zarr.
     """
 
     def __init__(self, arr: zarr.Array):
