@@ -202,6 +202,34 @@ def test_prefetcher_yields_in_order_and_raises_the_loaders_error():
     it.close()
 
 
+def test_prefetcher_threads_fetch_the_same_batches_in_order(tmp_path):
+    """A DataLoader without workers: 1 or 3 fetching threads, disk or memory, give the
+    batches of the plain loader, equal and in order; an error in a fetch is raised."""
+    videos = {"v0": 11, "v1": 6}
+    store = make_feature_store(str(tmp_path / "f.zarr"), videos)
+    samples = _keyframes({"v0": list(range(11)), "v1": list(range(6))})
+    cfg = train.TrainConfig(batch_size=3, jitter=0.1)
+    plain = None
+    for in_memory in (True, False):
+        cache = FeatureCache(store, "s36", in_memory=in_memory)
+        cache.open(sorted(videos))
+        data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
+        if plain is None:
+            plain = list(train.epoch_loader(data, 1, cfg, 0).loader)
+        for threads in (1, 3):
+            got = list(train.Prefetcher(train.epoch_loader(data, 1, cfg, 0).loader,
+                                        depth=2, threads=threads))
+            assert len(got) == len(plain) == 6
+            for (k1, c1, r1, _, t1), (k2, c2, r2, _, t2) in zip(got, plain, strict=True):
+                assert [(k.video, k.index) for k in k1] == [(k.video, k.index) for k in k2]
+                for a, b in ((c1, c2), (r1, r2), (t1, t2)):
+                    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    loader = train.epoch_loader(data, 1, cfg, 0).loader
+    loader.collate_fn = lambda items: (_ for _ in ()).throw(ValueError("bad shard"))
+    with pytest.raises(ValueError, match="bad shard"):
+        list(train.Prefetcher(loader, threads=2))
+
+
 TINY_HPARAMS = {"linear": {}, "actor_actor": {"hidden_dim": 8, "num_heads": 2},
                 "acrn": {"hidden_dim": 8},
                 "acar": {"reduce_dim": 8, "hidden_dim": 8, "depth": 1}}
