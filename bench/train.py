@@ -5,7 +5,7 @@
                                  [--features normal|relu] [--reader rows|zarr|both]
                                  [--zarr-config '{"async.concurrency": 64}']
     nice -n 5 uv run python bench/train.py --keyframes 4096 --channels 2304 --size 16 \
-        --width 22 --features relu --repeat 2 --cold --profile --threads 2 \
+        --width 22 --features relu --repeat 2 --cold --one-fetch-thread --profile --threads 2 \
         --epoch-keyframes acar=128 --out bench/results/train_2304.json
 
 ``--reader``: how the disk epochs read a run of keyframes: ``rows``, the hand decoder of
@@ -88,8 +88,9 @@ def drop_page_cache() -> bool:
 
 
 def epoch_rate(store, samples, head_name, in_memory, workers, cfg, reader="rows",
-               cold: bool = False) -> tuple[float, float]:
-    """(keyframes/s, process CPU ms per keyframe) of one training epoch over ``samples``."""
+               cold: bool = False, fetch_threads: int | None = None) -> tuple[float, float]:
+    """(keyframes/s, process CPU ms per keyframe) of one training epoch over ``samples``;
+    ``fetch_threads``: the prefetcher's threads [train.Prefetcher's default]."""
     if cold and not drop_page_cache():
         raise SystemExit("--cold: cannot drop the page cache (needs root)")
     cache = FeatureCache(store, "s256", in_memory=in_memory)
@@ -102,6 +103,8 @@ def epoch_rate(store, samples, head_name, in_memory, workers, cfg, reader="rows"
                       **HPARAMS.get(head_name, {}))
     opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     loader = train.epoch_loader(data, 0, cfg, workers)
+    if fetch_threads is not None and isinstance(loader, train.Prefetcher):
+        loader.threads = fetch_threads
     actors = [sum(len(samples[i].boxes) for i in b) for b in train.global_batches(data, 0, cfg)]
     t0, c0 = time.perf_counter(), time.process_time()
     train.train_epoch(head, opt, loader, list(range(13)), cfg, 0, actors)
@@ -174,6 +177,8 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["float16", "int8"], default="float16")
     ap.add_argument("--cold", action="store_true",
                     help="also time disk epochs after dropping the page cache (needs root)")
+    ap.add_argument("--one-fetch-thread", action="store_true",
+                    help="also time disk epochs prefetched by one thread (as before #21)")
     ap.add_argument("--profile", action="store_true",
                     help="also time the reads, the collate and the step each alone")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
@@ -225,13 +230,16 @@ def main() -> None:
             loads = [round(os.getloadavg()[0], 2)]
             epoch_rate(store, drawn[:64], head, True, 0, cfg)          # warm-up
             disk = {r: (0.0, 0.0) for r in readers}
-            mem, cold = (0.0, 0.0), (0.0, 0.0)
+            mem, cold, one = (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)
             for _ in range(args.repeat):       # each mode's best epoch (rate, its CPU)
                 for reader in readers:
                     with zarr.config.set(zarr_config if reader == "zarr" else {}):
                         disk[reader] = max(disk[reader], epoch_rate(
                             store, drawn, head, False, args.workers, cfg, reader))
                 mem = max(mem, epoch_rate(store, drawn, head, True, 0, cfg))
+                if args.one_fetch_thread:
+                    one = max(one, epoch_rate(store, drawn, head, False, args.workers, cfg,
+                                              fetch_threads=1))
                 if args.cold:
                     cold = max(cold, epoch_rate(store, drawn, head, False, args.workers,
                                                 cfg, cold=True))
@@ -243,6 +251,10 @@ def main() -> None:
                 row |= {f"disk{suffix}_kf_per_s": round(rate, 1),
                         f"disk{suffix}_cpu_ms_per_kf": round(cpu, 2),
                         f"ratio{suffix}": round(rate / mem[0], 3)}
+            if args.one_fetch_thread:
+                row |= {"disk_one_fetch_thread_kf_per_s": round(one[0], 1),
+                        "disk_one_fetch_thread_cpu_ms_per_kf": round(one[1], 2),
+                        "ratio_one_fetch_thread": round(one[0] / mem[0], 3)}
             if args.cold:
                 row |= {"disk_cold_kf_per_s": round(cold[0], 1),
                         "disk_cold_cpu_ms_per_kf": round(cold[1], 2),
