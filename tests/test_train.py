@@ -135,10 +135,11 @@ def test_training_learns_separable_labels(tmp_path, labelmap_file):
     assert row["val_mAP"] > 0.5 and metrics
 
 
-def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])   # 0: the prefetcher's fetching threads
+def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path, workers):
     fs, det, gt, lm = train_inputs
     mem = train.TrainConfig(epochs=2, batch_size=3, cache="memory")
-    disk = train.TrainConfig(epochs=2, batch_size=3, cache="disk", num_workers=2)
+    disk = train.TrainConfig(epochs=2, batch_size=3, cache="disk", num_workers=workers)
     train.run(mem, fs, det, gt, lm, tmp_path / "mem.pt")
     train.run(disk, fs, det, gt, lm, tmp_path / "disk.pt")
     a, b = load_checkpoint(tmp_path / "mem.pt"), load_checkpoint(tmp_path / "disk.pt")
