@@ -60,9 +60,9 @@ class RowReader:
 
     A view in the layout that ``FeatureStore.create_view`` writes, in a local store,
     is decoded here directly: a shard's index is read once, then a range of rows is one
-    file read and a zstd decode per row.  zarr-python awaits a file read and a decode
-    per chunk, about 3x the CPU per keyframe (``bench/train.py``).  Other arrays and
-    stores are read through zarr.
+    file read and a zstd decode per row, into the caller's rows (:meth:`read_into`).
+    zarr-python awaits a file read and a decode per chunk, about 3x the CPU per keyframe
+    (``bench/train.py``).  Other arrays and stores are read through zarr.
     """
 
     def __init__(self, arr: zarr.Array):
@@ -81,14 +81,32 @@ class RowReader:
             return self.read(int(index), int(index) + 1)[0]
         return np.asarray(self.arr[index])
 
+    @property
+    def direct(self) -> bool:
+        """Whether rows are decoded here (a local store in extract's layout), not by zarr."""
+        return bool(self.rows)
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)``."""
         if not self.rows or stop <= start:
             return np.asarray(self.arr[start:stop])
+        out = np.empty((stop - start, *self.arr.shape[1:]), self.arr.dtype.newbyteorder("<"))
+        self.read_into(start, stop, list(out))
+        return out
+
+    def read_into(self, start: int, stop: int, rows_out: Sequence[np.ndarray]) -> None:
+        """Decode rows ``[start, stop)`` into ``rows_out[i]`` (row ``start + i``): each a
+        C-contiguous array of one row's shape and little-endian dtype, e.g. rows of a
+        batch in its own order, so that a batch is not copied again after the decode."""
         arr, rows = self.arr, self.rows
-        out = np.full((stop - start, *arr.shape[1:]), arr.metadata.fill_value,
-                      arr.dtype.newbyteorder("<"))
-        for shard in range(start // rows, (stop - 1) // rows + 1):
+        if len(rows_out) != stop - start:
+            raise ValueError(f"{len(rows_out)} output rows for rows [{start}, {stop})")
+        if not rows:
+            for dst, row in zip(rows_out, np.asarray(arr[start:stop]), strict=True):
+                dst[...] = row
+            return
+        filled = [False] * (stop - start)
+        for shard in range(start // rows, (stop - 1) // rows + 1) if stop > start else ():
             lo, hi = max(start, shard * rows), min(stop, (shard + 1) * rows)
             found = self._shard_index(shard)
             if found is None:
@@ -101,12 +119,16 @@ class RowReader:
             base = int(index[stored, 0].min())
             with open(path, "rb") as f:
                 f.seek(base)
-                data = f.read(int((index[stored, 0] + index[stored, 1]).max()) - base)
+                data = memoryview(f.read(int((index[stored, 0] + index[stored, 1]).max())
+                                         - base))
             for r, (offset, nbytes) in zip(range(lo, hi), index, strict=True):
                 if offset >= 0:                     # little-endian bytes, decoded in place
                     self._zstd.decode(data[offset - base:offset - base + nbytes],
-                                      out=out[r - start])
-        return out
+                                      out=rows_out[r - start])
+                    filled[r - start] = True
+        for dst, done in zip(rows_out, filled, strict=True):
+            if not done:
+                dst[...] = arr.metadata.fill_value
 
     def _shard_index(self, shard: int) -> tuple[Path, np.ndarray] | None:
         """(file, (rows, 2) int64 offsets and lengths) of a shard; None: not stored."""
@@ -218,14 +240,47 @@ class FeatureCache:
         ((C, N, H, W) with ``time``).
 
         From disk, each run of consecutive indices of a video is one read
-        (:class:`RowReader`), not one per keyframe.
+        (:class:`RowReader`), not one per keyframe; when the maps of ``keys`` share one
+        shape and dtype they are decoded straight into the rows of one (B, C, H, W) array,
+        in the order of ``keys``, which :func:`stack_float32` then does not copy again.
         """
+        runs = index_runs(keys)
+        batch = self._batch_buffer(runs, len(keys))
+        if batch is not None:
+            where: dict[tuple[str, int], list[int]] = {}
+            for b, key in enumerate(keys):
+                where.setdefault(key, []).append(b)
+            for video, run in runs:
+                first = [where[(video, k)][0] for k in run]
+                with self._unreadable(video):
+                    self._array(video).read_into(run.start, run.stop,
+                                                 [batch[b] for b in first])
+                for k, b in zip(run, first, strict=True):
+                    for again in where[(video, k)][1:]:    # a keyframe drawn twice
+                        batch[again] = batch[b]
+            return list(batch)
         maps: dict[tuple[str, int], np.ndarray] = {}
-        for video, run in index_runs(keys):
+        for video, run in runs:
             with self._unreadable(video):
                 rows = self._rows(video, np.asarray(self._array(video)[run.start:run.stop]))
             maps.update(((video, k), row) for k, row in zip(run, rows, strict=True))
         return [maps[key] for key in keys]
+
+    def _batch_buffer(self, runs: list[tuple[str, range]], size: int) -> np.ndarray | None:
+        """An empty (size, C, ...) array for the rows of ``runs``, when they are all read
+        by RowReader's own decoder as stored (no mean over time bins) with one shape and
+        dtype; else None."""
+        if self.in_memory or not runs:
+            return None
+        readers = [self._array(video) for video, _ in runs]
+        if not all(isinstance(r, RowReader) and r.direct for r in readers) or any(
+                self._binned[video] and not self.time for video, _ in runs):
+            return None
+        layouts = {(tuple(r.arr.shape[1:]), r.arr.dtype.newbyteorder("<")) for r in readers}
+        if len(layouts) != 1:
+            return None
+        (shape, dtype), = layouts
+        return np.empty((size, *shape), dtype)
 
     def open(self, videos: Sequence[str]) -> None:
         """Open (from disk) or load (in memory) the maps and views of ``videos`` now, so
@@ -339,7 +394,25 @@ def stack_float32(maps: Sequence[np.ndarray]) -> torch.Tensor:
     if any(m.shape[-2:] != (h, w) for m in maps):
         maps = [np.pad(m, [(0, 0)] * (m.ndim - 2) + [(0, h - m.shape[-2]), (0, w - m.shape[-1])])
                 for m in maps]
-    return torch.from_numpy(np.stack(maps)).float()
+    stacked = _rows_of_one(maps)
+    if stacked is None:
+        return torch.from_numpy(np.stack(maps)).float()
+    return torch.from_numpy(stacked).to(torch.float32, copy=True)   # never a view
+
+
+def _rows_of_one(maps: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The (B, ...) array whose rows 0..B-1 ``maps`` are, in order (what
+    :meth:`FeatureCache.contexts` decodes a batch into); None if they are not."""
+    base = maps[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != maps[0].ndim + 1 \
+            or len(base) != len(maps) or not base.flags.c_contiguous:
+        return None
+    start, step = base.__array_interface__["data"][0], base.strides[0]
+    for b, m in enumerate(maps):
+        if m.base is not base or m.shape != base.shape[1:] or m.dtype != base.dtype \
+                or m.__array_interface__["data"][0] != start + b * step:
+            return None
+    return base
 
 
 class TrainKeyframes(Dataset):

@@ -29,7 +29,9 @@ import math
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -262,13 +264,45 @@ def global_batches(data: TrainKeyframes, epoch: int, cfg: TrainConfig,
 class Prefetcher:
     """Iterates ``loader`` in a background thread, up to ``depth`` batches ahead, so that
     reading and collating overlap the training step (file reads, zstd and copies release
-    the GIL).  An error in the thread is raised by the iteration."""
+    the GIL).  An error in the thread is raised by the iteration.
 
-    def __init__(self, loader: DataLoader, depth: int = 4):
-        self.loader, self.depth = loader, depth
+    A DataLoader without worker processes has its batches fetched by ``threads`` threads
+    at once (in order), so that one batch's decode does not wait for the previous one's;
+    on 2 loaded cores it changed nothing measurable against one thread (README,
+    ``bench/train.py --one-fetch-thread``).  Every batch is the same whichever thread
+    fetches it (the jitter is seeded per keyframe)."""
+
+    def __init__(self, loader: DataLoader, depth: int = 4, threads: int = 2):
+        self.loader, self.depth, self.threads = loader, depth, threads
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def batches(self) -> Iterator:
+        """The loader's batches in order, ``threads`` of them fetched at once when it is a
+        DataLoader without workers."""
+        loader = self.loader
+        if self.threads < 2 or not isinstance(loader, DataLoader) or loader.num_workers \
+                or loader.batch_sampler is None:
+            yield from loader
+            return
+        data = loader.dataset
+        items = getattr(data, "__getitems__", None) or (lambda idx: [data[i] for i in idx])
+
+        def fetch(indices: list[int]):
+            return loader.collate_fn(items(indices))
+
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="acar-fetch")
+        pending: deque[Future] = deque()
+        try:
+            for indices in loader.batch_sampler:
+                pending.append(pool.submit(fetch, indices))
+                if len(pending) > self.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __iter__(self) -> Iterator:
         q: queue.Queue = queue.Queue(self.depth)
@@ -284,13 +318,16 @@ class Prefetcher:
             return False
 
         def fill() -> None:
+            batches = self.batches()
             try:
-                for batch in self.loader:
+                for batch in batches:
                     if not put((True, batch)):
                         return
                 put((False, None))
             except BaseException as err:   # handed to the consumer, raised there
                 put((False, err))
+            finally:
+                batches.close()            # stops the fetching threads
 
         thread = threading.Thread(target=fill, name="acar-prefetch", daemon=True)
         thread.start()

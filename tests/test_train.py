@@ -135,10 +135,11 @@ def test_training_learns_separable_labels(tmp_path, labelmap_file):
     assert row["val_mAP"] > 0.5 and metrics
 
 
-def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])   # 0: the prefetcher's fetching threads
+def test_disk_loading_with_workers_matches_memory(train_inputs, tmp_path, workers):
     fs, det, gt, lm = train_inputs
     mem = train.TrainConfig(epochs=2, batch_size=3, cache="memory")
-    disk = train.TrainConfig(epochs=2, batch_size=3, cache="disk", num_workers=2)
+    disk = train.TrainConfig(epochs=2, batch_size=3, cache="disk", num_workers=workers)
     train.run(mem, fs, det, gt, lm, tmp_path / "mem.pt")
     train.run(disk, fs, det, gt, lm, tmp_path / "disk.pt")
     a, b = load_checkpoint(tmp_path / "mem.pt"), load_checkpoint(tmp_path / "disk.pt")
@@ -200,6 +201,34 @@ def test_prefetcher_yields_in_order_and_raises_the_loaders_error():
     it = iter(train.Prefetcher(range(1000), depth=1))   # left early: the thread stops
     assert next(it) == 0
     it.close()
+
+
+def test_prefetcher_threads_fetch_the_same_batches_in_order(tmp_path):
+    """A DataLoader without workers: 1 or 3 fetching threads, disk or memory, give the
+    batches of the plain loader, equal and in order; an error in a fetch is raised."""
+    videos = {"v0": 11, "v1": 6}
+    store = make_feature_store(str(tmp_path / "f.zarr"), videos)
+    samples = _keyframes({"v0": list(range(11)), "v1": list(range(6))})
+    cfg = train.TrainConfig(batch_size=3, jitter=0.1)
+    plain = None
+    for in_memory in (True, False):
+        cache = FeatureCache(store, "s36", in_memory=in_memory)
+        cache.open(sorted(videos))
+        data = TrainKeyframes(samples, cache, cfg.jitter, cfg.seed)
+        if plain is None:
+            plain = list(train.epoch_loader(data, 1, cfg, 0).loader)
+        for threads in (1, 3):
+            got = list(train.Prefetcher(train.epoch_loader(data, 1, cfg, 0).loader,
+                                        depth=2, threads=threads))
+            assert len(got) == len(plain) == 6
+            for (k1, c1, r1, _, t1), (k2, c2, r2, _, t2) in zip(got, plain, strict=True):
+                assert [(k.video, k.index) for k in k1] == [(k.video, k.index) for k in k2]
+                for a, b in ((c1, c2), (r1, r2), (t1, t2)):
+                    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    loader = train.epoch_loader(data, 1, cfg, 0).loader
+    loader.collate_fn = lambda items: (_ for _ in ()).throw(ValueError("bad shard"))
+    with pytest.raises(ValueError, match="bad shard"):
+        list(train.Prefetcher(loader, threads=2))
 
 
 TINY_HPARAMS = {"linear": {}, "actor_actor": {"hidden_dim": 8, "num_heads": 2},
@@ -404,6 +433,38 @@ def test_row_reader_of_other_layouts_and_a_corrupt_shard_index(tmp_path):
     shard.write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="checksum"):
         RowReader(arr)[0:2]
+
+
+def test_disk_batches_are_decoded_into_one_array_equal_to_memory(tmp_path):
+    """From disk, a batch's maps (any order, a keyframe drawn twice, across videos and
+    shards) are decoded straight into the rows of one (B, C, H, W) array: equal to the
+    maps from memory, and stack_float32 of them equals the stack it no longer makes."""
+    from pipeline.artifacts.features import SHARD_KEYFRAMES
+    from pipeline.keyframes import stack_float32
+    from tests.conftest import make_feature_store
+
+    k = SHARD_KEYFRAMES + 3                                 # v0: 2 shards
+    store = make_feature_store(str(tmp_path / "f.zarr"), {"v0": k, "v1": 5})
+    memory, disk = FeatureCache(store, "s36"), FeatureCache(store, "s36", in_memory=False)
+    keys = [("v1", 4), ("v0", k - 1), ("v0", 2), ("v1", 4), ("v0", 3), ("v0", 1),
+            ("v0", SHARD_KEYFRAMES - 1), ("v0", SHARD_KEYFRAMES)]
+    got, want = disk.contexts(keys), memory.contexts(keys)
+    base = got[0].base
+    assert base.shape == (len(keys), *want[0].shape) and base.dtype == np.float16
+    assert all(g.base is base for g in got)                 # rows of one array, in order
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[0], got[1])               # each its own keyframe
+    stacked = stack_float32(got)
+    np.testing.assert_array_equal(stacked.numpy(), np.stack(want).astype(np.float32))
+    assert not np.shares_memory(stacked.numpy(), base)
+    f32 = np.stack(want).astype(np.float32)                 # float32 rows of one array:
+    out = stack_float32(list(f32))                          # copied, never a view
+    np.testing.assert_array_equal(out.numpy(), f32)
+    assert not np.shares_memory(out.numpy(), f32)
+    shuffled = [want[1], want[0], *want[2:]]                # not in order: stacked as is
+    np.testing.assert_array_equal(stack_float32(shuffled).numpy(),
+                                  np.stack(shuffled).astype(np.float32))
 
 
 # ---- killed runs and non-finite losses (issue 19, items 1 and 2) -----------------------------
