@@ -243,8 +243,8 @@ def table(result: dict) -> str:
     lines = []
     for comp, title in COMPARISONS.items():
         lines += ["", f"{title}: mean ± std over seeds (n seeds), AP points", "",
-                  "| head | " + " | ".join(FAMILIES) + " | max abs |",
-                  "|---" * (len(FAMILIES) + 2) + "|"]
+                  "| head | " + " | ".join(FAMILIES) + " | mean abs | max abs |",
+                  "|---" * (len(FAMILIES) + 3) + "|"]
         for h in HEADS:
             rows = [x for s in d.values() if (x := s[comp].get(h))]
             if not rows:
@@ -257,8 +257,9 @@ def table(result: dict) -> str:
                     continue
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 cells.append(f"{statistics.mean(vals):+.2f} ± {sd:.2f} ({len(vals)})")
-            worst = max(abs(r[f]) for r in rows for f in r)
-            lines.append(f"| {h} | " + " | ".join(cells) + f" | {worst:.2f} |")
+            absolute = [abs(r[f]) for r in rows for f in r]
+            lines.append(f"| {h} | " + " | ".join(cells)
+                         + f" | {statistics.mean(absolute):.2f} | {max(absolute):.2f} |")
     return "\n".join(lines)
 
 
@@ -285,7 +286,9 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the table of --out only")
     args = ap.parse_args()
     if args.table:
-        print(table(json.loads(args.out.read_text())))
+        result = json.loads(args.out.read_text())
+        result["deltas"] = deltas(result)
+        print(table(result))
         return
     import torch
 
