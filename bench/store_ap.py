@@ -287,6 +287,34 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+README_ROWS = {"int8_retrained": "int8, retrained",
+               "float32_retrained": "float32, retrained (floor)",
+               "int8_float16_model": "int8, float16 checkpoints"}
+
+
+def readme_table(result: dict) -> str:
+    """The README's table: per head, each comparison's mean ± std over its seeds of the
+    difference to float16, per family and mAP, and the largest |difference| of any seed."""
+    d = result["deltas"]
+    lines = ["| head | store − float16 | seeds | " + " | ".join(FAMILIES) + " | max abs |",
+             "|---" * (len(FAMILIES) + 4) + "|"]
+    for h in HEADS:
+        for comp, title in README_ROWS.items():
+            rows = [x for s in d.values() if (x := s[comp].get(h))]
+            if not rows:
+                continue
+            cells = []
+            for f in FAMILIES:
+                vals = [r[f] for r in rows if f in r]
+                sd = statistics.stdev(vals) if len(vals) > 1 else None
+                cells.append("–" if not vals else f"{statistics.mean(vals):+.1f}"
+                             + (f" ± {sd:.1f}" if sd is not None else ""))
+            worst = max(abs(r[f]) for r in rows for f in r)
+            lines.append(f"| {h} | {title} | {len(rows)} | " + " | ".join(cells)
+                         + f" | {worst:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -312,7 +340,7 @@ def main() -> None:
     if args.table:
         result = json.loads(args.out.read_text())
         result["deltas"] = deltas(result)
-        print(table(result))
+        print(table(result) + "\n\n" + readme_table(result))
         return
     import torch
 
@@ -328,6 +356,7 @@ def main() -> None:
     def save() -> None:
         result["deltas"] = deltas(result)
         result["table"] = table(result)
+        result["readme_table"] = readme_table(result)
         result["load_avg_1min_at_save"] = os.getloadavg()[0]
         tmp = args.out.with_name(args.out.name + ".partial")
         tmp.write_text(json.dumps(result, indent=1) + "\n")
