@@ -27,7 +27,7 @@ head: those that need no time average its bins):
 the head starts from t_only.pt, with ``window`` / ``max_per_step`` of :data:`MEMORY`);
 ``<head>_cb``: decoupled fine-tuning (stages.yaml ``finetune``, from <head>.pt);
 ``--ensembles``: the four schemes of pipeline/ensemble.py over the seed's single heads
-(not the fine-tuned ones), rows ``ens_<scheme>``, and ``ens_best`` (the best of the four).
+(not the fine-tuned ones), rows ``ensemble_<scheme>``, and ``ensemble_best`` (the best of the four).
 The JSON is rewritten after every head (``partial: true`` until the run ends);
 ``--reuse`` keeps what a previous run left in ``--work`` (world, store, banks, heads).
 
@@ -187,23 +187,24 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
 def run_ensembles(params: str, work: Path, members: list[tuple[str, Path]], rare: list[str],
                   metrics: dict, times: dict) -> None:
     """The four schemes over ``members`` (name, prediction table), scored as a head (rows
-    ``ens_<scheme>``), and ``ens_best``: the best of them by mAP (its scheme in ``scheme``)."""
+    ``ensemble_<scheme>``), and ``ensemble_best``: the best of them by mAP (its scheme in
+    ``scheme``)."""
     from pipeline import ensemble
 
     world = work / "synth"
     lm, val, excluded = world / "labelmap.pbtxt", world / "val.csv", world / "excluded.csv"
     for scheme in ensemble.SCHEMES:
         cfg = load_config(ensemble.EnsembleConfig, "ensemble", params, {"scheme": scheme})
-        pred = work / "predictions" / f"ens_{scheme}" / "predictions.csv"
+        pred = work / "predictions" / f"ensemble_{scheme}" / "predictions.csv"
         timed_at = time.perf_counter()
         summary = ensemble.run(cfg, members, lm, pred, val, excluded)
         m = evaluate.score(pred, val, lm, excluded, pred.parent / "metrics.json")
-        times[f"ens_{scheme}"] = round(time.perf_counter() - timed_at, 1)
-        metrics[f"ens_{scheme}"] = {**row_of(m, rare), "members": [n for n, _ in members],
+        times[f"ensemble_{scheme}"] = round(time.perf_counter() - timed_at, 1)
+        metrics[f"ensemble_{scheme}"] = {**row_of(m, rare), "members": [n for n, _ in members],
                                     **({"k": summary["k"]} if "k" in summary else {})}
-        _print(None, f"ens_{scheme}", metrics[f"ens_{scheme}"], rare)
-    best = max(ensemble.SCHEMES, key=lambda sc: metrics[f"ens_{sc}"]["mAP"])
-    metrics["ens_best"] = {**metrics[f"ens_{best}"], "scheme": best}
+        _print(None, f"ensemble_{scheme}", metrics[f"ensemble_{scheme}"], rare)
+    best = max(ensemble.SCHEMES, key=lambda sc: metrics[f"ensemble_{sc}"]["mAP"])
+    metrics["ensemble_best"] = {**metrics[f"ensemble_{best}"], "scheme": best}
 
 
 def _print(seed, head: str, row: dict, rare: list[str]) -> None:
@@ -236,8 +237,8 @@ def _value(metrics: dict, col: str) -> float | None:
 
 def row_names(runs: list[dict], heads: list[str]) -> list[str]:
     """The table's rows: ``heads``, then the ensemble rows any run has."""
-    ens = sorted({h for r in runs for h in r["metrics"] if h.startswith("ens_")},
-                 key=lambda h: (h == "ens_best", h))
+    ens = sorted({h for r in runs for h in r["metrics"] if h.startswith("ensemble_")},
+                 key=lambda h: (h == "ensemble_best", h))
     return list(heads) + [h for h in ens if h not in heads]
 
 
@@ -289,7 +290,7 @@ def main() -> None:
                     help="keep everything a previous run left in --work: the world, the store, "
                          "the banks, the heads and their metrics (only missing rows run)")
     ap.add_argument("--ensembles", action="store_true",
-                    help="also the four ensembles over each seed's single heads, and ens_best")
+                    help="also the four ensembles over each seed's single heads, and ensemble_best")
     args = ap.parse_args()
     out = Path(__file__).parent / "results" / f"world{args.tag}.json"
     params = yaml.safe_load(Path(args.params).read_text())
