@@ -291,9 +291,20 @@ def main() -> None:
                          "the banks, the heads and their metrics (only missing rows run)")
     ap.add_argument("--ensembles", action="store_true",
                     help="also the four ensembles over each seed's single heads, and ensemble_best")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: one table of the runs of these world*.json files "
+                         "(seeds run apart), written to world<tag>.json")
     args = ap.parse_args()
     out = Path(__file__).parent / "results" / f"world{args.tag}.json"
     params = yaml.safe_load(Path(args.params).read_text())
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [r for d in docs for r in d["runs"]]
+        write_json(out, {"params": docs[0]["params"], "merged": args.merge, "runs": runs,
+                         "table": table(runs, args.heads)})
+        print(table(runs, args.heads))
+        print(f"wrote {out}")
+        return
     if args.collect:
         runs = [collect(Path(d), args.heads) for d in args.collect]
         heads = [h for h in args.heads if all(h in r["metrics"] for r in runs)]
