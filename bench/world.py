@@ -264,6 +264,20 @@ def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
     return "\n".join(lines)
 
 
+def orderings(run: dict) -> list[dict]:
+    """The report's family-level orderings (pipeline/report.py CHECKS) on one seed's rows,
+    each as id, statement, head, measured margin, passed (None: skipped, with why)."""
+    from pipeline import report
+
+    table = {h: {k: None if v is None else 100 * v for k, v in m.items()
+                 if isinstance(v, float) or v is None}
+             for h, m in run["metrics"].items()}
+    fams = [f for f in synth.GROWN_FAMILIES if any(f in t for t in table.values())]
+    return [{k: c.get(k) for k in ("id", "statement", "head", "measured", "passed", "skipped",
+                                   "map_change")}
+            for c in report.check_table(table, fams)]
+
+
 def write_json(out: Path, doc: dict) -> None:
     """``out`` whole or not at all (a temp file renamed into place)."""
     out.parent.mkdir(exist_ok=True)
@@ -300,6 +314,8 @@ def main() -> None:
     if args.merge:
         docs = [json.loads(Path(f).read_text()) for f in args.merge]
         runs = [r for d in docs for r in d["runs"]]
+        for r in runs:
+            r["orderings"] = orderings(r)
         write_json(out, {"params": docs[0]["params"], "merged": args.merge, "runs": runs,
                          "table": table(runs, args.heads)})
         print(table(runs, args.heads))
@@ -325,6 +341,7 @@ def main() -> None:
                              args.reuse_world, args.ensembles, args.reuse, save))
         runs[-1]["total_seconds"] = round(time.perf_counter() - t0, 1)
         runs[-1]["uptime"] = _load()
+        runs[-1]["orderings"] = orderings(runs[-1])
     write_json(out, {"params": params, "runs": runs, "table": table(runs, args.heads)})
     print(table(runs, args.heads))
     print(f"wrote {out}")

@@ -248,6 +248,12 @@ def _check(check: Ordering, table: dict[str, dict[str, float | None]],
     return res
 
 
+def check_table(table: dict[str, dict[str, float | None]], families: list[str]) -> list[dict]:
+    """The family-level orderings of :data:`CHECKS` (not the per-class ones) on ``table``:
+    head -> {family, ``mAP``, ``rare``: AP x 100} (e.g. bench/world.py's rows, per seed)."""
+    return [_check(c, table, families) for c in CHECKS if not c.per_class]
+
+
 def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] | None],
                    labelmap: LabelMap, families: list[str]) -> list[dict]:
     """A per-class ordering: one :func:`_check` result per class of its family, on the

@@ -387,3 +387,14 @@ def test_issue17_orderings_with_margins(world):
 def test_rare_share_is_checked():
     with pytest.raises(ArtifactError, match="report.rare_share: must be a share in"):
         report.ReportConfig(rare_share=2)
+
+
+def test_check_table_runs_the_family_orderings_on_a_plain_table():
+    """bench/world.py's per-seed orderings: the same checks on rows of AP x 100."""
+    table = {"linear": {"target": 5.0, "relation": 20.0, "mAP": 40.0, "rare": 4.0},
+             "atr": {"target": 25.0, "relation": 18.0, "mAP": 41.0, "rare": 5.0},
+             "linear_cb": {"target": 6.0, "relation": 20.0, "mAP": 38.5, "rare": 9.0}}
+    c = {r["id"]: r for r in report.check_table(table, ["relation", "target"])}
+    assert "f" not in c and c["k"]["passed"] and c["k"]["measured"] == pytest.approx(20.0)
+    assert c["j1"]["passed"] is False and c["j1"]["map_change"] == pytest.approx(-1.5)
+    assert c["g1"]["skipped"] == "no t_only in the report"
