@@ -29,7 +29,8 @@ the head starts from t_only.pt, with ``window`` / ``max_per_step`` of :data:`MEM
 ``--ensembles``: the four schemes of pipeline/ensemble.py over the seed's single heads
 (not the fine-tuned ones), rows ``ensemble_<scheme>``, and ``ensemble_best`` (the best of the four).
 The JSON is rewritten after every head (``partial: true`` until the run ends);
-``--reuse`` keeps what a previous run left in ``--work`` (world, store, banks, heads).
+``--reuse`` keeps what a previous run left in ``--work`` (the world and the trained heads
+with their metrics; the store and the banks are completed, never taken as done).
 
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
@@ -115,19 +116,19 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
     if not done(dets, "detect"):
         timed("detect", detect.run, load_config(detect.DetectConfig, "detect", params),
               world / "videos", dets, [world / "train.csv", world / "val.csv"])
-    if not done(Path(feats) / "zarr.json", "extract"):
-        timed("extract", extract.run, load_config(extract.ExtractConfig, "extract", params),
-              world / "videos", dets, feats)
-    if not done(work / "lfb.zarr" / "zarr.json", "bank_lfb"):
-        timed("bank_lfb", bank.run, load_config(bank.BankConfig, "bank.lfb", params,
-                                                {"kind": "lfb"}),
-              feats, dets, str(work / "lfb.zarr"))
+    # the store and the banks: always run, as they complete what a stopped run left
+    # (each reuses its finished videos), so a partial one is never taken as done
+    timed("extract", extract.run, load_config(extract.ExtractConfig, "extract", params),
+          world / "videos", dets, feats)
+    timed("bank_lfb", bank.run, load_config(bank.BankConfig, "bank.lfb", params,
+                                            {"kind": "lfb"}),
+          feats, dets, str(work / "lfb.zarr"))
     rare = rare_classes(world)
     result["rare"] = rare
     ecfg = load_config(evaluate.EvalConfig, "eval", params)
     members = []
     for head in heads:
-        if head == "acfb" and not done(work / "acfb.zarr" / "zarr.json", "bank_acfb"):
+        if head == "acfb":
             timed("bank_acfb", bank.run, load_config(bank.BankConfig, "bank.acfb", params,
                                                      {"kind": "acfb"}),
                   feats, dets, str(work / "acfb.zarr"), model=work / "acar.pt",
@@ -135,7 +136,7 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
         one = STAGE_TWO.get(head)
         if one is not None and not (work / f"{one}.pt").exists():
             raise SystemExit(f"{head} starts from {one}.pt: run {one} before it")
-        if head == "t_only_mem" and not done(work / "memory.zarr" / "zarr.json", "bank_memory"):
+        if head == "t_only_mem":
             timed("bank_memory", bank.run, load_config(bank.BankConfig, "bank.memory", params,
                                                        {"kind": "memory"}),
                   feats, dets, str(work / "memory.zarr"), model=work / "t_only.pt",
@@ -147,11 +148,9 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
             raise SystemExit(f"{head} needs the acfb bank: run acar and acfb before it")
         if extra.get("scene"):          # the same bank, with the keyframes' context maps
             bank_url = str(work / "acfb_scene.zarr")
-            if not done(Path(bank_url) / "zarr.json", f"bank_{head}"):
-                timed(f"bank_{head}", bank.run, load_config(
-                    bank.BankConfig, "bank.acfb", params, {"kind": "acfb", "scene": True}),
-                    feats, dets, bank_url, model=work / "acar.pt",
-                    annotations=[world / "train.csv"])
+            timed(f"bank_{head}", bank.run, load_config(
+                bank.BankConfig, "bank.acfb", params, {"kind": "acfb", "scene": True}),
+                feats, dets, bank_url, model=work / "acar.pt", annotations=[world / "train.csv"])
         sections = ["train", f"heads.{base}"] + (["finetune"] if head.endswith("_cb") else [])
         cfg = load_config(train.TrainConfig, sections, params, {"head": base})
         cfg.hparams = {**cfg.hparams, **extra, **(MEMORY if head == "t_only_mem" else {})}
