@@ -18,6 +18,20 @@ tabulates heads that were trained by separate runs into the same ``--work``.
     uv run python bench/world.py --seeds 0 --params bench/world_temporal.yaml --tag _temporal \
         --heads linear acar s_only t_only     # features with 4 time bins (extract.temporal)
 
+Issue 17's rows (item 9), on the grown world with the temporal store (one store for every
+head: those that need no time average its bins):
+    uv run python bench/world.py --seeds 0 --params bench/world_grown_temporal.yaml --tag _grown \
+        --heads linear actor_actor acrn acar acfb lfb atr s_only t_only t_only_mem \
+        linear_cb acar_cb --ensembles
+``t_only_mem``: stage two of t_only (its memory bank, ``bank.memory``, made from t_only.pt;
+the head starts from t_only.pt, with ``window`` / ``max_per_step`` of :data:`MEMORY`);
+``<head>_cb``: decoupled fine-tuning (stages.yaml ``finetune``, from <head>.pt);
+``--ensembles``: the four schemes of pipeline/ensemble.py over the seed's single heads
+(not the fine-tuned ones), rows ``ensemble_<scheme>``, and ``ensemble_best`` (the best of the four).
+The JSON is rewritten after every head (``partial: true`` until the run ends);
+``--reuse`` keeps what a previous run left in ``--work`` (the world and the trained heads
+with their metrics; the store and the banks are completed, never taken as done).
+
 Run nothing else meanwhile: two torch processes on 2 cores slow each other 20-50x.
 """
 
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -34,21 +49,52 @@ import yaml
 from pipeline import bank, detect, evaluate, extract, synth, train
 from pipeline.config import load_config
 
-HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "atr", "s_only", "t_only"]
+HEADS = ["linear", "actor_actor", "acrn", "acar", "acfb", "lfb", "atr", "s_only", "t_only",
+         "t_only_mem", "linear_cb", "acar_cb"]
 DEFAULT_HEADS = HEADS[:6]   # s_only, t_only read time bins: --params bench/world_temporal.yaml
 LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
             if s == "longterm"]          # per-class columns of the table
-BANK_OF = {"acfb": "acfb", "lfb": "lfb"}
+BANK_OF = {"acfb": "acfb", "lfb": "lfb", "t_only_mem": "memory"}
+MEMORY = {"window": 10, "max_per_step": 5}     # t_only_mem: the memory bank's reach (±10 s)
+STAGE_TWO = {"t_only_mem": "t_only", "linear_cb": "linear", "acar_cb": "acar"}  # row: stage one
+RARE_SHARE = 0.02        # the rare classes: under 2% of the train boxes (issue 17, item 8)
 # variants: a row name -> (the head, hparams over its stages.yaml ones); acfb's options
 VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"}),                # + time encoding
             "acfb_s": ("acfb", {"temporal": "learned", "scene": True})}  # + the scene maps
 
 
+def rare_classes(world: Path, share: float = RARE_SHARE) -> list[str]:
+    """The classes under ``share`` of the train boxes (person-keyframes), rarest first."""
+    from pipeline.artifacts.annotations import read_annotations
+    from pipeline.artifacts.labelmap import read_labelmap
+
+    lm = read_labelmap(world / "labelmap.pbtxt")
+    df = read_annotations(world / "train.csv")
+    boxes = len(df.drop_duplicates(["video_id", "timestamp", "person_id"]))
+    counts = df["action_id"].value_counts()
+    ranked = sorted(lm.ids, key=lambda a: (int(counts.get(a, 0)), a))
+    return [lm.name(a) for a in ranked if int(counts.get(a, 0)) < share * boxes]
+
+
+def row_of(m: dict, rare: list[str]) -> dict:
+    """A table row from eval metrics: mAP, per family, per class, the rare classes' mean."""
+    per_class = {c["name"]: c["ap"] for c in m["per_class"].values()}
+    vals = [per_class[c] for c in rare if per_class.get(c) is not None]
+    return {"mAP": m["mAP"], **m["per_superclass"], "per_class": per_class,
+            "rare": statistics.mean(vals) if vals else None}
+
+
 def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEADS,
-             reuse_world: bool = False) -> dict:
+             reuse_world: bool = False, ensembles: bool = False, reuse: bool = False,
+             save=None) -> dict:
+    """One seed: the world, its store, then every row of ``heads`` in order (``save``, if
+    given, is called with the partial result after each); ``reuse``: keep the world, the
+    store, the banks and the heads (with their metrics) already in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     world, dets, feats = work / "synth", work / "detections.parquet", str(work / "features.zarr")
-    times = {}
+    times: dict = {}
+    metrics: dict = {}
+    result = {"seed": seed, "metrics": metrics, "seconds": times}
 
     def timed(name, fn, *args, **kw):
         t0 = time.perf_counter()
@@ -56,26 +102,47 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
         times[name] = round(time.perf_counter() - t0, 1)
         return out
 
-    if reuse_world and (world / "val.csv").exists():     # the same seed's world, made before
+    def done(path: Path, name: str) -> bool:        # reused: not rebuilt, no time
+        if reuse and path.exists():
+            times.setdefault(name, None)
+            return True
+        return False
+
+    if (reuse_world or reuse) and (world / "val.csv").exists():   # synth is deterministic
         times["synth"] = None
     else:
         timed("synth", synth.run, load_config(synth.SynthConfig, "synth", params,
                                               {"seed": seed}), world)
-    timed("detect", detect.run, load_config(detect.DetectConfig, "detect", params),
-          world / "videos", dets, [world / "train.csv", world / "val.csv"])
+    if not done(dets, "detect"):
+        timed("detect", detect.run, load_config(detect.DetectConfig, "detect", params),
+              world / "videos", dets, [world / "train.csv", world / "val.csv"])
+    # the store and the banks: always run, as they complete what a stopped run left
+    # (each reuses its finished videos), so a partial one is never taken as done
     timed("extract", extract.run, load_config(extract.ExtractConfig, "extract", params),
           world / "videos", dets, feats)
     timed("bank_lfb", bank.run, load_config(bank.BankConfig, "bank.lfb", params,
-                                            {"kind": "lfb"}), feats, dets, str(work / "lfb.zarr"))
-    metrics = {}
+                                            {"kind": "lfb"}),
+          feats, dets, str(work / "lfb.zarr"))
+    rare = rare_classes(world)
+    result["rare"] = rare
+    ecfg = load_config(evaluate.EvalConfig, "eval", params)
+    members = []
     for head in heads:
         if head == "acfb":
             timed("bank_acfb", bank.run, load_config(bank.BankConfig, "bank.acfb", params,
                                                      {"kind": "acfb"}),
                   feats, dets, str(work / "acfb.zarr"), model=work / "acar.pt",
                   annotations=[world / "train.csv"])
-        base, extra = VARIANTS.get(head, (head, {}))
-        kind = BANK_OF.get(base)
+        one = STAGE_TWO.get(head)
+        if one is not None and not (work / f"{one}.pt").exists():
+            raise SystemExit(f"{head} starts from {one}.pt: run {one} before it")
+        if head == "t_only_mem":
+            timed("bank_memory", bank.run, load_config(bank.BankConfig, "bank.memory", params,
+                                                       {"kind": "memory"}),
+                  feats, dets, str(work / "memory.zarr"), model=work / "t_only.pt",
+                  annotations=[world / "train.csv"])
+        base, extra = VARIANTS.get(head, (one or head, {}))
+        kind = BANK_OF.get(head) or BANK_OF.get(base)
         bank_url = str(work / f"{kind}.zarr") if kind else None
         if kind == "acfb" and not extra.get("scene") and not (work / "acfb.zarr").exists():
             raise SystemExit(f"{head} needs the acfb bank: run acar and acfb before it")
@@ -84,22 +151,65 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
             timed(f"bank_{head}", bank.run, load_config(
                 bank.BankConfig, "bank.acfb", params, {"kind": "acfb", "scene": True}),
                 feats, dets, bank_url, model=work / "acar.pt", annotations=[world / "train.csv"])
-        cfg = load_config(train.TrainConfig, ["train", f"heads.{base}"], params, {"head": base})
-        cfg.hparams = {**cfg.hparams, **extra}
-        if cfg.init:        # stages.yaml names data/models/<head>.pt: here it is work/<head>.pt
+        sections = ["train", f"heads.{base}"] + (["finetune"] if head.endswith("_cb") else [])
+        cfg = load_config(train.TrainConfig, sections, params, {"head": base})
+        cfg.hparams = {**cfg.hparams, **extra, **(MEMORY if head == "t_only_mem" else {})}
+        if one is not None:             # stage two starts from stage one's head
+            cfg.init = str(work / f"{one}.pt")
+        elif cfg.init:      # stages.yaml names data/models/<head>.pt: here it is work/<head>.pt
             cfg.init = str(work / Path(cfg.init).name)
-        timed(f"train_{head}", train.run, cfg, feats, dets, world / "train.csv",
-              world / "labelmap.pbtxt", work / f"{head}.pt", bank=bank_url)
-        m = timed(f"eval_{head}", evaluate.run, load_config(evaluate.EvalConfig, "eval", params),
-                  work / f"{head}.pt", feats, dets, world / "val.csv", world / "labelmap.pbtxt",
-                  work / f"{head}_metrics.json", excluded=world / "excluded.csv", bank=bank_url)
-        metrics[head] = {"mAP": m["mAP"], **m["per_superclass"],
-                         "per_class": {c["name"]: c["ap"] for c in m["per_class"].values()}}
-        print(seed, head, {k: round(100 * v, 1) for k, v in metrics[head].items()
-                           if isinstance(v, float)},
-              {k: round(100 * metrics[head]["per_class"][k], 1) for k in LONGTERM
-               if metrics[head]["per_class"].get(k) is not None}, flush=True)
-    return {"seed": seed, "metrics": metrics, "seconds": times}
+        model, mpath = work / f"{head}.pt", work / f"{head}_metrics.json"
+        pred = work / "predictions" / head / "predictions.csv"
+        if not done(model, f"train_{head}"):
+            timed(f"train_{head}", train.run, cfg, feats, dets, world / "train.csv",
+                  world / "labelmap.pbtxt", model, bank=bank_url)
+        if reuse and mpath.exists() and pred.exists() and times.get(f"train_{head}") is None:
+            from pipeline.artifacts.metrics import read_eval
+            m, times[f"eval_{head}"] = read_eval(mpath), None
+        else:
+            m = timed(f"eval_{head}", evaluate.run, ecfg, model, feats, dets, world / "val.csv",
+                      world / "labelmap.pbtxt", mpath, pred, excluded=world / "excluded.csv",
+                      bank=bank_url)
+        metrics[head] = row_of(m, rare)
+        if not head.endswith("_cb"):
+            members.append((head, pred.with_suffix(".parquet")))
+        _print(seed, head, metrics[head], rare)
+        if save is not None:
+            save(result)
+    if ensembles and len(members) >= 2:
+        run_ensembles(params, work, members, rare, metrics, times)
+        if save is not None:
+            save(result)
+    return result
+
+
+def run_ensembles(params: str, work: Path, members: list[tuple[str, Path]], rare: list[str],
+                  metrics: dict, times: dict) -> None:
+    """The four schemes over ``members`` (name, prediction table), scored as a head (rows
+    ``ensemble_<scheme>``), and ``ensemble_best``: the best of them by mAP (its scheme in
+    ``scheme``)."""
+    from pipeline import ensemble
+
+    world = work / "synth"
+    lm, val, excluded = world / "labelmap.pbtxt", world / "val.csv", world / "excluded.csv"
+    for scheme in ensemble.SCHEMES:
+        cfg = load_config(ensemble.EnsembleConfig, "ensemble", params, {"scheme": scheme})
+        pred = work / "predictions" / f"ensemble_{scheme}" / "predictions.csv"
+        timed_at = time.perf_counter()
+        summary = ensemble.run(cfg, members, lm, pred, val, excluded)
+        m = evaluate.score(pred, val, lm, excluded, pred.parent / "metrics.json")
+        times[f"ensemble_{scheme}"] = round(time.perf_counter() - timed_at, 1)
+        metrics[f"ensemble_{scheme}"] = {**row_of(m, rare), "members": [n for n, _ in members],
+                                    **({"k": summary["k"]} if "k" in summary else {})}
+        _print(None, f"ensemble_{scheme}", metrics[f"ensemble_{scheme}"], rare)
+    best = max(ensemble.SCHEMES, key=lambda sc: metrics[f"ensemble_{sc}"]["mAP"])
+    metrics["ensemble_best"] = {**metrics[f"ensemble_{best}"], "scheme": best}
+
+
+def _print(seed, head: str, row: dict, rare: list[str]) -> None:
+    print(seed, head, {k: round(100 * v, 1) for k, v in row.items() if isinstance(v, float)},
+          {k: round(100 * row["per_class"][k], 1) for k in LONGTERM + rare
+           if row["per_class"].get(k) is not None}, flush=True)
 
 
 def collect(seed_dir: Path, heads: list[str]) -> dict:
@@ -107,14 +217,14 @@ def collect(seed_dir: Path, heads: list[str]) -> dict:
     layout): for heads trained by separate invocations of this script."""
     from pipeline.artifacts.metrics import read_eval
 
-    metrics = {}
+    metrics: dict = {}
+    rare = rare_classes(seed_dir / "synth")
     for head in heads:
         path = seed_dir / f"{head}_metrics.json"
         if path.exists():
             m = read_eval(path)
-            metrics[head] = {"mAP": m["mAP"], **m["per_superclass"],
-                             "per_class": {c["name"]: c["ap"] for c in m["per_class"].values()}}
-    return {"seed": int(seed_dir.name.removeprefix("seed")), "metrics": metrics}
+            metrics[head] = row_of(m, rare)
+    return {"seed": int(seed_dir.name.removeprefix("seed")), "metrics": metrics, "rare": rare}
 
 
 def _value(metrics: dict, col: str) -> float | None:
@@ -124,10 +234,21 @@ def _value(metrics: dict, col: str) -> float | None:
     return metrics.get(col)
 
 
+def row_names(runs: list[dict], heads: list[str]) -> list[str]:
+    """The table's rows: ``heads``, then the ensemble rows any run has."""
+    ens = sorted({h for r in runs for h in r["metrics"] if h.startswith("ensemble_")},
+                 key=lambda h: (h == "ensemble_best", h))
+    return list(heads) + [h for h in ens if h not in heads]
+
+
 def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
+    heads = row_names(runs, heads)
     families = [f for f in synth.GROWN_FAMILIES        # those the runs' world has
                 if any(f in r["metrics"].get(h, {}) for r in runs for h in heads)]
-    cols = families + ["mAP"] + [f"class:{c}" for c in LONGTERM]
+    rare = [c for c in dict.fromkeys(c for r in runs for c in r.get("rare", []))
+            if c not in LONGTERM]
+    cols = families + ["mAP"] + [f"class:{c}" for c in LONGTERM + rare] + \
+        (["rare"] if rare else [])
     lines = ["| head | " + " | ".join(c.replace("class:", "") for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for head in heads:
@@ -140,6 +261,28 @@ def table(runs: list[dict], heads: list[str] = DEFAULT_HEADS) -> str:
             cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}{n}" if vals else "–")
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def orderings(run: dict) -> list[dict]:
+    """The report's family-level orderings (pipeline/report.py CHECKS) on one seed's rows,
+    each as id, statement, head, measured margin, passed (None: skipped, with why)."""
+    from pipeline import report
+
+    table = {h: {k: None if v is None else 100 * v for k, v in m.items()
+                 if isinstance(v, float) or v is None}
+             for h, m in run["metrics"].items()}
+    fams = [f for f in synth.GROWN_FAMILIES if any(f in t for t in table.values())]
+    return [{k: c.get(k) for k in ("id", "statement", "head", "measured", "passed", "skipped",
+                                   "map_change")}
+            for c in report.check_table(table, fams)]
+
+
+def write_json(out: Path, doc: dict) -> None:
+    """``out`` whole or not at all (a temp file renamed into place)."""
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(out)
 
 
 def main() -> None:
@@ -156,30 +299,59 @@ def main() -> None:
                          "script left in these --work/seed<N> directories (heads run apart)")
     ap.add_argument("--reuse-world", action="store_true",
                     help="keep a world already in --work (synth is deterministic in the seed)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep everything a previous run left in --work: the world, the store, "
+                         "the banks, the heads and their metrics (only missing rows run)")
+    ap.add_argument("--ensembles", action="store_true",
+                    help="also the four ensembles over each seed's single heads, and ensemble_best")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: one table of the runs of these world*.json files "
+                         "(seeds run apart), written to world<tag>.json")
     args = ap.parse_args()
+    out = Path(__file__).parent / "results" / f"world{args.tag}.json"
+    params = yaml.safe_load(Path(args.params).read_text())
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [r for d in docs for r in d["runs"]]
+        for r in runs:
+            r["orderings"] = orderings(r)
+        write_json(out, {"params": docs[0]["params"], "merged": args.merge, "runs": runs,
+                         "table": table(runs, args.heads)})
+        print(table(runs, args.heads))
+        print(f"wrote {out}")
+        return
     if args.collect:
         runs = [collect(Path(d), args.heads) for d in args.collect]
         heads = [h for h in args.heads if all(h in r["metrics"] for r in runs)]
-        out = Path(__file__).parent / "results" / f"world{args.tag}.json"
-        params = yaml.safe_load(Path(args.params).read_text())
-        out.write_text(json.dumps({"params": params, "collected": args.collect, "runs": runs,
-                                   "table": table(runs, heads)}, indent=1) + "\n")
+        write_json(out, {"params": params, "collected": args.collect, "runs": runs,
+                         "table": table(runs, heads)})
         print(table(runs, heads))
         print(f"wrote {out}")
         return
-    runs = []
+    runs: list[dict] = []
+
+    def save(partial: dict) -> None:             # after every head: nothing computed is lost
+        write_json(out, {"params": params, "partial": True, "runs": runs + [partial],
+                         "table": table(runs + [partial], args.heads)})
+
     for seed in args.seeds:
         t0 = time.perf_counter()
         runs.append(run_seed(seed, args.params, Path(args.work) / f"seed{seed}", args.heads,
-                             args.reuse_world))
+                             args.reuse_world, args.ensembles, args.reuse, save))
         runs[-1]["total_seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(__file__).parent / "results" / f"world{args.tag}.json"
-    out.parent.mkdir(exist_ok=True)
-    params = yaml.safe_load(Path(args.params).read_text())
-    out.write_text(json.dumps({"params": params, "runs": runs, "table": table(runs, args.heads)},
-                              indent=1) + "\n")
+        runs[-1]["uptime"] = _load()
+        runs[-1]["orderings"] = orderings(runs[-1])
+    write_json(out, {"params": params, "runs": runs, "table": table(runs, args.heads)})
     print(table(runs, args.heads))
     print(f"wrote {out}")
+
+
+def _load() -> list[float] | None:
+    """The load averages (1, 5, 15 min) when a seed ended: cores are shared."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

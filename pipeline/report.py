@@ -56,7 +56,14 @@ FAMILY_NAMES = {"pose": "pose (actor)", "context": "context (actor–context)",
                 "temporal": "temporal (order of two actors' motions)",
                 "target": "actor-target (beside the box)"}
 MAP = "mAP"
+RARE = "rare"   # a column of the checks only: the mean AP of the rare classes (ReportConfig)
 ALL = "*"   # in a check: every head of the report
+ENSEMBLES = "ensemble*"   # in a check's ``head``: every ensemble row (named ensemble_*, ens_*)
+
+
+def is_ensemble(head: str) -> bool:
+    """A report row of ``acar ensemble`` (methods/dvc.yaml: ensemble_<scheme>)."""
+    return head.startswith(("ensemble", "ens_"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,9 @@ class Ordering:
     max AP(others) >= threshold; ``between``: AP(head) lies in [min, max] of others
     (margin to the nearer end >= threshold).  ``others`` may be :data:`ALL`: every other
     head of the report.  ``per_class``: checked on each class of ``family`` apart (its
-    per-class APs), one result per class.
+    per-class APs), one result per class.  ``map_floor``: the check also needs
+    mAP(head) - mAP(others) >= map_floor (decoupled fine-tuning: what it may cost).
+    ``head`` :data:`ENSEMBLES`: the best ensemble row against the best of ``others``.
     """
 
     id: str
@@ -78,6 +87,7 @@ class Ordering:
     threshold: float
     statement: str
     per_class: bool = False
+    map_floor: float | None = None
 
 
 CHECKS: list[Ordering] = [
@@ -93,6 +103,25 @@ CHECKS: list[Ordering] = [
              "lfb lies between acar and acfb on longterm"),
     Ordering("f", "longterm", "margin", "acfb", ("acar",), 10.0,
              "acfb − acar ≥ 10 AP points on each longterm class", per_class=True),
+    # issue 17, item 9 (the grown world, synth.grow): the other challenge entries' methods
+    Ordering("g1", "relation", "margin", "t_only", ("linear",), 10.0,
+             "t_only − linear ≥ 10 AP points on relation"),
+    Ordering("g2", "relation", "margin", "s_only", ("linear",), 10.0,
+             "s_only − linear ≥ 10 AP points on relation"),
+    Ordering("h", "temporal", "margin", "t_only", ("s_only", "acar"), 10.0,
+             "t_only − max(s_only, acar) ≥ 10 AP points on temporal"),
+    Ordering("i", "longterm", "margin", "t_only_mem", ("t_only",), 3.0,
+             "t_only with memory − t_only ≥ 3 AP points on longterm"),
+    Ordering("j1", RARE, "margin", "linear_cb", ("linear",), 0.0,
+             "decoupled fine-tuning of linear raises the rare classes' mean AP, mAP drops "
+             "≤ 1", map_floor=-1.0),
+    Ordering("j2", RARE, "margin", "acar_cb", ("acar",), 0.0,
+             "decoupled fine-tuning of acar raises the rare classes' mean AP, mAP drops ≤ 1",
+             map_floor=-1.0),
+    Ordering("k", "target", "margin", "atr", ("linear",), 10.0,
+             "atr − linear ≥ 10 AP points on target"),
+    Ordering("l", MAP, "margin", ENSEMBLES, ALL, 0.0,
+             "the best ensemble's mAP ≥ the best single head's"),
 ]
 
 
@@ -103,6 +132,9 @@ class ReportConfig:
     title: str = "AP per action family"
     families: list[str] = field(default_factory=lambda: list(FAMILIES))  # label-map superclasses
     family_names: dict[str, str] = field(default_factory=dict)  # display names (else built-in)
+    # the rare classes of the checks' "rare" column: under this share of the ground-truth
+    # boxes of the report's annotations (the val split), as issue 17 counts them
+    rare_share: float = 0.02
 
     def __post_init__(self) -> None:
         if not isinstance(self.title, str):
@@ -111,6 +143,10 @@ class ReportConfig:
                 and all(isinstance(f, str) for f in self.families)):
             raise ArtifactError("report.families", "must be a list of label-map superclasses, "
                                 f"got {self.families!r}")
+        if isinstance(self.rare_share, bool) or not isinstance(self.rare_share, (int, float)) \
+                or not 0 < self.rare_share < 1:
+            raise ArtifactError("report.rare_share", f"must be a share in (0, 1), got "
+                                                     f"{self.rare_share!r}")
         if not (isinstance(self.family_names, dict)
                 and all(isinstance(v, str) for v in self.family_names.values())):
             raise ArtifactError("report.family_names", "must map superclasses to display "
@@ -139,17 +175,45 @@ def chance(annotations: str | os.PathLike, labelmap: LabelMap,
     return out
 
 
+def rare_classes(annotations: str | os.PathLike, labelmap: LabelMap,
+                 share: float) -> list[str]:
+    """The classes with ground truth on fewer than ``share`` of the distinct GT boxes."""
+    df = read_annotations(annotations)
+    boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
+    counts = {a: 0 for a in labelmap.ids}
+    for labels in boxes["labels"]:
+        for a in labels:
+            if a in counts:
+                counts[a] += 1
+    return [n for a, n in zip(labelmap.ids, labelmap.names, strict=True)
+            if 0 < counts[a] < share * len(boxes)]
+
+
 def _check(check: Ordering, table: dict[str, dict[str, float | None]],
            families: list[str]) -> dict:
     key, fam, kind, head, thr, statement = (check.id, check.family, check.kind, check.head,
                                             check.threshold, check.statement)
-    others = [h for h in table if h != head] if check.others == ALL else list(check.others)
+    if head == ENSEMBLES:          # the best ensemble row against the best single head
+        group = [h for h in table if is_ensemble(h)]
+        if group:
+            head = max(group, key=lambda h: -np.inf if table[h].get(fam) is None
+                       else table[h][fam])
+        others = [h for h in table if not is_ensemble(h)] if check.others == ALL \
+            else list(check.others)
+    else:
+        others = [h for h in table if h != head] if check.others == ALL \
+            else list(check.others)
     res = {"id": key, "statement": statement, "family": fam, "kind": kind, "head": head,
            "others": others, "threshold": thr, "values": {}, "measured": None,
            "passed": None, "skipped": None}
     missing = [h for h in [head, *others] if h not in table]
-    if fam not in families:
+    if head == ENSEMBLES:
+        res["skipped"] = "no ensemble in the report"
+    elif fam not in families and fam not in (MAP, RARE):
         res["skipped"] = f"no '{fam}' classes in the label map"
+    elif fam == RARE and not missing and all(table[h].get(RARE) is None
+                                             for h in [head, *others]):
+        res["skipped"] = "no AP of a rare class (report.rare_share)"
     elif missing or not others:
         res["skipped"] = f"no {', '.join(missing) or 'other heads'} in the report"
     else:
@@ -172,7 +236,22 @@ def _check(check: Ordering, table: dict[str, dict[str, float | None]],
                 raise ValueError(f"unknown check kind '{kind}'")
             if res["measured"] is not None:
                 res["passed"] = bool(res["measured"] >= thr)
+            if check.map_floor is not None and res["measured"] is not None:
+                maps = [table[h].get(MAP) for h in [head, *others]]
+                if None in maps:
+                    res.update(skipped=f"no {MAP} for a head", passed=None, measured=None)
+                else:
+                    res["map_change"] = maps[0] - max(maps[1:])
+                    res["map_floor"] = check.map_floor
+                    res["passed"] = bool(res["passed"]
+                                         and res["map_change"] >= check.map_floor)
     return res
+
+
+def check_table(table: dict[str, dict[str, float | None]], families: list[str]) -> list[dict]:
+    """The family-level orderings of :data:`CHECKS` (not the per-class ones) on ``table``:
+    head -> {family, ``mAP``, ``rare``: AP x 100} (e.g. bench/world.py's rows, per seed)."""
+    return [_check(c, table, families) for c in CHECKS if not c.per_class]
 
 
 def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] | None],
@@ -201,6 +280,12 @@ def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] |
     return out
 
 
+def _mean_of(ap: dict[str, float | None] | None, names: list[str]) -> float | None:
+    """The mean of the APs of ``names`` that ``ap`` has (None: none, or no per_class.json)."""
+    vals = [ap[n] for n in names if ap is not None and ap.get(n) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
@@ -218,6 +303,8 @@ def _check_line(c: dict) -> str:
     elif c["kind"] == "margin":
         nums = ", ".join(f"{h} {_fmt(vals[h])}" for h in [c["head"], *c["others"]])
         nums += f" → margin {c['measured']:+.1f} (needs ≥ {c['threshold']:+.1f})"
+        if "map_change" in c:
+            nums += f"; mAP {c['map_change']:+.1f} (needs ≥ {c['map_floor']:+.1f})"
     else:
         lo, hi = sorted(c["others"], key=lambda h: vals[h])
         nums = (f"{lo} {_fmt(vals[lo])} ≤ {c['head']} {_fmt(vals[c['head']])} ≤ {hi} "
@@ -240,6 +327,8 @@ def _markdown(cfg: ReportConfig, report: dict) -> str:
     lines.append("| *chance* | " + " | ".join(f"*{_fmt(report['chance'][c])}*" for c in cols)
                  + " |")
     lines += ["", "## Orderings", ""]
+    if report.get("rare"):
+        lines += [f"Rare classes (\"rare\": their mean AP): {', '.join(report['rare'])}.", ""]
     lines += [_check_line(c) for c in report["orderings"]]
     return "\n".join(lines) + "\n"
 
@@ -327,8 +416,11 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
                 {c["name"]: None if c["ap"] is None else 100.0 * c["ap"]
                  for c in read_per_class(p).values()} for head, p in classes.items()}
     report["per_class"] = class_ap
+    report["rare"] = rare = rare_classes(annotations, lm, cfg.rare_share)
+    checked = {head: {**row, RARE: _mean_of(class_ap[head], rare)} for head, row in table.items()}
     report["orderings"] = [r for c in CHECKS for r in (
-        _check_classes(c, class_ap, lm, families) if c.per_class else [_check(c, table, families)])]
+        _check_classes(c, class_ap, lm, families) if c.per_class
+        else [_check(c, checked, families)])]
     out_dir = Path(out_dir)
     markdown = _markdown(cfg, report)
     with ExitStack() as stack:  # both renamed into place only when both are written

@@ -30,7 +30,7 @@ temporal    answer     i waves back: i waves (arm up, hand to and fro, 0.5 s) in
                        and neither waved in the other one.  The one who waved first, a
                        lone wave and two at once get no label: only the order tells
 target      reach      i reaches (arm out) for the green ball on the stand beside i
-                       (15-18 px from i's centre, on the side i faces, outside i's box)
+                       (20-23 px from i's centre, on the side i faces, outside i's box)
 ==========  =========  ==============================================================
 
 The ``temporal`` and ``target`` families (:func:`_grow`, own random stream per video) and
@@ -125,12 +125,15 @@ WAVE_KEYFRAMES = (2, 5, 8)  # seconds (3 s apart: the 2-s clips of two events ne
 P_WAVE_KEYFRAME = 0.7     # ... around each of these keyframes, one event:
 WAVE_EVENTS = (("answer", 0.5), ("alone", 0.25), ("together", 0.25))
 WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 samples
-P_REACH = 0.9             # somebody stands by a stand with a ball on it
+P_REACH = 0.9             # somebody stands by a stand with a ball on it (one of the free
+                          # people, else one more person, standing clear of everyone)
 P_FACES_BALL = 0.7        # ... facing the ball (else facing away)
 P_GREEN = 0.65            # ... a green ball (else a blue one: reaching for it is no `reach`)
-REACH_X = (15, 18)        # px from the reacher's centre to the ball's
+REACH_X = (20, 23)        # px from the reacher's centre to the ball's (the box is 12 wide)
+BALL_R = 5.0              # the ball's radius (px); the arm reaches out to its near edge
+REACH_SECONDS = (2, 3)    # the reach lasts 2 or 3 s (a stretch of the video)
 P_DECOY_BALL = 0.5        # a green ball on a stand somewhere else in the scene
-P_SILENT_SPEAKER = 0.3    # the lectern's speaker never talks (fewer `listen`)
+P_SILENT_SPEAKER = 0.6    # the lectern's speaker never talks (fewer `listen`: under 2%)
 GREEN, BLUE, STAND_GREY = (40, 200, 70), (50, 80, 230), (150, 150, 160)
 
 
@@ -542,28 +545,30 @@ def _hand_y(scene: Scene, p: Person, f: int) -> float:
 
 
 def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
-    """Maybe a free person (not carrying a box) stands still all along beside a stand
-    with a ball at arm's height, green or blue, facing it or away, and reaches out for
-    a stretch of >= 3 s; maybe a green ball on a stand elsewhere, clear of everyone."""
+    """Maybe someone stands still all along beside a stand with a ball at arm's height,
+    green or blue, facing it or away, and reaches out for REACH_SECONDS: a free person (not
+    carrying a box), else one more person where the stand and the ball stay clear of
+    everyone; maybe a green ball on a stand elsewhere, clear of everyone."""
     scene, u, W, H, fps = d.scene, d.scene.unit, d.cfg.width, d.cfg.height, d.cfg.fps
     secs, F = d.cfg.duration, d.frames
     reacher = None
     pool = [p for p in d.free if not p.holding.any()]
-    if pool and secs >= 3 and rng.random() < P_REACH:
-        p = pool[int(rng.integers(len(pool)))]
+    if secs >= REACH_SECONDS[1] and rng.random() < P_REACH:
         side = int(rng.choice([-1, 1]))
         dx = float(rng.uniform(*REACH_X)) * u
-        if not 6 * u < p.x[0] + side * dx < W - 6 * u:
-            side = -side
-        p.x[:], p.pose[:] = p.x[0], STAND
-        p.face[:] = side if rng.random() < P_FACES_BALL else -side
-        colour = GREEN if rng.random() < P_GREEN else BLUE
-        scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), colour))
-        p.reaching = np.zeros(F, bool)
-        a = int(rng.integers(0, secs - 2))
-        b = int(rng.integers(a + 3, secs + 1))
-        p.reaching[a * fps: b * fps] = True
-        reacher = p
+        p = pool[int(rng.integers(len(pool)))] if pool else _reacher(d, rng, side, dx)
+        if p is not None:
+            if not 6 * u < p.x[0] + side * dx < W - 6 * u:
+                side = -side
+            p.x[:], p.pose[:] = p.x[0], STAND
+            p.face[:] = side if rng.random() < P_FACES_BALL else -side
+            colour = GREEN if rng.random() < P_GREEN else BLUE
+            scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), colour))
+            p.reaching = np.zeros(F, bool)
+            n = int(rng.integers(REACH_SECONDS[0], REACH_SECONDS[1] + 1))
+            a = int(rng.integers(0, secs - n + 1))
+            p.reaching[a * fps: (a + n) * fps] = True
+            reacher = p
     if rng.random() < P_DECOY_BALL:
         for _ in range(20):
             x = float(rng.uniform(6 * u, W - 6 * u))
@@ -572,6 +577,31 @@ def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
                 scene.balls.append((x, float(rng.uniform(0.5, 0.7) * H), GREEN))
                 break
     return reacher
+
+
+def _reacher(d: _Draft, rng: np.random.Generator, side: int, dx: float) -> Person | None:
+    """One more person for ``_reach``: standing, away from the fire, clear of the cart, the
+    lecture and everyone who does not walk (the ball ``dx`` beside, on ``side``, too); None
+    after 40 tries."""
+    scene, u, W, H = d.scene, d.scene.unit, d.cfg.width, d.cfg.height
+    for _ in range(40):
+        x = float(rng.uniform(8 * u, W - 8 * u))
+        bx = x + side * dx
+        if not 6 * u < bx < W - 6 * u:
+            continue
+        if any(a - 6 * u < v < b + 6 * u for a, b in d.occupied for v in (x, bx)):
+            continue
+        if scene.fire is not None and abs(x - scene.fire[0]) < (WARM_RANGE[1] + 8) * u:
+            continue                             # not `warm`, and the flames a cell away
+        if any(np.abs(q.x[q.pose != WALK] - v).min(initial=np.inf) < 12 * u
+               for q in scene.people for v in (x, bx)):      # walkers may pass in front
+            continue
+        colour = tuple(int(c) for c in rng.integers(90, 255, 3))
+        p = Person(colour, y=float(rng.uniform(0.72, 0.95) * H),
+                   **_static(d.frames, x, STAND, side))
+        scene.people.append(p)
+        return p
+    return None
 
 
 def _waves(d: _Draft, rng: np.random.Generator, exclude: list) -> None:
@@ -733,8 +763,8 @@ def _draw_grown_arms(img, scene: Scene, p: Person, f: int) -> None:
     u = scene.unit
     _, y1, _, _ = box_of(scene, p, f)
     cx, face, shoulder = p.x[f], p.face[f], y1 + 12 * u
-    if p.reaching is not None and p.reaching[f]:
-        hx = cx + face * 12 * u
+    if p.reaching is not None and p.reaching[f]:          # to the ball's near edge
+        hx = cx + face * (REACH_X[0] - BALL_R) * u
         _rect(img, min(cx, hx), shoulder, max(cx, hx), shoulder + 2.5 * u, p.color)
     if p.waving is not None and p.waving[f]:
         ax = cx - face * 4 * u + 2.5 * u * np.sin(f * 2.1)
@@ -743,12 +773,12 @@ def _draw_grown_arms(img, scene: Scene, p: Person, f: int) -> None:
 
 
 def _draw_balls(img, scene: Scene) -> None:
-    """Balls on stands: a pole, a plate, the ball (radius 3.5 px) at arm's height."""
-    u = scene.unit
+    """Balls on stands: a pole, a plate, the ball (radius BALL_R) at arm's height."""
+    u, r = scene.unit, BALL_R * scene.unit
     for bx, by, colour in scene.balls:
-        _rect(img, bx - u, by + 3.5 * u, bx + u, by + 27 * u, STAND_GREY)
-        _rect(img, bx - 4 * u, by + 3.5 * u, bx + 4 * u, by + 5 * u, STAND_GREY)
-        _disc(img, bx, by, 3.5 * u, colour)
+        _rect(img, bx - u, by + r, bx + u, by + 27 * u, STAND_GREY)
+        _rect(img, bx - 4 * u, by + r, bx + 4 * u, by + r + 1.5 * u, STAND_GREY)
+        _disc(img, bx, by, r, colour)
 
 
 def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
