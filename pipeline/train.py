@@ -266,13 +266,16 @@ class Prefetcher:
     reading and collating overlap the training step (file reads, zstd and copies release
     the GIL).  An error in the thread is raised by the iteration.
 
-    A DataLoader without worker processes has its batches fetched by ``threads`` threads
-    at once (in order), so that one batch's decode does not wait for the previous one's;
-    on 2 loaded cores it changed nothing measurable against one thread (README,
-    ``bench/train.py --one-fetch-thread``).  Every batch is the same whichever thread
-    fetches it (the jitter is seeded per keyframe)."""
+    ``threads`` >= 2: a DataLoader without worker processes has its batches fetched by
+    that many threads at once (in order), so that one batch's decode does not wait for the
+    previous one's.  Every batch is the same whichever thread fetches it (the jitter is
+    seeded per keyframe), but the default stays 1: on 2 loaded cores 2 threads changed
+    nothing measurable (README, ``bench/train.py --one-fetch-thread``), and they bypass
+    ``DataLoader.__iter__``, which draws one number from torch's global RNG per epoch, so a
+    head with dropout (acar, lfb) would train on other dropout masks than the committed
+    ``dvc.lock``'s (measured: acar's checkpoint differs, deterministically)."""
 
-    def __init__(self, loader: DataLoader, depth: int = 4, threads: int = 2):
+    def __init__(self, loader: DataLoader, depth: int = 4, threads: int = 1):
         self.loader, self.depth, self.threads = loader, depth, threads
 
     def __len__(self) -> int:
