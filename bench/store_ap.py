@@ -262,6 +262,11 @@ COMPARISONS = {"int8_retrained": "int8 − float16, retrained",
                "float32_float16_model": "float32 − float16, float16 checkpoints"}
 
 
+def _rows(deltas: dict, comp: str, head: str) -> list[dict]:
+    """The per-family differences of ``head`` under comparison ``comp``, one per seed run."""
+    return [x for s in deltas.values() if (x := s[comp].get(head))]
+
+
 def table(result: dict) -> str:
     d = result["deltas"]
     lines = []
@@ -270,7 +275,7 @@ def table(result: dict) -> str:
                   "| head | " + " | ".join(FAMILIES) + " | mean abs | max abs |",
                   "|---" * (len(FAMILIES) + 3) + "|"]
         for h in HEADS:
-            rows = [x for s in d.values() if (x := s[comp].get(h))]
+            rows = _rows(d, comp, h)
             if not rows:
                 continue
             cells = []
@@ -300,7 +305,7 @@ def readme_table(result: dict) -> str:
              "|---" * (len(FAMILIES) + 4) + "|"]
     for h in HEADS:
         for comp, title in README_ROWS.items():
-            rows = [x for s in d.values() if (x := s[comp].get(h))]
+            rows = _rows(d, comp, h)
             if not rows:
                 continue
             cells = []
