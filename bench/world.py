@@ -20,9 +20,8 @@ tabulates heads that were trained by separate runs into the same ``--work``.
 
 Issue 17's rows (item 9), on the grown world with the temporal store (one store for every
 head: those that need no time average its bins):
-    uv run python bench/world.py --seeds 0 --params bench/world_grown_temporal.yaml --tag _grown \
-        --heads linear actor_actor acrn acar acfb lfb atr s_only t_only t_only_mem \
-        linear_cb acar_cb --ensembles
+    uv run python bench/world.py --seeds 0 1 2 --params grown/stages.yaml --tag _grown \
+        --heads linear atr atr_nopos t_only acar s_only t_only_mem linear_cb acar_cb --ensembles
 ``t_only_mem``: stage two of t_only (its memory bank, ``bank.memory``, made from t_only.pt;
 the head starts from t_only.pt, with ``window`` / ``max_per_step`` of :data:`MEMORY`);
 ``<head>_cb``: decoupled fine-tuning (stages.yaml ``finetune``, from <head>.pt);
@@ -55,12 +54,15 @@ DEFAULT_HEADS = HEADS[:6]   # s_only, t_only read time bins: --params bench/worl
 LONGTERM = [n for n, s in zip(synth.LABELMAP.names, synth.LABELMAP.superclasses, strict=True)
             if s == "longterm"]          # per-class columns of the table
 BANK_OF = {"acfb": "acfb", "lfb": "lfb", "t_only_mem": "memory"}
-MEMORY = {"window": 10, "max_per_step": 5}     # t_only_mem: the memory bank's reach (±10 s)
+MEMORY = {"window": 10, "max_per_step": 5, "mem_time": True}   # t_only_mem: the bank's reach
+# (±10 s) and each slot's second relative to the keyframe (without it: +0.6 on longterm)
 STAGE_TWO = {"t_only_mem": "t_only", "linear_cb": "linear", "acar_cb": "acar"}  # row: stage one
 RARE_SHARE = 0.02        # the rare classes: under 2% of the train boxes (issue 17, item 8)
 # variants: a row name -> (the head, hparams over its stages.yaml ones); acfb's options
 VARIANTS = {"acfb_t": ("acfb", {"temporal": "learned"}),                # + time encoding
-            "acfb_s": ("acfb", {"temporal": "learned", "scene": True})}  # + the scene maps
+            "acfb_s": ("acfb", {"temporal": "learned", "scene": True}),  # + the scene maps
+            "atr_nopos": ("atr", {"pos": False})}   # atr without where each cell lies
+NOT_MEMBERS = {"atr_nopos"}     # ablation rows: not ensemble members
 
 
 def rare_classes(world: Path, share: float = RARE_SHARE) -> list[str]:
@@ -171,7 +173,7 @@ def run_seed(seed: int, params: str, work: Path, heads: list[str] = DEFAULT_HEAD
                       world / "labelmap.pbtxt", mpath, pred, excluded=world / "excluded.csv",
                       bank=bank_url)
         metrics[head] = row_of(m, rare)
-        if not head.endswith("_cb"):
+        if not head.endswith("_cb") and head not in NOT_MEMBERS:
             members.append((head, pred.with_suffix(".parquet")))
         _print(seed, head, metrics[head], rare)
         if save is not None:

@@ -21,14 +21,15 @@ RENAMED = "acar.renamed"      # ctx.meta key: field -> (old flag, value) of rena
 
 
 def config(ctx: click.Context, cls: type[T], section: str | list[str], show: bool = True,
-           **overrides: Any) -> T:
+           flags: dict[str, str] | None = None, **overrides: Any) -> T:
     """The stage config: stages.yaml section(s), then the flags that were given.
 
     ``show``: print (stderr) the settings that differ from the dataclass defaults and where
     each came from, e.g. ``extract settings: backbone=hoghof, short_side=160 from
-    stages.yaml; batch_size=4 from --batch-size``.
+    stages.yaml; batch_size=4 from --batch-size``.  ``flags``: field -> the flag that set it,
+    where it is not ``--<field>`` (``{"hparams": "--hparam"}``).
     """
-    flag_names: dict[str, str] = {}
+    flag_names: dict[str, str] = dict(flags or {})
     for name, (old, value) in ctx.meta.get(RENAMED, {}).items():
         if overrides.get(name) is not None:
             raise click.UsageError(f"{old} is the old name of --{name.replace('_', '-')}: "

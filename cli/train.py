@@ -5,10 +5,26 @@ import click
 from .common import LABELMAP_HELP, config, stage_command, warn
 
 
+def parse_hparams(items: tuple[str, ...]) -> dict:
+    """``("window=10", "agg=max")`` -> ``{"window": 10, "agg": "max"}`` (values as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not key.strip().isidentifier():
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--hparam")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise click.BadParameter(f"'{item}': the value is not YAML ({e.problem})",
+                                     param_hint="--hparam") from None
+    return out
+
+
 @stage_command("train")
 @click.option("--head", default=None,
-              help="Head name: linear, actor_actor, acrn, acar, acfb, lfb or atr; its settings "
-                   "are stages.yaml heads.<HEAD>")
+              help="Head name (the list below); its settings are stages.yaml heads.<HEAD>")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL).")
 @click.option("--detections", required=True, type=click.Path(exists=True, dir_okay=False),
               help="detections.parquet (acar detect): the boxes scoring at least "
@@ -46,13 +62,17 @@ from .common import LABELMAP_HELP, config, stage_command, warn
 @click.option("--finetune", is_flag=True,
               help="Take the settings of stages.yaml `finetune` too (over train and "
                    "heads.<HEAD>): decoupled class-balanced fine-tuning of the --init head")
+@click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
+              help="Set one of the head's hyper-parameters over stages.yaml "
+                   "heads.<HEAD>.hparams (repeatable; VALUE is read as YAML), e.g. the "
+                   "memory bank's reach for stage two of t_only: --hparam window=10")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run from its resume state OUT.partial (written "
                    "after every epoch; OUT itself only ever holds a finished model).")
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
           log, epochs, lr, seed, det_score_thr, strict, init, train, sampler, finetune,
-          resume, val_excluded) -> None:
+          resume, val_excluded, hparams) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
@@ -83,8 +103,13 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
 
     name = head or config(ctx, stage.TrainConfig, "train", show=False).head
     sections = ["train", f"heads.{name}"] + (["finetune"] if finetune else [])
+    given = parse_hparams(hparams)
+    if given:       # over the params file's hparams of the head, not instead of them
+        given = {**config(ctx, stage.TrainConfig, sections, show=False, head=name).hparams,
+                 **given}
     cfg = config(ctx, stage.TrainConfig, sections, head=name, epochs=epochs, lr=lr, seed=seed,
-                 det_score_thr=det_score_thr, init=init, train=train, sampler=sampler)
+                 det_score_thr=det_score_thr, init=init, train=train, sampler=sampler,
+                 hparams=given or None, flags={"hparams": "--hparam"})
     videos = set(read_annotations(annotations)["video_id"])
     if val_annotations is not None:
         videos |= set(read_annotations(val_annotations)["video_id"])

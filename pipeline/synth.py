@@ -29,15 +29,17 @@ temporal    answer     i waves back: i waves (arm up, hand to and fro, 0.5 s) in
                        second of the clip around t, someone else waved in its 1st second
                        and neither waved in the other one.  The one who waved first, a
                        lone wave and two at once get no label: only the order tells
-target      reach      i reaches (arm out) for the green ball on the stand beside i
-                       (20-23 px from i's centre, on the side i faces, outside i's box)
+target      reach      i reaches (arm out) for the ball on the stand beside i, and the
+                       ball is green (26-30 px from i's centre, outside i's box; for a
+                       blue ball the same reach is no ``reach``)
 ==========  =========  ==============================================================
 
 The ``temporal`` and ``target`` families (:func:`_grow`, own random stream per video) and
 the rarer ``listen`` (a lectern speaker sometimes stays silent) were added for issue 17's
 heads.  Their distractors: the one who waved first (same two waves, the reverse order),
-a lone wave, two waves at once; a reacher facing away from the green ball, a blue ball
-on the stand, the stand without reaching, and a green ball elsewhere in the scene.
+a lone wave, two waves at once; the same reach for a blue ball, the stand beside the
+reacher before and after the reach, and a green ball elsewhere in the scene.  The ball's
+colour is the one thing that tells a ``reach``, and it sits a cell beyond the box.
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
@@ -127,13 +129,13 @@ WAVE_EVENTS = (("answer", 0.5), ("alone", 0.25), ("together", 0.25))
 WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 samples
 P_REACH = 0.9             # somebody stands by a stand with a ball on it (one of the free
                           # people, else one more person, standing clear of everyone)
-P_FACES_BALL = 0.7        # ... facing the ball (else facing away)
-P_GREEN = 0.65            # ... a green ball (else a blue one: reaching for it is no `reach`)
-REACH_X = (20, 23)        # px from the reacher's centre to the ball's (the box is 12 wide)
-BALL_R = 5.0              # the ball's radius (px); the arm reaches out to its near edge
+P_GREEN = 0.5             # ... a green ball (else a blue one: reaching for it is no `reach`)
+REACH_X = (26, 30)        # px from the reacher's centre to the ball's (the box is 12 wide)
+BALL_R = 6.0              # the ball's radius (px); the arm reaches out to its near edge
+ARM_W = 3.5               # the reaching arm's thickness (px)
 REACH_SECONDS = (2, 3)    # the reach lasts 2 or 3 s (a stretch of the video)
 P_DECOY_BALL = 0.5        # a green ball on a stand somewhere else in the scene
-P_SILENT_SPEAKER = 0.6    # the lectern's speaker never talks (fewer `listen`: under 2%)
+P_SILENT_SPEAKER = 0.7    # the lectern's speaker never talks (fewer `listen`: under 2%)
 GREEN, BLUE, STAND_GREY = (40, 200, 70), (50, 80, 230), (150, 150, 160)
 
 
@@ -546,7 +548,7 @@ def _hand_y(scene: Scene, p: Person, f: int) -> float:
 
 def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
     """Maybe someone stands still all along beside a stand with a ball at arm's height,
-    green or blue, facing it or away, and reaches out for REACH_SECONDS: a free person (not
+    green or blue, facing it, and reaches out for REACH_SECONDS: a free person (not
     carrying a box), else one more person where the stand and the ball stay clear of
     everyone; maybe a green ball on a stand elsewhere, clear of everyone."""
     scene, u, W, H, fps = d.scene, d.scene.unit, d.cfg.width, d.cfg.height, d.cfg.fps
@@ -561,7 +563,7 @@ def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
             if not 6 * u < p.x[0] + side * dx < W - 6 * u:
                 side = -side
             p.x[:], p.pose[:] = p.x[0], STAND
-            p.face[:] = side if rng.random() < P_FACES_BALL else -side
+            p.face[:] = side
             colour = GREEN if rng.random() < P_GREEN else BLUE
             scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), colour))
             p.reaching = np.zeros(F, bool)
@@ -765,7 +767,7 @@ def _draw_grown_arms(img, scene: Scene, p: Person, f: int) -> None:
     cx, face, shoulder = p.x[f], p.face[f], y1 + 12 * u
     if p.reaching is not None and p.reaching[f]:          # to the ball's near edge
         hx = cx + face * (REACH_X[0] - BALL_R) * u
-        _rect(img, min(cx, hx), shoulder, max(cx, hx), shoulder + 2.5 * u, p.color)
+        _rect(img, min(cx, hx), shoulder, max(cx, hx), shoulder + ARM_W * u, p.color)
     if p.waving is not None and p.waving[f]:
         ax = cx - face * 4 * u + 2.5 * u * np.sin(f * 2.1)
         _rect(img, ax - 1.2 * u, y1 - 6 * u, ax + 1.2 * u, shoulder, p.color)

@@ -129,3 +129,29 @@ def test_eval_predictions_does_not_import_torch(tmp_path, labelmap_file):
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-1] == "[]" and (tmp_path / "m.json").exists()
+
+
+def test_hparam_sets_one_hyper_parameter_over_the_params_file(tmp_path, labelmap_file,
+                                                              detections_file, monkeypatch):
+    """``acar train --hparam KEY=VALUE`` (repeatable, VALUE read as YAML) overrides one key of
+    heads.<HEAD>.hparams and keeps the others; a malformed one is a usage error."""
+    import pipeline.train as stage
+
+    gt = tmp_path / "gt.csv"
+    gt.write_text("v,0001,0.1,0.1,0.5,0.5,1,0\n")
+    params = tmp_path / "stages.yaml"
+    params.write_text("heads:\n  t_only:\n    hparams: {width: 16, num_heads: 2}\n")
+    seen = {}
+    monkeypatch.setattr(stage, "run", lambda cfg, *a, **k: seen.setdefault("cfg", cfg))
+    base = ["--params", str(params), "train", "--head", "t_only", "--features", "f.zarr",
+            "--detections", str(detections_file), "--annotations", str(gt), "--labelmap",
+            str(labelmap_file), "--out", str(tmp_path / "m.pt")]
+    res = CliRunner().invoke(cli, [*base, "--hparam", "window=10", "--hparam", "mem_time=true",
+                                   "--hparam", "agg=max"])
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].hparams == {"width": 16, "num_heads": 2, "window": 10, "mem_time": True,
+                                   "agg": "max"}
+    assert "from --hparam" in res.output
+    for bad in ["window", "=3", "a b=1", "x=[1"]:
+        res = CliRunner().invoke(cli, [*base, "--hparam", bad])
+        assert res.exit_code == 2 and "--hparam" in res.output, (bad, res.output)

@@ -143,9 +143,10 @@ def expand(text: str, variables: dict) -> str:
     return re.sub(r"\$\{([^}]+)\}", one, text)
 
 
-# Every pipeline file: the default DAG and the second one of the issue-17 methods (README,
-# "The DVC DAG"), whose stages run in the repository root (``wdir: ..``).
-PIPELINES = [ROOT / "dvc.yaml", ROOT / "methods" / "dvc.yaml"]
+# Every pipeline file: the default DAG, the second one of the issue-17 methods and the third
+# one of the grown world (README, "The DVC DAG"), whose stages run in the repository root
+# (``wdir: ..``).
+PIPELINES = [ROOT / "dvc.yaml", ROOT / "methods" / "dvc.yaml", ROOT / "grown" / "dvc.yaml"]
 
 
 def stages(dvc_yaml: Path = ROOT / "dvc.yaml", outs: bool = False,
@@ -246,12 +247,13 @@ def test_code_deps_exist(name):
 
 
 def test_every_data_dep_of_the_methods_is_an_output():
-    """A data dependency of methods/dvc.yaml is made by a stage of some pipeline file (a
-    misspelt path would otherwise be a missing input that dvc reports only when run)."""
+    """A data dependency of methods/dvc.yaml or grown/dvc.yaml is made by a stage of some
+    pipeline file (a misspelt path would otherwise be a missing input that dvc reports only
+    when run)."""
     every = all_stages(outs=True)
     made = [o for stage in every.values() for o in stage["outs"]]
     for name, stage in every.items():
-        if not name.startswith("methods/"):
+        if not name.startswith(("methods/", "grown/")):
             continue
         assert stage["cmd"].split()[1] in commands(), name
         for dep in stage["deps"]:
@@ -279,7 +281,9 @@ def test_a_store_folder_is_named_by_its_producer_only():
                 assert digest_path(out).as_posix() in stage["outs"], \
                     f"{name} makes {out} without its digest {digest_path(out)}"
     assert producers == {"data/features.zarr": "extract", "data/banks/lfb.zarr": "bank_lfb",
-                         "data/banks/acfb.zarr": "bank_acfb"}
+                         "data/banks/acfb.zarr": "bank_acfb",
+                         "data/grown/features.zarr": "grown/dvc.yaml:extract",
+                         "data/grown/banks/memory.zarr": "grown/dvc.yaml:bank_memory"}
     reads = 0
     for name, stage in every.items():
         words = stage["cmd"].split()
@@ -289,13 +293,27 @@ def test_a_store_folder_is_named_by_its_producer_only():
                 assert store in producers, f"{name} reads {store}, which no stage makes"
                 assert digest_path(store).as_posix() in stage["deps"], \
                     f"{name} reads {store} but does not depend on {digest_path(store)}"
-    assert reads >= 23                   # every train/eval/bank stage of both files
+    assert reads >= 38                   # every train/eval/bank stage of the three files
 
 
-def test_methods_stages_run_in_the_repository_root():
-    doc = yaml.safe_load((ROOT / "methods" / "dvc.yaml").read_text())
+@pytest.mark.parametrize("folder", ["methods", "grown"])
+def test_methods_stages_run_in_the_repository_root(folder):
+    doc = yaml.safe_load((ROOT / folder / "dvc.yaml").read_text())
     for name, stage in doc["stages"].items():
         assert stage.get("do", stage).get("wdir") == "..", name
+
+
+def test_grown_stages_read_the_grown_params_and_write_under_data_grown():
+    """The third pipeline never reads ../stages.yaml nor writes the default world's data."""
+    for name, stage in stages(ROOT / "grown" / "dvc.yaml", outs=True, root=ROOT).items():
+        words = stage["cmd"].split()
+        assert words[2:4] == ["--params", "grown/stages.yaml"], name
+        assert stage["outs"] and all(o.startswith("data/grown/") for o in stage["outs"]), name
+        assert all(d.startswith("data/grown/") for d in stage["deps"] if d.startswith("data/"))
+    doc = yaml.safe_load((ROOT / "grown" / "dvc.yaml").read_text())
+    for name, stage in doc["stages"].items():
+        for params in stage.get("do", stage).get("params", []):
+            assert list(params) == ["grown/stages.yaml"], name
 
 
 # ---- the behaviour, with dvc -------------------------------------------------------------

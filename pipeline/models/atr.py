@@ -6,6 +6,9 @@ object grabbed, the person hugged) beside it::
     A        = actors(context, rois)                         (N, C)   RoIAlign 7x7 + max
     q        = Linear(A)                                     (N, d)   the actor: query
     k, v     = Conv1x1(V), Conv1x1(V)                        (B, d, H, W)  keys, values
+    k, v    += E_k[o_i], E_v[o_i]                            (N, d, H*W)   ``pos``: where
+    scores  += b[o_i]     (a learned bias, starts at -|dx|-|dy|: near cells first)
+               o_i = the cell's offset from box_i's centre, in cells, clipped to +-R
     allowed  = cell outside box_i and inside the image       (N, H*W)  bool
     w        = softmax_p(q . k[b_i, p] / sqrt(d)) on allowed (N, H*W)  0 elsewhere
     y        = sum_p w_p v[b_i, p]                           (N, d)   the context part
@@ -19,7 +22,15 @@ the cells outside the image (padding) are masked too: each keyframe gets what it
 its map cropped to ``[:rows, :cols]``.  An actor whose box covers every image cell has no
 context: y = 0.
 
-Defaults: ``hidden_dim`` d = 512, ``fuse`` = concat, ``dropout`` = 0.0, ``roi_size`` = 7.
+``pos`` (off by default, as in the paper): a learned embedding of each cell's offset from
+the box's centre (dx, dy rounded to whole cells, clipped to +-``reach``) is added to its
+key and value, and a learned bias per offset to its score, which starts at minus the
+offset's length in cells (a target beside the box first).  Without it the attention is
+blind to where a cell lies, so a target beside the box and the same object across the
+room look alike, and it starts spread over every cell of the scene.
+
+Defaults: ``hidden_dim`` d = 512, ``fuse`` = concat, ``dropout`` = 0.0, ``roi_size`` = 7,
+``pos`` = False, ``reach`` = 3.
 Like ACRN, ATR relates each actor to the scene only; actors do not see each other (another
 person is context, outside the box).
 """
@@ -45,12 +56,15 @@ class ATRConfig(HeadConfig):
     fuse: str = "concat"        # concat: [A; y]; add: A + Linear(y)
     dropout: float = 0.0        # before the classifier
     roi_size: int = 7           # RoIAlign output size
+    pos: bool = False           # add a learned embedding of the cell's offset from the box
+    reach: int = 3              # ... offsets clipped to +-reach cells (a (2R+1)^2 table)
 
     def __post_init__(self) -> None:
         self.check_range("hidden_dim", 1)
         self.check_choice("fuse", FUSES)
         self.check_dropout("dropout")
         self.check_range("roi_size", 1)
+        self.check_range("reach", 1)
 
 
 def outside_boxes(rois: Tensor, height: int, width: int) -> Tensor:
@@ -64,6 +78,18 @@ def outside_boxes(rois: Tensor, height: int, width: int) -> Tensor:
     return ~(in_y[:, :, None] & in_x[:, None, :])                        # (N, H, W)
 
 
+def box_offsets(rois: Tensor, height: int, width: int, reach: int) -> Tensor:
+    """(N, 5) rois in feature pixels -> (N, H*W) long: each cell's offset from the box's
+    centre, (dy, dx) rounded to whole cells and clipped to +-reach, as one index into a
+    (2 reach + 1)^2 table (row-major in dy, then dx; index of (0, 0) = 2 reach^2 + 2 reach)."""
+    cols = torch.arange(width, device=rois.device, dtype=rois.dtype) + 0.5       # (W,)
+    rows = torch.arange(height, device=rois.device, dtype=rois.dtype) + 0.5      # (H,)
+    cx, cy = (rois[:, 1, None] + rois[:, 3, None]) / 2, (rois[:, 2, None] + rois[:, 4, None]) / 2
+    dx = (cols[None] - cx).round().clamp(-reach, reach).long() + reach           # (N, W)
+    dy = (rows[None] - cy).round().clamp(-reach, reach).long() + reach           # (N, H)
+    return (dy[:, :, None] * (2 * reach + 1) + dx[:, None, :]).flatten(1)         # (N, HW)
+
+
 class ATRHead(Head):
     Config = ATRConfig
     config: ATRConfig
@@ -74,6 +100,13 @@ class ATRHead(Head):
         self.query = nn.Linear(in_channels, d)
         self.key = nn.Conv2d(in_channels, d, 1)
         self.value = nn.Conv2d(in_channels, d, 1)
+        cells = (2 * self.config.reach + 1) ** 2
+        # the embeddings start at zero, the score bias at -|dy|-|dx| (cells near the box)
+        self.pos_key = nn.Parameter(torch.zeros(cells, d)) if self.config.pos else None
+        self.pos_value = nn.Parameter(torch.zeros(cells, d)) if self.config.pos else None
+        r = torch.arange(-self.config.reach, self.config.reach + 1).abs()
+        near = -(r[:, None] + r[None, :]).flatten().float()             # (cells,) -|dy|-|dx|
+        self.pos_bias = nn.Parameter(near) if self.config.pos else None
         add = self.config.fuse == "add"
         self.out = nn.Linear(d, in_channels) if add else None
         self.add_classifier(in_channels if add else in_channels + d, num_classes)
@@ -102,11 +135,17 @@ class ATRHead(Head):
         b = rois[:, 0].long()                                           # (N,)
         k = self.key(context).flatten(2)[b]                             # (N, d, HW)
         v = self.value(context).flatten(2)[b]                           # (N, d, HW)
+        if self.pos_key is not None:                                    # where each cell is
+            o = box_offsets(rois, H, W, self.config.reach)              # (N, HW)
+            k = k + self.pos_key[o].transpose(1, 2)                     # (N, d, HW)
+            v = v + self.pos_value[o].transpose(1, 2)                   # (N, d, HW)
         allowed = outside_boxes(rois, H, W)                             # (N, H, W)
         if valid is not None:
             allowed = allowed & valid_mask(valid, H, W)[b]              # (N, H, W)
         allowed = allowed.flatten(1)                                    # (N, HW)
         scores = torch.einsum("nd,ndp->np", q, k) / q.shape[1] ** 0.5   # (N, HW)
+        if self.pos_bias is not None:
+            scores = scores + self.pos_bias[o]                          # (N, HW)
         some = allowed.any(1, keepdim=True)                             # (N, 1)
         # -inf: exactly 0 weight (and gradient) on a masked cell; an actor with no cell
         # allowed gets uniform weights times 0 (finite, no NaN in the backward)

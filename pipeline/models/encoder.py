@@ -164,9 +164,19 @@ class SequenceHead(Head):
         """The memory tokens (B, S, d) and mask (B, S) of ``bank``; None: no memory."""
         if self.bank_request is None:
             return None
+        times = None
+        if self.bank_request.times and bank is not None:             # (slots, mask, times)
+            if len(bank) != 3:
+                raise ValueError(f"a memory with mem_time reads (slots, mask, times), got "
+                                 f"{len(bank)} bank tensors")
+            bank, times = bank[:2], bank[2]                           # times (B, S) seconds
         slots, mask = bank_slots(bank, (self.bank_request.dim,), batch_size, like,
                                  "memory vectors (d,)")
-        return self.mem_proj(slots), mask                             # (B, S, d), (B, S)
+        tokens = self.mem_proj(slots)                                 # (B, S, d)
+        if times is not None:
+            w = self.bank_request.window
+            tokens = tokens + self.mem_time_embed[(times.long() + w).clamp(0, 2 * w)]
+        return tokens, mask                                           # (B, S, d), (B, S)
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:

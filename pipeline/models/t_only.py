@@ -17,6 +17,7 @@ memory``; the keyframe's own second left out), fine-tuned from the stage-one hea
 (``train --init``)::
 
     x_t     = encoder([persons at t; Linear(m_1..m_S)])    (N, T, d)      memory outputs dropped
+    m_s    += E[dt_s]     with ``mem_time``: slot s's second dt_s relative to the keyframe
 
 Reads (B, C, T, H, W) maps (``extract.temporal: T``).  Defaults: depth 1, num_heads 4,
 width d = 256, agg avg, MLP 4d, pos true, dropout 0.0, roi_size 7; window null (no memory;
@@ -39,6 +40,8 @@ class TOnlyConfig(SequenceConfig):
     head = "t_only"
     window: int | None = None         # memory bank: seconds either side (None: no memory)
     max_per_step: int | None = 5      # memory persons per second (None: all)
+    mem_time: bool = False            # add a learned embedding of each memory slot's second
+                                      # relative to the keyframe (-window..window)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,8 +59,10 @@ class TOnlyHead(SequenceHead):
         cfg = self.config
         if cfg.window is not None:
             self.bank_request = BankRequest("memory", cfg.window, cfg.max_per_step, True,
-                                            cfg.width)
+                                            cfg.width, times=cfg.mem_time)
             self.mem_proj = nn.Linear(cfg.width, cfg.width)
+            if cfg.mem_time:              # zero at the start: no time, as without it
+                self.mem_time_embed = nn.Parameter(torch.zeros(2 * cfg.window + 1, cfg.width))
 
     def tokens(self, p: Tensor) -> Tensor:
         return aggregate(p, (3, 4), self.config.agg).transpose(1, 2)      # (N, T, C)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.models import build_head
-from pipeline.models.atr import outside_boxes
+from pipeline.models.atr import box_offsets, outside_boxes
 from tests.models.batches import C, H, K, W, make_batch
 
 torch.set_num_threads(1)
@@ -77,6 +77,42 @@ def test_attention_matches_a_loop_over_actors():
             v = head.value(context[b:b + 1])[0].flatten(1)[:, keep]     # (d, P)
             w = torch.softmax(q @ k / 8 ** 0.5, 0)
             torch.testing.assert_close(y[i], v @ w, atol=1e-5, rtol=1e-5)
+
+
+def test_box_offsets_count_whole_cells_from_the_box_centre():
+    rois = torch.tensor([[0, 2.0, 1.0, 3.0, 4.0],      # centre (2.5, 2.5): cell (2, 2)
+                         [0, 0.0, 0.0, 1.0, 1.0]])     # centre (0.5, 0.5): cell (0, 0)
+    o = box_offsets(rois, 6, 5, reach=2).view(2, 6, 5)  # index (dy + 2) * 5 + (dx + 2)
+    centre = 2 * 5 + 2
+    assert o[0, 2, 2] == centre and o[1, 0, 0] == centre
+    assert o[0, 2, 3] == centre + 1 and o[0, 2, 1] == centre - 1     # right, left of the box
+    assert o[0, 1, 2] == centre - 5 and o[0, 5, 2] == 4 * 5 + 2      # above; clipped below
+    assert o[1, 5, 4] == 24 and o[0, 0, 0] == 0                      # clipped corners
+
+
+def test_pos_attends_first_to_the_cells_beside_the_box_and_learns_where():
+    """With ``pos`` and the keys' content removed, the weights fall off with the cell's
+    distance from the box (the bias's start); the value of a cell says where it lies."""
+    head = make_atr(pos=True, reach=3)
+    with torch.no_grad():
+        head.key.weight.zero_()
+        head.key.bias.zero_()
+    context, _ = make_batch((1,), seed=6)
+    rois = torch.tensor([[0, 3.0, 2.0, 4.0, 4.0]])     # centre cell (row 3, col 3)
+    captured = {}
+    head.pos_value.register_hook(lambda g: captured.setdefault("g", g))
+    q = torch.randn(1, 8)
+    y = head.context_part(q, context, rois)
+    scores = head.pos_bias[box_offsets(rois, H, W, 3)].view(H, W)
+    assert scores[3, 4] == -1 and scores[3, 5] == -2 and scores[1, 1] == -4
+    w = torch.softmax(scores.flatten()[outside_boxes(rois, H, W)[0].flatten()], 0)
+    assert w.max() > 5 * w.min()
+    y.sum().backward()
+    assert captured["g"].abs().sum(1).count_nonzero() > 1   # several offsets get gradient
+    plain = make_atr(pos=False)
+    assert plain.pos_bias is None and plain.pos_key is None
+    assert sum(p.numel() for p in head.parameters()) - sum(
+        p.numel() for p in plain.parameters()) == 49 * (8 + 8 + 1)
 
 
 @pytest.mark.parametrize("fuse", ["concat", "add"])

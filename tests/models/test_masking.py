@@ -403,6 +403,7 @@ HEAD_CONFIGS = {
     "lfb": ("lfb", dict(hidden_dim=4, zero_init=False)),
     "atr": ("atr", dict(hidden_dim=4)),
     "atr-add": ("atr", dict(hidden_dim=4, fuse="add")),
+    "atr-pos": ("atr", dict(hidden_dim=4, pos=True, reach=2)),
 }
 
 

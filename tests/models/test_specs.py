@@ -98,6 +98,7 @@ def test_acfb_takes_no_acar_only_keys():
     ("lfb", dict(bank_dim=0), "bank_dim"),
     ("atr", dict(fuse="mul"), "fuse"),
     ("atr", dict(hidden_dim=0), "hidden_dim"),
+    ("atr", dict(reach=0), "reach"),
 ])
 def test_bad_value_is_one_line_naming_head_and_field(name, bad, field):
     for make in (lambda: head_config(name, bad), lambda: build_head(name, C, K, **bad)):

@@ -217,3 +217,29 @@ def test_the_memory_matters_only_to_its_keyframe_and_not_its_order():
     head.train()
     head(context, rois, bank=(mem, mask)).square().sum().backward()
     assert head.mem_proj.weight.grad.abs().sum() > 0
+
+
+def test_mem_time_tells_the_memory_slots_apart_by_their_second():
+    """``mem_time``: the bank reader gives each slot's second relative to the keyframe, and
+    a learned embedding of it joins the slot's token; at the start (zeros) it changes
+    nothing, once learned the same slot at another second counts otherwise."""
+    torch.manual_seed(0)
+    head = build_head("t_only", C, K, width=8, num_heads=2, window=3, mem_time=True).eval()
+    assert head.bank_request.times and not memory_head().bank_request.times
+    full = torch.tensor([[H, W]] * 3)
+    context, rois = padded_maps(full), boxes_inside(full)
+    g = torch.Generator().manual_seed(4)
+    mem, mask = torch.randn(3, 2, 8, generator=g), torch.ones(3, 2, dtype=torch.bool)
+    before, after = torch.tensor([[-2.0, -1.0]] * 3), torch.tensor([[1.0, 2.0]] * 3)
+    with torch.no_grad():
+        out = head(context, rois, bank=(mem, mask, before))
+        assert torch.equal(head(context, rois, bank=(mem, mask, after)), out)   # zeros
+        head.mem_time_embed.normal_()
+        assert not torch.allclose(head(context, rois, bank=(mem, mask, after)),
+                                  head(context, rois, bank=(mem, mask, before)), atol=1e-4)
+        far = torch.tensor([[-30.0, 30.0]] * 3)                 # clipped to the window's ends
+        torch.testing.assert_close(head(context, rois, bank=(mem, mask, far)),
+                                   head(context, rois, bank=(mem, mask, far.clamp(-3, 3))))
+        with pytest.raises(ValueError, match="slots, mask, times") as err:
+            head(context, rois, bank=(mem, mask))
+    assert "\n" not in str(err.value)
