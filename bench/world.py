@@ -270,13 +270,46 @@ def orderings(run: dict) -> list[dict]:
     each as id, statement, head, measured margin, passed (None: skipped, with why)."""
     from pipeline import report
 
-    table = {h: {k: None if v is None else 100 * v for k, v in m.items()
-                 if isinstance(v, float) or v is None}
+    table = {h: {**{k: None if v is None else 100 * v for k, v in m.items()
+                    if isinstance(v, float) or v is None},
+                 **{c: None if v is None else 100 * v for c, v in m.get("per_class", {}).items()}}
              for h, m in run["metrics"].items()}
     fams = [f for f in synth.GROWN_FAMILIES if any(f in t for t in table.values())]
     return [{k: c.get(k) for k in ("id", "statement", "head", "measured", "passed", "skipped",
                                    "map_change")}
             for c in report.check_table(table, fams)]
+
+
+def margin_table(runs: list[dict]) -> tuple[list[dict], str]:
+    """Each ordering's measured margin per seed, their mean and std, and whether every seed
+    clears the report's threshold (pipeline/report.py CHECKS): rows, and a markdown table."""
+    from pipeline import report
+
+    rows = []
+    per_run = [r.get("orderings") or orderings(r) for r in runs]
+    thresholds = {c.id: c.threshold for c in report.CHECKS}
+    for oid in dict.fromkeys(o["id"] for ords in per_run for o in ords):
+        got = [next((o for o in ords if o["id"] == oid), {}) for ords in per_run]
+        vals = [o["measured"] for o in got if o.get("measured") is not None]
+        if not vals:
+            continue
+        rows.append({"id": oid, "statement": next(o["statement"] for o in got if o),
+                     "threshold": thresholds[oid.split(".")[0]],
+                     "seeds": [o.get("measured") for o in got],
+                     "passed": [o.get("passed") for o in got],
+                     "mean": statistics.mean(vals),
+                     "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                     "min": min(vals)})
+    lines = ["| ordering | threshold | " + " | ".join(f"seed {r['seed']}" for r in runs)
+             + " | mean ± std | every seed |", "|---" * (len(runs) + 4) + "|"]
+    for m in rows:
+        cells = ["–" if v is None else f"{v:+.1f} {'✓' if ok else '✗'}"
+                 for v, ok in zip(m["seeds"], m["passed"], strict=True)]
+        every = all(m["passed"]) and len([v for v in m["seeds"] if v is not None]) == len(runs)
+        lines.append(f"| ({m['id']}) {m['statement']} | {m['threshold']:+g} | "
+                     + " | ".join(cells) + f" | {m['mean']:+.1f} ± {m['std']:.1f} | "
+                     + ("✓" if every else "✗") + " |")
+    return rows, "\n".join(lines)
 
 
 def write_json(out: Path, doc: dict) -> None:
@@ -317,13 +350,18 @@ def main() -> None:
         runs = [r for d in docs for r in d["runs"]]
         for r in runs:
             r["orderings"] = orderings(r)
+        margins, mtable = margin_table(runs)
         write_json(out, {"params": docs[0]["params"], "merged": args.merge, "runs": runs,
-                         "table": table(runs, args.heads)})
+                         "table": table(runs, args.heads), "margins": margins,
+                         "margin_table": mtable})
         print(table(runs, args.heads))
+        print(mtable)
         print(f"wrote {out}")
         return
     if args.collect:
         runs = [collect(Path(d), args.heads) for d in args.collect]
+        for r in runs:
+            r["orderings"] = orderings(r)
         heads = [h for h in args.heads if all(h in r["metrics"] for r in runs)]
         write_json(out, {"params": params, "collected": args.collect, "runs": runs,
                          "table": table(runs, heads)})

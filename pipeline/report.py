@@ -77,6 +77,7 @@ class Ordering:
     per-class APs), one result per class.  ``map_floor``: the check also needs
     mAP(head) - mAP(others) >= map_floor (decoupled fine-tuning: what it may cost).
     ``head`` :data:`ENSEMBLES`: the best ensemble row against the best of ``others``.
+    ``classes``: with ``per_class``, only these classes of ``family`` (all when empty).
     """
 
     id: str
@@ -88,6 +89,7 @@ class Ordering:
     statement: str
     per_class: bool = False
     map_floor: float | None = None
+    classes: tuple[str, ...] = ()
 
 
 CHECKS: list[Ordering] = [
@@ -120,6 +122,10 @@ CHECKS: list[Ordering] = [
              map_floor=-1.0),
     Ordering("k", "target", "margin", "atr", ("linear",), 10.0,
              "atr − linear ≥ 10 AP points on target"),
+    # the context classes whose object lies beside the box, out of it (the fire, the wheel)
+    Ordering("k2", "context", "margin", "atr", ("linear",), 10.0,
+             "atr − linear ≥ 10 AP points on each context class whose object lies beside the "
+             "box (warm, drive)", per_class=True, classes=("warm", "drive")),
     Ordering("l", MAP, "margin", ENSEMBLES, ALL, 0.0,
              "the best ensemble's mAP ≥ the best single head's"),
 ]
@@ -217,7 +223,7 @@ def _check(check: Ordering, table: dict[str, dict[str, float | None]],
     elif missing or not others:
         res["skipped"] = f"no {', '.join(missing) or 'other heads'} in the report"
     else:
-        values = {h: table[h][fam] for h in [head, *others]}
+        values = {h: table[h].get(fam) for h in [head, *others]}
         res["values"] = values
         null = [h for h, v in values.items() if v is None]
         if null:
@@ -249,9 +255,16 @@ def _check(check: Ordering, table: dict[str, dict[str, float | None]],
 
 
 def check_table(table: dict[str, dict[str, float | None]], families: list[str]) -> list[dict]:
-    """The family-level orderings of :data:`CHECKS` (not the per-class ones) on ``table``:
-    head -> {family, ``mAP``, ``rare``: AP x 100} (e.g. bench/world.py's rows, per seed)."""
-    return [_check(c, table, families) for c in CHECKS if not c.per_class]
+    """The family-level orderings of :data:`CHECKS` on ``table``: head -> {family, ``mAP``,
+    ``rare``: AP x 100} (e.g. bench/world.py's rows, per seed), then the per-class ones that
+    name their classes, on those classes' APs where the rows carry them (key: the class)."""
+    out = [_check(c, table, families) for c in CHECKS if not c.per_class]
+    for c in CHECKS:                # per-class checks of named classes, on their class APs
+        if c.per_class and c.classes and c.family in families:
+            for name in c.classes:
+                one = replace(c, id=f"{c.id}.{name}", family=name, statement=_one_class(c, name))
+                out.append({**_check(one, table, [name]), "family": c.family})
+    return out
 
 
 def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] | None],
@@ -260,14 +273,13 @@ def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] |
     heads' per-class APs x 100 (``classes``: head -> class name -> AP, None: the head has
     no per_class.json)."""
     names = [n for n, s in zip(labelmap.names, labelmap.superclasses, strict=True)
-             if s == check.family]
+             if s == check.family and (not check.classes or n in check.classes)]
     if check.family not in families or not names:
         return [_check(check, {}, families)]
     out = []
     for name in names:
         one = replace(check, id=f"{check.id}.{name}", family=name,
-                      statement=check.statement.replace("each ", "").replace(
-                          f"{check.family} class", f"{check.family} class '{name}'"))
+                      statement=_one_class(check, name))
         heads = [check.head, *([] if check.others == ALL else check.others)]
         absent = [h for h in heads if h in classes and classes[h] is None]
         res = _check(one, {h: {name: (c or {}).get(name)} for h, c in classes.items()},
@@ -278,6 +290,13 @@ def _check_classes(check: Ordering, classes: dict[str, dict[str, float | None] |
                        measured=None, values={})
         out.append(res)
     return out
+
+
+def _one_class(check: Ordering, name: str) -> str:
+    """A per-class ordering's statement for one of its classes."""
+    text = check.statement.replace("each ", "").replace(f"{check.family} class",
+                                                         f"{check.family} class '{name}'")
+    return text.split(" whose ")[0] if check.classes else text
 
 
 def _mean_of(ap: dict[str, float | None] | None, names: list[str]) -> float | None:

@@ -398,3 +398,19 @@ def test_check_table_runs_the_family_orderings_on_a_plain_table():
     assert "f" not in c and c["k"]["passed"] and c["k"]["measured"] == pytest.approx(20.0)
     assert c["j1"]["passed"] is False and c["j1"]["map_change"] == pytest.approx(-1.5)
     assert c["g1"]["skipped"] == "no t_only in the report"
+    assert not any(k.startswith("k2") for k in c)     # no context family: no k2 rows
+
+
+def test_k2_checks_atr_on_the_named_context_classes_only():
+    """(k2): atr against linear on each context class whose object lies beside the box
+    (warm, drive), from their per-class APs: in the report and in check_table's rows."""
+    table = {"linear": {"context": 40.0, "warm": 30.0, "drive": 70.0, "hold": 35.0},
+             "atr": {"context": 60.0, "warm": 85.0, "drive": 75.0, "hold": 20.0}}
+    c = {r["id"]: r for r in report.check_table(table, ["context"])}
+    assert {k for k in c if k.startswith("k2")} == {"k2.warm", "k2.drive"}   # not hold
+    assert c["k2.warm"]["passed"] and c["k2.warm"]["measured"] == pytest.approx(55.0)
+    assert c["k2.drive"]["passed"] is False and c["k2.drive"]["family"] == "context"
+    assert c["k2.warm"]["statement"] == "atr − linear ≥ 10 AP points on context class 'warm'"
+    missing = report.check_table({h: {"context": v["context"]} for h, v in table.items()},
+                                 ["context"])
+    assert [r["skipped"] for r in missing if r["id"] == "k2.warm"] == ["no warm AP for atr, linear"]
