@@ -226,7 +226,15 @@ def collect(seed_dir: Path, heads: list[str]) -> dict:
         if path.exists():
             m = read_eval(path)
             metrics[head] = row_of(m, rare)
-    return {"seed": int(seed_dir.name.removeprefix("seed")), "metrics": metrics, "rare": rare}
+    out = {"seed": int(seed_dir.name.removeprefix("seed")), "metrics": metrics, "rare": rare}
+    ens = {p.name.removesuffix("_metrics.json"): p
+           for p in sorted(seed_dir.glob("ensemble_*_metrics.json"))}
+    for name, path in ens.items():              # the ensembles, and the best of them
+        metrics[name] = row_of(read_eval(path), rare)
+    if ens:
+        best = max(ens, key=lambda n: metrics[n]["mAP"])
+        metrics["ensemble_best"] = {**metrics[best], "scheme": best.removeprefix("ensemble_")}
+    return out
 
 
 def _value(metrics: dict, col: str) -> float | None:

@@ -376,12 +376,12 @@ def test_issue17_orderings_with_margins(world):
     assert c["j1"]["passed"] is False and c["j1"]["measured"] == pytest.approx(3.5)
     assert c["j1"]["map_change"] == pytest.approx(-2.0)
     assert c["l"]["skipped"] == "no ensemble in the report" and c["l"]["passed"] is None
-    # t_only not above s_only and acar by 10 on temporal: fails
-    flat = {**worse, "t_only": (0.40, 0.25, 0.20, 0.10, 0.500, 0.25, 0.10)}
+    # t_only not above s_only and acar by 5 on temporal: fails
+    flat = {**worse, "t_only": (0.40, 0.24, 0.20, 0.10, 0.500, 0.24, 0.10)}
     res = report.run(cfg, write_item9(world / "c", flat), world / "val.csv",
                      world / "labelmap.pbtxt", world / "out3")
     c = {r["id"]: r for r in res["orderings"]}
-    assert c["h"]["passed"] is False and c["h"]["measured"] == pytest.approx(5.0)
+    assert c["h"]["passed"] is False and c["h"]["measured"] == pytest.approx(4.0)
 
 
 def test_rare_share_is_checked():
@@ -405,12 +405,12 @@ def test_k2_checks_atr_on_the_named_context_classes_only():
     """(k2): atr against linear on each context class whose object lies beside the box
     (warm, drive), from their per-class APs: in the report and in check_table's rows."""
     table = {"linear": {"context": 40.0, "warm": 30.0, "drive": 70.0, "hold": 35.0},
-             "atr": {"context": 60.0, "warm": 85.0, "drive": 75.0, "hold": 20.0}}
+             "atr": {"context": 60.0, "warm": 85.0, "drive": 74.0, "hold": 20.0}}
     c = {r["id"]: r for r in report.check_table(table, ["context"])}
     assert {k for k in c if k.startswith("k2")} == {"k2.warm", "k2.drive"}   # not hold
     assert c["k2.warm"]["passed"] and c["k2.warm"]["measured"] == pytest.approx(55.0)
     assert c["k2.drive"]["passed"] is False and c["k2.drive"]["family"] == "context"
-    assert c["k2.warm"]["statement"] == "atr − linear ≥ 10 AP points on context class 'warm'"
+    assert c["k2.warm"]["statement"] == "atr − linear ≥ 5 AP points on context class 'warm'"
     missing = report.check_table({h: {"context": v["context"]} for h, v in table.items()},
                                  ["context"])
     assert [r["skipped"] for r in missing if r["id"] == "k2.warm"] == ["no warm AP for atr, linear"]
