@@ -191,10 +191,17 @@ def expand_items(foreach, variables: dict) -> dict:
     return foreach if isinstance(foreach, dict) else {str(v): v for v in foreach}
 
 
-def stage_code(cmd: str) -> set[str]:
+def cmd_words(cmd: str) -> list[str]:
+    """A stage command's words without the group's ``--threads N``: [acar, subcommand, ...]."""
     words = cmd.split()
     assert words[0] == "acar", f"stage command does not start with acar: {cmd}"
-    return closure(commands()[words[1]])
+    if words[1] == "--threads":
+        words = words[:1] + words[3:]
+    return words
+
+
+def stage_code(cmd: str) -> set[str]:
+    return closure(commands()[cmd_words(cmd)[1]])
 
 
 def covered(path: str, deps: list[str]) -> bool:
@@ -226,7 +233,7 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path):
 
 def test_every_stage_has_a_command_module():
     for name, stage in all_stages().items():
-        assert stage["cmd"].split()[1] in commands(), name
+        assert cmd_words(stage["cmd"])[1] in commands(), name
     assert commands()["eval"] == "cli/evaluate.py"
     assert "pipeline/backbones/hoghof.py" in stage_code("acar extract")
 
@@ -255,7 +262,7 @@ def test_every_data_dep_of_the_methods_is_an_output():
     for name, stage in every.items():
         if not name.startswith(("methods/", "grown/")):
             continue
-        assert stage["cmd"].split()[1] in commands(), name
+        assert cmd_words(stage["cmd"])[1] in commands(), name
         for dep in stage["deps"]:
             if dep.startswith("data/"):
                 assert covered(dep, made), f"{name}: no stage makes {dep}"
@@ -286,7 +293,7 @@ def test_a_store_folder_is_named_by_its_producer_only():
                          "data/grown/banks/memory.zarr": "grown/dvc.yaml:bank_memory"}
     reads = 0
     for name, stage in every.items():
-        words = stage["cmd"].split()
+        words = cmd_words(stage["cmd"])
         for flag, store in zip(words, words[1:], strict=False):
             if flag in STORE_READS:
                 reads += 1
@@ -294,6 +301,24 @@ def test_a_store_folder_is_named_by_its_producer_only():
                 assert digest_path(store).as_posix() in stage["deps"], \
                     f"{name} reads {store} but does not depend on {digest_path(store)}"
     assert reads >= 38                   # every train/eval/bank stage of the three files
+
+
+# the stages whose floats depend on torch's thread count (the order of float sums)
+THREAD_BOUND = ("train", "eval --model", "bank")
+
+
+@pytest.mark.parametrize("path", ["dvc.yaml", "methods/dvc.yaml"])
+def test_the_thread_bound_stages_pin_their_threads(path):
+    """A train, eval or bank stage runs at a fixed thread count, whatever the machine and
+    ACAR_JOBS: the lock's checkpoints and APs depend on it (README, "The DVC DAG")."""
+    pinned = 0
+    for name, stage in stages(ROOT / path, root=ROOT).items():
+        words = stage["cmd"].split()
+        rest = " ".join(cmd_words(stage["cmd"])[1:3])
+        if rest.startswith(THREAD_BOUND):
+            assert words[1:3] == ["--threads", "2"], f"{path}: {name} does not pin --threads 2"
+            pinned += 1
+    assert pinned >= 6                    # methods: atr and two fine-tunings, trained and scored
 
 
 @pytest.mark.parametrize("folder", ["methods", "grown"])
@@ -306,7 +331,7 @@ def test_methods_stages_run_in_the_repository_root(folder):
 def test_grown_stages_read_the_grown_params_and_write_under_data_grown():
     """The third pipeline never reads ../stages.yaml nor writes the default world's data."""
     for name, stage in stages(ROOT / "grown" / "dvc.yaml", outs=True, root=ROOT).items():
-        words = stage["cmd"].split()
+        words = cmd_words(stage["cmd"])
         assert words[2:4] == ["--params", "grown/stages.yaml"], name
         assert stage["outs"] and all(o.startswith("data/grown/") for o in stage["outs"]), name
         assert all(d.startswith("data/grown/") for d in stage["deps"] if d.startswith("data/"))
