@@ -66,16 +66,12 @@ NOT_MEMBERS = {"atr_nopos"}     # ablation rows: not ensemble members
 
 
 def rare_classes(world: Path, share: float = RARE_SHARE) -> list[str]:
-    """The classes under ``share`` of the train boxes (person-keyframes), rarest first."""
-    from pipeline.artifacts.annotations import read_annotations
+    """The classes under ``share`` of the train boxes (person-keyframes), rarest first: the
+    report's own count (``acar report --train-annotations``)."""
     from pipeline.artifacts.labelmap import read_labelmap
+    from pipeline.report import rare_classes as counted
 
-    lm = read_labelmap(world / "labelmap.pbtxt")
-    df = read_annotations(world / "train.csv")
-    boxes = len(df.drop_duplicates(["video_id", "timestamp", "person_id"]))
-    counts = df["action_id"].value_counts()
-    ranked = sorted(lm.ids, key=lambda a: (int(counts.get(a, 0)), a))
-    return [lm.name(a) for a in ranked if int(counts.get(a, 0)) < share * boxes]
+    return counted(world / "train.csv", read_labelmap(world / "labelmap.pbtxt"), share)
 
 
 def row_of(m: dict, rare: list[str]) -> dict:

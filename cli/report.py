@@ -29,6 +29,11 @@ def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
                    "val_mAP.png. Repeat it once per head.")
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Validation ground truth (AVA CSV), for the chance row.")
+@click.option("--train-annotations", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="Training ground truth (AVA CSV): the rare classes of the \"rare\" checks "
+                   "are those under report.rare_share of its boxes (as the papers rank "
+                   "classes by training samples)  [default: --annotations]")
 @click.option("--labelmap", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Label map whose `superclass` fields define the action families.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -37,7 +42,8 @@ def parse_metrics(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--families", default=None,
               help="Comma-separated superclasses to show, in order")
 @click.pass_context
-def report(ctx, metrics, logs, annotations, labelmap, out, title, families) -> None:
+def report(ctx, metrics, logs, annotations, train_annotations, labelmap, out, title,
+           families) -> None:
     """Compare heads: AP per action family and mAP -> report.md + report.png.
 
     \b
@@ -55,7 +61,8 @@ def report(ctx, metrics, logs, annotations, labelmap, out, title, families) -> N
 
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip()]
     cfg = config(ctx, stage.ReportConfig, "report", title=title, families=fams)
-    result = stage.run(cfg, metrics, annotations, labelmap, out, logs or None)
+    result = stage.run(cfg, metrics, annotations, labelmap, out, logs or None,
+                       train_annotations)
     checks = [c for c in result["orderings"] if c["passed"] is not None]
     passed = sum(c["passed"] for c in checks)
     click.echo(f"{len(result['table'])} heads; orderings {passed}/{len(checks)} hold  "

@@ -141,7 +141,8 @@ class ReportConfig:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))  # label-map superclasses
     family_names: dict[str, str] = field(default_factory=dict)  # display names (else built-in)
     # the rare classes of the checks' "rare" column: under this share of the ground-truth
-    # boxes of the report's annotations (the val split), as issue 17 counts them
+    # boxes of the training split (``--train-annotations``; issue 17 and Kang et al. rank
+    # classes by their training samples), else of the report's ``--annotations``
     rare_share: float = 0.02
 
     def __post_init__(self) -> None:
@@ -183,18 +184,33 @@ def chance(annotations: str | os.PathLike, labelmap: LabelMap,
     return out
 
 
-def rare_classes(annotations: str | os.PathLike, labelmap: LabelMap,
-                 share: float) -> list[str]:
-    """The classes with ground truth on fewer than ``share`` of the distinct GT boxes."""
+def class_shares(annotations: str | os.PathLike, labelmap: LabelMap) -> dict[str, float]:
+    """Each class's share of the distinct GT boxes (person-keyframes) of ``annotations``."""
     df = read_annotations(annotations)
+    if df.empty:
+        raise ArtifactError(annotations, "no ground-truth box: the rare classes are counted "
+                                         "on it")
     boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
     counts = {a: 0 for a in labelmap.ids}
     for labels in boxes["labels"]:
         for a in labels:
             if a in counts:
                 counts[a] += 1
-    return [n for a, n in zip(labelmap.ids, labelmap.names, strict=True)
-            if 0 < counts[a] < share * len(boxes)]
+    return {n: counts[a] / len(boxes) for a, n in zip(labelmap.ids, labelmap.names, strict=True)}
+
+
+def rare_classes(annotations: str | os.PathLike, labelmap: LabelMap,
+                 share: float) -> list[str]:
+    """The classes with ground truth on fewer than ``share`` of the distinct GT boxes of
+    ``annotations`` (none at all: not a class of this data), rarest first."""
+    return rare_of(class_shares(annotations, labelmap), labelmap, share)
+
+
+def rare_of(shares: dict[str, float], labelmap: LabelMap, share: float) -> list[str]:
+    """The names whose share (``class_shares``) is in (0, ``share``), rarest first."""
+    order = {n: i for i, n in enumerate(labelmap.names)}
+    return sorted((n for n, s in shares.items() if 0 < s < share),
+                  key=lambda n: (shares[n], order[n]))
 
 
 def _check(check: Ordering, table: dict[str, dict[str, float | None]],
@@ -349,7 +365,10 @@ def _markdown(cfg: ReportConfig, report: dict) -> str:
                  + " |")
     lines += ["", "## Orderings", ""]
     if report.get("rare"):
-        lines += [f"Rare classes (\"rare\": their mean AP): {', '.join(report['rare'])}.", ""]
+        shares = report["rare_shares"]
+        listed = ", ".join(f"{n} ({100 * shares[n]:.2f}%)" for n in report["rare"])
+        lines += [f"Rare classes (under {100 * cfg.rare_share:g}% of the boxes of "
+                  f"{report['rare_split']}; \"rare\": their mean AP): {listed}.", ""]
     lines += [_check_line(c) for c in report["orderings"]]
     return "\n".join(lines) + "\n"
 
@@ -399,12 +418,14 @@ def _plot(cfg: ReportConfig, report: dict, path: Path) -> None:
 def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
         annotations: str | os.PathLike, labelmap: str | os.PathLike,
         out_dir: str | os.PathLike,
-        logs: dict[str, str | os.PathLike] | None = None) -> dict:
+        logs: dict[str, str | os.PathLike] | None = None,
+        train_annotations: str | os.PathLike | None = None) -> dict:
     """Write ``report.md`` and ``report.png`` (and the plots' PNGs) into ``out_dir``; return
     the numbers.
 
     ``metrics`` maps head name -> its ``metrics.json`` (rows keep this order); ``logs``
-    head name -> its training log (``acar train --log``).
+    head name -> its training log (``acar train --log``); the rare classes are counted on
+    ``train_annotations`` (the training split), else on ``annotations``.
     """
     lm = read_labelmap(labelmap)
     runs = {head: read_metrics(path) for head, path in metrics.items()}
@@ -437,7 +458,10 @@ def run(cfg: ReportConfig, metrics: dict[str, str | os.PathLike],
                 {c["name"]: None if c["ap"] is None else 100.0 * c["ap"]
                  for c in read_per_class(p).values()} for head, p in classes.items()}
     report["per_class"] = class_ap
-    report["rare"] = rare = rare_classes(annotations, lm, cfg.rare_share)
+    counted = annotations if train_annotations is None else train_annotations
+    report["rare_split"] = Path(counted).name
+    report["rare_shares"] = shares = class_shares(counted, lm)
+    report["rare"] = rare = rare_of(shares, lm, cfg.rare_share)
     checked = {head: {**row, RARE: _mean_of(class_ap[head], rare)} for head, row in table.items()}
     report["orderings"] = [r for c in CHECKS for r in (
         _check_classes(c, class_ap, lm, families) if c.per_class

@@ -363,7 +363,8 @@ def test_issue17_orderings_with_margins(world):
     assert c["l"]["head"] == "ensemble_mean_logit" and "ensemble_ap_weight" not in c["l"]["others"]
     assert "acar_cb" in c["l"]["others"]             # the best single head: acar_cb 56.0
     md = (world / "out" / "report.md").read_text()
-    assert "Rare classes (\"rare\": their mean AP): answer, reach." in md
+    assert ("Rare classes (under 25% of the boxes of val.csv; \"rare\": their mean AP): "
+            "answer (20.00%), reach (20.00%).") in md
     assert ("- ✓ **(j1)** decoupled fine-tuning of linear raises the rare classes' mean AP, "
             "mAP drops ≤ 1: linear_cb 13.5, linear 10.0 → margin +3.5 (needs ≥ +0.0); mAP -0.5 "
             "(needs ≥ -1.0)") in md
@@ -382,6 +383,36 @@ def test_issue17_orderings_with_margins(world):
                      world / "labelmap.pbtxt", world / "out3")
     c = {r["id"]: r for r in res["orderings"]}
     assert c["h"]["passed"] is False and c["h"]["measured"] == pytest.approx(4.0)
+
+
+# a training split where talk is the rare class (1 of 6 boxes) and answer, reach are not
+GROWN_TRAIN = """\
+t1,0001,0.100,0.100,0.400,0.900,12,0
+t1,0001,0.500,0.100,0.800,0.900,13,1
+t1,0002,0.100,0.100,0.400,0.900,12,0
+t1,0002,0.500,0.100,0.800,0.900,13,1
+t1,0003,0.100,0.100,0.400,0.900,4,0
+t1,0003,0.500,0.100,0.800,0.900,5,1
+"""
+
+
+def test_the_rare_classes_are_counted_on_the_training_split_when_given(world):
+    """``--train-annotations``: the "rare" column's classes are the training split's rare
+    ones (as Kang et al. rank classes by training samples), not the val split's."""
+    (world / "val.csv").write_text(GROWN_GT)
+    (world / "train.csv").write_text(GROWN_TRAIN)
+    write_labelmap(GROWN, world / "labelmap.pbtxt")
+    cfg = report.ReportConfig(families=["pose", "relation", "longterm", "temporal", "target"],
+                              rare_share=0.25)
+    res = report.run(cfg, write_item9(world, ITEM9), world / "val.csv",
+                     world / "labelmap.pbtxt", world / "out", train_annotations=world /
+                     "train.csv")
+    assert res["rare"] == ["talk", "wait"]            # 1 of 6 train boxes each; stand: none
+    j1 = next(r for r in res["orderings"] if r["id"] == "j1")
+    assert j1["values"] == {"linear_cb": pytest.approx(20.0), "linear": pytest.approx(20.0)}
+    md = (world / "out" / "report.md").read_text()
+    assert ("Rare classes (under 25% of the boxes of train.csv; \"rare\": their mean AP): "
+            "talk (16.67%), wait (16.67%).") in md
 
 
 def test_rare_share_is_checked():
