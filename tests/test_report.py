@@ -385,7 +385,7 @@ def test_issue17_orderings_with_margins(world):
     assert c["h"]["passed"] is False and c["h"]["measured"] == pytest.approx(4.0)
 
 
-# a training split where talk is the rare class (1 of 6 boxes) and answer, reach are not
+# a training split where talk and wait are the rare classes (1 of 6 boxes each), not answer, reach
 GROWN_TRAIN = """\
 t1,0001,0.100,0.100,0.400,0.900,12,0
 t1,0001,0.500,0.100,0.800,0.900,13,1
