@@ -162,20 +162,27 @@ class ReportConfig:
                                 f"names, got {self.family_names!r}")
 
 
-def chance(annotations: str | os.PathLike, labelmap: LabelMap,
-           families: list[str]) -> dict[str, float | None]:
-    """AP x 100 of random scores per family (and ``mAP``): mean prevalence of its classes."""
+def _prevalence(annotations: str | os.PathLike, labelmap: LabelMap,
+                needed_for: str) -> dict[int, float]:
+    """Each label-map class id's share of the distinct GT boxes (person-keyframes) of
+    ``annotations``; an empty file is an error naming what it was ``needed_for``."""
     df = read_annotations(annotations)
     if df.empty:
-        raise ArtifactError(annotations, "no ground-truth box: the chance row needs the "
-                                         "validation annotations")
+        raise ArtifactError(annotations, f"no ground-truth box: {needed_for}")
     boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
     positives = {a: 0 for a in labelmap.ids}
     for labels in boxes["labels"]:
         for a in labels:
             if a in positives:
                 positives[a] += 1
-    rate = {a: positives[a] / len(boxes) for a in labelmap.ids if positives[a] > 0}
+    return {a: positives[a] / len(boxes) for a in labelmap.ids}
+
+
+def chance(annotations: str | os.PathLike, labelmap: LabelMap,
+           families: list[str]) -> dict[str, float | None]:
+    """AP x 100 of random scores per family (and ``mAP``): mean prevalence of its classes."""
+    rate = {a: r for a, r in _prevalence(annotations, labelmap, "the chance row needs the "
+                                         "validation annotations").items() if r > 0}
     out: dict[str, float | None] = {}
     for fam in [*families, MAP]:
         vals = [r for a, r in rate.items()
@@ -186,17 +193,8 @@ def chance(annotations: str | os.PathLike, labelmap: LabelMap,
 
 def class_shares(annotations: str | os.PathLike, labelmap: LabelMap) -> dict[str, float]:
     """Each class's share of the distinct GT boxes (person-keyframes) of ``annotations``."""
-    df = read_annotations(annotations)
-    if df.empty:
-        raise ArtifactError(annotations, "no ground-truth box: the rare classes are counted "
-                                         "on it")
-    boxes = person_boxes(df, {int(a): int(a) for a in df["action_id"].unique()})
-    counts = {a: 0 for a in labelmap.ids}
-    for labels in boxes["labels"]:
-        for a in labels:
-            if a in counts:
-                counts[a] += 1
-    return {n: counts[a] / len(boxes) for a, n in zip(labelmap.ids, labelmap.names, strict=True)}
+    rate = _prevalence(annotations, labelmap, "the rare classes are counted on it")
+    return {labelmap.name(a): r for a, r in rate.items()}
 
 
 def rare_classes(annotations: str | os.PathLike, labelmap: LabelMap,
