@@ -37,7 +37,11 @@ def parse_hparams(items: tuple[str, ...]) -> dict:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--bank", default=None, help="Bank store, for bank heads.")
 @click.option("--val-annotations", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Also report the val mAP after every epoch.")
+              help="Also report the val mAP after every --val-every-th epoch and the "
+                   "last.")
+@click.option("--val-every", type=int, default=None, metavar="N",
+              help="With --val-annotations: validate after every N-th epoch (and the "
+                   "last)  [stages.yaml train.val_every]")
 @click.option("--val-excluded", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Excluded-timestamps CSV for the val mAP (as eval --excluded scores it).")
 @click.option("--log", default=None, type=click.Path(dir_okay=False),
@@ -72,7 +76,7 @@ def parse_hparams(items: tuple[str, ...]) -> dict:
 @click.pass_context
 def train(ctx, head, features, detections, annotations, labelmap, out, bank, val_annotations,
           log, epochs, lr, seed, det_score_thr, strict, init, train, sampler, finetune,
-          resume, val_excluded, hparams) -> None:
+          resume, val_excluded, hparams, val_every) -> None:
     """Train a head on cached features (no video decoding).
 
     Parameters come from the `train` section of stages.yaml, then `heads.<HEAD>`
@@ -109,7 +113,8 @@ def train(ctx, head, features, detections, annotations, labelmap, out, bank, val
                  **given}
     cfg = config(ctx, stage.TrainConfig, sections, head=name, epochs=epochs, lr=lr, seed=seed,
                  det_score_thr=det_score_thr, init=init, train=train, sampler=sampler,
-                 hparams=given or None, flags={"hparams": "--hparam"})
+                 hparams=given or None, val_every=val_every,
+                 flags={"hparams": "--hparam"})
     videos = set(read_annotations(annotations)["video_id"])
     if val_annotations is not None:
         videos |= set(read_annotations(val_annotations)["video_id"])

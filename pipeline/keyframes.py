@@ -195,7 +195,7 @@ class FeatureCache:
         """The video's (K, C, H, W) or (K, C, N, H, W) maps: in memory, or a reader of the
         store array."""
         if video not in self._arrays:
-            arr = self.store.group(video)[self.view_name]
+            arr = self.store.array(video, self.view_name)
             self._binned[video] = binned = arr.ndim == 5
             if self.time and not binned:
                 raise ArtifactError(self.store.url, f"video '{video}' view '{self.view_name}': "
@@ -294,8 +294,7 @@ class FeatureCache:
         """Bytes that holding ``videos`` in memory would take (int8: with the scales)."""
         total = 0
         for v in videos:
-            grp = self.store.group(v)
-            arrays = [grp[self.view_name]]
+            arrays = [self.store.array(v, self.view_name)]
             if (scale := self.store.scale(v, self.view_name)) is not None:
                 arrays.append(scale)
             total += sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in arrays)

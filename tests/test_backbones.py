@@ -192,6 +192,25 @@ def _moving_shapes(batch: int = 4, t_max: int = 8, size: int = 160, seed: int = 
     return torch.cat(clips)
 
 
+def test_soft_histogram_is_bitwise_the_all_bins_triangle_binning():
+    """Two bins per pixel, as computed, give every bit of the all-bins formula: each pixel's
+    circular distance to every centre, 1 - d clamped at 0 (also at the period's ends)."""
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    for bins, period in ((9, math.pi), (8, 2 * math.pi)):
+        angle = torch.rand(3, 17, 23, generator=g) * period
+        angle[0, 0, :6] = torch.tensor([0.0, period, period - 1e-7, 1e-9, period / bins,
+                                        period / bins * 3])
+        weight = torch.rand(3, 17, 23, generator=g)
+        pos = (angle * (bins / period)).unsqueeze(1)
+        d = (pos - torch.arange(bins, dtype=angle.dtype).view(1, bins, 1, 1)).remainder(bins)
+        want = weight.unsqueeze(1) * (1 - torch.minimum(d, bins - d)).clamp(min=0)
+        got = baseline_backbone.soft_histogram(angle, weight, bins, period)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+        assert ((got > 0).sum(1) <= 2).all()
+
+
 def test_hoghof_is_registered_as_non_learned():
     net, bb, identity = build_backbone("hoghof", random_init=True, seed=3)   # ignored
     assert identity == "non-learned" and not net.training and bb.weights is None

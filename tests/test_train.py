@@ -64,6 +64,40 @@ def test_detections_matching_gt_become_samples(feature_store, detections_file):
     np.testing.assert_array_equal(first.labels[2], first.labels[0])
 
 
+def test_gt_keyframes_group_rows_as_a_pandas_groupby_would(feature_store):
+    """Rows shuffled and with repeated boxes: one keyframe per (video, timestamp), sorted,
+    each with its unique boxes (sorted) and their multi-hot labels, as grouping with pandas
+    gives them; a keyframe the store lacks is left out."""
+    store = FeatureStore(feature_store)
+    gt = boxes_gt({"vid_a": 4, "vid_b": 3})
+    gt = pd.concat([gt, gt.iloc[[0]].assign(action_id=3),                  # a second label
+                    gt.iloc[[1]].assign(timestamp=99)])                    # not in the store
+    gt = gt.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    dets = gt[["video_id", "timestamp", "x1", "y1", "x2", "y2"]].drop_duplicates().assign(
+        x1=lambda d: d.x1 + 0.001, score=0.95)
+    kfs = train.gt_keyframes(store, gt, dets, LABELMAP, 0.9, 0.9)
+    want = []
+    for (video, ts), g in gt.groupby(["video_id", "timestamp"], sort=True):
+        if ts == 99:
+            continue
+        uniq, inv = np.unique(g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), axis=0,
+                              return_inverse=True)
+        labels = np.zeros((len(uniq), LABELMAP.num_classes), np.float32)
+        labels[inv.reshape(-1), [LABELMAP.index[a] for a in g["action_id"]]] = 1.0
+        want.append((video, ts, uniq, labels))
+    assert [(k.video, k.timestamp) for k in kfs] == [(v, t) for v, t, _, _ in want]
+    assert len(kfs) == 7
+    for k, (_, _, boxes, labels) in zip(kfs, want, strict=True):
+        n = len(boxes)
+        np.testing.assert_array_equal(k.boxes[:n], boxes)
+        np.testing.assert_array_equal(k.labels[:n], labels)
+        assert len(k.boxes) == 2 * n               # each GT box's shifted detection matched
+        for box, label in zip(k.boxes[n:], k.labels[n:], strict=True):    # with its labels
+            src = np.flatnonzero(np.abs(boxes - (box - [0.001, 0, 0, 0])).max(1) < 1e-5)
+            assert len(src) == 1
+            np.testing.assert_array_equal(label, labels[src[0]])
+
+
 @pytest.fixture
 def train_inputs(tmp_path, feature_store, detections_file, labelmap_file):
     gt = tmp_path / "gt.csv"
@@ -104,6 +138,24 @@ def test_training_is_deterministic_and_resumable(train_inputs, tmp_path):
         torch.testing.assert_close(a["state_dict"][k], c["state_dict"][k], rtol=0, atol=0)
     log = (tmp_path / "c.pt.log.csv").read_text().splitlines()
     assert log[0] == "epoch,step,lr,loss,val_mAP" and len(log) == 5
+
+
+def test_val_every_scores_every_nth_epoch_and_the_last_and_changes_no_weight(train_inputs,
+                                                                            tmp_path):
+    fs, det, gt, lm = train_inputs
+    runs = {}
+    for every in (1, 2):
+        cfg = train.TrainConfig(epochs=5, batch_size=3, lr=0.05, val_every=every)
+        train.run(cfg, fs, det, gt, lm, tmp_path / f"{every}.pt", val_annotations=gt)
+        runs[every] = load_checkpoint(tmp_path / f"{every}.pt")
+        log = pd.read_csv(tmp_path / f"{every}.pt.log.csv")
+        scored = log.loc[log["val_mAP"].notna(), "epoch"].tolist()
+        assert scored == ([1, 2, 3, 4, 5] if every == 1 else [2, 4, 5])
+    for k, v in runs[1]["state_dict"].items():
+        torch.testing.assert_close(runs[2]["state_dict"][k], v, rtol=0, atol=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ArtifactError, match="train.val_every: must be an integer >= 1"):
+            train.TrainConfig(val_every=bad).check()
 
 
 def test_training_learns_separable_labels(tmp_path, labelmap_file):

@@ -240,15 +240,40 @@ class FeatureStore:
     def __init__(self, url: str, mode: str = "r", kind: str = KIND):
         self.url, self.kind = str(url), kind
         self.root = open_store(url, mode, kind)
+        # read-only: each video's group and arrays are opened once (every opening reads
+        # metadata: 3-5 s of a training run's start when each read opened them again)
+        self.read_only = mode == "r"
+        self._groups: dict[str, zarr.Group] = {}
+        self._arrays: dict[str, dict[str, zarr.Array]] = {}
 
     # ---- reading ------------------------------------------------------------------
     def videos(self, complete_only: bool = True) -> list[str]:
-        names = sorted(name for name, _ in self.root.groups())
-        return [v for v in names if not complete_only or self.is_complete(v)]
+        groups = dict(self.root.groups())     # one listing opens them all (concurrently)
+        if self.read_only:
+            self._groups.update(groups)
+        return [v for v in sorted(groups) if not complete_only or self.is_complete(v)]
+
+    def _group(self, video: str) -> zarr.Group:
+        """The group of ``video`` (KeyError: none), opened once when read-only."""
+        if video in self._groups:
+            return self._groups[video]
+        grp = self.root[video]
+        if self.read_only:
+            self._groups[video] = grp
+        return grp
+
+    def array(self, video: str, name: str) -> zarr.Array:
+        """Array ``name`` of ``video``'s group (KeyError: none); read-only, the group's
+        arrays are all opened at its first array."""
+        if not self.read_only:
+            return self.group(video)[name]
+        if video not in self._arrays:
+            self._arrays[video] = dict(self.group(video).arrays())
+        return self._arrays[video][name]
 
     def is_complete(self, video: str) -> bool:
         try:
-            return bool(self.root[video].attrs.get("acar", {}).get("complete", False))
+            return bool(self._group(video).attrs.get("acar", {}).get("complete", False))
         except KeyError:
             return False
 
@@ -264,19 +289,19 @@ class FeatureStore:
 
     def group(self, video: str) -> zarr.Group:
         try:
-            return self.root[video]
+            return self._group(video)
         except KeyError:
             raise ArtifactError(self.url, f"video '{video}' is not in the store") from None
 
     def timestamps(self, video: str) -> np.ndarray:
-        return np.asarray(self.group(video)["timestamps"][:], dtype=np.int32)
+        return np.asarray(self.array(video, "timestamps")[:], dtype=np.int32)
 
     def view(self, video: str, view: str) -> ViewSpec:
-        return ViewSpec.from_dict(self.group(video)[view].attrs["acar"])
+        return ViewSpec.from_dict(self.array(video, view).attrs["acar"])
 
     def read(self, video: str, view: str, index: int | slice | None = None) -> np.ndarray:
         """The float16 maps of ``view`` (dequantised if the store is int8)."""
-        arr = self.group(video)[view]
+        arr = self.array(video, view)
         index = slice(None) if index is None else index
         scale = self.scale(video, view)
         if scale is None:
@@ -285,11 +310,10 @@ class FeatureStore:
 
     def scale(self, video: str, view: str) -> zarr.Array | None:
         """The (K, C) float16 scales of an int8 view; None for a float16 one."""
-        grp = self.group(video)
-        if grp[view].dtype != np.int8:
+        if self.array(video, view).dtype != np.int8:
             return None
         try:
-            return grp[scale_name(view)]
+            return self.array(video, scale_name(view))
         except KeyError:
             raise ArtifactError(self.url, f"video '{video}': int8 view '{view}' has no "
                                 f"'{scale_name(view)}' array") from None

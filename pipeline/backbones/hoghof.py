@@ -82,10 +82,16 @@ def soft_histogram(angle: torch.Tensor, weight: torch.Tensor, bins: int, period:
     two nearest bin centres (0, period/bins, ...), so the histogram is smooth in the angle.
     """
     pos = (angle * (bins / period)).unsqueeze(1)                          # (N, 1, H, W)
-    centres = torch.arange(bins, device=angle.device, dtype=angle.dtype).view(1, bins, 1, 1)
-    d = (pos - centres).remainder(bins)                                  # (N, bins, H, W)
-    d = torch.minimum(d, bins - d)                                       # circular distance
-    return weight.unsqueeze(1) * (1 - d).clamp_(min=0)
+    lo = pos.floor()
+    hist = torch.zeros(pos.shape[0], bins, *pos.shape[2:], dtype=angle.dtype,
+                       device=angle.device)                              # (N, bins, H, W)
+    # only the two centres c around pos get weight (any other is >= 1 away); each one's is
+    # computed as the circular distance of pos to that centre, (pos - c) mod bins
+    for c in (lo.remainder(bins), (lo + 1).remainder(bins)):             # (N, 1, H, W)
+        d = (pos - c).remainder(bins)
+        d = torch.minimum(d, bins - d)                                   # circular distance
+        hist.scatter_add_(1, c.long(), weight.unsqueeze(1) * (1 - d).clamp_(min=0))
+    return hist
 
 
 def cell_mean(x: torch.Tensor, b: int, cell: int) -> torch.Tensor:

@@ -32,6 +32,26 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(back.read("v", "s64", 1), data[1])
 
 
+def test_a_read_only_store_opens_each_array_once_and_a_writer_sees_new_ones(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    writer = FeatureStore(url, mode="a")
+    writer.begin_video("v", np.array([1, 2]), {"backbone": "x"})
+    view = ViewSpec("s64", 64, False, (96, 96), (0, 0, 85, 64), 16.0)
+    writer.create_view("v", view, (2, 3, 4, 4))[:] = np.ones((2, 3, 4, 4), np.float16)
+    writer.finish_video("v")
+    reader = FeatureStore(url)
+    assert reader.videos() == ["v"]
+    assert reader.array("v", "s64") is reader.array("v", "s64")        # opened once
+    assert reader.group("v") is reader.group("v")
+    assert writer.timestamps("v").tolist() == [1, 2]                    # writer: not kept
+    writer.begin_video("v", np.array([7]), {"backbone": "x"})           # rewritten
+    assert writer.timestamps("v").tolist() == [7]
+    with pytest.raises(KeyError):
+        reader.array("v", "s999")
+    with pytest.raises(ArtifactError, match="video 'w' is not in the store"):
+        reader.group("w")
+
+
 def test_works_on_fsspec_memory_url():
     store = FeatureStore("memory://acar-test/f.zarr", mode="a")
     store.begin_video("v", np.array([5]), {"backbone": "x"})
