@@ -24,6 +24,14 @@ The schemes (``ensemble.scheme``), per box and class, over the n members:
   weights have seen its own labels.  A class without ground truth in the other folds (or
   AP 0 for every member there) weighs the members equally.
 
+``ensemble.select`` chooses which of the given members enter: ``all`` (the default), or
+``greedy``: forward selection (Caruana et al. 2004, without replacement), cross-fitted as
+``ap_weight``'s weights are.  For each fold, it starts from the member with the best mAP on
+the other folds and adds, one at a time, the member whose addition raises the scheme's mAP
+there the most, until none raises it; the fold's boxes are then fused from the chosen
+members only.  The challenge ensembles were of strong models chosen on held-out data; a
+baseline far below the others only dilutes the mean (the default world's methods report).
+
 The activation is the heads' own: a softmax over the label map's pose classes, a sigmoid
 for the others (:func:`pipeline.losses.activate`), so "before the sigmoid" is exact.  The
 output is a predictions CSV and its prediction table (with the fused logits for the two
@@ -53,6 +61,7 @@ from .artifacts.predictions import (
 )
 
 SCHEMES = ("mean_score", "mean_logit", "topk_logit", "ap_weight")
+SELECTIONS = ("all", "greedy")
 NEEDS_LOGITS = ("mean_logit", "topk_logit")
 BOX = ["x1", "y1", "x2", "y2"]
 BOX_TOL = 1e-5          # a CSV's boxes are printed to 6 significant digits
@@ -64,12 +73,21 @@ class EnsembleConfig:
 
     scheme: str = "mean_logit"      # mean_score | mean_logit | topk_logit | ap_weight
     topk: int | None = None         # topk_logit's k; null: n // 2 of the n members (>= 1)
-    folds: int = 2                  # ap_weight: cross-fitting folds of the scored videos
+    folds: int = 2                  # ap_weight, greedy: cross-fitting folds of the videos
+    select: str = "all"             # all | greedy: forward selection of the members
+
+    @property
+    def fitted(self) -> bool:
+        """Whether it fits anything on ground truth (cross-fitted over ``folds``)."""
+        return self.scheme == "ap_weight" or self.select == "greedy"
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ArtifactError("ensemble.scheme", f"unknown scheme {self.scheme!r}; known: "
                                                    f"{', '.join(SCHEMES)}")
+        if self.select not in SELECTIONS:
+            raise ArtifactError("ensemble.select", f"unknown selection {self.select!r}; "
+                                                   f"known: {', '.join(SELECTIONS)}")
         if self.topk is not None and (isinstance(self.topk, bool) or not isinstance(
                 self.topk, int) or self.topk < 1):
             raise ArtifactError("ensemble.topk", f"must be null or an integer >= 1, got "
@@ -212,50 +230,125 @@ def combine(scheme: str, scores: np.ndarray, logits: np.ndarray | None, labelmap
     return activate(fused, labelmap), fused
 
 
-def ap_table(member: Member, rows: np.ndarray, gt, excluded, labelmap: LabelMap) -> np.ndarray:
-    """(K,) AP of ``member`` on the boxes ``rows`` (NaN: no ground truth there)."""
+def frame_metrics(boxes: dict, scores: np.ndarray, rows: np.ndarray, gt, excluded,
+                  labelmap: LabelMap) -> dict:
+    """frame_map's metrics of the (len(rows), K) ``scores`` of the boxes ``rows``, against
+    the ground truth of their videos."""
     from .ava_eval import frame_map
 
     k = len(labelmap.ids)
-    b = member.boxes
-    pred = {"video_id": np.repeat(b["video_id"][rows], k),
-            "timestamp": np.repeat(b["timestamp"][rows], k),
-            **{c: np.repeat(b[c][rows], k) for c in BOX},
+    pred = {"video_id": np.repeat(boxes["video_id"][rows], k),
+            "timestamp": np.repeat(boxes["timestamp"][rows], k),
+            **{c: np.repeat(boxes[c][rows], k) for c in BOX},
             "action_id": np.tile(np.asarray(labelmap.ids, np.int64), len(rows)),
-            "score": member.scores[rows].reshape(-1)}
-    videos = set(b["video_id"][rows].tolist())
-    g = gt[gt["video_id"].isin(videos)]
-    per_class = frame_map(g, pred, labelmap, excluded).metrics["per_class"]
+            "score": scores.reshape(-1)}
+    videos = set(boxes["video_id"][rows].tolist())
+    return frame_map(gt[gt["video_id"].isin(videos)], pred, labelmap, excluded).metrics
+
+
+def ap_table(member: Member, rows: np.ndarray, gt, excluded, labelmap: LabelMap) -> np.ndarray:
+    """(K,) AP of ``member`` on the boxes ``rows`` (NaN: no ground truth there)."""
+    per_class = frame_metrics(member.boxes, member.scores[rows], rows, gt, excluded,
+                              labelmap)["per_class"]
     return np.array([np.nan if per_class[str(a)]["ap"] is None else per_class[str(a)]["ap"]
                      for a in labelmap.ids])
 
 
-def ap_weights(members: list[Member], gt, excluded, labelmap: LabelMap, folds: int
-               ) -> tuple[np.ndarray, list[dict]]:
-    """Cross-fitted (M, N, K) weights of ``ap_weight``, and per fold what they were fitted
-    on (its videos, the other folds' APs and the weights) for the record."""
+def fold_rows(video: np.ndarray, folds: int) -> list[np.ndarray]:
+    """(N,) video ids -> per fold, the (N,) bool rows of its videos (every folds-th video of
+    the sorted list, :func:`pipeline.shards.shard_items`)."""
     from .shards import shard_items
 
-    video = members[0].boxes["video_id"]
     videos = sorted(set(video.tolist()))
-    m, (n, k) = len(members), members[0].scores.shape
-    weights = np.empty((m, n, k))
+    return [np.isin(video, list(shard_items(videos, (f, folds)))) for f in range(folds)]
+
+
+def ap_weight_table(members: list[Member], fit: np.ndarray, gt, excluded,
+                    labelmap: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """``ap_weight``'s (M, K) APs of ``members`` on the boxes ``fit`` and their weights: each
+    AP over the members' sum on the class; equal where the class has no ground truth there
+    (or AP 0 for every member)."""
+    m, k = len(members), len(labelmap.ids)
+    aps = np.stack([ap_table(mb, fit, gt, excluded, labelmap) for mb in members]) \
+        if len(fit) else np.full((m, k), np.nan)                               # (M, K)
+    w = np.nan_to_num(aps, nan=0.0)
+    total = w.sum(0)                                                           # (K,)
+    return aps, np.where(total > 0, w / np.where(total > 0, total, 1), 1.0 / m)
+
+
+def fuse(cfg: EnsembleConfig, members: list[Member], rows: np.ndarray,
+         labelmap: LabelMap, weights: np.ndarray | None = None
+         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The scheme's (len(rows), K) scores (and fused logits) of the boxes ``rows``;
+    ``weights``: ``ap_weight``'s (M, K)."""
+    scores = np.stack([mb.scores[rows] for mb in members])                     # (M, n, K)
+    logits = np.stack([mb.logits[rows] for mb in members]) \
+        if cfg.scheme in NEEDS_LOGITS else None
+    w = None if weights is None else np.broadcast_to(weights[:, None], scores.shape)
+    topk = cfg.topk if cfg.topk is None else min(cfg.topk, len(members))
+    return combine(cfg.scheme, scores, logits, labelmap, topk, w)
+
+
+def greedy_select(cfg: EnsembleConfig, members: list[Member], fit: np.ndarray, gt, excluded,
+                  labelmap: LabelMap) -> tuple[list[int], list[dict]]:
+    """Forward selection on the boxes ``fit``: the members (indices, in the given order) and
+    the steps (who was added, the mAP after it); every member, and no step, where ``fit``
+    has no ground truth."""
+    def score(chosen: list[int]) -> float:
+        sub = [members[i] for i in chosen]
+        w = ap_weight_table(sub, fit, gt, excluded, labelmap)[1] \
+            if cfg.scheme == "ap_weight" else None
+        fused = fuse(cfg, sub, fit, labelmap, w)[0]
+        value = frame_metrics(members[0].boxes, fused, fit, gt, excluded, labelmap)["mAP"]
+        return np.nan if value is None else float(value)
+
+    singles = [score([i]) for i in range(len(members))]
+    if np.isnan(singles).all():       # no ground truth there: nothing to choose on, all
+        return list(range(len(members))), []
+    chosen = [int(np.nanargmax(singles))]              # ties: the first given
+    best = singles[chosen[0]]
+    steps = [{"add": members[chosen[0]].name, "mAP": round(best, 6)}]
+    while len(chosen) < len(members):
+        tried = [(score(chosen + [i]), i) for i in range(len(members)) if i not in chosen]
+        value, i = max(tried, key=lambda t: (np.nan_to_num(t[0], nan=-1.0), -t[1]))
+        if not value > best:          # NaN too
+            break
+        chosen.append(i)
+        best = value
+        steps.append({"add": members[i].name, "mAP": round(best, 6)})
+    return sorted(chosen), steps
+
+
+def fitted_fuse(cfg: EnsembleConfig, members: list[Member], gt, excluded, labelmap: LabelMap
+                ) -> tuple[np.ndarray, np.ndarray | None, list[dict]]:
+    """The cross-fitted scheme (``ap_weight``, or any scheme with ``select: greedy``): each
+    fold's boxes fused with what the other folds fitted.  Returns the (N, K) scores, the
+    fused logits (or None) and per fold what was fitted (for the record)."""
+    n, k = members[0].scores.shape
+    scores = np.empty((n, k))
+    logits = np.empty((n, k)) if cfg.scheme in NEEDS_LOGITS else None
     record = []
-    for f in range(folds):
-        held = set(shard_items(videos, (f, folds)))
-        rows = np.isin(video, list(held))                                      # (N,)
-        fit = np.flatnonzero(~rows)
-        aps = np.stack([ap_table(mb, fit, gt, excluded, labelmap) for mb in members]) \
-            if len(fit) else np.full((m, k), np.nan)                           # (M, K)
-        w = np.nan_to_num(aps, nan=0.0)
-        total = w.sum(0)                                                       # (K,)
-        w = np.where(total > 0, w / np.where(total > 0, total, 1), 1.0 / m)    # (M, K)
-        weights[:, rows] = w[:, None, :]
-        record.append({"fold": f, "videos": len(held), "fitted_on_videos": len(videos) - len(held),
-                       "ap": {mb.name: _by_id(aps[i], labelmap) for i, mb in enumerate(members)},
-                       "weight": {mb.name: _by_id(w[i], labelmap)
-                                  for i, mb in enumerate(members)}})
-    return weights, record
+    for f, held in enumerate(fold_rows(members[0].boxes["video_id"], cfg.folds)):
+        fit, out = np.flatnonzero(~held), np.flatnonzero(held)
+        chosen, steps = list(range(len(members))), None
+        if cfg.select == "greedy" and len(fit):
+            chosen, steps = greedy_select(cfg, members, fit, gt, excluded, labelmap)
+        sub = [members[i] for i in chosen]
+        entry: dict = {"fold": f, "videos": len(set(members[0].boxes["video_id"][out])),
+                       "fitted_on_videos": len(set(members[0].boxes["video_id"][fit]))}
+        w = None
+        if cfg.scheme == "ap_weight":
+            aps, w = ap_weight_table(sub, fit, gt, excluded, labelmap)
+            entry["ap"] = {mb.name: _by_id(aps[i], labelmap) for i, mb in enumerate(sub)}
+            entry["weight"] = {mb.name: _by_id(w[i], labelmap) for i, mb in enumerate(sub)}
+        if steps is not None:
+            entry["members"], entry["steps"] = [mb.name for mb in sub], steps
+        fused, fused_logits = fuse(cfg, sub, out, labelmap, w)
+        scores[out] = fused
+        if logits is not None:
+            logits[out] = fused_logits
+        record.append(entry)
+    return scores, logits, record
 
 
 def _by_id(values: np.ndarray, labelmap: LabelMap) -> dict[str, float | None]:
@@ -283,9 +376,10 @@ def run(cfg: EnsembleConfig, members: list[tuple[str, str | os.PathLike]],
     if twice:
         raise ArtifactError("--predictions", f"member name {twice[0]!r} given twice (name "
                                              "them NAME=PATH)")
-    if cfg.scheme == "ap_weight" and annotations is None:
-        raise ArtifactError("--annotations", "ensemble.scheme ap_weight fits its weights on "
-                                             "ground truth: give --annotations")
+    if cfg.fitted and annotations is None:
+        what = "ensemble.scheme ap_weight fits its weights" if cfg.scheme == "ap_weight" \
+            else "ensemble.select greedy chooses its members"
+        raise ArtifactError("--annotations", f"{what} on ground truth: give --annotations")
     lm = read_labelmap(labelmap)
     if cfg.scheme == "topk_logit":
         topk_of(len(members), cfg.topk)                   # a bad k fails before any reading
@@ -298,20 +392,18 @@ def run(cfg: EnsembleConfig, members: list[tuple[str, str | os.PathLike]],
                                              f"ensemble.scheme {cfg.scheme} needs them; rerun "
                                              "acar eval, or use mean_score / ap_weight")
     check_same_boxes(read)
-    scores = np.stack([mb.scores for mb in read])                              # (M, N, K)
-    logits = np.stack([mb.logits for mb in read]) if cfg.scheme in NEEDS_LOGITS else None
     summary: dict = {"scheme": cfg.scheme, "members": {n: str(p) for n, p in members},
-                     "boxes": int(scores.shape[1])}
-    weights = None
-    if cfg.scheme == "ap_weight":
+                     "boxes": len(read[0].scores), "select": cfg.select}
+    if cfg.scheme == "topk_logit":
+        summary["k"] = topk_of(len(read), cfg.topk)      # of all members (greedy: of those
+    if cfg.fitted:                                       # chosen, at most their number)
         from .artifacts.annotations import read_annotations, read_excluded
 
         gt = read_annotations(annotations)
         ex = read_excluded(excluded)
-        weights, summary["folds"] = ap_weights(read, gt, ex, lm, cfg.folds)
-    if cfg.scheme == "topk_logit":
-        summary["k"] = topk_of(len(read), cfg.topk)
-    fused, fused_logits = combine(cfg.scheme, scores, logits, lm, cfg.topk, weights)
+        fused, fused_logits, summary["folds"] = fitted_fuse(cfg, read, gt, ex, lm)
+    else:
+        fused, fused_logits = fuse(cfg, read, np.arange(len(read[0].scores)), lm)
     b, (n, k) = read[0].boxes, fused.shape
     df = pd.DataFrame({"video_id": np.repeat(b["video_id"], k),
                        "timestamp": np.repeat(b["timestamp"], k),
@@ -321,6 +413,7 @@ def run(cfg: EnsembleConfig, members: list[tuple[str, str | os.PathLike]],
     if fused_logits is not None:
         df["logit"] = fused_logits.reshape(-1)
     meta = {"source": "ensemble", "scheme": cfg.scheme, "members": summary["members"],
+            "select": cfg.select,
             **{key: summary[key] for key in ("k", "folds") if key in summary}}
     with ExitStack() as stack:       # both renamed into place, only when both are written
         tmp_csv = stack.enter_context(atomic_path(out))
@@ -330,5 +423,5 @@ def run(cfg: EnsembleConfig, members: list[tuple[str, str | os.PathLike]],
     return summary
 
 
-__all__ = ["SCHEMES", "EnsembleConfig", "ap_weights", "check_same_boxes", "combine",
-           "read_member", "run"]
+__all__ = ["SCHEMES", "SELECTIONS", "EnsembleConfig", "check_same_boxes", "combine",
+           "fitted_fuse", "greedy_select", "read_member", "run"]

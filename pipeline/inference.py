@@ -23,7 +23,7 @@ from .artifacts.predictions import COLUMNS as PRED_COLUMNS
 from .ava_eval import frame_map
 from .bank_reader import BankReader
 from .inference_config import PredictConfig
-from .keyframes import FeatureCache, Keyframe, batch
+from .keyframes import BOX_COLUMNS, FeatureCache, Keyframe, batch, keyframe_rows
 from .losses import activate
 from .models import build_head, head_config, reads_time
 from .progress import progress
@@ -112,14 +112,14 @@ def load_head(ckpt: dict, path: str | os.PathLike | None = None) -> torch.nn.Mod
 
 def test_keyframes(store: FeatureStore, dets: pd.DataFrame, videos: list[str]) -> list[Keyframe]:
     """Every keyframe of ``videos`` in the store that has at least one detection."""
-    groups = {k: g for k, g in dets.groupby(["video_id", "timestamp"])}
+    rows = keyframe_rows(dets)                      # (video, ts) -> its rows, in order
+    boxes = dets[BOX_COLUMNS].to_numpy(np.float32)
     out = []
     for video in videos:
         for k, ts in enumerate(store.timestamps(video)):
-            g = groups.get((video, int(ts)))
-            if g is not None:
-                out.append(Keyframe(video, int(ts), k,
-                                    g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)))
+            r = rows.get((video, int(ts)))
+            if r is not None:
+                out.append(Keyframe(video, int(ts), k, boxes[r]))
     return out
 
 

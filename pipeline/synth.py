@@ -67,8 +67,12 @@ Outputs (``out_dir``)::
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +83,7 @@ from .artifacts import ArtifactError
 from .artifacts.annotations import write_annotations, write_excluded
 from .artifacts.labelmap import LabelMap, write_labelmap
 from .progress import progress
+from .threads import default_threads
 from .video import write_video
 
 LABELMAP = LabelMap(
@@ -710,11 +715,18 @@ def _rect(img, x1, y1, x2, y2, color) -> None:
 
 
 def _disc(img, cx, cy, r, color, ring: bool = False) -> None:
+    # the pixels within r of (cx, cy), tested in a window 1 px wider than the disc (the
+    # same test, pixel for pixel, as over the whole image: every pixel outside is > r away)
     h, w = img.shape[:2]
-    yy, xx = np.ogrid[:h, :w]
+    reach = abs(r)
+    y0, y1 = max(int(math.floor(cy - reach)) - 1, 0), min(int(math.ceil(cy + reach)) + 2, h)
+    x0, x1 = max(int(math.floor(cx - reach)) - 1, 0), min(int(math.ceil(cx + reach)) + 2, w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
     mask = (d2 <= r * r) & (d2 >= (r - 1.6) ** 2) if ring else d2 <= r * r
-    img[mask] = color
+    img[y0:y1, x0:x1][mask] = color
 
 
 def _draw_person(img, scene: Scene, p: Person, f: int, rng) -> None:
@@ -847,13 +859,20 @@ def _draw_lamp(img, scene: Scene, f: int) -> None:
     _disc(img, x, y, 4 * u, LAMP_ON if on else LAMP_OFF)
 
 
-def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, path: Path
-                  ) -> list[tuple]:
+def _plan_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str) -> tuple:
+    """The video's script and its seeds (flicker, label noise): every draw from the world's
+    ``rng``, in the order of the videos, so that rendering can run in any order."""
     scene = _script(rng, cfg, _alarm_rng(cfg, video_id),
                     _grow_rng(cfg, video_id) if cfg.grow else None)
+    return scene, rng.integers(1 << 62), rng.integers(1 << 62)
+
+
+def _render_video(cfg: SynthConfig, video_id: str, path: Path, scene: Scene, frame_seed,
+                  noise_seed) -> list[tuple]:
+    """Write the planned video to ``path``; its annotation rows."""
     F = cfg.duration * cfg.fps
-    frame_rng = np.random.default_rng(rng.integers(1 << 62))   # flicker
-    noise_rng = np.random.default_rng(rng.integers(1 << 62))   # label noise
+    frame_rng = np.random.default_rng(frame_seed)   # flicker
+    noise_rng = np.random.default_rng(noise_seed)   # label noise
     # lossless: the same seed gives the same pixels (lossy x264 did not, run to run)
     write_video((_frame(scene, f, frame_rng) for f in range(F)), path, cfg.fps, lossless=True)
     rows: list[tuple] = []
@@ -879,8 +898,9 @@ def _render_video(rng: np.random.Generator, cfg: SynthConfig, video_id: str, pat
     return rows
 
 
-def run(cfg: SynthConfig, out_dir: str | os.PathLike) -> None:
-    """Generate the world into ``out_dir`` (deterministic in ``cfg``)."""
+def run(cfg: SynthConfig, out_dir: str | os.PathLike, jobs: int | None = None) -> None:
+    """Generate the world into ``out_dir`` (deterministic in ``cfg``, whatever ``jobs``:
+    the processes that render the videos, default the threads of pipeline.threads)."""
     out = Path(out_dir)
     try:
         (out / "videos").mkdir(parents=True, exist_ok=True)
@@ -889,15 +909,23 @@ def run(cfg: SynthConfig, out_dir: str | os.PathLike) -> None:
     rng = np.random.default_rng(cfg.seed)
     splits = {"train": cfg.num_train, "val": cfg.num_val}
     cols = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id"]
-    total = sum(splits.values())
-    with progress(total=total, desc="synth", unit="video") as bar:
-        for split, n in splits.items():
-            rows = []
-            for i in range(n):
-                vid = f"{split}_{i:03d}"
-                rows += _render_video(rng, cfg, vid, out / "videos" / f"{vid}.mp4")
-                bar.update()
-            write_annotations(pd.DataFrame(rows, columns=cols), out / f"{split}.csv")
+    videos = [(split, f"{split}_{i:03d}") for split, n in splits.items() for i in range(n)]
+    plans = [(cfg, vid, out / "videos" / f"{vid}.mp4", *_plan_video(rng, cfg, vid))
+             for _, vid in videos]
+    jobs = min(jobs or default_threads()[0], max(len(plans), 1))
+    rows: dict[str, list[tuple]] = {split: [] for split in splits}
+    with progress(total=len(plans), desc="synth", unit="video") as bar, ExitStack() as stack:
+        if jobs > 1:   # forked workers; map keeps the videos' order
+            pool = stack.enter_context(ProcessPoolExecutor(
+                jobs, mp_context=multiprocessing.get_context("fork")))
+            rendered = pool.map(_render_video, *zip(*plans, strict=True))
+        else:
+            rendered = (_render_video(*plan) for plan in plans)
+        for (split, _), video_rows in zip(videos, rendered, strict=True):
+            rows[split] += video_rows
+            bar.update()
+    for split in splits:
+        write_annotations(pd.DataFrame(rows[split], columns=cols), out / f"{split}.csv")
     # One excluded keyframe in val, so the excluded-timestamps path is always exercised.
     write_excluded(pd.DataFrame({"video_id": ["val_000"], "timestamp": [cfg.duration - 1]}),
                    out / "excluded.csv")

@@ -52,7 +52,14 @@ from .artifacts.labelmap import LabelMap, read_labelmap, softmax_notice
 from .bank_reader import BankReader, open_bank
 from .distributed import SINGLE, Dist, all_reduce_sum, worker_init
 from .inference import Validator, head_spec
-from .keyframes import FeatureCache, Keyframe, TrainKeyframes, box_iou
+from .keyframes import (
+    BOX_COLUMNS,
+    FeatureCache,
+    Keyframe,
+    TrainKeyframes,
+    box_iou,
+    keyframe_rows,
+)
 from .losses import ava_loss
 from .models import Head, build_head, reads_time
 from .progress import progress
@@ -248,20 +255,6 @@ def gt_keyframes(store: FeatureStore, gt: pd.DataFrame, dets: pd.DataFrame,
         out.append(Keyframe(video, int(ts), int(k[0]), np.concatenate(boxes),
                             np.concatenate(lab)))
     return out
-
-
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
-
-
-def keyframe_rows(df: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
-    """(video_id, timestamp) -> the positions of its rows in ``df``, in order (a pandas
-    groupby with a DataFrame per keyframe took 4 s of every training run's start)."""
-    video = df["video_id"].astype(str).to_numpy()
-    ts = df["timestamp"].to_numpy(np.int64)
-    order = np.lexsort((ts, video))                       # stable: rows keep their order
-    v, t = video[order], ts[order]
-    cut = np.flatnonzero((v[1:] != v[:-1]) | (t[1:] != t[:-1])) + 1
-    return {(str(video[r[0]]), int(ts[r[0]])): r for r in np.split(order, cut) if len(r)}
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:

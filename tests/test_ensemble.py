@@ -182,6 +182,54 @@ def test_ap_weights_never_see_the_labels_they_score(tmp_path, lm):
     assert not np.allclose(after[~va].score, before[~va].score)
 
 
+def _gt(tmp: Path, rows: list[tuple], name: str = "gt.csv") -> Path:
+    gt = tmp / name
+    write_annotations(pd.DataFrame(rows, columns=["video_id", "timestamp", "x1", "y1", "x2",
+                                                  "y2", "action_id", "person_id"]), gt)
+    return gt
+
+
+def test_greedy_leaves_out_a_member_that_does_not_help(tmp_path, lm):
+    """_ap_world: a ranks vb's class-3 box first (AP 1), adding b cannot raise it; va's
+    fold is fitted on vb and keeps a alone; vb's is fitted on va, which has no labels, so
+    it keeps both (as ap_weight weighs them equally there)."""
+    paths, gt = _ap_world(tmp_path, label_va=False)
+    key = ["video_id", "x1", "action_id"]
+    plain = run(tmp_path, lm, paths, "mean_score").sort_values(key)
+    df = run(tmp_path, lm, paths, "mean_score", annotations=gt, select="greedy")
+    df = df.sort_values(key)
+    a = read_prediction_table(table_path(paths[0]))[0].sort_values(key)   # a's own scores
+    va = (df.video_id == "va").to_numpy()
+    np.testing.assert_allclose(df.score[va], a.score[va], atol=1e-7)
+    np.testing.assert_allclose(df.score[~va], plain.score[~va], atol=1e-7)
+    assert not np.allclose(plain.score[va], a.score[va])            # all: not a alone
+    _, meta = read_prediction_table(tmp_path / "ens" / "mean_score.parquet")
+    assert [f["members"] for f in meta["folds"]] == [["a"], ["a", "b"]]
+    assert meta["folds"][0]["steps"] == [{"add": "a", "mAP": 1.0}] and meta["select"] == "greedy"
+
+
+def test_greedy_adds_the_member_that_completes_another(tmp_path, lm):
+    """a is right on class 3 and wrong on 5, b the reverse: each alone has mAP 0.75 on a
+    video, their mean logits rank both classes right (mAP 1), so both are chosen."""
+    za = {(v, j): [0, 0, 3.0 if j == 0 else -3.0, 1.0 if j == 0 else -1.0]
+          for v in ("va", "vb") for j in (0, 1)}
+    zb = {(v, j): [0, 0, -1.0 if j == 0 else 1.0, -3.0 if j == 0 else 3.0]
+          for v in ("va", "vb") for j in (0, 1)}
+    paths = [member(tmp_path, "a", za), member(tmp_path, "b", zb)]
+    gt = _gt(tmp_path, [(v, 1, *BOXES[(v, 1)][j], c, j) for v in ("va", "vb")
+                        for j, c in ((0, 3), (1, 5))])
+    df = run(tmp_path, lm, paths, "mean_logit", annotations=gt, select="greedy")
+    _, meta = read_prediction_table(tmp_path / "ens" / "mean_logit.parquet")
+    assert [f["members"] for f in meta["folds"]] == [["a", "b"], ["a", "b"]]
+    assert [s["mAP"] for s in meta["folds"][0]["steps"]] == [0.75, 1.0]
+    np.testing.assert_allclose(df.score, run(tmp_path, lm, paths, "mean_logit").score,
+                               atol=1e-7)                    # both chosen: the plain mean
+    with pytest.raises(ArtifactError, match="ensemble.select greedy chooses its members"):
+        run(tmp_path, lm, paths, "mean_logit", select="greedy")
+    with pytest.raises(ArtifactError, match="ensemble.select: unknown selection 'best'"):
+        ensemble.EnsembleConfig(select="best")
+
+
 # ---- alignment, old files, errors -------------------------------------------------------
 
 def test_row_order_does_not_matter(tmp_path, lm):
@@ -250,7 +298,7 @@ def test_config_checks():
     assert tuple(RULES["ensemble"]["scheme"].choices) == ensemble.SCHEMES
     root = Path(__file__).resolve().parents[1]
     assert load_config(ensemble.EnsembleConfig, "ensemble", root / "stages.yaml") == \
-        ensemble.EnsembleConfig(scheme="mean_logit", topk=None, folds=2)
+        ensemble.EnsembleConfig(scheme="mean_logit", topk=None, folds=2, select="greedy")
 
 
 def test_ap_weight_records_its_weights(tmp_path, lm):

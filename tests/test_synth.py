@@ -28,15 +28,18 @@ def test_world_files_and_labels(synth_world):
     assert (info.width, info.height, info.num_frames, info.fps) == (96, 64, 32, 8.0)
 
 
-def test_deterministic(tmp_path):
-    cfg = synth.SynthConfig(num_train=1, num_val=1, duration=3, width=64, height=48)
-    synth.run(cfg, tmp_path / "a")
-    synth.run(cfg, tmp_path / "b")
-    a_csv, b_csv = (tmp_path / d / "train.csv" for d in "ab")
-    assert a_csv.read_bytes() == b_csv.read_bytes()
-    a = np.frombuffer((tmp_path / "a" / "videos" / "train_000.mp4").read_bytes(), np.uint8)
-    b = np.frombuffer((tmp_path / "b" / "videos" / "train_000.mp4").read_bytes(), np.uint8)
-    assert np.array_equal(a, b)
+def test_deterministic_whatever_the_rendering_processes(tmp_path):
+    """One process or three rendering the videos (in another order): every file the same."""
+    cfg = synth.SynthConfig(num_train=3, num_val=2, duration=3, width=64, height=48)
+    synth.run(cfg, tmp_path / "a", jobs=1)
+    synth.run(cfg, tmp_path / "b", jobs=3)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
+                   if p.is_file())
+    assert len(files) == 5 + 4          # videos, train/val.csv, excluded.csv, labelmap
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    videos = [(tmp_path / "a" / "videos" / f"train_00{i}.mp4").read_bytes() for i in range(3)]
+    assert len(set(videos)) == 3        # each video its own
 
 
 @pytest.fixture(scope="module")
