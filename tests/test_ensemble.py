@@ -298,6 +298,8 @@ def test_config_checks():
     assert tuple(RULES["ensemble"]["scheme"].choices) == ensemble.SCHEMES
     root = Path(__file__).resolve().parents[1]
     assert load_config(ensemble.EnsembleConfig, "ensemble", root / "stages.yaml") == \
+        ensemble.EnsembleConfig(scheme="mean_logit", topk=None, folds=2, select="all")
+    assert load_config(ensemble.EnsembleConfig, "ensemble", root / "grown" / "stages.yaml") == \
         ensemble.EnsembleConfig(scheme="mean_logit", topk=None, folds=2, select="greedy")
 
 

@@ -15,6 +15,12 @@ object grabbed, the person hugged) beside it::
     logits   = Linear(Dropout([A; y]))                       (N, K)   fuse: concat
              = Linear(Dropout(A + Linear(y)))                (N, K)   fuse: add
 
+``num_heads`` = h > 1 splits q, k and v into h slices of d / h channels, each with its own
+softmax over the allowed cells (and its own row of the offset bias): y is the h heads'
+outputs side by side, (N, h, d / h) -> (N, d), so one head can read the target beside the
+box while another reads something else (the arm that reaches for it).  h = 1 is the
+single attention above, as in the paper.
+
 The box mask comes from the RoI on the feature grid: cell (r, c) covers ``[c, c + 1) x
 [r, r + 1)`` in feature pixels, and a cell that overlaps the box at all (positive area) is
 inside, so no cell holding any of the actor's own pixels is a key.  With ``valid`` (B, 2)
@@ -30,7 +36,7 @@ blind to where a cell lies, so a target beside the box and the same object acros
 room look alike, and it starts spread over every cell of the scene.
 
 Defaults: ``hidden_dim`` d = 512, ``fuse`` = concat, ``dropout`` = 0.0, ``roi_size`` = 7,
-``pos`` = False, ``reach`` = 3.
+``pos`` = False, ``reach`` = 3, ``num_heads`` = 1.
 Like ACRN, ATR relates each actor to the scene only; actors do not see each other (another
 person is context, outside the box).
 """
@@ -58,6 +64,7 @@ class ATRConfig(HeadConfig):
     roi_size: int = 7           # RoIAlign output size
     pos: bool = False           # add a learned embedding of the cell's offset from the box
     reach: int = 3              # ... offsets clipped to +-reach cells (a (2R+1)^2 table)
+    num_heads: int = 1          # attention heads, each d / num_heads wide (1: the paper's)
 
     def __post_init__(self) -> None:
         self.check_range("hidden_dim", 1)
@@ -65,6 +72,8 @@ class ATRConfig(HeadConfig):
         self.check_dropout("dropout")
         self.check_range("roi_size", 1)
         self.check_range("reach", 1)
+        self.check_range("num_heads", 1)
+        self.check(self.hidden_dim % self.num_heads == 0, "num_heads", "must divide hidden_dim")
 
 
 def outside_boxes(rois: Tensor, height: int, width: int) -> Tensor:
@@ -106,6 +115,8 @@ class ATRHead(Head):
         self.pos_value = nn.Parameter(torch.zeros(cells, d)) if self.config.pos else None
         r = torch.arange(-self.config.reach, self.config.reach + 1).abs()
         near = -(r[:, None] + r[None, :]).flatten().float()             # (cells,) -|dy|-|dx|
+        if self.config.num_heads > 1:                                   # one table a head
+            near = near.repeat(self.config.num_heads, 1)                # (h, cells)
         self.pos_bias = nn.Parameter(near) if self.config.pos else None
         add = self.config.fuse == "add"
         self.out = nn.Linear(d, in_channels) if add else None
@@ -143,13 +154,23 @@ class ATRHead(Head):
         if valid is not None:
             allowed = allowed & valid_mask(valid, H, W)[b]              # (N, H, W)
         allowed = allowed.flatten(1)                                    # (N, HW)
-        scores = torch.einsum("nd,ndp->np", q, k) / q.shape[1] ** 0.5   # (N, HW)
+        N, d, P = k.shape
+        h, e = self.config.num_heads, d // self.config.num_heads
+        # the heads ride in the batch: row n h + j is head j of actor n, which reads the
+        # channels [j e, (j+1) e) of q, k and v (h = 1: the single attention's own sums)
+        q, k, v = q.reshape(N * h, e), k.reshape(N * h, e, P), v.reshape(N * h, e, P)
+        allowed = allowed.repeat_interleave(h, 0)                       # (N h, HW)
+        scores = torch.einsum("nd,ndp->np", q, k) / e ** 0.5            # (N h, HW)
         if self.pos_bias is not None:
-            scores = scores + self.pos_bias[o]                          # (N, HW)
-        some = allowed.any(1, keepdim=True)                             # (N, 1)
+            if h == 1:
+                scores = scores + self.pos_bias[o]                      # (N, HW)
+            else:
+                bias = self.pos_bias[:, o]                              # (h, N, HW)
+                scores = scores + bias.transpose(0, 1).reshape(N * h, P)   # (N h, HW)
+        some = allowed.any(1, keepdim=True)                             # (N h, 1)
         # -inf: exactly 0 weight (and gradient) on a masked cell; an actor with no cell
         # allowed gets uniform weights times 0 (finite, no NaN in the backward)
         scores = torch.where(allowed, scores, -torch.inf)
         scores = torch.where(some, scores, 0.0)
-        w = scores.softmax(1) * some                                    # (N, HW)
-        return torch.einsum("np,ndp->nd", w, v)                         # (N, d)
+        w = scores.softmax(1) * some                                    # (N h, HW)
+        return torch.einsum("np,ndp->nd", w, v).reshape(N, d)           # (N, d)

@@ -79,6 +79,40 @@ def test_attention_matches_a_loop_over_actors():
             torch.testing.assert_close(y[i], v @ w, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pos", [False, True])
+def test_each_attention_head_is_a_softmax_of_its_own_slice_over_the_cells_outside(pos):
+    """num_heads = h: head j reads channels [j d/h, (j+1) d/h) of q, k, v (plus its own row
+    of the offset bias) and weighs the cells outside the box on its own."""
+    head = make_atr(num_heads=4, pos=pos)
+    context, rois = make_batch((1, 2, 3), seed=7)
+    with torch.no_grad():
+        for p in (head.pos_bias, head.pos_key, head.pos_value) if pos else ():
+            p.normal_()                                 # rows that differ from head to head
+        a, y = head.attend(context, rois)
+        for i, roi in enumerate(rois):
+            b = int(roi[0])
+            keep = outside_boxes(roi[None], H, W)[0].flatten()          # (HW,)
+            q = head.query(a[i])                                        # (d,)
+            k = head.key(context[b:b + 1])[0].flatten(1)                # (d, HW)
+            v = head.value(context[b:b + 1])[0].flatten(1)              # (d, HW)
+            if pos:
+                o = box_offsets(roi[None], H, W, head.config.reach)[0]  # (HW,)
+                k, v = k + head.pos_key[o].T, v + head.pos_value[o].T
+            for j in range(4):
+                s = slice(2 * j, 2 * j + 2)                             # d / h = 2
+                scores = q[s] @ k[s] / 2 ** 0.5                         # (HW,)
+                if pos:
+                    scores = scores + head.pos_bias[j, o]
+                w = torch.softmax(scores[keep], 0)
+                torch.testing.assert_close(y[i, s], v[s][:, keep] @ w, atol=1e-5, rtol=1e-5)
+    assert head.pos_bias is None or head.pos_bias.shape == (4, 49)
+
+
+def test_num_heads_must_divide_the_width():
+    with pytest.raises(ValueError, match="num_heads"):
+        make_atr(num_heads=3)
+
+
 def test_box_offsets_count_whole_cells_from_the_box_centre():
     rois = torch.tensor([[0, 2.0, 1.0, 3.0, 4.0],      # centre (2.5, 2.5): cell (2, 2)
                          [0, 0.0, 0.0, 1.0, 1.0]])     # centre (0.5, 0.5): cell (0, 0)

@@ -28,6 +28,7 @@ CONFIGS = {
     "atr": ("atr", dict(hidden_dim=8), False),
     "atr-add": ("atr", dict(hidden_dim=8, fuse="add"), False),
     "atr-pos": ("atr", dict(hidden_dim=8, pos=True), False),
+    "atr-heads": ("atr", dict(hidden_dim=8, pos=True, num_heads=4), False),
     **{f"{h}-{agg}": (h, dict(width=8, num_heads=2, agg=agg), True)
        for h in ("s_only", "t_only") for agg in ("avg", "max")},
     "t_only-d2-nopos": ("t_only", dict(width=8, num_heads=2, depth=2, pos=False), True),
