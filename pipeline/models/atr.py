@@ -12,8 +12,11 @@ object grabbed, the person hugged) beside it::
     allowed  = cell outside box_i and inside the image       (N, H*W)  bool
     w        = softmax_p(q . k[b_i, p] / sqrt(d)) on allowed (N, H*W)  0 elsewhere
     y        = sum_p w_p v[b_i, p]                           (N, d)   the context part
-    logits   = Linear(Dropout([A; y]))                       (N, K)   fuse: concat
-             = Linear(Dropout(A + Linear(y)))                (N, K)   fuse: add
+    logits   = Linear(Dropout(Norm([A; y])))                 (N, K)   fuse: concat
+             = Linear(Dropout(Norm(A + Linear(y))))          (N, K)   fuse: add
+
+``norm`` = batch: a BatchNorm1d before the classifier (:mod:`pipeline.models.base`); the
+paper's RoI features pass through I3D's own (BN) layers after the fusion.
 
 ``num_heads`` = h > 1 splits q, k and v into h slices of d / h channels, each with its own
 softmax over the allowed cells (and its own row of the offset bias): y is the h heads'
@@ -36,7 +39,7 @@ blind to where a cell lies, so a target beside the box and the same object acros
 room look alike, and it starts spread over every cell of the scene.
 
 Defaults: ``hidden_dim`` d = 512, ``fuse`` = concat, ``dropout`` = 0.0, ``roi_size`` = 7,
-``pos`` = False, ``reach`` = 3, ``num_heads`` = 1.
+``pos`` = False, ``reach`` = 3, ``num_heads`` = 1, ``norm`` = none.
 Like ACRN, ATR relates each actor to the scene only; actors do not see each other (another
 person is context, outside the box).
 """
@@ -49,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Head, HeadConfig
+from .base import NORMS, Head, HeadConfig
 from .masking import needed, valid_mask
 
 FUSES = ("concat", "add")
@@ -65,6 +68,7 @@ class ATRConfig(HeadConfig):
     pos: bool = False           # add a learned embedding of the cell's offset from the box
     reach: int = 3              # ... offsets clipped to +-reach cells (a (2R+1)^2 table)
     num_heads: int = 1          # attention heads, each d / num_heads wide (1: the paper's)
+    norm: str = "none"          # none | batch: BatchNorm1d on the classifier's input
 
     def __post_init__(self) -> None:
         self.check_range("hidden_dim", 1)
@@ -73,6 +77,7 @@ class ATRConfig(HeadConfig):
         self.check_range("roi_size", 1)
         self.check_range("reach", 1)
         self.check_range("num_heads", 1)
+        self.check_choice("norm", NORMS)
         self.check(self.hidden_dim % self.num_heads == 0, "num_heads", "must divide hidden_dim")
 
 
@@ -120,7 +125,8 @@ class ATRHead(Head):
         self.pos_bias = nn.Parameter(near) if self.config.pos else None
         add = self.config.fuse == "add"
         self.out = nn.Linear(d, in_channels) if add else None
-        self.add_classifier(in_channels if add else in_channels + d, num_classes)
+        self.add_classifier(in_channels if add else in_channels + d, num_classes,
+                            norm=self.config.norm)
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:

@@ -6,7 +6,14 @@ file, the rest is :class:`Head`::
 
     A       = actors(x, rois)                     (N, C)   RoIAlign 7x7 + spatial max-pool
     parts   = the head's relation part            [(N, c_1), (N, c_2), ...]   ``features``
-    logits  = Linear(Dropout([parts]))            (N, K)   ``classify``
+    logits  = Linear(Dropout(Norm([parts])))      (N, K)   ``classify``
+
+``Norm`` is the identity, or, for a head whose config has ``norm: batch`` (linear, atr), a
+BatchNorm1d over the concatenation: each input channel of the classifier standardised
+(batch statistics in training, running ones in eval), as a learned backbone's own BN layers
+give its features.  The hand-made hoghof channels are far apart in scale and correlated, and
+SGD then fits a rare class's classifier far less well than a well-conditioned fit does
+(README: the grown world's ``reach``).
 
 A head declares its hyper-parameters as a frozen :class:`HeadConfig` dataclass (the head's
 ``Config``, kept as ``head.config``), its bank needs as a :class:`BankRequest` and, for
@@ -36,12 +43,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .actor import actor_vectors
 
 BANK_KINDS = ("lfb", "acfb", "memory")
 BANK_POOLS = ("none", "2x2", "4x4")    # acfb: max-pool of the banked first-order maps
+NORMS = ("none", "batch")              # before the classifier (linear, atr: ``norm``)
 
 
 @dataclass(frozen=True)
@@ -169,8 +178,12 @@ class Head(nn.Module):
         return actor_vectors(x, rois, self.config.roi_size, valid,
                              self.config.roi_aligned)                # (N, C)
 
-    def add_classifier(self, in_features: int, num_classes: int, bias: bool = True) -> None:
-        """Dropout(``config.dropout``) and Linear(in_features -> num_classes)."""
+    def add_classifier(self, in_features: int, num_classes: int, bias: bool = True,
+                       norm: str = "none") -> None:
+        """Norm (``norm``: one of :data:`NORMS`), Dropout(``config.dropout``) and
+        Linear(in_features -> num_classes).  The norm has no random init, so a seeded head
+        draws the classifier's weights as it does without."""
+        self.classifier_norm = nn.BatchNorm1d(in_features) if norm == "batch" else None
         self.dropout = nn.Dropout(self.config.dropout)
         setattr(self, self.classifier_name, nn.Linear(in_features, num_classes, bias=bias))
 
@@ -181,6 +194,11 @@ class Head(nn.Module):
     def classify(self, parts: list[Tensor]) -> Tensor:
         """[(N, c_1), (N, c_2), ...] -> logits (N, K) = Linear(Dropout(concatenation))."""
         x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)    # (N, sum c_i)
+        bn = self.classifier_norm
+        if bn is not None:
+            # one actor has no batch statistics: it is standardised with the running ones
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                             eps=bn.eps) if self.training and x.shape[0] < 2 else bn(x)
         return self.classifier(self.dropout(x))                      # (N, K)
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,

@@ -1,9 +1,11 @@
 """``linear``: the 3D-CNN baseline.  A_i -> dropout -> linear -> logits::
 
     A       = actors(context, rois)              (N, C)   RoIAlign 7x7 + max-pool, image only
-    logits  = Linear(Dropout(A))                 (N, K)
+    logits  = Linear(Dropout(Norm(A)))           (N, K)
 
-Defaults: ``dropout`` = 0.0, ``roi_size`` = 7.
+``norm`` = batch: a BatchNorm1d on A before the classifier (:mod:`pipeline.models.base`).
+
+Defaults: ``dropout`` = 0.0, ``roi_size`` = 7, ``norm`` = none.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .base import Head, HeadConfig
+from .base import NORMS, Head, HeadConfig
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,11 @@ class LinearConfig(HeadConfig):
     dropout: float = 0.0        # before the classifier
     roi_size: int = 7           # RoIAlign output size
     roi_aligned: bool = True    # RoIAlign's half-pixel offset (ACAR-Net: False)
+    norm: str = "none"          # none | batch: BatchNorm1d on the classifier's input
 
     def __post_init__(self) -> None:
         self.check_dropout("dropout")
+        self.check_choice("norm", NORMS)
         self.check(isinstance(self.roi_aligned, bool), "roi_aligned", "true or false")
         self.check_range("roi_size", 1)
 
@@ -35,7 +39,7 @@ class LinearHead(Head):
 
     def __init__(self, in_channels: int, num_classes: int, **hparams: Any):
         super().__init__(**hparams)
-        self.add_classifier(in_channels, num_classes)
+        self.add_classifier(in_channels, num_classes, norm=self.config.norm)
 
     def features(self, context: Tensor, rois: Tensor, bank: Any = None,
                  valid: Tensor | None = None) -> list[Tensor]:

@@ -17,6 +17,7 @@ ACAR = dict(reduce_dim=16, hidden_dim=8)
 # id -> (head name, hparams, actors see other actors of their keyframe)
 CONFIGS = {
     "linear": ("linear", {}, False),
+    "linear-norm": ("linear", dict(norm="batch"), False),
     "actor_actor": ("actor_actor", dict(hidden_dim=8, num_heads=2), True),
     "acrn": ("acrn", dict(hidden_dim=8), False),
     **{f"acar-{k}": ("acar", dict(ACAR, hr2o=k), True) for k in MESSAGES},
@@ -29,6 +30,7 @@ CONFIGS = {
     "atr-add": ("atr", dict(hidden_dim=8, fuse="add"), False),
     "atr-pos": ("atr", dict(hidden_dim=8, pos=True), False),
     "atr-heads": ("atr", dict(hidden_dim=8, pos=True, num_heads=4), False),
+    "atr-norm": ("atr", dict(hidden_dim=8, pos=True, norm="batch"), False),
     **{f"{h}-{agg}": (h, dict(width=8, num_heads=2, agg=agg), True)
        for h in ("s_only", "t_only") for agg in ("avg", "max")},
     "t_only-d2-nopos": ("t_only", dict(width=8, num_heads=2, depth=2, pos=False), True),
