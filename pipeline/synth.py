@@ -129,8 +129,7 @@ LAMP_OFF, LAMP_ON = (52, 48, 48), (255, 40, 40)
 # random stream (_grow_rng), so the rest of each video is what it was before them
 P_WAVES = 0.8             # two people in the scene wave, around some keyframes
 WAVE_KEYFRAMES = (2, 5, 8)  # seconds (3 s apart: the 2-s clips of two events never meet)
-P_WAVE_KEYFRAME = 0.6     # ... around each of these keyframes, one event (0.7 put
-                          # `answer` at 2.01% of seed 2's train boxes: 0.6, 1.5-1.8%):
+P_WAVE_KEYFRAME = 0.7     # ... around each of these keyframes, one event:
 WAVE_EVENTS = (("answer", 0.5), ("alone", 0.25), ("together", 0.25))
 WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 samples
 P_REACH = 0.9             # somebody stands by a stand with a ball on it (one of the free
