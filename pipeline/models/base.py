@@ -192,8 +192,7 @@ class Head(nn.Module):
         return getattr(self, self.classifier_name)
 
     def classify(self, parts: list[Tensor]) -> Tensor:
-        """[(N, c_1), (N, c_2), ...] -> logits (N, K) = Linear(Dropout(Norm(concatenation)))
-        (Norm: the identity unless the head was built with ``norm`` = batch)."""
+        """[(N, c_1), (N, c_2), ...] -> logits (N, K) = Linear(Dropout(concatenation))."""
         x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)    # (N, sum c_i)
         bn = self.classifier_norm
         if bn is not None:
