@@ -30,8 +30,8 @@ temporal    answer     i waves back: i waves (arm up, hand to and fro, 0.5 s) in
                        and neither waved in the other one.  The one who waved first, a
                        lone wave and two at once get no label: only the order tells
 target      reach      i reaches (arm out) for the ball on the stand beside i, and the
-                       ball is green (26-30 px from i's centre, outside i's box; for a
-                       blue ball the same reach is no ``reach``)
+                       ball is green (64-68 px from i's centre, well outside i's box;
+                       for a blue ball the same reach is no ``reach``)
 ==========  =========  ==============================================================
 
 The ``temporal`` and ``target`` families (:func:`_grow`, own random stream per video) and
@@ -39,7 +39,11 @@ the rarer ``listen`` (a lectern speaker sometimes stays silent) were added for i
 heads.  Their distractors: the one who waved first (same two waves, the reverse order),
 a lone wave, two waves at once; the same reach for a blue ball, the stand beside the
 reacher before and after the reach, and a green ball elsewhere in the scene.  The ball's
-colour is the one thing that tells a ``reach``, and it sits a cell beyond the box.
+colour is the one thing that tells a ``reach``, and it sits beyond what the box's RoI
+feature sees (the cells RoIAlign samples, and the 3x3-cell colour surround of the
+backbone's cells): only a head that looks outside the box can tell it.  So far out, the
+ball may stand in front of the cart or the lecture (not of the fire or of anyone who does
+not walk), else most scenes would have no room for a reacher.
 
 Distractors keep the shortcuts closed: a static orange crate (not a fire), a dark
 rectangle (an off screen), people who hold an object without handing it over, empty
@@ -135,7 +139,8 @@ WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 sam
 P_REACH = 0.9             # somebody stands by a stand with a ball on it (one of the free
                           # people, else one more person, standing clear of everyone)
 P_GREEN = 0.5             # ... a green ball (else a blue one: reaching for it is no `reach`)
-REACH_X = (26, 30)        # px from the reacher's centre to the ball's (the box is 12 wide)
+REACH_X = (64, 68)        # px from the reacher's centre to the ball's (the box is 12 wide):
+                          # past the cells that the box's RoI samples and their 3x3 surround
 BALL_R = 6.0              # the ball's radius (px); the arm reaches out to its near edge
 ARM_W = 3.5               # the reaching arm's thickness (px)
 REACH_SECONDS = (2, 3)    # the reach lasts 2 or 3 s (a stretch of the video)
@@ -588,18 +593,23 @@ def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
 
 def _reacher(d: _Draft, rng: np.random.Generator, side: int, dx: float) -> Person | None:
     """One more person for ``_reach``: standing, away from the fire, clear of the cart, the
-    lecture and everyone who does not walk (the ball ``dx`` beside, on ``side``, too); None
-    after 40 tries."""
+    lecture and everyone who does not walk, the ball ``dx`` beside, on ``side`` (or the
+    other side, where ``side`` runs off the image), clear of the fire and of everyone who
+    does not walk (it may stand in front of the cart or the lecture); None after 40 tries."""
     scene, u, W, H = d.scene, d.scene.unit, d.cfg.width, d.cfg.height
     for _ in range(40):
         x = float(rng.uniform(8 * u, W - 8 * u))
+        if not 6 * u < x + side * dx < W - 6 * u:
+            side = -side
         bx = x + side * dx
         if not 6 * u < bx < W - 6 * u:
             continue
-        if any(a - 6 * u < v < b + 6 * u for a, b in d.occupied for v in (x, bx)):
+        if any(a - 6 * u < x < b + 6 * u for a, b in d.occupied):
             continue
         if scene.fire is not None and abs(x - scene.fire[0]) < (WARM_RANGE[1] + 8) * u:
             continue                             # not `warm`, and the flames a cell away
+        if scene.fire is not None and abs(bx - scene.fire[0]) < 14 * u:
+            continue                             # the ball off the fire
         if any(np.abs(q.x[q.pose != WALK] - v).min(initial=np.inf) < 12 * u
                for q in scene.people for v in (x, bx)):      # walkers may pass in front
             continue

@@ -399,7 +399,8 @@ def test_reach_needs_the_green_ball_beside_on_the_side_faced(grown_scenes, grown
             x1, y1, x2, y2 = synth.box_of(sc, p, f)
             if id(sc) in index:         # the ball and the hand are drawn beyond the box
                 img = grown_rendered[index[id(sc)], f]
-                out = (x2, x2 + 30 * u) if p.face[f] > 0 else (x1 - 30 * u, x1)
+                reach = synth.REACH_X[1] * u
+                out = (x2, x2 + reach) if p.face[f] > 0 else (x1 - reach, x1)
                 walkers = [q for q in sc.people if q is not p and q.visible[f] and
                            out[0] - 8 * u < q.x[f] < out[1] + 8 * u]   # may pass in front
                 assert walkers or _drawn(img, sc, synth.GREEN, *out, y1, y2) > 10
@@ -413,3 +414,58 @@ def test_reach_needs_the_green_ball_beside_on_the_side_faced(grown_scenes, grown
                for bx, _, c in sc.balls):
             seen["decoy"] += 1                   # a green ball far from everyone
     assert min(seen.values()) > 10, seen
+
+
+def test_reach_ball_is_out_of_the_reachers_roi_feature(grown_scenes):
+    """The ball's colour is what tells a ``reach``, and the reacher's RoI feature (RoIAlign
+    7x7 + max over the HOG/HOF/colour cells, the box as drawn and jittered by 7.5%) is the
+    same for a green and a blue ball, though the maps differ: only a head that looks
+    outside the box (atr) can tell the two apart."""
+    import dataclasses
+
+    from pipeline.backbones.hoghof import HogHof
+    from pipeline.models.actor import actor_vectors
+
+    cfg, scs = grown_scenes
+    cases = [(sc, p, int(np.flatnonzero(p.reaching)[0]) + cfg.fps // 2)
+             for sc in scs for p in sc.people if p.reaching is not None][:6]
+    assert len(cases) == 6
+    for sc, p, f in cases:
+        frames = np.clip(f + 2 * (np.arange(8) - 4), 0, len(p.x) - 1)
+        near = [k for k, (bx, _, _) in enumerate(sc.balls)
+                if abs(abs(bx - p.x[f]) - np.mean(synth.REACH_X) * sc.unit) <= 2 * sc.unit]
+        assert len(near) == 1
+
+        def cells(colour, sc=sc, frames=frames, k=near[0]):
+            balls = [b if i != k else (*b[:2], colour) for i, b in enumerate(sc.balls)]
+            s = dataclasses.replace(sc, balls=balls)
+            clip = np.stack([synth._frame(s, int(g), np.random.default_rng(int(g)))
+                             for g in frames])                            # (T, H, W, 3)
+            x = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            return HogHof()(x)[:, :, 0]                                   # (1, C, h, w)
+
+        green, blue = cells(synth.GREEN), cells(synth.BLUE)
+        assert (green - blue).abs().amax() > 0.5                          # the ball is seen
+        x1, y1, x2, y2 = synth.box_of(sc, p, f)
+        dw, dh = 0.075 * (x2 - x1), 0.075 * (y2 - y1)
+        for box in ((x1, y1, x2, y2), (x1 - dw, y1 - dh, x2 + dw, y2 + dh)):
+            rois = torch.tensor([[0.0, *box]]) / torch.tensor([1.0] + [HogHof.stride] * 4)
+            torch.testing.assert_close(actor_vectors(green, rois), actor_vectors(blue, rois))
+
+
+def test_most_scenes_have_a_reacher(grown_scenes):
+    """The ball stands far out (REACH_X), so the reacher and the ball do not both fit
+    between the cart and the lecture: the ball may stand in front of them (not of the fire
+    or of anyone who does not walk), and a reacher too near the image's edge turns to the
+    other side.  Most scenes that try (P_REACH) get one, so ``reach`` is learnable."""
+    _, scs = grown_scenes
+    reachers = [p for sc in scs for p in sc.people if p.reaching is not None]
+    assert len(reachers) > 0.5 * synth.P_REACH * len(scs), len(reachers)
+    for sc in scs:
+        for p in sc.people:
+            if p.reaching is None:
+                continue
+            bx = p.x[0] + p.face[0] * np.mean(synth.REACH_X) * sc.unit
+            assert 0 < bx < 160 * sc.unit                        # on the image
+            if sc.fire is not None:
+                assert abs(bx - sc.fire[0]) >= 14 * sc.unit - 2 * sc.unit
