@@ -30,16 +30,18 @@ temporal    answer     i waves back: i waves (arm up, hand to and fro, 0.5 s) in
                        and neither waved in the other one.  The one who waved first, a
                        lone wave and two at once get no label: only the order tells
 target      reach      i reaches (arm out) for the ball on the stand beside i, and the
-                       ball is green (64-68 px from i's centre, well outside i's box;
-                       for a blue ball the same reach is no ``reach``)
+                       ball is green now (64-68 px from i's centre, well outside i's
+                       box; it is blue at other times, and for a blue ball the same
+                       reach is no ``reach``)
 ==========  =========  ==============================================================
 
 The ``temporal`` and ``target`` families (:func:`_grow`, own random stream per video) and
 the rarer ``listen`` (a lectern speaker sometimes stays silent) were added for issue 17's
 heads.  Their distractors: the one who waved first (same two waves, the reverse order),
-a lone wave, two waves at once; the same reach for a blue ball, the stand beside the
-reacher before and after the reach, and a green ball elsewhere in the scene.  The ball's
-colour is the one thing that tells a ``reach``, and it sits beyond what the box's RoI
+a lone wave, two waves at once; the same reach for a ball that stays blue, the same
+reach before and after the reacher's ball is green (the arm is out all along), and a green
+ball elsewhere in the scene.  The ball's colour is the one thing that tells a ``reach``,
+and it sits beyond what the box's RoI
 feature sees (the cells RoIAlign samples, and the 3x3-cell colour surround of the
 backbone's cells): only a head that looks outside the box can tell it.  So far out, the
 ball may stand in front of the cart or the lecture (not of the fire or of anyone who does
@@ -136,14 +138,15 @@ WAVE_KEYFRAMES = (2, 5, 8)  # seconds (3 s apart: the 2-s clips of two events ne
 P_WAVE_KEYFRAME = 0.7     # ... around each of these keyframes, one event:
 WAVE_EVENTS = (("answer", 0.5), ("alone", 0.25), ("together", 0.25))
 WAVE_FRAMES = 4           # a wave lasts 4 frames (0.5 s): 2 of the clip's 8 samples
-P_REACH = 0.9             # somebody stands by a stand with a ball on it (one of the free
-                          # people, else one more person, standing clear of everyone)
-P_GREEN = 0.5             # ... a green ball (else a blue one: reaching for it is no `reach`)
+P_REACH = 0.9             # somebody stands by a stand with a blue ball on it (one of the
+                          # free people, else one more person), the arm out to it all along
+P_GREEN = 0.35            # ... and the ball turns green for REACH_SECONDS (else it stays
+                          # blue: reaching for a blue ball is no `reach`)
 REACH_X = (64, 68)        # px from the reacher's centre to the ball's (the box is 12 wide):
                           # past the cells that the box's RoI samples and their 3x3 surround
 BALL_R = 6.0              # the ball's radius (px); the arm reaches out to its near edge
 ARM_W = 3.5               # the reaching arm's thickness (px)
-REACH_SECONDS = (2, 3)    # the reach lasts 2 or 3 s (a stretch of the video)
+REACH_SECONDS = (2, 3)    # the ball is green for 2 or 3 s (a stretch of the video)
 P_DECOY_BALL = 0.5        # a green ball on a stand somewhere else in the scene
 P_SILENT_SPEAKER = 0.7    # the lectern's speaker never talks (fewer `listen`: under 2%)
 GREEN, BLUE, STAND_GREY = (40, 200, 70), (50, 80, 230), (150, 150, 160)
@@ -207,6 +210,8 @@ class Scene:
     lamp: tuple[float, float] | None = None     # the alarm lamp's centre on the wall
     lamp_lit: np.ndarray | None = None          # (F,) bool: the lamp flashes (frames)
     balls: list[tuple[float, float, tuple]] = field(default_factory=list)  # x, y, colour
+    green_ball: int | None = None               # the ball (index) that turns green ...
+    green: np.ndarray | None = None             # (F,) bool: ... in these frames
 
 
 # ---- the script: where everyone is and what they do, per frame ---------------------
@@ -557,10 +562,11 @@ def _hand_y(scene: Scene, p: Person, f: int) -> float:
 
 
 def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
-    """Maybe someone stands still all along beside a stand with a ball at arm's height,
-    green or blue, facing it, and reaches out for REACH_SECONDS: a free person (not
-    carrying a box), else one more person where the stand and the ball stay clear of
-    everyone; maybe a green ball on a stand elsewhere, clear of everyone."""
+    """Maybe someone stands still all along beside a stand with a blue ball at arm's
+    height, facing it, the arm out to it all along, and the ball turns green for
+    REACH_SECONDS (or never): a free person (not carrying a box), else one more person
+    where the stand and the ball stay clear of everyone; maybe a green ball on a stand
+    elsewhere, clear of everyone."""
     scene, u, W, H, fps = d.scene, d.scene.unit, d.cfg.width, d.cfg.height, d.cfg.fps
     secs, F = d.cfg.duration, d.frames
     reacher = None
@@ -574,12 +580,13 @@ def _reach(d: _Draft, rng: np.random.Generator) -> Person | None:
                 side = -side
             p.x[:], p.pose[:] = p.x[0], STAND
             p.face[:] = side
-            colour = GREEN if rng.random() < P_GREEN else BLUE
-            scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), colour))
-            p.reaching = np.zeros(F, bool)
-            n = int(rng.integers(REACH_SECONDS[0], REACH_SECONDS[1] + 1))
-            a = int(rng.integers(0, secs - n + 1))
-            p.reaching[a * fps: (a + n) * fps] = True
+            scene.balls.append((float(p.x[0] + side * dx), _hand_y(scene, p, 0), BLUE))
+            p.reaching = np.ones(F, bool)
+            if rng.random() < P_GREEN:
+                n = int(rng.integers(REACH_SECONDS[0], REACH_SECONDS[1] + 1))
+                a = int(rng.integers(0, secs - n + 1))
+                scene.green_ball, scene.green = len(scene.balls) - 1, np.zeros(F, bool)
+                scene.green[a * fps: (a + n) * fps] = True
             reacher = p
     if rng.random() < P_DECOY_BALL:
         for _ in range(20):
@@ -667,11 +674,19 @@ def _grown_labels(scene: Scene, i: int, f: int, fps: int) -> list[int]:
             for q in scene.people):
         out.append(ANSWER)
     if p.reaching is not None and p.reaching[f] and any(
-            colour == GREEN and p.face[f] * (bx - p.x[f]) > 0
+            ball_colour(scene, k, f) == GREEN and p.face[f] * (bx - p.x[f]) > 0
             and REACH_X[0] * u - 1e-6 <= abs(bx - p.x[f]) <= REACH_X[1] * u + 1e-6
-            and abs(by - _hand_y(scene, p, f)) < 2 * u for bx, by, colour in scene.balls):
+            and abs(by - _hand_y(scene, p, f)) < 2 * u
+            for k, (bx, by, _) in enumerate(scene.balls)):
         out.append(REACH)
     return out
+
+
+def ball_colour(scene: Scene, k: int, f: int) -> tuple:
+    """The colour of ball ``k`` at frame ``f``: the reacher's turns green for a while."""
+    if k == scene.green_ball and scene.green is not None and scene.green[f]:
+        return GREEN
+    return scene.balls[k][2]
 
 
 def labelmap_of(cfg: SynthConfig) -> LabelMap:
@@ -796,13 +811,13 @@ def _draw_grown_arms(img, scene: Scene, p: Person, f: int) -> None:
         _rect(img, ax - 2 * u, y1 - 9 * u, ax + 2 * u, y1 - 5 * u, p.color)
 
 
-def _draw_balls(img, scene: Scene) -> None:
+def _draw_balls(img, scene: Scene, f: int) -> None:
     """Balls on stands: a pole, a plate, the ball (radius BALL_R) at arm's height."""
     u, r = scene.unit, BALL_R * scene.unit
-    for bx, by, colour in scene.balls:
+    for k, (bx, by, _) in enumerate(scene.balls):
         _rect(img, bx - u, by + r, bx + u, by + 27 * u, STAND_GREY)
         _rect(img, bx - 4 * u, by + r, bx + 4 * u, by + r + 1.5 * u, STAND_GREY)
-        _disc(img, bx, by, r, colour)
+        _disc(img, bx, by, r, ball_colour(scene, k, f))
 
 
 def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
@@ -820,7 +835,7 @@ def _frame(scene: Scene, f: int, rng: np.random.Generator) -> np.ndarray:
     for cx1, cy1, cx2, cy2, colour in scene.crates:
         _rect(img, cx1, cy1, cx2, cy2, colour)
     _draw_lamp(img, scene, f)
-    _draw_balls(img, scene)
+    _draw_balls(img, scene, f)
     if scene.fire is not None:  # flames: flickering orange/yellow tongues on logs
         fx, fy = scene.fire
         _rect(img, fx - 7 * u, fy - 2 * u, fx + 7 * u, fy + 1 * u, (90, 50, 20))

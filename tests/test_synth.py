@@ -385,11 +385,11 @@ def test_waves_show_in_their_own_temporal_bin(grown_scenes):
 
 def test_reach_needs_the_green_ball_beside_on_the_side_faced(grown_scenes, grown_rendered):
     cfg, scs = grown_scenes
-    seen = dict.fromkeys(("reach", "blue", "idle", "decoy"), 0)
+    seen = dict.fromkeys(("reach", "blue", "not yet", "decoy"), 0)
     index = {id(sc): k for k, sc in enumerate(scs[:70])}
     for sc, _i, p, f, _t, labels in _labelled(cfg, scs):
         u = sc.unit
-        beside = [(bx, c) for bx, by, c in sc.balls
+        beside = [(bx, synth.ball_colour(sc, k, f)) for k, (bx, by, _) in enumerate(sc.balls)
                   if synth.REACH_X[0] * u - 1e-6 <= abs(bx - p.x[f]) <= synth.REACH_X[1] * u + 1e-6]
         faced = [c for bx, c in beside if p.face[f] * (bx - p.x[f]) > 0]
         reaching = p.reaching is not None and p.reaching[f]
@@ -407,11 +407,15 @@ def test_reach_needs_the_green_ball_beside_on_the_side_faced(grown_scenes, grown
                 assert _drawn(img, sc, p.color, *out, y1, y2) > 0
         elif reaching:                           # the same reach, for a blue ball
             assert beside and faced == [synth.BLUE], (beside, faced)
-            seen["blue"] += 1
-        elif p.reaching is not None:
-            seen["idle"] += 1                    # beside the stand, not reaching
-        if any(c == synth.GREEN and min(abs(bx - q.x[f]) for q in sc.people) >= 30 * u
-               for bx, _, c in sc.balls):
+            if sc.green is not None and sc.green.any():
+                seen["not yet"] += 1             # ... which is green at other times
+            else:
+                seen["blue"] += 1                # ... which stays blue
+        else:
+            assert p.reaching is None            # a reacher's arm is out all along
+        if any(synth.ball_colour(sc, k, f) == synth.GREEN and
+               min(abs(bx - q.x[f]) for q in sc.people) >= 30 * u
+               for k, (bx, _, _) in enumerate(sc.balls)):
             seen["decoy"] += 1                   # a green ball far from everyone
     assert min(seen.values()) > 10, seen
 
@@ -438,7 +442,7 @@ def test_reach_ball_is_out_of_the_reachers_roi_feature(grown_scenes):
 
         def cells(colour, sc=sc, frames=frames, k=near[0]):
             balls = [b if i != k else (*b[:2], colour) for i, b in enumerate(sc.balls)]
-            s = dataclasses.replace(sc, balls=balls)
+            s = dataclasses.replace(sc, balls=balls, green=None)
             clip = np.stack([synth._frame(s, int(g), np.random.default_rng(int(g)))
                              for g in frames])                            # (T, H, W, 3)
             x = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
