@@ -280,7 +280,7 @@ def orderings(run: dict) -> list[dict]:
              for h, m in run["metrics"].items()}
     fams = [f for f in synth.GROWN_FAMILIES if any(f in t for t in table.values())]
     return [{k: c.get(k) for k in ("id", "statement", "head", "measured", "passed", "skipped",
-                                   "map_change")}
+                                   "map_change", "required")}
             for c in report.check_table(table, fams)]
 
 
@@ -292,6 +292,7 @@ def margin_table(runs: list[dict]) -> tuple[list[dict], str]:
     rows = []
     per_run = [r.get("orderings") or orderings(r) for r in runs]
     thresholds = {c.id: c.threshold for c in report.CHECKS}
+    required_of = {c.id: c.required for c in report.CHECKS}
     for oid in dict.fromkeys(o["id"] for ords in per_run for o in ords):
         got = [next((o for o in ords if o["id"] == oid), {}) for ords in per_run]
         vals = [o["measured"] for o in got if o.get("measured") is not None]
@@ -303,16 +304,19 @@ def margin_table(runs: list[dict]) -> tuple[list[dict], str]:
                      "passed": [o.get("passed") for o in got],
                      "mean": statistics.mean(vals),
                      "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                     "min": min(vals)})
+                     "min": min(vals),
+                     "required": required_of[oid.split(".")[0]]})
     lines = ["| ordering | threshold | " + " | ".join(f"seed {r['seed']}" for r in runs)
              + " | mean ± std | every seed |", "|---" * (len(runs) + 4) + "|"]
     for m in rows:
         cells = ["–" if v is None else f"{v:+.1f} {'✓' if ok else '✗'}"
                  for v, ok in zip(m["seeds"], m["passed"], strict=True)]
         every = all(m["passed"]) and len([v for v in m["seeds"] if v is not None]) == len(runs)
+        mark = ("✓" if every else "✗") if m["required"] else \
+            f"○ observation ({'✓' if every else '✗'})"
         lines.append(f"| ({m['id']}) {m['statement']} | {m['threshold']:+g} | "
                      + " | ".join(cells) + f" | {m['mean']:+.1f} ± {m['std']:.1f} | "
-                     + ("✓" if every else "✗") + " |")
+                     + mark + " |")
     return rows, "\n".join(lines)
 
 

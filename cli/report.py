@@ -64,6 +64,9 @@ def report(ctx, metrics, logs, annotations, train_annotations, labelmap, out, ti
     result = stage.run(cfg, metrics, annotations, labelmap, out, logs or None,
                        train_annotations)
     checks = [c for c in result["orderings"] if c["passed"] is not None]
-    passed = sum(c["passed"] for c in checks)
-    click.echo(f"{len(result['table'])} heads; orderings {passed}/{len(checks)} hold  "
-               f"({out}/report.md, report.png)")
+    required = [c for c in checks if c.get("required", True)]
+    passed = sum(c["passed"] for c in required)
+    seen = len(checks) - len(required)
+    click.echo(f"{len(result['table'])} heads; orderings {passed}/{len(required)} hold"
+               + (f" (+{seen} observation{'s' if seen > 1 else ''}, marked ○)" if seen else "")
+               + f"  ({out}/report.md, report.png)")

@@ -191,6 +191,7 @@ def test_cli_writes_both_files(world):
     assert res.exit_code == 0, res.output
     assert "6 heads; orderings 5/5 hold" in res.output
     assert (world / "rep" / "report.md").read_text().startswith("# From params\n")
+    assert "○" not in (world / "rep" / "report.md").read_text()    # no observation measured
     assert (world / "rep" / "report.png").stat().st_size > 0
     res = CliRunner().invoke(cli, [*args, "--title", "Flag"])
     assert res.exit_code == 0 and (world / "rep" / "report.md").read_text().startswith("# Flag")
@@ -360,6 +361,8 @@ def test_issue17_orderings_with_margins(world):
         "g1": (True, 20.0), "g2": (True, 15.0), "h": (True, 20.0), "i": (True, 10.0),
         "j1": (True, 3.5), "j2": (False, -1.0), "k": (True, 20.0), "l": (True, 2.0)}
     assert c["j1"]["map_change"] == pytest.approx(-0.5)
+    # j2 is an observation: measured and shown, not among the orderings that must hold
+    assert c["j1"]["required"] is True and c["j2"]["required"] is False
     assert c["l"]["head"] == "ensemble_mean_logit" and "ensemble_ap_weight" not in c["l"]["others"]
     assert "acar_cb" in c["l"]["others"]             # the best single head: acar_cb 56.0
     md = (world / "out" / "report.md").read_text()
@@ -368,6 +371,10 @@ def test_issue17_orderings_with_margins(world):
     assert ("- ✓ **(j1)** decoupled fine-tuning of linear raises the rare classes' mean AP, "
             "mAP drops ≤ 1: linear_cb 13.5, linear 10.0 → margin +3.5 (needs ≥ +0.0); mAP -0.5 "
             "(needs ≥ -1.0)") in md
+    j2 = next(line for line in md.splitlines() if "**(j2)**" in line)
+    assert j2.startswith("- ○ **(j2)** decoupled fine-tuning of acar") and "✗" not in j2
+    assert j2.endswith("; an observation, not an ordering: it does not hold here")
+    assert "○: an observation, not an ordering" in md
     # the rare classes gain, but mAP drops by more than 1: fails; no ensemble: skipped
     worse = {**ITEM9, "linear_cb": (0.20, 0.15, 0.20, 0.12, 0.380, 0.15, 0.12)}
     worse = {h: v for h, v in worse.items() if not h.startswith("ensemble")}
@@ -383,6 +390,24 @@ def test_issue17_orderings_with_margins(world):
                      world / "labelmap.pbtxt", world / "out3")
     c = {r["id"]: r for r in res["orderings"]}
     assert c["h"]["passed"] is False and c["h"]["measured"] == pytest.approx(4.0)
+
+
+def test_cli_counts_an_observation_apart_from_the_orderings(world):
+    """``acar report`` says how many orderings hold; an observation (j2) is not one."""
+    (world / "val.csv").write_text(GROWN_GT)
+    write_labelmap(GROWN, world / "labelmap.pbtxt")
+    params = world / "params.yaml"
+    params.write_text("report: {families: [pose, relation, longterm, temporal, target], "
+                      "rare_share: 0.25}\n")
+    args = ["--params", str(params), "report"]
+    for head, path in write_item9(world, ITEM9).items():
+        args += ["--metrics", f"{head}={path}"]
+    args += ["--annotations", str(world / "val.csv"), "--labelmap",
+             str(world / "labelmap.pbtxt"), "--out", str(world / "rep")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    # a, g1, g2, h, i, j1, k, l hold (b-f: skipped, their heads absent); j2 does not
+    assert " heads; orderings 8/8 hold (+1 observation, marked ○)  (" in res.output
 
 
 # a training split where talk and wait are the rare classes (1 of 6 boxes each), not answer, reach
