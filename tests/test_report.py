@@ -178,15 +178,19 @@ def test_missing_or_bad_metrics_file_names_it(world):
     assert not (world / "out").exists()
 
 
-def test_cli_writes_both_files(world):
-    runs = make_runs(world, PASSING)
-    params = world / "params.yaml"
-    params.write_text("report: {title: From params}\n")
-    args = ["--params", str(params), "report"]
+def report_args(world: Path, params: str, runs: dict[str, Path]) -> list[str]:
+    """``acar --params <world>/params.yaml report`` of ``runs`` on ``world``'s val split,
+    out to ``<world>/rep``; ``params``: that file's text."""
+    (world / "params.yaml").write_text(params)
+    args = ["--params", str(world / "params.yaml"), "report"]
     for head, path in runs.items():
         args += ["--metrics", f"{head}={path}"]
-    args += ["--annotations", str(world / "val.csv"), "--labelmap",
-             str(world / "labelmap.pbtxt"), "--out", str(world / "rep")]
+    return args + ["--annotations", str(world / "val.csv"), "--labelmap",
+                   str(world / "labelmap.pbtxt"), "--out", str(world / "rep")]
+
+
+def test_cli_writes_both_files(world):
+    args = report_args(world, "report: {title: From params}\n", make_runs(world, PASSING))
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "6 heads; orderings 5/5 hold" in res.output
@@ -396,14 +400,8 @@ def test_cli_counts_an_observation_apart_from_the_orderings(world):
     """``acar report`` says how many orderings hold; an observation (j2) is not one."""
     (world / "val.csv").write_text(GROWN_GT)
     write_labelmap(GROWN, world / "labelmap.pbtxt")
-    params = world / "params.yaml"
-    params.write_text("report: {families: [pose, relation, longterm, temporal, target], "
-                      "rare_share: 0.25}\n")
-    args = ["--params", str(params), "report"]
-    for head, path in write_item9(world, ITEM9).items():
-        args += ["--metrics", f"{head}={path}"]
-    args += ["--annotations", str(world / "val.csv"), "--labelmap",
-             str(world / "labelmap.pbtxt"), "--out", str(world / "rep")]
+    args = report_args(world, "report: {families: [pose, relation, longterm, temporal, "
+                              "target], rare_share: 0.25}\n", write_item9(world, ITEM9))
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     # a, g1, g2, h, i, j1, k, l hold (b-f: skipped, their heads absent); j2 does not
