@@ -291,21 +291,20 @@ def margin_table(runs: list[dict]) -> tuple[list[dict], str]:
 
     rows = []
     per_run = [r.get("orderings") or orderings(r) for r in runs]
-    thresholds = {c.id: c.threshold for c in report.CHECKS}
-    required_of = {c.id: c.required for c in report.CHECKS}
+    checks = {c.id: c for c in report.CHECKS}
     for oid in dict.fromkeys(o["id"] for ords in per_run for o in ords):
         got = [next((o for o in ords if o["id"] == oid), {}) for ords in per_run]
         vals = [o["measured"] for o in got if o.get("measured") is not None]
         if not vals:
             continue
         rows.append({"id": oid, "statement": next(o["statement"] for o in got if o),
-                     "threshold": thresholds[oid.split(".")[0]],
+                     "threshold": checks[oid.split(".")[0]].threshold,
                      "seeds": [o.get("measured") for o in got],
                      "passed": [o.get("passed") for o in got],
                      "mean": statistics.mean(vals),
                      "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                      "min": min(vals),
-                     "required": required_of[oid.split(".")[0]]})
+                     "required": checks[oid.split(".")[0]].required})
     lines = ["| ordering | threshold | " + " | ".join(f"seed {r['seed']}" for r in runs)
              + " | mean ± std | every seed |", "|---" * (len(runs) + 4) + "|"]
     for m in rows:

@@ -64,7 +64,7 @@ def report(ctx, metrics, logs, annotations, train_annotations, labelmap, out, ti
     result = stage.run(cfg, metrics, annotations, labelmap, out, logs or None,
                        train_annotations)
     checks = [c for c in result["orderings"] if c["passed"] is not None]
-    required = [c for c in checks if c.get("required", True)]
+    required = [c for c in checks if c["required"]]
     passed = sum(c["passed"] for c in required)
     seen = len(checks) - len(required)
     click.echo(f"{len(result['table'])} heads; orderings {passed}/{len(required)} hold"

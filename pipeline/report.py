@@ -350,7 +350,7 @@ def _check_line(c: dict) -> str:
         nums = (f"{lo} {_fmt(vals[lo])} ≤ {c['head']} {_fmt(vals[c['head']])} ≤ {hi} "
                 f"{_fmt(vals[hi])} → margin to the nearer end {c['measured']:+.1f} "
                 f"(needs ≥ {c['threshold']:+.1f})")
-    if not c.get("required", True):
+    if not c["required"]:
         return (f"- ○ {head}: {nums}; an observation, not an ordering: it "
                 f"{'holds' if c['passed'] else 'does not hold'} here")
     return f"- {mark} {head}: {nums}"
@@ -375,7 +375,7 @@ def _markdown(cfg: ReportConfig, report: dict) -> str:
         listed = ", ".join(f"{n} ({100 * shares[n]:.2f}%)" for n in report["rare"])
         lines += [f"Rare classes (under {100 * cfg.rare_share:g}% of the boxes of "
                   f"{report['rare_split']}; \"rare\": their mean AP): {listed}.", ""]
-    if any(not c.get("required", True) and not c["skipped"] for c in report["orderings"]):
+    if any(not c["required"] and not c["skipped"] for c in report["orderings"]):
         lines += ["○: an observation, not an ordering: measured and shown, not required to "
                   "hold (the README gives the measurements why).", ""]
     lines += [_check_line(c) for c in report["orderings"]]
